@@ -1,0 +1,120 @@
+//! Bindings of the `greentic:secrets/bot` world (generated from `wit/`) and the few
+//! HTTP helpers every example guest needs: read a request body, send a response.
+//!
+//! Guests depend on this crate instead of generating bindings themselves so that all
+//! of them bind against exactly the WIT the host implements.
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "greentic:secrets/bot",
+    generate_all,
+    pub_export_macro: true,
+    export_macro_name: "export_bot",
+    default_bindings_module: "guest_common",
+});
+
+pub use exports::wasi::http::incoming_handler::{Guest, IncomingRequest, ResponseOutparam};
+pub use greentic::secrets::secrets::{self as secrets, Error as SecretError};
+use wasi::http::types::{Fields, OutgoingBody, OutgoingResponse};
+
+/// Reads the whole request body, refusing more than `limit` bytes.
+pub fn read_body(request: &IncomingRequest, limit: usize) -> Result<Vec<u8>, &'static str> {
+    let body = request.consume().map_err(|()| "body already consumed")?;
+    let stream = body.stream().map_err(|()| "body stream unavailable")?;
+    let mut out = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => {
+                if out.len() + chunk.len() > limit {
+                    return Err("body too large");
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Err(wasi::io::streams::StreamError::Closed) => break,
+            Err(wasi::io::streams::StreamError::LastOperationFailed(_)) => {
+                return Err("body read failed");
+            }
+        }
+    }
+    drop(stream);
+    let _trailers = wasi::http::types::IncomingBody::finish(body);
+    Ok(out)
+}
+
+/// The first value of a request header, as text.
+pub fn header(request: &IncomingRequest, name: &str) -> Option<String> {
+    let values = request.headers().get(name);
+    values
+        .first()
+        .and_then(|v| String::from_utf8(v.clone()).ok())
+}
+
+/// The request's path without its query string.
+pub fn path(request: &IncomingRequest) -> String {
+    let full = request.path_with_query().unwrap_or_default();
+    match full.split_once('?') {
+        Some((path, _)) => path.to_string(),
+        None => full,
+    }
+}
+
+/// The value of a query parameter (no percent-decoding: callers pass plain names).
+pub fn query_param(request: &IncomingRequest, key: &str) -> Option<String> {
+    let full = request.path_with_query()?;
+    let (_, query) = full.split_once('?')?;
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| v.to_string())
+    })
+}
+
+/// Sends a complete response.
+pub fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) {
+    let headers = Fields::new();
+    let _ = headers.set("content-type", &[content_type.as_bytes().to_vec()]);
+    let response = OutgoingResponse::new(headers);
+    let _ = response.set_status_code(status);
+    let Ok(outgoing) = response.body() else {
+        return;
+    };
+    ResponseOutparam::set(out, Ok(response));
+    if let Ok(stream) = outgoing.write() {
+        for chunk in body.chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                break;
+            }
+        }
+        drop(stream);
+    }
+    let _ = OutgoingBody::finish(outgoing, None);
+}
+
+/// Sends a JSON response.
+pub fn respond_json(out: ResponseOutparam, status: u16, json: &str) {
+    respond(out, status, "application/json", json.as_bytes());
+}
+
+/// Escapes text for inclusion in a JSON string literal.
+pub fn json_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => escaped.push_str("\\\""),
+            '\\' => escaped.push_str("\\\\"),
+            c if (c as u32) < 0x20 => escaped.push_str(&format!("\\u{:04x}", c as u32)),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// The kebab-case name of a secrets error, as guests report it.
+pub fn error_kind(error: &SecretError) -> &'static str {
+    match error {
+        SecretError::NotFound => "not-found",
+        SecretError::Denied => "denied",
+        SecretError::InvalidName(_) => "invalid-name",
+        SecretError::Unavailable => "unavailable",
+        SecretError::Internal => "internal",
+    }
+}

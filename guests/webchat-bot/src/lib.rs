@@ -1,0 +1,98 @@
+//! The example webchat bot: verifies that a webhook was signed with the bundle's
+//! `webhook-secret` and answers with a JSON reply.
+//!
+//! The signature is `x-greentic-signature: sha256=<hex HMAC-SHA256 of the body>`.
+//! A missing or wrong signature is 401; if the secret cannot be fetched because the
+//! secrets backend is down, the answer is 503, so an operator can tell "bad request"
+//! from "secrets are down".
+
+use guest_common::{
+    Guest, IncomingRequest, ResponseOutparam, SecretError, error_kind, header, json_escape,
+    read_body, respond_json, secrets,
+};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+const SIGNATURE_HEADER: &str = "x-greentic-signature";
+const MAX_BODY: usize = 256 * 1024;
+
+struct WebchatBot;
+
+impl Guest for WebchatBot {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let signature = header(&request, SIGNATURE_HEADER);
+        let body = match read_body(&request, MAX_BODY) {
+            Ok(body) => body,
+            Err(why) => return respond_json(out, 413, &error_json(why)),
+        };
+        let secret = match secrets::get("webhook-secret") {
+            Ok(secret) => secret,
+            Err(SecretError::Unavailable) => {
+                return respond_json(out, 503, &error_json("secrets backend unavailable, retry later"));
+            }
+            Err(other) => {
+                let message = format!("webhook secret not usable: {}", error_kind(&other));
+                return respond_json(out, 500, &error_json(&message));
+            }
+        };
+        if !signature_matches(&secret, &body, signature.as_deref()) {
+            return respond_json(out, 401, &error_json("bad signature"));
+        }
+        let text = extract_text(&body).unwrap_or_default();
+        let reply = format!(
+            "{{\"ok\":true,\"reply\":\"you said: {}\"}}",
+            json_escape(&text)
+        );
+        respond_json(out, 200, &reply);
+    }
+}
+
+fn error_json(message: &str) -> String {
+    format!("{{\"ok\":false,\"error\":\"{}\"}}", json_escape(message))
+}
+
+/// Constant-time check of `sha256=<hex>` against the HMAC of the body.
+fn signature_matches(secret: &[u8], body: &[u8], signature: Option<&str>) -> bool {
+    let Some(hex) = signature.and_then(|s| s.strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Some(expected) = decode_hex(hex.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The `text` field of a JSON body such as `{"text":"hi"}`, found without a JSON
+/// parser (the reply only echoes it; escapes are kept as they were sent).
+fn extract_text(body: &[u8]) -> Option<String> {
+    let body = std::str::from_utf8(body).ok()?;
+    let start = body.find("\"text\"")? + "\"text\"".len();
+    let rest = body[start..].trim_start().strip_prefix(':')?.trim_start();
+    let rest = rest.strip_prefix('"')?;
+    let mut end = 0;
+    let bytes = rest.as_bytes();
+    while end < bytes.len() {
+        match bytes[end] {
+            b'\\' => end += 2,
+            b'"' => break,
+            _ => end += 1,
+        }
+    }
+    rest.get(..end.min(rest.len())).map(|s| s.replace("\\\"", "\""))
+}
+
+guest_common::export_bot!(WebchatBot);

@@ -1,0 +1,92 @@
+//! Wiring: from the pod's environment and the operator's `--bundle` arguments to a
+//! running host. App-wide state (engine, backend, cache) is built here once.
+
+use crate::backend::{DevStore, SecretsBackend};
+use crate::bundle::{BundleError, BundleSpec, Manifest};
+use crate::cache::SecretsService;
+use crate::capability::{BundleSecrets, DEFAULT_MAX_GETS_PER_REQUEST, GetCounters};
+use crate::config::{self, BackendKind, ConfigError, Environment};
+use crate::ingress::{Host, RouteError};
+use crate::metrics::Metrics;
+use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
+use crate::scope::Scope;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("{0}")]
+    Backend(String),
+    #[error("no bundles to serve: pass at least one --bundle DIR[=TEAM]")]
+    NoBundles,
+}
+
+/// Builds the configured secrets backend for a worker.
+pub async fn worker_backend(
+    env: &dyn Environment,
+    metrics: &Arc<Metrics>,
+) -> Result<SecretsBackend, AppError> {
+    let _ = metrics;
+    match config::backend_kind(env)? {
+        BackendKind::DevStore => Ok(SecretsBackend::DevStore(DevStore::new(
+            config::dev_store_path(env),
+        ))),
+        BackendKind::Vault => Err(AppError::Backend(
+            "the vault backend is not available in this build yet; use GREENTIC_SECRETS_BACKEND=dev-store".into(),
+        )),
+    }
+}
+
+/// Loads every bundle and returns the host that serves them.
+pub async fn build_host(
+    env: &dyn Environment,
+    specs: &[BundleSpec],
+    runtime_config: &RuntimeConfig,
+) -> Result<(Arc<Host>, Runtime), AppError> {
+    if specs.is_empty() {
+        return Err(AppError::NoBundles);
+    }
+    let (pod_env, tenant) = config::env_and_tenant(env)?;
+    let metrics = Arc::new(Metrics::default());
+    let backend = worker_backend(env, &metrics).await?;
+    tracing::info!(backend = %backend.describe(), env = %pod_env, tenant = %tenant, "secrets backend selected");
+    let service = Arc::new(SecretsService::new(backend, config::cache_policy(env)?));
+    let gets = Arc::new(GetCounters::default());
+    let runtime = Runtime::new(runtime_config)?;
+    let mut bundles = Vec::new();
+    for spec in specs {
+        let manifest = Manifest::load(&spec.dir)?;
+        let secrets = Arc::new(BundleSecrets {
+            bundle_id: manifest.id.clone(),
+            scope: Scope {
+                env: pod_env.clone(),
+                tenant: tenant.clone(),
+                team: spec.team.clone(),
+            },
+            service: service.clone(),
+            counters: gets.clone(),
+            max_gets_per_request: DEFAULT_MAX_GETS_PER_REQUEST,
+        });
+        let started = std::time::Instant::now();
+        let id = manifest.id.clone();
+        let routes = manifest.routes.join(",");
+        let bundle = runtime.load(manifest, secrets)?;
+        tracing::info!(
+            bundle = %id,
+            team = spec.team.as_str(),
+            routes = %routes,
+            load_ms = started.elapsed().as_millis() as u64,
+            "bundle loaded"
+        );
+        bundles.push(Arc::new(bundle));
+    }
+    let host = Host::new(bundles, service, gets, metrics)?;
+    Ok((Arc::new(host), runtime))
+}

@@ -1,0 +1,55 @@
+//! Secrets backends: where values actually live.
+//!
+//! A backend answers one question — "what is stored at this exact path?" — and
+//! knows nothing of names, scopes or caching (see `scope` and `cache`). The set of
+//! backends is closed and chosen by the pod's `GREENTIC_SECRETS_BACKEND`, so it is
+//! an enum rather than a trait object: no boxing on the request path.
+
+pub mod dev_store;
+
+use crate::scope::SecretPath;
+use crate::secret_value::SecretBytes;
+
+pub use dev_store::DevStore;
+
+/// Why a backend could not answer. Messages are for the operator's log: they may
+/// name a file or a Vault address, never a value, token or key.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    /// Cannot be reached or cannot answer right now; a retry may work. Stale cached
+    /// values may be served for a bounded time; the guest sees `unavailable`.
+    #[error("secrets backend unavailable: {0}")]
+    Unavailable(String),
+    /// The stored entry exists but is unusable (not an envelope, fails to decrypt).
+    /// The guest sees `internal`.
+    #[error("stored secret is unusable: {0}")]
+    Corrupt(String),
+}
+
+/// The backend selected for this process.
+pub enum SecretsBackend {
+    DevStore(DevStore),
+}
+
+impl SecretsBackend {
+    /// The value stored at `path`, or `None` if nothing is stored there.
+    pub async fn fetch(&self, path: &SecretPath) -> Result<Option<SecretBytes>, BackendError> {
+        match self {
+            Self::DevStore(store) => store.fetch(path).await,
+        }
+    }
+
+    /// A short description for logs and `/readyz` (no credentials).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::DevStore(store) => format!("dev-store at {}", store.path().display()),
+        }
+    }
+
+    /// Whether the backend is ready to answer (e.g. logged in to Vault).
+    pub async fn ready(&self) -> Result<(), BackendError> {
+        match self {
+            Self::DevStore(store) => store.ready().await,
+        }
+    }
+}

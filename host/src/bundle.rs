@@ -1,0 +1,246 @@
+//! Bundles: a directory holding a manifest (`bundle.toml`) and a component.
+//!
+//! The manifest is the bundle author's: its id, its component, the HTTP routes it
+//! serves, the secrets it declares it needs (checked by `/readyz`), its outgoing
+//! HTTP allowlist and its resource limits. It has no say over its scope: the team is
+//! assigned by the operator when the bundle is deployed (`gtc serve --bundle
+//! DIR=TEAM`), env and tenant come from the pod.
+//!
+//! ```toml
+//! id = "webchat-bot"
+//! component = "webchat_bot.wasm"      # relative to the manifest
+//! routes = ["/webhook"]               # path prefixes
+//! secrets = ["webhook-secret"]
+//! [egress]
+//! allow = ["api.example.com:443"]     # host:port pairs; empty = no outgoing HTTP
+//! [limits]
+//! memory_mib = 64
+//! timeout_ms = 5000
+//! ```
+
+use crate::scope::{Segment, TeamSlot};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST_FILE: &str = "bundle.toml";
+const MAX_MEMORY_MIB: u64 = 4096;
+/// The largest memory any bundle may ask for; the pooling allocator is sized for it.
+pub const MAX_MEMORY_BYTES: usize = (MAX_MEMORY_MIB as usize) << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot read bundle manifest {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bundle manifest {path} is invalid: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("bad --bundle argument {arg:?}: {reason}")]
+    Argument { arg: String, reason: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestFile {
+    id: String,
+    component: PathBuf,
+    routes: Vec<String>,
+    #[serde(default)]
+    secrets: Vec<String>,
+    #[serde(default)]
+    egress: EgressFile,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EgressFile {
+    #[serde(default)]
+    allow: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    memory_mib: Option<u64>,
+    timeout_ms: Option<u64>,
+}
+
+/// Resource limits of one bundle's requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: usize,
+    pub timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub id: Segment,
+    pub component: PathBuf,
+    pub routes: Vec<String>,
+    pub secrets: Vec<String>,
+    pub egress_allow: Vec<String>,
+    pub limits: Limits,
+}
+
+impl Manifest {
+    /// Reads `dir/bundle.toml`; the component path is resolved against `dir`.
+    pub fn load(dir: &Path) -> Result<Self, BundleError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| BundleError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Self::parse(&text, dir).map_err(|reason| BundleError::Invalid { path, reason })
+    }
+
+    /// Parses manifest text; `dir` anchors the relative component path.
+    pub fn parse(text: &str, dir: &Path) -> Result<Self, String> {
+        let file: ManifestFile = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        let id = Segment::parse(&file.id).map_err(|e| format!("id: {e}"))?;
+        if file.routes.is_empty() {
+            return Err("routes: at least one route prefix is required".into());
+        }
+        for route in &file.routes {
+            if !route.starts_with('/') || route.contains(['?', '#', ' ']) {
+                return Err(format!(
+                    "routes: {route:?} must be a path prefix starting with '/'"
+                ));
+            }
+        }
+        for authority in &file.egress.allow {
+            validate_authority(authority)?;
+        }
+        let mut limits = Limits::default();
+        if let Some(mib) = file.limits.memory_mib {
+            if mib == 0 || mib > MAX_MEMORY_MIB {
+                return Err(format!("limits.memory_mib must be 1..={MAX_MEMORY_MIB}"));
+            }
+            limits.memory_bytes = (mib << 20) as usize;
+        }
+        if let Some(ms) = file.limits.timeout_ms {
+            if ms == 0 || ms > 600_000 {
+                return Err("limits.timeout_ms must be 1..=600000".into());
+            }
+            limits.timeout = std::time::Duration::from_millis(ms);
+        }
+        Ok(Self {
+            id,
+            component: dir.join(file.component),
+            routes: file.routes,
+            secrets: file.secrets,
+            egress_allow: file.egress.allow,
+            limits,
+        })
+    }
+}
+
+fn validate_authority(authority: &str) -> Result<(), String> {
+    let bad = || format!("egress.allow: {authority:?} must be host:port");
+    let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty()
+        || port.parse::<u16>().is_err()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// One `--bundle DIR[=TEAM]` argument: where the bundle is and the team the operator
+/// assigns it (`_`, the default, means tenant-wide only).
+#[derive(Debug, Clone)]
+pub struct BundleSpec {
+    pub dir: PathBuf,
+    pub team: TeamSlot,
+}
+
+impl std::str::FromStr for BundleSpec {
+    type Err = BundleError;
+
+    fn from_str(arg: &str) -> Result<Self, Self::Err> {
+        let (dir, team) = match arg.rsplit_once('=') {
+            Some((dir, team)) => (dir, team),
+            None => (arg, "_"),
+        };
+        let team = TeamSlot::parse(team).map_err(|e| BundleError::Argument {
+            arg: arg.to_string(),
+            reason: format!("team: {e}"),
+        })?;
+        if dir.is_empty() {
+            return Err(BundleError::Argument {
+                arg: arg.to_string(),
+                reason: "empty bundle directory".into(),
+            });
+        }
+        Ok(Self {
+            dir: PathBuf::from(dir),
+            team,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_manifest() {
+        let m = Manifest::parse(
+            r#"
+            id = "webchat-bot"
+            component = "bot.wasm"
+            routes = ["/webhook"]
+            secrets = ["webhook-secret"]
+            [egress]
+            allow = ["api.example.com:443"]
+            [limits]
+            memory_mib = 32
+            timeout_ms = 250
+            "#,
+            Path::new("/b"),
+        )
+        .unwrap();
+        assert_eq!(m.id.as_str(), "webchat-bot");
+        assert_eq!(m.component, Path::new("/b/bot.wasm"));
+        assert_eq!(m.limits.memory_bytes, 32 << 20);
+        assert_eq!(m.limits.timeout.as_millis(), 250);
+    }
+
+    #[test]
+    fn rejects_bad_manifests() {
+        for bad in [
+            "id = \"Bad\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]",
+            "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = []",
+            "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"nope\"]",
+            "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]\nteam = \"a\"",
+            "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]\n[egress]\nallow = [\"evil\"]",
+            "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]\n[limits]\nmemory_mib = 0",
+        ] {
+            assert!(Manifest::parse(bad, Path::new(".")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bundle_spec_assigns_team() {
+        let spec: BundleSpec = "examples/webchat-bot=support".parse().unwrap();
+        assert_eq!(spec.team, TeamSlot::parse("support").unwrap());
+        let spec: BundleSpec = "examples/webchat-bot".parse().unwrap();
+        assert_eq!(spec.team, TeamSlot::TenantWide);
+        assert!("x=Bad".parse::<BundleSpec>().is_err());
+    }
+}

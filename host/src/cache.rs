@@ -1,0 +1,346 @@
+//! The app-wide secrets service: a backend behind a cache.
+//!
+//! - Values (and "nothing stored here") are cached per canonical URI for a freshness
+//!   TTL, so a cached `get` costs a map look-up and no I/O.
+//! - Concurrent misses for one URI make one backend trip: the first caller fetches,
+//!   the others wait on the same slot and read what it stored.
+//! - If the backend is unavailable, the last known answer is served for a bounded
+//!   extra time (logged and counted); after that the caller gets the error.
+//! - A new version in the backend is seen within one TTL: no restart for rotation.
+//! - The number of cached URIs is bounded, so hostile guests asking for endless
+//!   distinct names cannot grow memory without limit.
+
+use crate::backend::{BackendError, SecretsBackend};
+use crate::scope::SecretPath;
+use crate::secret_value::SecretBytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long answers are fresh, how long they may be served stale, how many URIs
+/// are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    pub ttl: Duration,
+    pub stale_for: Duration,
+    pub max_entries: usize,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(30),
+            stale_for: Duration::from_secs(300),
+            max_entries: 100_000,
+        }
+    }
+}
+
+impl CachePolicy {
+    /// No caching at all: every `get` goes to the backend (benchmarks, debugging).
+    pub fn disabled() -> Self {
+        Self {
+            ttl: Duration::ZERO,
+            stale_for: Duration::ZERO,
+            max_entries: 0,
+        }
+    }
+}
+
+/// How a `get` was answered, for audit events and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// A fresh cached answer.
+    Hit,
+    /// Fetched from the backend.
+    Miss,
+    /// The backend failed; a cached answer within the stale bound was served.
+    Stale,
+}
+
+impl CacheOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+/// Counters, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub stale_served: AtomicU64,
+    pub backend_errors: AtomicU64,
+    pub backend_fetch_micros: AtomicU64,
+}
+
+struct Entry {
+    value: Option<SecretBytes>,
+    fetched_at: Instant,
+}
+
+#[derive(Default)]
+struct Slot {
+    entry: Mutex<Option<Entry>>,
+    /// Held by the one caller refreshing this URI.
+    refresh: tokio::sync::Mutex<()>,
+}
+
+/// The backend plus its cache; one per process, shared by every bundle.
+pub struct SecretsService {
+    backend: SecretsBackend,
+    policy: CachePolicy,
+    slots: RwLock<HashMap<String, Arc<Slot>>>,
+    stats: CacheStats,
+}
+
+/// Result of one `get`: the value (or `None` if nothing is stored) and how it was found.
+pub type Lookup = Result<(Option<SecretBytes>, CacheOutcome), BackendError>;
+
+impl SecretsService {
+    pub fn new(backend: SecretsBackend, policy: CachePolicy) -> Self {
+        Self {
+            backend,
+            policy,
+            slots: RwLock::new(HashMap::new()),
+            stats: CacheStats::default(),
+        }
+    }
+
+    pub fn backend(&self) -> &SecretsBackend {
+        &self.backend
+    }
+
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    pub fn policy(&self) -> CachePolicy {
+        self.policy
+    }
+
+    /// The value at `path`, from the cache when fresh.
+    pub async fn get(&self, path: &SecretPath) -> Lookup {
+        let uri = path.uri();
+        let Some(slot) = self.slot(&uri) else {
+            // Caching disabled, or the cache is full of live entries.
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            return self.fetch(path).await.map(|v| (v, CacheOutcome::Miss));
+        };
+        if let Some(value) = self.fresh(&slot) {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((value, CacheOutcome::Hit));
+        }
+        let _refreshing = slot.refresh.lock().await;
+        // Another caller may have refreshed the slot while this one waited.
+        if let Some(value) = self.fresh(&slot) {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((value, CacheOutcome::Hit));
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        match self.fetch(path).await {
+            Ok(value) => {
+                *lock(&slot.entry) = Some(Entry {
+                    value: value.clone(),
+                    fetched_at: Instant::now(),
+                });
+                Ok((value, CacheOutcome::Miss))
+            }
+            Err(BackendError::Unavailable(reason)) => {
+                let stale = lock(&slot.entry).as_ref().and_then(|entry| {
+                    (entry.fetched_at.elapsed() < self.policy.ttl + self.policy.stale_for)
+                        .then(|| (entry.value.clone(), entry.fetched_at.elapsed()))
+                });
+                match stale {
+                    Some((value, age)) => {
+                        self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            secret = %uri,
+                            age_ms = age.as_millis() as u64,
+                            %reason,
+                            "serving a stale cached secret: the backend is unavailable"
+                        );
+                        Ok((value, CacheOutcome::Stale))
+                    }
+                    None => Err(BackendError::Unavailable(reason)),
+                }
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn fetch(&self, path: &SecretPath) -> Result<Option<SecretBytes>, BackendError> {
+        let started = Instant::now();
+        let result = self.backend.fetch(path).await;
+        self.stats
+            .backend_fetch_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if result.is_err() {
+            self.stats.backend_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn fresh(&self, slot: &Slot) -> Option<Option<SecretBytes>> {
+        let entry = lock(&slot.entry);
+        let entry = entry.as_ref()?;
+        (entry.fetched_at.elapsed() < self.policy.ttl).then(|| entry.value.clone())
+    }
+
+    fn slot(&self, uri: &str) -> Option<Arc<Slot>> {
+        if self.policy.max_entries == 0 || self.policy.ttl.is_zero() {
+            return None;
+        }
+        if let Some(slot) = read(&self.slots).get(uri) {
+            return Some(slot.clone());
+        }
+        let mut slots = write(&self.slots);
+        if slots.len() >= self.policy.max_entries && !slots.contains_key(uri) {
+            let keep_for = self.policy.ttl + self.policy.stale_for;
+            slots.retain(|_, slot| {
+                Arc::strong_count(slot) > 1
+                    || lock(&slot.entry)
+                        .as_ref()
+                        .is_some_and(|e| e.fetched_at.elapsed() < keep_for)
+            });
+            if slots.len() >= self.policy.max_entries {
+                return None;
+            }
+        }
+        Some(slots.entry(uri.to_string()).or_default().clone())
+    }
+
+    /// Number of URIs currently cached.
+    pub fn cached_entries(&self) -> usize {
+        read(&self.slots).len()
+    }
+}
+
+// A poisoned lock only means another thread panicked while holding it; the data
+// (a cache entry) is still consistent, so keep serving.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::DevStore;
+
+    fn path(uri: &str) -> SecretPath {
+        SecretPath::parse_uri(uri).unwrap()
+    }
+
+    fn service(dir: &std::path::Path, policy: CachePolicy) -> (SecretsService, DevStore) {
+        let store = DevStore::new(dir.join("store.json"));
+        (
+            SecretsService::new(SecretsBackend::DevStore(store.clone()), policy),
+            store,
+        )
+    }
+
+    #[tokio::test]
+    async fn hit_after_miss_and_rotation_after_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = CachePolicy {
+            ttl: Duration::from_millis(200),
+            ..CachePolicy::default()
+        };
+        let (svc, store) = service(dir.path(), policy);
+        let p = path("secrets://dev/acme/_/bot/key");
+        store.put(&p, b"one").unwrap();
+        let (v, o) = svc.get(&p).await.unwrap();
+        assert_eq!((v.unwrap().expose(), o), (&b"one"[..], CacheOutcome::Miss));
+        store.put(&p, b"two").unwrap();
+        let (v, o) = svc.get(&p).await.unwrap();
+        assert_eq!((v.unwrap().expose(), o), (&b"one"[..], CacheOutcome::Hit));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (v, o) = svc.get(&p).await.unwrap();
+        assert_eq!((v.unwrap().expose(), o), (&b"two"[..], CacheOutcome::Miss));
+    }
+
+    #[tokio::test]
+    async fn stale_is_served_within_bound_then_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = CachePolicy {
+            ttl: Duration::from_millis(100),
+            stale_for: Duration::from_millis(300),
+            max_entries: 10,
+        };
+        let (svc, store) = service(dir.path(), policy);
+        let p = path("secrets://dev/acme/_/bot/key");
+        store.put(&p, b"one").unwrap();
+        svc.get(&p).await.unwrap();
+        std::fs::remove_file(store.path()).unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (v, o) = svc.get(&p).await.unwrap();
+        assert_eq!((v.unwrap().expose(), o), (&b"one"[..], CacheOutcome::Stale));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(matches!(
+            svc.get(&p).await,
+            Err(BackendError::Unavailable(_))
+        ));
+        assert_eq!(svc.stats().stale_served.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn cache_size_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = CachePolicy {
+            max_entries: 3,
+            ..CachePolicy::default()
+        };
+        let (svc, store) = service(dir.path(), policy);
+        store
+            .put(&path("secrets://dev/acme/_/bot/real"), b"x")
+            .unwrap();
+        for i in 0..10 {
+            let p = path(&format!("secrets://dev/acme/_/bot/missing-{i}"));
+            assert!(svc.get(&p).await.unwrap().0.is_none());
+        }
+        assert!(svc.cached_entries() <= 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_make_one_backend_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, store) = service(dir.path(), CachePolicy::default());
+        let p = path("secrets://dev/acme/_/bot/key");
+        store.put(&p, b"one").unwrap();
+        let svc = Arc::new(svc);
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (svc, p) = (svc.clone(), p.clone());
+                tokio::spawn(async move { svc.get(&p).await.unwrap().0.unwrap() })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().expose(), b"one");
+        }
+        assert_eq!(svc.stats().misses.load(Ordering::Relaxed), 1);
+        assert_eq!(svc.stats().hits.load(Ordering::Relaxed), 49);
+    }
+
+    #[tokio::test]
+    async fn disabled_cache_always_fetches() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, store) = service(dir.path(), CachePolicy::disabled());
+        let p = path("secrets://dev/acme/_/bot/key");
+        store.put(&p, b"one").unwrap();
+        for _ in 0..3 {
+            assert_eq!(svc.get(&p).await.unwrap().1, CacheOutcome::Miss);
+        }
+        assert_eq!(svc.cached_entries(), 0);
+    }
+}

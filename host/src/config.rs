@@ -1,0 +1,259 @@
+//! The pod contract: what the worker reads from its environment.
+//!
+//! Only non-secret values come from the environment. The backend must be named in a
+//! pod; a developer machine defaults to the dev store. Unknown values fail closed:
+//! the process refuses to start and says which variable is wrong and what it
+//! accepts.
+
+use crate::backend::dev_store;
+use crate::cache::CachePolicy;
+use crate::scope::Segment;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const ENV_BACKEND: &str = "GREENTIC_SECRETS_BACKEND";
+pub const ENV_ENV: &str = "GREENTIC_ENV";
+pub const ENV_TENANT: &str = "GREENTIC_TENANT";
+pub const ENV_DEV_STORE: &str = "GREENTIC_DEV_STORE";
+pub const ENV_CACHE_TTL: &str = "GREENTIC_SECRETS_CACHE_TTL";
+pub const ENV_STALE_FOR: &str = "GREENTIC_SECRETS_STALE_FOR";
+pub const ENV_CACHE_MAX: &str = "GREENTIC_SECRETS_CACHE_MAX_ENTRIES";
+/// Where the kubelet mounts the ServiceAccount token by default.
+pub const DEFAULT_SA_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+const ACCEPTED_BACKENDS: &str =
+    "dev-store, vault, greentic.secrets.dev-store, greentic.secrets.vault";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "{ENV_BACKEND}={value:?} is not a known secrets backend; accepted values: {ACCEPTED_BACKENDS}"
+    )]
+    UnknownBackend { value: String },
+    #[error(
+        "{ENV_BACKEND} is not set, and this process runs inside a Kubernetes pod ({evidence}); \
+         a worker must say which secrets backend it uses (accepted values: {ACCEPTED_BACKENDS})"
+    )]
+    BackendRequiredInPod { evidence: String },
+    #[error("{var} is required {why}")]
+    Missing {
+        var: &'static str,
+        why: &'static str,
+    },
+    #[error("{var}={value:?} is invalid: {reason}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Which backend the pod asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    DevStore,
+    Vault,
+}
+
+impl BackendKind {
+    /// Parses `GREENTIC_SECRETS_BACKEND` (also the bound Secrets pack names).
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        match value {
+            "dev-store" | "greentic.secrets.dev-store" => Ok(Self::DevStore),
+            "vault" | "greentic.secrets.vault" => Ok(Self::Vault),
+            other => Err(ConfigError::UnknownBackend {
+                value: other.to_string(),
+            }),
+        }
+    }
+}
+
+/// Read access to the process environment (a closure in tests).
+pub trait Environment {
+    fn var(&self, name: &str) -> Option<String>;
+    fn file_exists(&self, path: &str) -> bool;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Environment for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+    fn file_exists(&self, path: &str) -> bool {
+        std::path::Path::new(path).exists()
+    }
+}
+
+/// Why we believe this is a pod, if we do.
+fn pod_evidence(env: &dyn Environment) -> Option<String> {
+    if env.var("KUBERNETES_SERVICE_HOST").is_some() {
+        return Some("KUBERNETES_SERVICE_HOST is set".into());
+    }
+    let token_path = env
+        .var("VAULT_K8S_TOKEN_PATH")
+        .unwrap_or_else(|| DEFAULT_SA_TOKEN_PATH.to_string());
+    env.file_exists(&token_path)
+        .then(|| format!("a ServiceAccount token exists at {token_path}"))
+}
+
+/// Selects the backend kind: explicit value, or dev-store outside a pod.
+pub fn backend_kind(env: &dyn Environment) -> Result<BackendKind, ConfigError> {
+    match env.var(ENV_BACKEND) {
+        Some(value) => BackendKind::parse(&value),
+        None => match pod_evidence(env) {
+            Some(evidence) => Err(ConfigError::BackendRequiredInPod { evidence }),
+            None => Ok(BackendKind::DevStore),
+        },
+    }
+}
+
+/// Env and tenant of the pod. Outside a pod they default to `dev` / `local`.
+pub fn env_and_tenant(env: &dyn Environment) -> Result<(Segment, Segment), ConfigError> {
+    let in_pod = pod_evidence(env).is_some();
+    let read = |var: &'static str, default: &str| -> Result<Segment, ConfigError> {
+        let value = match env.var(var) {
+            Some(value) => value,
+            None if in_pod => {
+                return Err(ConfigError::Missing {
+                    var,
+                    why: "inside a pod",
+                });
+            }
+            None => default.to_string(),
+        };
+        Segment::parse(&value).map_err(|e| ConfigError::Invalid {
+            var,
+            value,
+            reason: e.to_string(),
+        })
+    };
+    Ok((read(ENV_ENV, "dev")?, read(ENV_TENANT, "local")?))
+}
+
+/// The dev store's file.
+pub fn dev_store_path(env: &dyn Environment) -> PathBuf {
+    env.var(ENV_DEV_STORE)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(dev_store::DEFAULT_PATH))
+}
+
+/// Cache settings from `GREENTIC_SECRETS_CACHE_TTL`, `..._STALE_FOR`, `..._MAX_ENTRIES`.
+pub fn cache_policy(env: &dyn Environment) -> Result<CachePolicy, ConfigError> {
+    let mut policy = CachePolicy::default();
+    if let Some(value) = env.var(ENV_CACHE_TTL) {
+        policy.ttl = parse_duration(ENV_CACHE_TTL, &value)?;
+    }
+    if let Some(value) = env.var(ENV_STALE_FOR) {
+        policy.stale_for = parse_duration(ENV_STALE_FOR, &value)?;
+    }
+    if let Some(value) = env.var(ENV_CACHE_MAX) {
+        policy.max_entries = value.parse().map_err(|_| ConfigError::Invalid {
+            var: ENV_CACHE_MAX,
+            value: value.clone(),
+            reason: "expected a whole number".into(),
+        })?;
+    }
+    Ok(policy)
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h` (or plain seconds).
+pub fn parse_duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let invalid = || ConfigError::Invalid {
+        var,
+        value: value.to_string(),
+        reason: "expected a duration such as 250ms, 30s, 5m or 1h".into(),
+    };
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(number),
+        "" | "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number * 60),
+        "h" => Duration::from_secs(number * 3600),
+        _ => return Err(invalid()),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    pub struct FakeEnv {
+        pub vars: HashMap<String, String>,
+        pub files: Vec<String>,
+    }
+
+    impl FakeEnv {
+        pub fn new(vars: &[(&str, &str)]) -> Self {
+            Self {
+                vars: vars
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                files: Vec::new(),
+            }
+        }
+    }
+
+    impl Environment for FakeEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.vars.get(name).cloned()
+        }
+        fn file_exists(&self, path: &str) -> bool {
+            self.files.iter().any(|f| f == path)
+        }
+    }
+
+    #[test]
+    fn backend_names() {
+        for (value, kind) in [
+            ("dev-store", BackendKind::DevStore),
+            ("greentic.secrets.dev-store", BackendKind::DevStore),
+            ("vault", BackendKind::Vault),
+            ("greentic.secrets.vault", BackendKind::Vault),
+        ] {
+            assert_eq!(
+                backend_kind(&FakeEnv::new(&[(ENV_BACKEND, value)])),
+                Ok(kind)
+            );
+        }
+        let err = backend_kind(&FakeEnv::new(&[(ENV_BACKEND, "Vault")])).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(ENV_BACKEND) && text.contains("dev-store, vault"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unset_backend_defaults_only_outside_pods() {
+        assert_eq!(backend_kind(&FakeEnv::new(&[])), Ok(BackendKind::DevStore));
+        let pod = FakeEnv::new(&[("KUBERNETES_SERVICE_HOST", "10.0.0.1")]);
+        assert!(matches!(
+            backend_kind(&pod),
+            Err(ConfigError::BackendRequiredInPod { .. })
+        ));
+        let mut token = FakeEnv::new(&[]);
+        token.files.push(DEFAULT_SA_TOKEN_PATH.to_string());
+        assert!(backend_kind(&token).is_err());
+        assert!(env_and_tenant(&token).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("X", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(parse_duration("X", "30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("X", "5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("X", "5 m").is_err());
+        assert!(parse_duration("X", "-1s").is_err());
+    }
+}

@@ -1,0 +1,34 @@
+//! `gtc`: the Greentic worker host.
+//!
+//! Runs bot bundles (WebAssembly components for the `greentic:secrets/bot` world)
+//! sandboxed, answers their `secrets.get` read-only within their scope, and fetches
+//! values from the configured backend (a dev store, or Vault/OpenBao).
+//!
+//! Module map, one concern each:
+//! - [`scope`]: names, scopes, canonical `secrets://` URIs.
+//! - [`secret_value`]: the zeroizing, redacted holder of secret bytes.
+//! - [`backend`]: where values live (dev store, Vault).
+//! - [`cache`]: the app-wide secrets service (cache, single-flight, stale-if-error).
+//! - [`capability`]: the `greentic:secrets/secrets` host import and its audit events.
+//! - [`bundle`]: bundle manifests and operator bundle assignments.
+//! - [`runtime`]: the Wasm engine, pre-instantiation, per-request sandbox.
+//! - [`egress`], [`guest_log`]: outgoing-HTTP allowlist; guest output to the log.
+//! - [`ingress`]: the HTTP server, routing, health, readiness, metrics.
+//! - [`config`]: the pod's environment contract.
+//! - [`app`], [`cli`], [`op`]: wiring, command line, operator commands.
+
+pub mod app;
+pub mod backend;
+pub mod bundle;
+pub mod cache;
+pub mod capability;
+pub mod cli;
+pub mod config;
+pub mod egress;
+pub mod guest_log;
+pub mod ingress;
+pub mod metrics;
+pub mod op;
+pub mod runtime;
+pub mod scope;
+pub mod secret_value;

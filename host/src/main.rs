@@ -1,0 +1,122 @@
+//! The `gtc` binary: parses the command line, sets up logging, and reports errors
+//! in words an operator can act on. Exit status: 0 ok, 1 runtime failure, 2 bad
+//! configuration.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use gtc::cli::{Cli, Command, OpCommand, SecretsCommand};
+use gtc::config::ProcessEnv;
+use std::process::ExitCode;
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("GTC_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down");
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let env = ProcessEnv;
+    match cli.command {
+        Command::Serve(args) => {
+            let runtime_config = gtc::runtime::RuntimeConfig {
+                max_instances: args.max_instances,
+                compile_cache: args.compile_cache,
+            };
+            let (host, _runtime) =
+                gtc::app::build_host(&env, &args.bundles, &runtime_config).await?;
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            let addr = listener.local_addr()?;
+            // Tests and scripts read this line to find the port.
+            println!("gtc listening on http://{addr}");
+            tracing::info!(%addr, "serving");
+            gtc::ingress::serve(listener, host, shutdown_signal()).await;
+            Ok(())
+        }
+        Command::Op {
+            command: OpCommand::Secrets { command },
+        } => match command {
+            SecretsCommand::Put {
+                path,
+                from_file,
+                env: env_flag,
+            } => {
+                let done =
+                    gtc::op::put(&env, &path, env_flag.as_deref(), from_file.as_deref()).await?;
+                eprintln!("{done}");
+                Ok(())
+            }
+            SecretsCommand::Ls {
+                prefix,
+                env: env_flag,
+            } => {
+                for uri in gtc::op::list(&env, &prefix, env_flag.as_deref()).await? {
+                    println!("{uri}");
+                }
+                Ok(())
+            }
+        },
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            let config_error = error.downcast_ref::<gtc::app::AppError>().is_some_and(|e| {
+                matches!(
+                    e,
+                    gtc::app::AppError::Config(_)
+                        | gtc::app::AppError::Bundle(_)
+                        | gtc::app::AppError::NoBundles
+                )
+            }) || error.downcast_ref::<gtc::op::OpError>().is_some();
+            ExitCode::from(if config_error { 2 } else { 1 })
+        }
+    }
+}
