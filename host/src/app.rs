@@ -53,6 +53,9 @@ pub async fn build_host(
     if specs.is_empty() {
         return Err(AppError::NoBundles);
     }
+    // The backend choice is checked first: it is the most important thing a pod
+    // must get right, and its error names every accepted value.
+    config::backend_kind(env)?;
     let (pod_env, tenant) = config::env_and_tenant(env)?;
     let metrics = Arc::new(Metrics::default());
     let backend = worker_backend(env, &metrics).await?;

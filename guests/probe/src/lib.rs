@@ -1,15 +1,15 @@
 //! A test guest that probes the sandbox and the secrets capability from inside.
 //!
-//! Routes (all answer JSON):
-//! - `POST /get` — the body is the secret name, passed verbatim to `secrets.get`;
+//! Routes (the last path segment; all answer JSON):
+//! - `POST …/get` — the body is the secret name, passed verbatim to `secrets.get`;
 //!   answers `{"value":"..."}` or `{"error":"<kind>"}`.
-//! - `GET /env` — the environment variables and arguments the guest can see.
-//! - `GET /fs` — tries to read files, including the Kubernetes ServiceAccount token.
-//! - `GET /socket?addr=HOST:PORT` — tries to open a TCP socket.
-//! - `GET /outgoing?authority=HOST:PORT` — tries an outgoing HTTP request.
-//! - `GET /print` — writes to stdout and stderr.
-//! - `GET /loop` — spins forever (the host's time limit must stop it).
-//! - `GET /alloc` — allocates without bound (the host's memory limit must stop it).
+//! - `GET …/env` — the environment variables and arguments the guest can see.
+//! - `GET …/fs` — tries to read files, including the Kubernetes ServiceAccount token.
+//! - `GET …/socket?addr=HOST:PORT` — tries to open a TCP socket.
+//! - `GET …/outgoing?authority=HOST:PORT` — tries an outgoing HTTP request.
+//! - `GET …/print` — writes to stdout and stderr.
+//! - `GET …/loop` — spins forever (the host's time limit must stop it).
+//! - `GET …/alloc` — allocates without bound (the host's memory limit must stop it).
 
 use guest_common::{
     Guest, IncomingRequest, ResponseOutparam, error_kind, json_escape, path, query_param,
@@ -22,20 +22,22 @@ struct Probe;
 
 impl Guest for Probe {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let route = path(&request);
-        let json = match route.as_str() {
-            "/get" => get_secret(&request),
-            "/env" => env(),
-            "/fs" => fs(),
-            "/socket" => socket(query_param(&request, "addr").unwrap_or_default()),
-            "/outgoing" => outgoing(query_param(&request, "authority").unwrap_or_default()),
-            "/print" => {
+        // Bundles mount the probe under a route prefix: dispatch on the last segment.
+        let full = path(&request);
+        let route = full.rsplit('/').next().unwrap_or_default();
+        let json = match route {
+            "get" => get_secret(&request),
+            "env" => env(),
+            "fs" => fs(),
+            "socket" => socket(query_param(&request, "addr").unwrap_or_default()),
+            "outgoing" => outgoing(query_param(&request, "authority").unwrap_or_default()),
+            "print" => {
                 println!("probe says hello on stdout");
                 eprintln!("probe says hello on stderr");
                 "{\"printed\":true}".to_string()
             }
-            "/loop" => spin(),
-            "/alloc" => alloc(),
+            "loop" => spin(),
+            "alloc" => alloc(),
             _ => return respond_json(out, 404, "{\"error\":\"no such route\"}"),
         };
         respond_json(out, 200, &json);

@@ -1,0 +1,442 @@
+//! End to end through real HTTP: the `gtc` binary serving real guest components with
+//! the dev-store backend. Covers the webhook story (200 / 401 / 503), team scoping,
+//! the hostile-name table, the sandbox and backend selection.
+
+mod support;
+
+use serde_json::Value;
+use std::path::Path;
+use support::*;
+
+const SECRET: &[u8] = b"webhook-signing-key-0123456789";
+
+fn env_for(store: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("GREENTIC_ENV", "dev".to_string()),
+        ("GREENTIC_TENANT", "acme".to_string()),
+        ("GREENTIC_DEV_STORE", store.display().to_string()),
+    ]
+}
+
+fn seed(store: &Path, path: &str, value: &[u8]) {
+    let out = run_gtc(&["op", "secrets", "put", path], &env_for(store), value);
+    assert!(
+        out.status.success(),
+        "put failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr)
+            .contains(std::str::from_utf8(value).unwrap_or("\u{0}"))
+    );
+}
+
+async fn get_json(url: String) -> Value {
+    let response = client().get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+async fn probe_get(gtc: &Gtc, prefix: &str, name: &[u8]) -> Value {
+    let response = client()
+        .post(gtc.url(&format!("{prefix}/get")))
+        .body(name.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn webhook_signed_unsigned_and_backend_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    seed(&store, "acme/support/webchat-bot/webhook-secret", SECRET);
+    let bundle = write_bundle(
+        dir.path(),
+        "webchat-bot",
+        "webchat-bot",
+        &["/webhook"],
+        "secrets = [\"webhook-secret\"]",
+    );
+    let gtc = Gtc::serve(
+        &[format!("--bundle={}=support", bundle.display())],
+        &env_for(&store),
+    );
+
+    let (status, body) = webhook(&gtc, SECRET, r#"{"text":"hello bot"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("you said: hello bot"), "{body}");
+
+    let (status, _) = webhook(&gtc, b"wrong-key", r#"{"text":"x"}"#).await;
+    assert_eq!(status, 401);
+    let unsigned = client()
+        .post(gtc.url("/webhook"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+
+    let ready = client().get(gtc.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let log = gtc.stop();
+    assert!(
+        log.contains("gtc::audit")
+            && log.contains("secrets://dev/acme/support/webchat-bot/webhook-secret"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(std::str::from_utf8(SECRET).unwrap()),
+        "the log leaked the secret"
+    );
+
+    // The backend is unavailable (the dev store file is gone): 503, not 401.
+    let missing = dir.path().join("nowhere.json");
+    let gtc = Gtc::serve(
+        &[format!("--bundle={}=support", bundle.display())],
+        &env_for(&missing),
+    );
+    let (status, body) = webhook(&gtc, SECRET, r#"{"text":"x"}"#).await;
+    assert_eq!(status, 503, "{body}");
+    let ready = client().get(gtc.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let reasons = ready.text().await.unwrap();
+    assert!(reasons.contains("webhook-secret"), "{reasons}");
+}
+
+#[tokio::test]
+async fn teams_see_their_own_and_tenant_wide_secrets_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    seed(&store, "acme/team-a/probe/mine", b"a-value");
+    seed(&store, "acme/team-b/probe/only-b", b"b-value");
+    seed(&store, "acme/_/probe/shared", b"shared-value");
+    seed(&store, "acme/team-b/probe/shared", b"b-override");
+    seed(&store, "other/_/probe/shared", b"other-tenant");
+    let a = write_bundle(dir.path(), "probe-a", "probe", &["/a"], "");
+    let b = write_bundle(dir.path(), "probe-b", "probe", &["/b"], "");
+    let gtc = Gtc::serve(
+        &[
+            format!("--bundle={}=team-a", a.display()),
+            format!("--bundle={}=team-b", b.display()),
+        ],
+        &env_for(&store),
+    );
+    let value = |v: &Value| v["value"].as_str().map(str::to_string);
+    let error = |v: &Value| v["error"].as_str().map(str::to_string);
+
+    assert_eq!(
+        value(&probe_get(&gtc, "/a", b"probe/mine").await).as_deref(),
+        Some("a-value")
+    );
+    // Team A falls back to the tenant-wide secret, team B has its own.
+    assert_eq!(
+        value(&probe_get(&gtc, "/a", b"probe/shared").await).as_deref(),
+        Some("shared-value")
+    );
+    assert_eq!(
+        value(&probe_get(&gtc, "/b", b"probe/shared").await).as_deref(),
+        Some("b-override")
+    );
+    // Team B's secret is invisible to team A by name, and denied by full URI.
+    assert_eq!(
+        error(&probe_get(&gtc, "/a", b"probe/only-b").await).as_deref(),
+        Some("not-found")
+    );
+    assert_eq!(
+        error(&probe_get(&gtc, "/a", b"secrets://dev/acme/team-b/probe/only-b").await).as_deref(),
+        Some("denied")
+    );
+    assert_eq!(
+        value(&probe_get(&gtc, "/b", b"probe/only-b").await).as_deref(),
+        Some("b-value")
+    );
+    // A full URI of the bundle's own scope works, exactly.
+    assert_eq!(
+        value(&probe_get(&gtc, "/a", b"secrets://dev/acme/_/probe/shared").await).as_deref(),
+        Some("shared-value")
+    );
+    // Bare names use the bundle id as category.
+    assert_eq!(
+        error(&probe_get(&gtc, "/a", b"mine").await).as_deref(),
+        Some("not-found")
+    );
+    // Another tenant's secret can never be reached.
+    assert_eq!(
+        error(&probe_get(&gtc, "/a", b"secrets://dev/other/_/probe/shared").await).as_deref(),
+        Some("denied")
+    );
+}
+
+#[tokio::test]
+async fn hostile_names_are_rejected_with_the_right_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    seed(&store, "acme/team-a/probe/x", b"x-value");
+    let a = write_bundle(dir.path(), "probe", "probe", &["/p"], "");
+    let gtc = Gtc::serve(
+        &[format!("--bundle={}=team-a", a.display())],
+        &env_for(&store),
+    );
+
+    let long_segment = "a".repeat(65);
+    let one_mib = "a".repeat(1 << 20);
+    let malformed: Vec<&[u8]> = vec![
+        b"",
+        b".",
+        b"..",
+        b"../x",
+        b"probe/..",
+        b"probe/../x",
+        b"%2e%2e",
+        b"%2e%2e/x",
+        b"probe%2fx",
+        b"/x",
+        b"x/",
+        b"probe//x",
+        b"a/b/c",
+        b"X",
+        b"Probe/x",
+        b"x y",
+        b" x",
+        b"x ",
+        b"x\t",
+        b"x\n",
+        b"x\0",
+        b"\0",
+        b"-x",
+        b"_x",
+        b".hidden",
+        b"x:y",
+        b"x\\y",
+        "é".as_bytes(),
+        b"\xff\xfe",
+        long_segment.as_bytes(),
+        one_mib.as_bytes(),
+        b"secrets://",
+        b"secrets://dev/acme/team-a/probe",
+        b"secrets://dev/acme/team-a/probe/x/y",
+        b"secrets://dev/acme/team-a//x",
+        b"secrets://dev/acme/TEAM-A/probe/x",
+        b"SECRETS://dev/acme/team-a/probe/x",
+        b"secrets:/dev/acme/team-a/probe/x",
+        b"secrets://dev/acme/team-a/probe/../x",
+        b"secrets://dev/acme/team-a/probe/%78",
+        b"probe/x?y",
+        b"probe/x#y",
+        b"probe/*",
+    ];
+    let denied: Vec<&[u8]> = vec![
+        b"secrets://dev/acme/team-b/probe/x",
+        b"secrets://prod/acme/team-a/probe/x",
+        b"secrets://dev/globex/team-a/probe/x",
+        b"secrets://dev/globex/_/probe/x",
+    ];
+    assert!(malformed.len() + denied.len() >= 30);
+    for name in &malformed {
+        let answer = probe_get(&gtc, "/p", name).await;
+        assert_eq!(
+            answer["error"],
+            "invalid-name",
+            "{:?} -> {answer}",
+            String::from_utf8_lossy(&name[..name.len().min(80)])
+        );
+        // The explanation never echoes the name back.
+        let detail = answer["detail"].as_str().unwrap_or_default();
+        assert!(!detail.is_empty() && detail.len() < 100, "{detail}");
+    }
+    for name in &denied {
+        let answer = probe_get(&gtc, "/p", name).await;
+        assert_eq!(
+            answer["error"],
+            "denied",
+            "{:?} -> {answer}",
+            String::from_utf8_lossy(name)
+        );
+    }
+    // The well-formed control still works.
+    assert_eq!(probe_get(&gtc, "/p", b"probe/x").await["value"], "x-value");
+    let log = gtc.stop();
+    assert!(
+        !log.contains(&one_mib[..1000]),
+        "a hostile name was logged verbatim"
+    );
+}
+
+/// A loopback HTTP server that answers 200 to every request, for egress tests.
+fn tiny_http_server() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn sandbox_gives_nothing_and_limits_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    seed(&store, "acme/_/probe/x", b"x-value");
+    let allowed = tiny_http_server();
+    let denied = tiny_http_server();
+    let probe = write_bundle(
+        dir.path(),
+        "probe",
+        "probe",
+        &["/p"],
+        &format!("[egress]\nallow = [\"{allowed}\"]\n[limits]\ntimeout_ms = 500\nmemory_mib = 16"),
+    );
+    let hello = write_bundle(dir.path(), "hello", "hello", &["/hello"], "");
+    let mut env = env_for(&store);
+    // Things a careless host would pass through to the guest.
+    env.push(("VAULT_TOKEN_FOR_TEST_ONLY", "must-not-leak".into()));
+    env.push(("HOME", "/root".into()));
+    let gtc = Gtc::serve(
+        &[
+            format!("--bundle={}", probe.display()),
+            format!("--bundle={}", hello.display()),
+        ],
+        &env,
+    );
+
+    let seen = get_json(gtc.url("/p/env")).await;
+    assert_eq!(seen["vars"], serde_json::json!([]), "{seen}");
+    assert_eq!(seen["args"], 0, "{seen}");
+    let files = get_json(gtc.url("/p/fs")).await;
+    assert_eq!(files["readable"], serde_json::json!([]), "{files}");
+    let socket = get_json(gtc.url(&format!("/p/socket?addr={allowed}"))).await;
+    assert_eq!(
+        socket,
+        serde_json::json!({"connected": false, "listened": false, "udp": false})
+    );
+
+    let out = get_json(gtc.url(&format!("/p/outgoing?authority={allowed}"))).await;
+    assert_eq!(out["status"], 200, "{out}");
+    let out = get_json(gtc.url(&format!("/p/outgoing?authority={denied}"))).await;
+    assert_eq!(out["sent"], false, "{out}");
+    assert!(
+        out["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("HttpRequestDenied"),
+        "{out}"
+    );
+
+    let printed = get_json(gtc.url("/p/print")).await;
+    assert_eq!(printed["printed"], true);
+
+    // A guest that spins forever is stopped by its time limit; the host keeps serving.
+    let started = std::time::Instant::now();
+    let spun = client().get(gtc.url("/p/loop")).send().await.unwrap();
+    assert_eq!(spun.status(), 504);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // A guest that allocates without bound hits its memory limit.
+    let grown = client().get(gtc.url("/p/alloc")).send().await.unwrap();
+    assert_eq!(grown.status(), 500);
+    let hello = client().get(gtc.url("/hello")).send().await.unwrap();
+    assert_eq!(hello.status(), 200);
+    assert_eq!(probe_get(&gtc, "/p", b"probe/x").await["value"], "x-value");
+
+    let log = gtc.stop();
+    assert!(
+        log.contains("probe says hello on stdout") && log.contains("stream=\"stdout\""),
+        "{log}"
+    );
+    assert!(log.contains("probe says hello on stderr"), "{log}");
+    assert!(log.contains("exceeded its time limit"), "{log}");
+    assert!(log.contains("exceeded its memory limit"), "{log}");
+    assert!(log.contains("outgoing HTTP denied"), "{log}");
+}
+
+#[test]
+fn unknown_backend_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_bundle(dir.path(), "hello", "hello", &["/hello"], "");
+    let arg = format!("--bundle={}", bundle.display());
+    let out = run_gtc(
+        &["serve", "--listen", "127.0.0.1:0", &arg],
+        &[(
+            "GREENTIC_SECRETS_BACKEND",
+            "greentic.secrets.k8s".to_string(),
+        )],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("GREENTIC_SECRETS_BACKEND") && stderr.contains("dev-store, vault"),
+        "{stderr}"
+    );
+
+    // Inside a pod, unset is an error too.
+    let out = run_gtc(
+        &["serve", "--listen", "127.0.0.1:0", &arg],
+        &[("KUBERNETES_SERVICE_HOST", "10.96.0.1".to_string())],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("GREENTIC_SECRETS_BACKEND is not set") && stderr.contains("pod"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn op_secrets_put_and_ls_never_show_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    let env = env_for(&store);
+    let out = run_gtc(
+        &["op", "secrets", "put", "acme/_/bot/api-key"],
+        &env,
+        b"value-from-stdin",
+    );
+    assert!(out.status.success());
+    let value_file = dir.path().join("value");
+    std::fs::write(&value_file, b"value-from-file").unwrap();
+    let out = run_gtc(
+        &[
+            "op",
+            "secrets",
+            "put",
+            "acme/ops/bot/token",
+            "--from-file",
+            value_file.to_str().unwrap(),
+        ],
+        &env,
+        b"",
+    );
+    assert!(out.status.success());
+    let out = run_gtc(&["op", "secrets", "ls", "acme"], &env, b"");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        listing.lines().collect::<Vec<_>>(),
+        [
+            "secrets://dev/acme/_/bot/api-key",
+            "secrets://dev/acme/ops/bot/token"
+        ]
+    );
+    assert!(!listing.contains("value-from"));
+    let out = run_gtc(&["op", "secrets", "ls", "acme/ops"], &env, b"");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    // Bad paths and empty values are refused.
+    for (path, input) in [
+        ("acme/../bot/x", &b"v"[..]),
+        ("acme/_/bot", b"v"),
+        ("acme/_/bot/x", b""),
+    ] {
+        let out = run_gtc(&["op", "secrets", "put", path], &env, input);
+        assert_eq!(out.status.code(), Some(2), "{path}");
+    }
+}

@@ -1,0 +1,191 @@
+//! Test harness shared by the integration tests: runs the real `gtc` binary on
+//! 127.0.0.1 with a port it picks itself, writes bundle directories around the
+//! guests the build compiled, and signs webhooks. Every process started here is
+//! killed when its handle drops, also when a test fails.
+
+#![allow(dead_code)]
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The `gtc` binary under test.
+pub fn gtc_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gtc")
+}
+
+/// A guest component compiled by host/build.rs, e.g. `guest("probe")`.
+pub fn guest(name: &str) -> PathBuf {
+    Path::new(env!("GTC_GUESTS_DIR")).join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// Writes `root/<id>/bundle.toml` for a built guest and returns the directory.
+pub fn write_bundle(
+    root: &Path,
+    id: &str,
+    guest_name: &str,
+    routes: &[&str],
+    extra: &str,
+) -> PathBuf {
+    let dir = root.join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let routes: Vec<String> = routes.iter().map(|r| format!("{r:?}")).collect();
+    let manifest = format!(
+        "id = {id:?}\ncomponent = {:?}\nroutes = [{}]\n{extra}\n",
+        guest(guest_name).display().to_string(),
+        routes.join(", ")
+    );
+    std::fs::write(dir.join("bundle.toml"), manifest).unwrap();
+    dir
+}
+
+/// The base environment of a `gtc` process: nothing inherited from the test's own
+/// environment except PATH, so no stray Kubernetes or Vault variable changes it.
+fn base_command(env: &[(&str, String)]) -> Command {
+    let mut command = Command::new(gtc_bin());
+    command.env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    command.env("RUST_LOG", "info");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+}
+
+/// Runs `gtc` to completion with `stdin` as input.
+pub fn run_gtc(args: &[&str], env: &[(&str, String)], stdin: &[u8]) -> Output {
+    let mut child = base_command(env)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gtc");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A running `gtc serve`.
+pub struct Gtc {
+    child: Child,
+    pub base: String,
+    log: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+impl Gtc {
+    /// Starts `gtc serve --listen 127.0.0.1:0 ARGS` and waits until it listens.
+    pub fn serve(args: &[String], env: &[(&str, String)]) -> Gtc {
+        let log_dir = tempfile::tempdir().unwrap();
+        let log = log_dir.path().join("gtc.log");
+        let mut child = base_command(env)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn gtc serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && let Some(addr) = line.strip_prefix("gtc listening on ") {
+                    let _ = tx.send(addr.to_string());
+                    sent = true;
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "gtc serve did not start; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        Gtc {
+            child,
+            base,
+            log,
+            _log_dir: log_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Everything the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the process (SIGKILL) and returns its log.
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log()
+    }
+}
+
+impl Drop for Gtc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `sha256=<hex>` HMAC signature of `body` with `secret`, as webchat-bot expects.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// An HTTP client that never uses a proxy (all traffic stays on loopback).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Posts a signed webhook to webchat-bot; returns status and body.
+pub async fn webhook(gtc: &Gtc, secret: &[u8], body: &str) -> (u16, String) {
+    let response = client()
+        .post(gtc.url("/webhook"))
+        .header("x-greentic-signature", sign(secret, body.as_bytes()))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// Seeds the dev store at `store` through the real `gtc op secrets put`.
+pub fn dev_put(store: &Path, path: &str, value: &[u8]) {
+    let out = run_gtc(
+        &["op", "secrets", "put", path],
+        &[("GREENTIC_DEV_STORE", store.display().to_string())],
+        value,
+    );
+    assert!(
+        out.status.success(),
+        "put failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
