@@ -1,7 +1,7 @@
 //! Wiring: from the pod's environment and the operator's `--bundle` arguments to a
 //! running host. App-wide state (engine, backend, cache) is built here once.
 
-use crate::backend::{DevStore, SecretsBackend};
+use crate::backend::{DevStore, SecretsBackend, VaultBackend};
 use crate::bundle::{BundleError, BundleSpec, Manifest};
 use crate::cache::SecretsService;
 use crate::capability::{BundleSecrets, DEFAULT_MAX_GETS_PER_REQUEST, GetCounters};
@@ -10,6 +10,8 @@ use crate::ingress::{Host, RouteError};
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use crate::scope::Scope;
+use crate::vault::VaultClient;
+use crate::vault::session::Session;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,14 +35,26 @@ pub async fn worker_backend(
     env: &dyn Environment,
     metrics: &Arc<Metrics>,
 ) -> Result<SecretsBackend, AppError> {
-    let _ = metrics;
     match config::backend_kind(env)? {
         BackendKind::DevStore => Ok(SecretsBackend::DevStore(DevStore::new(
             config::dev_store_path(env),
         ))),
-        BackendKind::Vault => Err(AppError::Backend(
-            "the vault backend is not available in this build yet; use GREENTIC_SECRETS_BACKEND=dev-store".into(),
-        )),
+        BackendKind::Vault => {
+            let settings = config::vault_worker_settings(env)?;
+            let client =
+                VaultClient::new(&settings.client).map_err(|e| AppError::Backend(e.to_string()))?;
+            let session = Arc::new(Session::new(client, settings.login, metrics.clone()));
+            // Log in before serving, so the first request does not wait; a failure
+            // is not fatal (Vault may come up later), /readyz reports it.
+            if let Err(error) = session.token().await {
+                tracing::warn!("initial Vault login failed; retrying in the background: {error}");
+            }
+            session.spawn_maintenance();
+            Ok(SecretsBackend::Vault(VaultBackend::new(
+                session,
+                settings.layout,
+            )))
+        }
     }
 }
 

@@ -35,6 +35,11 @@ pub enum ConfigError {
          a worker must say which secrets backend it uses (accepted values: {ACCEPTED_BACKENDS})"
     )]
     BackendRequiredInPod { evidence: String },
+    #[error(
+        "VAULT_TOKEN is set, but a worker must not hold a static Vault token: it logs in with \
+         its ServiceAccount token (VAULT_K8S_ROLE) and holds only short-lived tokens; unset VAULT_TOKEN"
+    )]
+    StaticToken,
     #[error("{var} is required {why}")]
     Missing {
         var: &'static str,
@@ -246,6 +251,48 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn vault_worker_settings_defaults_and_refusals() {
+        let env = FakeEnv::new(&[
+            ("VAULT_ADDR", "http://127.0.0.1:8200"),
+            ("VAULT_K8S_ROLE", "gtc-worker"),
+        ]);
+        let settings = vault_worker_settings(&env).unwrap();
+        assert_eq!(settings.login.mount, "kubernetes");
+        assert_eq!(
+            settings.login.token_path,
+            PathBuf::from(DEFAULT_SA_TOKEN_PATH)
+        );
+        assert_eq!(settings.layout.kv_mount, "secret");
+        assert_eq!(settings.layout.kv_prefix, "greentic");
+        let with_token = FakeEnv::new(&[
+            ("VAULT_ADDR", "http://127.0.0.1:8200"),
+            ("VAULT_K8S_ROLE", "r"),
+            ("VAULT_TOKEN", "s.static"),
+        ]);
+        assert_eq!(
+            vault_worker_settings(&with_token).unwrap_err(),
+            ConfigError::StaticToken
+        );
+        let no_role = FakeEnv::new(&[("VAULT_ADDR", "http://127.0.0.1:8200")]);
+        assert!(matches!(
+            vault_worker_settings(&no_role),
+            Err(ConfigError::Missing {
+                var: "VAULT_K8S_ROLE",
+                ..
+            })
+        ));
+        let climbing = FakeEnv::new(&[
+            ("VAULT_ADDR", "http://127.0.0.1:8200"),
+            ("VAULT_K8S_ROLE", "r"),
+            ("VAULT_KV_PREFIX", "greentic/../other"),
+        ]);
+        assert!(matches!(
+            vault_worker_settings(&climbing),
+            Err(ConfigError::Invalid { .. })
+        ));
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(
             parse_duration("X", "250ms").unwrap(),
@@ -256,4 +303,114 @@ pub(crate) mod tests {
         assert!(parse_duration("X", "5 m").is_err());
         assert!(parse_duration("X", "-1s").is_err());
     }
+}
+
+/// Vault settings from the pod environment (`VAULT_*`).
+#[derive(Debug, Clone)]
+pub struct VaultSettings {
+    pub client: crate::vault::ClientConfig,
+    pub layout: crate::backend::VaultLayout,
+    pub login: crate::vault::session::LoginConfig,
+}
+
+pub const ENV_VAULT_TIMEOUT: &str = "GREENTIC_VAULT_TIMEOUT";
+
+/// Mount names, prefixes and key names: plain path segments, nothing that could
+/// climb out of the intended path.
+fn vault_path_value(
+    env: &dyn Environment,
+    var: &'static str,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let value = env.var(var).unwrap_or_else(|| default.to_string());
+    let ok = !value.is_empty()
+        && value.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        });
+    if ok {
+        Ok(value)
+    } else {
+        Err(ConfigError::Invalid {
+            var,
+            value,
+            reason: "expected path segments of letters, digits, '-', '_' or '.'".into(),
+        })
+    }
+}
+
+/// Reads `VAULT_ADDR` and the mount/key layout (shared by worker and admin).
+fn vault_common(
+    env: &dyn Environment,
+) -> Result<(crate::vault::ClientConfig, crate::backend::VaultLayout), ConfigError> {
+    let addr = env.var("VAULT_ADDR").ok_or(ConfigError::Missing {
+        var: "VAULT_ADDR",
+        why: "with the vault backend",
+    })?;
+    let timeout = match env.var(ENV_VAULT_TIMEOUT) {
+        Some(value) => parse_duration(ENV_VAULT_TIMEOUT, &value)?,
+        None => Duration::from_secs(10),
+    };
+    let client = crate::vault::ClientConfig {
+        addr,
+        namespace: env.var("VAULT_NAMESPACE"),
+        ca_cert: env.var("VAULT_CACERT").map(PathBuf::from),
+        timeout,
+    };
+    let layout = crate::backend::VaultLayout {
+        kv_mount: vault_path_value(env, "VAULT_KV_MOUNT", "secret")?,
+        kv_prefix: vault_path_value(env, "VAULT_KV_PREFIX", "greentic")?,
+        transit_mount: vault_path_value(env, "VAULT_TRANSIT_MOUNT", "transit")?,
+        transit_key: vault_path_value(env, "VAULT_TRANSIT_KEY", "greentic")?,
+    };
+    Ok((client, layout))
+}
+
+/// The worker's Vault settings. A static `VAULT_TOKEN` is refused: a worker holds
+/// only short-lived tokens it obtained by logging in.
+pub fn vault_worker_settings(env: &dyn Environment) -> Result<VaultSettings, ConfigError> {
+    if env.var("VAULT_TOKEN").is_some() {
+        return Err(ConfigError::StaticToken);
+    }
+    let (client, layout) = vault_common(env)?;
+    let role = env.var("VAULT_K8S_ROLE").ok_or(ConfigError::Missing {
+        var: "VAULT_K8S_ROLE",
+        why: "with the vault backend",
+    })?;
+    let login = crate::vault::session::LoginConfig {
+        mount: vault_path_value(env, "VAULT_K8S_MOUNT", "kubernetes")?,
+        role,
+        token_path: PathBuf::from(
+            env.var("VAULT_K8S_TOKEN_PATH")
+                .unwrap_or_else(|| DEFAULT_SA_TOKEN_PATH.to_string()),
+        ),
+    };
+    Ok(VaultSettings {
+        client,
+        layout,
+        login,
+    })
+}
+
+/// The operator's Vault settings: address, layout and the admin `VAULT_TOKEN`.
+pub fn vault_admin_settings(
+    env: &dyn Environment,
+) -> Result<
+    (
+        crate::vault::ClientConfig,
+        crate::backend::VaultLayout,
+        crate::vault::VaultToken,
+    ),
+    ConfigError,
+> {
+    let (client, layout) = vault_common(env)?;
+    let token = env.var("VAULT_TOKEN").ok_or(ConfigError::Missing {
+        var: "VAULT_TOKEN",
+        why: "for `gtc op secrets` with the vault backend (an operator token)",
+    })?;
+    Ok((client, layout, crate::vault::VaultToken::new(token)))
 }

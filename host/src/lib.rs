@@ -8,6 +8,8 @@
 //! - [`scope`]: names, scopes, canonical `secrets://` URIs.
 //! - [`secret_value`]: the zeroizing, redacted holder of secret bytes.
 //! - [`backend`]: where values live (dev store, Vault).
+//! - [`vault`]: the Vault/OpenBao HTTP client and the worker's login session.
+//! - [`envelope`]: envelope v1 (transit-wrapped AES-256-GCM) stored in KV-v2.
 //! - [`cache`]: the app-wide secrets service (cache, single-flight, stale-if-error).
 //! - [`capability`]: the `greentic:secrets/secrets` host import and its audit events.
 //! - [`bundle`]: bundle manifests and operator bundle assignments.
@@ -25,6 +27,7 @@ pub mod capability;
 pub mod cli;
 pub mod config;
 pub mod egress;
+pub mod envelope;
 pub mod guest_log;
 pub mod ingress;
 pub mod metrics;
@@ -32,3 +35,4 @@ pub mod op;
 pub mod runtime;
 pub mod scope;
 pub mod secret_value;
+pub mod vault;

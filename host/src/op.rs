@@ -3,9 +3,10 @@
 //! These run with the operator's credentials (for Vault, an admin `VAULT_TOKEN`),
 //! never in a worker. Values come from stdin or a file and are never printed.
 
-use crate::backend::DevStore;
+use crate::backend::{DevStore, VaultAdmin};
 use crate::config::{self, BackendKind, ConfigError, Environment};
 use crate::scope::{NameError, SecretPath, Segment};
+use crate::vault::VaultClient;
 use std::io::{IsTerminal as _, Read as _};
 use std::path::Path;
 use zeroize::Zeroizing;
@@ -95,10 +96,25 @@ pub async fn put(
                 store.path().display()
             ))
         }
-        BackendKind::Vault => Err(OpError::Backend(
-            "the vault backend is not available in this build yet".into(),
-        )),
+        BackendKind::Vault => {
+            let admin = vault_admin(env)?;
+            let version = admin
+                .put(&secret, &value)
+                .await
+                .map_err(|e| OpError::Backend(e.to_string()))?;
+            let version = version.map_or_else(String::new, |v| format!(" (KV version {v})"));
+            Ok(format!(
+                "stored {} in Vault as an envelope{version}",
+                secret.uri()
+            ))
+        }
     }
+}
+
+fn vault_admin(env: &dyn Environment) -> Result<VaultAdmin, OpError> {
+    let (client_config, layout, token) = config::vault_admin_settings(env)?;
+    let client = VaultClient::new(&client_config).map_err(|e| OpError::Backend(e.to_string()))?;
+    Ok(VaultAdmin::new(client, token, layout))
 }
 
 /// `gtc op secrets ls`: canonical URIs, no values.
@@ -129,8 +145,9 @@ pub async fn list(
     );
     match config::backend_kind(env)? {
         BackendKind::DevStore => Ok(DevStore::new(config::dev_store_path(env)).list(&uri_prefix)?),
-        BackendKind::Vault => Err(OpError::Backend(
-            "the vault backend is not available in this build yet".into(),
-        )),
+        BackendKind::Vault => vault_admin(env)?
+            .list(&format!("{env_name}/{}", parts.join("/")))
+            .await
+            .map_err(|e| OpError::Backend(e.to_string())),
     }
 }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod vault;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::io::{BufRead, BufReader, Write};

@@ -6,11 +6,13 @@
 //! an enum rather than a trait object: no boxing on the request path.
 
 pub mod dev_store;
+pub mod vault;
 
 use crate::scope::SecretPath;
 use crate::secret_value::SecretBytes;
 
 pub use dev_store::DevStore;
+pub use vault::{VaultAdmin, VaultBackend, VaultLayout};
 
 /// Why a backend could not answer. Messages are for the operator's log: they may
 /// name a file or a Vault address, never a value, token or key.
@@ -29,6 +31,7 @@ pub enum BackendError {
 /// The backend selected for this process.
 pub enum SecretsBackend {
     DevStore(DevStore),
+    Vault(VaultBackend),
 }
 
 impl SecretsBackend {
@@ -36,6 +39,7 @@ impl SecretsBackend {
     pub async fn fetch(&self, path: &SecretPath) -> Result<Option<SecretBytes>, BackendError> {
         match self {
             Self::DevStore(store) => store.fetch(path).await,
+            Self::Vault(vault) => vault.fetch(path).await,
         }
     }
 
@@ -43,6 +47,7 @@ impl SecretsBackend {
     pub fn describe(&self) -> String {
         match self {
             Self::DevStore(store) => format!("dev-store at {}", store.path().display()),
+            Self::Vault(vault) => vault.describe(),
         }
     }
 
@@ -50,6 +55,7 @@ impl SecretsBackend {
     pub async fn ready(&self) -> Result<(), BackendError> {
         match self {
             Self::DevStore(store) => store.ready().await,
+            Self::Vault(vault) => vault.ready().await,
         }
     }
 }

@@ -1,0 +1,584 @@
+//! A small Vault / OpenBao HTTP client: exactly the endpoints `gtc` uses, one shared
+//! connection pool, typed errors.
+//!
+//! Why not a Vault client crate: the worker needs Kubernetes login with a re-read
+//! JWT, renew-self, KV-v2 reads that treat "deleted version" 404s (which carry a
+//! normal body) as absence, transit decrypt and datakey, namespaces and a custom CA —
+//! and errors that keep Vault's status and `errors` list while never carrying a
+//! token or a value. That is a few hundred lines over `reqwest` (rustls), and it
+//! lets one client (one pool, no per-call TLS handshake) serve every request.
+//!
+//! Errors explain themselves to an operator: an unreachable Vault names the
+//! address and the likely cause (a NetworkPolicy), a 403 names the operation.
+
+pub mod session;
+
+use crate::secret_value::SecretBytes;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::fmt;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// A Vault token. Never printed: `Debug` is redacted and there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VaultToken(Zeroizing<String>);
+
+impl VaultToken {
+    pub fn new(token: String) -> Self {
+        Self(Zeroizing::new(token))
+    }
+
+    fn header_value(&self) -> Result<reqwest::header::HeaderValue, VaultError> {
+        let mut value = reqwest::header::HeaderValue::from_str(&self.0).map_err(|_| {
+            VaultError::Config("the Vault token contains invalid characters".into())
+        })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+impl fmt::Debug for VaultToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("VaultToken([redacted])")
+    }
+}
+
+/// Why a Vault call failed. No variant carries a token, JWT or secret value.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VaultError {
+    #[error("Vault at {addr} unreachable ({cause}) — {hint}")]
+    Unreachable {
+        addr: String,
+        cause: &'static str,
+        hint: &'static str,
+    },
+    #[error("Vault at {addr} is sealed — unseal it (or wait for auto-unseal)")]
+    Sealed { addr: String },
+    #[error("Vault at {addr}: {operation} failed with HTTP {status}{}", format_errors(.errors))]
+    Status {
+        addr: String,
+        operation: String,
+        status: u16,
+        errors: Vec<String>,
+    },
+    #[error("Vault at {addr}: unexpected answer to {operation}: {detail}")]
+    Protocol {
+        addr: String,
+        operation: String,
+        detail: String,
+    },
+    #[error("cannot read the ServiceAccount token at {path}: {reason}")]
+    TokenFile { path: String, reason: String },
+    #[error("Vault configuration: {0}")]
+    Config(String),
+}
+
+fn format_errors(errors: &[String]) -> String {
+    if errors.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", errors.join("; "))
+    }
+}
+
+impl VaultError {
+    /// HTTP status of a `Status` error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether a retry later may succeed (network, sealed, 5xx, 429).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::Sealed { .. } => true,
+            Self::Status { status, .. } => *status == 429 || *status >= 500,
+            Self::Protocol { .. } | Self::TokenFile { .. } | Self::Config(_) => false,
+        }
+    }
+}
+
+/// Connection settings of the client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// e.g. `https://vault.vault.svc:8200` (no trailing slash needed).
+    pub addr: String,
+    pub namespace: Option<String>,
+    /// PEM file with the CA that signed Vault's certificate.
+    pub ca_cert: Option<std::path::PathBuf>,
+    pub timeout: Duration,
+}
+
+/// What a login or renewal returned.
+#[derive(Debug, Clone)]
+pub struct AuthInfo {
+    pub token: VaultToken,
+    pub lease_duration: Duration,
+    pub renewable: bool,
+    pub warnings: Vec<String>,
+}
+
+/// One KV-v2 read: the `data` object (or `None` for a deleted/destroyed latest
+/// version) and its version number.
+#[derive(Debug)]
+pub struct KvEntry {
+    pub data: Option<serde_json::Map<String, Value>>,
+    pub version: Option<u64>,
+}
+
+/// The shared client. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct VaultClient {
+    http: reqwest::Client,
+    addr: String,
+    namespace: Option<String>,
+}
+
+impl fmt::Debug for VaultClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultClient")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl VaultClient {
+    pub fn new(config: &ClientConfig) -> Result<Self, VaultError> {
+        let addr = config.addr.trim_end_matches('/').to_string();
+        let url = reqwest::Url::parse(&addr)
+            .map_err(|e| VaultError::Config(format!("VAULT_ADDR={addr:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(VaultError::Config(format!(
+                "VAULT_ADDR={addr:?} must start with http:// or https://"
+            )));
+        }
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .timeout(config.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .no_proxy()
+            .user_agent(concat!("gtc/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &config.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                VaultError::Config(format!("cannot read VAULT_CACERT {}: {e}", path.display()))
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                VaultError::Config(format!(
+                    "VAULT_CACERT {} is not a PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| VaultError::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            addr,
+            namespace: config.namespace.clone(),
+        })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends one request and returns (status, JSON body). 404 is returned to the
+    /// caller (KV-v2 uses it with a normal body); other non-2xx become errors.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&VaultToken>,
+        body: Option<&Value>,
+        operation: &str,
+    ) -> Result<(StatusCode, Value), VaultError> {
+        let url = format!("{}/v1/{}", self.addr, path);
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = token {
+            request = request.header("X-Vault-Token", token.header_value()?);
+        }
+        if let Some(namespace) = &self.namespace {
+            request = request.header("X-Vault-Namespace", namespace);
+        }
+        request = request.header("X-Vault-Request", "true");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        // Responses can carry a token or a data key: keep the raw body in memory
+        // that is wiped once parsed (`Vec::from` reuses the buffer when it can).
+        let bytes = Zeroizing::new(Vec::from(bytes));
+        let json: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|_| VaultError::Protocol {
+                addr: self.addr.clone(),
+                operation: operation.to_string(),
+                detail: format!("HTTP {} with a body that is not JSON", status.as_u16()),
+            })?
+        };
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            return Ok((status, json));
+        }
+        let errors: Vec<String> = json
+            .get("errors")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|e| e.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if status == StatusCode::SERVICE_UNAVAILABLE && errors.iter().any(|e| e.contains("sealed"))
+        {
+            return Err(VaultError::Sealed {
+                addr: self.addr.clone(),
+            });
+        }
+        Err(VaultError::Status {
+            addr: self.addr.clone(),
+            operation: operation.to_string(),
+            status: status.as_u16(),
+            errors,
+        })
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> VaultError {
+        let (cause, hint) = if error.is_timeout() {
+            (
+                if error.is_connect() {
+                    "connect timeout"
+                } else {
+                    "request timeout"
+                },
+                "check the NetworkPolicy that admits worker pods to Vault, and that Vault is up",
+            )
+        } else if error.is_connect() {
+            let text = format!("{error:?}");
+            if text.contains("dns error") || text.contains("failed to lookup") {
+                (
+                    "DNS lookup failed",
+                    "check VAULT_ADDR's host name and the pod's DNS egress policy",
+                )
+            } else if text.contains("certificate") || text.contains("tls") || text.contains("Tls") {
+                (
+                    "TLS handshake failed",
+                    "check VAULT_CACERT and that VAULT_ADDR's host name matches Vault's certificate",
+                )
+            } else {
+                (
+                    "connection refused or reset",
+                    "check that Vault is running at that address and that a NetworkPolicy admits worker pods to it",
+                )
+            }
+        } else {
+            (
+                "connection failed",
+                "check that Vault is running and reachable from this pod",
+            )
+        };
+        VaultError::Unreachable {
+            addr: self.addr.clone(),
+            cause,
+            hint,
+        }
+    }
+
+    fn protocol(&self, operation: &str, detail: impl Into<String>) -> VaultError {
+        VaultError::Protocol {
+            addr: self.addr.clone(),
+            operation: operation.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    fn auth_info(&self, operation: &str, mut body: Value) -> Result<AuthInfo, VaultError> {
+        let missing = || self.protocol(operation, "no auth block with a client token");
+        let auth = body.get_mut("auth").ok_or_else(missing)?;
+        let token = match auth.get_mut("client_token").map(Value::take) {
+            Some(Value::String(token)) => VaultToken::new(token),
+            _ => return Err(missing()),
+        };
+        let lease_duration = auth
+            .get("lease_duration")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let renewable = auth
+            .get("renewable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let warnings = body
+            .get("warnings")
+            .and_then(Value::as_array)
+            .map(|w| {
+                w.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(AuthInfo {
+            token,
+            lease_duration: Duration::from_secs(lease_duration),
+            renewable,
+            warnings,
+        })
+    }
+
+    /// `POST auth/{mount}/login {role, jwt}`.
+    pub async fn login_kubernetes(
+        &self,
+        mount: &str,
+        role: &str,
+        jwt: &str,
+    ) -> Result<AuthInfo, VaultError> {
+        let operation = format!("Kubernetes login (auth/{mount}/login, role {role})");
+        let body = serde_json::json!({ "role": role, "jwt": jwt });
+        let (status, json) = self
+            .call(
+                Method::POST,
+                &format!("auth/{mount}/login"),
+                None,
+                Some(&body),
+                &operation,
+            )
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(VaultError::Status {
+                addr: self.addr.clone(),
+                operation,
+                status: 404,
+                errors: vec![format!("no auth method is mounted at auth/{mount}")],
+            });
+        }
+        self.auth_info(&operation, json)
+    }
+
+    /// `POST auth/token/renew-self`.
+    pub async fn renew_self(
+        &self,
+        token: &VaultToken,
+        increment: Duration,
+    ) -> Result<AuthInfo, VaultError> {
+        let operation = "token renewal (auth/token/renew-self)";
+        let body = serde_json::json!({ "increment": format!("{}s", increment.as_secs().max(1)) });
+        let (_, json) = self
+            .call(
+                Method::POST,
+                "auth/token/renew-self",
+                Some(token),
+                Some(&body),
+                operation,
+            )
+            .await?;
+        self.auth_info(operation, json)
+    }
+
+    /// `GET {mount}/data/{path}`. A missing path, or a latest version that is
+    /// deleted or destroyed (404 with a normal body), reads as `data: None`.
+    pub async fn kv2_read(
+        &self,
+        token: &VaultToken,
+        mount: &str,
+        path: &str,
+    ) -> Result<KvEntry, VaultError> {
+        let operation = format!("KV read of {mount}/data/{path}");
+        let (status, json) = self
+            .call(
+                Method::GET,
+                &format!("{mount}/data/{path}"),
+                Some(token),
+                None,
+                &operation,
+            )
+            .await?;
+        let data = json.get("data");
+        let version = data
+            .and_then(|d| d.get("metadata"))
+            .and_then(|m| m.get("version"))
+            .and_then(Value::as_u64);
+        if status == StatusCode::NOT_FOUND {
+            return Ok(KvEntry {
+                data: None,
+                version,
+            });
+        }
+        let object = match data.and_then(|d| d.get("data")) {
+            Some(Value::Object(map)) => Some(map.clone()),
+            Some(Value::Null) | None => None,
+            Some(_) => return Err(self.protocol(&operation, "data.data is not an object")),
+        };
+        Ok(KvEntry {
+            data: object,
+            version,
+        })
+    }
+
+    /// `POST {mount}/data/{path} {"data": ...}`; returns the new version.
+    pub async fn kv2_write(
+        &self,
+        token: &VaultToken,
+        mount: &str,
+        path: &str,
+        data: &Value,
+    ) -> Result<Option<u64>, VaultError> {
+        let operation = format!("KV write of {mount}/data/{path}");
+        let body = serde_json::json!({ "data": data });
+        let (status, json) = self
+            .call(
+                Method::POST,
+                &format!("{mount}/data/{path}"),
+                Some(token),
+                Some(&body),
+                &operation,
+            )
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(VaultError::Status {
+                addr: self.addr.clone(),
+                operation,
+                status: 404,
+                errors: vec![format!("no KV-v2 engine is mounted at {mount}/")],
+            });
+        }
+        Ok(json
+            .get("data")
+            .and_then(|d| d.get("version"))
+            .and_then(Value::as_u64))
+    }
+
+    /// `LIST {mount}/metadata/{path}`: the keys one level below (folders end in `/`).
+    pub async fn kv2_list(
+        &self,
+        token: &VaultToken,
+        mount: &str,
+        path: &str,
+    ) -> Result<Vec<String>, VaultError> {
+        let operation = format!("KV list of {mount}/metadata/{path}");
+        let method = Method::from_bytes(b"LIST").map_err(|_| self.protocol(&operation, "LIST"))?;
+        let (status, json) = self
+            .call(
+                method,
+                &format!("{mount}/metadata/{path}"),
+                Some(token),
+                None,
+                &operation,
+            )
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        Ok(json
+            .get("data")
+            .and_then(|d| d.get("keys"))
+            .and_then(Value::as_array)
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// `POST {mount}/decrypt/{key}`: unwraps a `vault:vN:...` ciphertext.
+    pub async fn transit_decrypt(
+        &self,
+        token: &VaultToken,
+        mount: &str,
+        key: &str,
+        ciphertext: &str,
+    ) -> Result<SecretBytes, VaultError> {
+        let operation = format!("transit decrypt ({mount}/decrypt/{key})");
+        let body = serde_json::json!({ "ciphertext": ciphertext });
+        let (status, mut json) = self
+            .call(
+                Method::POST,
+                &format!("{mount}/decrypt/{key}"),
+                Some(token),
+                Some(&body),
+                &operation,
+            )
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(VaultError::Status {
+                addr: self.addr.clone(),
+                operation,
+                status: 404,
+                errors: vec![format!("no transit engine or key at {mount}/keys/{key}")],
+            });
+        }
+        let plaintext = take_string(&mut json, "plaintext")
+            .ok_or_else(|| self.protocol(&operation, "no data.plaintext"))?;
+        let bytes = STANDARD
+            .decode(plaintext.as_bytes())
+            .map_err(|_| self.protocol(&operation, "data.plaintext is not base64"))?;
+        Ok(SecretBytes::new(bytes))
+    }
+
+    /// `POST {mount}/datakey/plaintext/{key}`: a fresh 256-bit data key, in clear
+    /// and wrapped by the transit key.
+    pub async fn transit_datakey(
+        &self,
+        token: &VaultToken,
+        mount: &str,
+        key: &str,
+    ) -> Result<(SecretBytes, String), VaultError> {
+        let operation = format!("transit datakey ({mount}/datakey/plaintext/{key})");
+        let body = serde_json::json!({ "bits": 256 });
+        let (status, mut json) = self
+            .call(
+                Method::POST,
+                &format!("{mount}/datakey/plaintext/{key}"),
+                Some(token),
+                Some(&body),
+                &operation,
+            )
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(VaultError::Status {
+                addr: self.addr.clone(),
+                operation,
+                status: 404,
+                errors: vec![format!("no transit engine or key at {mount}/keys/{key}")],
+            });
+        }
+        let plaintext = take_string(&mut json, "plaintext")
+            .ok_or_else(|| self.protocol(&operation, "no data.plaintext"))?;
+        let wrapped = take_string(&mut json, "ciphertext")
+            .ok_or_else(|| self.protocol(&operation, "no data.ciphertext"))?;
+        let dek = STANDARD
+            .decode(plaintext.as_bytes())
+            .map_err(|_| self.protocol(&operation, "data.plaintext is not base64"))?;
+        Ok((SecretBytes::new(dek), wrapped.to_string()))
+    }
+
+    /// `GET sys/health` (no token): `Ok(())` when initialized, unsealed and active.
+    pub async fn health(&self) -> Result<(), VaultError> {
+        let (status, _) = self
+            .call(Method::GET, "sys/health", None, None, "health check")
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.protocol("health check", "no sys/health endpoint"));
+        }
+        Ok(())
+    }
+}
+
+/// Moves `data.<field>` out of a response as a zeroizing string.
+fn take_string(json: &mut Value, field: &str) -> Option<Zeroizing<String>> {
+    match json.get_mut("data")?.get_mut(field)?.take() {
+        Value::String(s) => Some(Zeroizing::new(s)),
+        _ => None,
+    }
+}

@@ -1,0 +1,440 @@
+//! The Vault backend against a real OpenBao: the demo's bootstrap, `gtc op secrets
+//! put`, `gtc serve` logging in with a ServiceAccount token, and what Vault itself
+//! enforces. The TokenReview endpoint is a loopback stand-in (see support/vault.rs).
+
+mod support;
+
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use support::vault::*;
+use support::*;
+
+const SECRET: &[u8] = b"vault-held-signing-key-5f2a9c";
+const SECRET_PATH: &str = "acme/support/webchat-bot/webhook-secret";
+
+fn webchat_bundle(dir: &std::path::Path) -> std::path::PathBuf {
+    write_bundle(
+        dir,
+        "webchat-bot",
+        "webchat-bot",
+        &["/webhook"],
+        "secrets = [\"webhook-secret\"]",
+    )
+}
+
+fn serve_webchat(world: &VaultWorld, extra_env: &[(&'static str, String)]) -> Gtc {
+    let bundle = webchat_bundle(world.dir.path());
+    let mut env = world.worker_env();
+    env.extend_from_slice(extra_env);
+    Gtc::serve(&[format!("--bundle={}=support", bundle.display())], &env)
+}
+
+#[tokio::test]
+async fn live_demo_bootstrap_seed_serve_and_audit_chain() {
+    let world = VaultWorld::start("20m", "1h");
+    // The bootstrap is idempotent: a second run succeeds and changes nothing.
+    let policy_before = world.bao.cli_ok(&["policy", "read", "gtc-read-dev-acme"]);
+    let role_before = world.bao.cli_ok(&[
+        "read",
+        "-format=json",
+        &format!("auth/kubernetes/role/{ROLE}"),
+    ]);
+    let again = world.bootstrap("20m", "1h");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        world.bao.cli_ok(&["policy", "read", "gtc-read-dev-acme"]),
+        policy_before
+    );
+    let role_after = world.bao.cli_ok(&[
+        "read",
+        "-format=json",
+        &format!("auth/kubernetes/role/{ROLE}"),
+    ]);
+    let strip = |text: &str| {
+        let mut v: Value = serde_json::from_str(text).unwrap();
+        v.as_object_mut().unwrap().remove("request_id");
+        v
+    };
+    assert_eq!(strip(&role_after), strip(&role_before));
+    assert!(
+        policy_before.contains("secret/data/greentic/dev/acme/*")
+            && policy_before.contains("transit/decrypt/greentic")
+    );
+
+    world.put(SECRET_PATH, SECRET);
+
+    // KV storage holds no plaintext: the raw entry, read with the admin token.
+    let (status, raw) = world
+        .bao
+        .api(
+            "GET",
+            "secret/data/greentic/dev/acme/support/webchat-bot/webhook-secret",
+            Some(ROOT_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let raw_text = raw.to_string();
+    assert_eq!(raw["data"]["data"]["format"], "greentic.secrets.envelope");
+    assert!(
+        raw["data"]["data"]["wrapped_dek"]
+            .as_str()
+            .unwrap()
+            .starts_with("vault:v1:")
+    );
+    let secret_text = std::str::from_utf8(SECRET).unwrap();
+    for window in 0..secret_text.len() - 6 {
+        assert!(
+            !raw_text.contains(&secret_text[window..window + 6]),
+            "KV holds plaintext"
+        );
+    }
+
+    // `op secrets ls` lists names only.
+    let listing = run_gtc(&["op", "secrets", "ls", "acme"], &world.admin_env(), b"");
+    assert!(
+        listing.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&listing.stdout).trim(),
+        "secrets://dev/acme/support/webchat-bot/webhook-secret"
+    );
+
+    let gtc = serve_webchat(&world, &[]);
+    let (status, body) = webhook(&gtc, SECRET, r#"{"text":"from vault"}"#).await;
+    assert_eq!(status, 200, "{body}\n{}", gtc.log());
+    let (status, _) = webhook(&gtc, b"not-the-key", r#"{"text":"x"}"#).await;
+    assert_eq!(status, 401);
+    let ready = client().get(gtc.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let log = gtc.stop();
+    assert!(!log.contains(secret_text), "log leaked the secret");
+
+    // The audit log shows login → KV read → transit decrypt, all by the worker's token.
+    let audit = world.bao.audit();
+    let login = audit
+        .iter()
+        .find(|e| {
+            e["type"] == "response"
+                && e["request"]["path"] == "auth/kubernetes/login"
+                && e["response"]["auth"]["client_token"].is_string()
+        })
+        .expect("a login in the audit log");
+    let worker_token = login["response"]["auth"]["client_token"].as_str().unwrap();
+    let position = |path: &str| {
+        audit.iter().position(|e| {
+            e["type"] == "request"
+                && e["request"]["path"] == path
+                && e["auth"]["client_token"] == worker_token
+        })
+    };
+    let login_at = audit.iter().position(|e| std::ptr::eq(e, login)).unwrap();
+    let read_at = position("secret/data/greentic/dev/acme/support/webchat-bot/webhook-secret")
+        .expect("KV read by the worker");
+    let decrypt_at = position("transit/decrypt/greentic").expect("transit decrypt by the worker");
+    assert!(
+        login_at < read_at && read_at < decrypt_at,
+        "{login_at} {read_at} {decrypt_at}"
+    );
+    assert_eq!(
+        login["auth"]["policies"],
+        json!(["default", "gtc-read-dev-acme"]),
+        "{login}"
+    );
+}
+
+#[tokio::test]
+async fn vault_enforces_the_boundary_and_refuses_other_service_accounts() {
+    let world = VaultWorld::start("20m", "1h");
+    world.put(SECRET_PATH, SECRET);
+    world.put(
+        "globex/_/webchat-bot/webhook-secret",
+        b"other-tenant-secret",
+    );
+    let jwt = world.k8s.mint(
+        WORKER_NAMESPACE,
+        "gtc-worker",
+        "vault",
+        Duration::from_secs(600),
+    );
+    let (status, login) = world.worker_login(&jwt).await;
+    assert_eq!(status, 200, "{login}");
+    let token = login["auth"]["client_token"].as_str().unwrap().to_string();
+    let token = Some(token.as_str());
+
+    let own = "secret/data/greentic/dev/acme/support/webchat-bot/webhook-secret";
+    assert_eq!(world.bao.api("GET", own, token, None).await.0, 200);
+    for (method, path, body) in [
+        (
+            "GET",
+            "secret/data/greentic/dev/globex/_/webchat-bot/webhook-secret",
+            None,
+        ),
+        (
+            "GET",
+            "secret/data/greentic/prod/acme/support/webchat-bot/webhook-secret",
+            None,
+        ),
+        ("POST", own, Some(json!({"data": {"x": "y"}}))),
+        ("DELETE", own, None),
+        (
+            "DELETE",
+            "secret/metadata/greentic/dev/acme/support/webchat-bot/webhook-secret",
+            None,
+        ),
+        ("LIST", "secret/metadata/greentic/dev/acme", None),
+        (
+            "POST",
+            "transit/encrypt/greentic",
+            Some(json!({"plaintext": "eA=="})),
+        ),
+        ("POST", "transit/keys/greentic/rotate", None),
+        ("GET", "sys/policies/acl/gtc-read-dev-acme", None),
+    ] {
+        let (status, _) = world.bao.api(method, path, token, body).await;
+        assert_eq!(status, 403, "{method} {path} should be denied");
+    }
+
+    // A pod under the `default` ServiceAccount is refused by Vault at login...
+    let default_jwt = world.k8s.mint(
+        WORKER_NAMESPACE,
+        "default",
+        "vault",
+        Duration::from_secs(600),
+    );
+    let (status, _) = world.worker_login(&default_jwt).await;
+    assert_eq!(status, 403);
+    // ...and the host says so clearly, and answers 503 rather than 401.
+    world.set_sa_token("default");
+    let gtc = serve_webchat(&world, &[]);
+    let ready = client().get(gtc.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let reasons = ready.text().await.unwrap();
+    assert!(
+        reasons.contains("403") && reasons.contains("gtc-worker"),
+        "{reasons}"
+    );
+    let (status, _) = webhook(&gtc, SECRET, "{}").await;
+    assert_eq!(status, 503);
+    let log = gtc.stop();
+    assert!(
+        log.contains("Vault refused the pod's ServiceAccount token"),
+        "{log}"
+    );
+}
+
+async fn probe_get(gtc: &Gtc, name: &str) -> Value {
+    client()
+        .post(gtc.url("/p/get"))
+        .body(name.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn envelopes_are_bound_to_their_path_and_tampering_is_caught() {
+    let world = VaultWorld::start("20m", "1h");
+    world.put("acme/team-a/probe/key", b"team-a-value");
+    let read = |path: &str| {
+        let bao = &world.bao;
+        let path = format!("secret/data/greentic/dev/acme/{path}");
+        async move { bao.api("GET", &path, Some(ROOT_TOKEN), None).await.1["data"]["data"].clone() }
+    };
+    let write = |path: &str, data: Value| {
+        let bao = &world.bao;
+        let path = format!("secret/data/greentic/dev/acme/{path}");
+        async move {
+            assert_eq!(
+                bao.api("POST", &path, Some(ROOT_TOKEN), Some(json!({"data": data})))
+                    .await
+                    .0,
+                200
+            )
+        }
+    };
+    let envelope = read("team-a/probe/key").await;
+    // Copied to another team's path: the AAD (the URI) no longer matches.
+    write("team-b/probe/key", envelope.clone()).await;
+    // Tampered ciphertext.
+    let mut tampered = envelope.clone();
+    let ct = tampered["ciphertext"].as_str().unwrap().to_string();
+    let flipped = match ct.strip_prefix('A') {
+        Some(rest) => format!("B{rest}"),
+        None => format!("A{}", &ct[1..]),
+    };
+    tampered["ciphertext"] = json!(flipped);
+    write("team-a/probe/tampered", tampered).await;
+    // A raw `kv put` stores plaintext: refused.
+    write("team-a/probe/raw", json!({"value": "plaintext-value"})).await;
+
+    let a = write_bundle(world.dir.path(), "probe-a", "probe", &["/p"], "");
+    let b = write_bundle(world.dir.path(), "probe-b", "probe", &["/q"], "");
+    let gtc = Gtc::serve(
+        &[
+            format!("--bundle={}=team-a", a.display()),
+            format!("--bundle={}=team-b", b.display()),
+        ],
+        &world.worker_env(),
+    );
+    assert_eq!(probe_get(&gtc, "probe/key").await["value"], "team-a-value");
+    let copied: Value = client()
+        .post(gtc.url("/q/get"))
+        .body("probe/key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(copied["error"], "internal", "{copied}");
+    assert_eq!(probe_get(&gtc, "probe/tampered").await["error"], "internal");
+    assert_eq!(probe_get(&gtc, "probe/raw").await["error"], "internal");
+    assert_eq!(probe_get(&gtc, "probe/absent").await["error"], "not-found");
+    // A deleted latest version reads as absent (Vault answers 404 with a body).
+    assert_eq!(
+        world
+            .bao
+            .api(
+                "DELETE",
+                "secret/data/greentic/dev/acme/team-a/probe/key",
+                Some(ROOT_TOKEN),
+                None
+            )
+            .await
+            .0,
+        204
+    );
+    let log_before = gtc.log();
+    let gtc_log = {
+        // Fresh process: nothing cached.
+        drop(gtc);
+        let gtc = Gtc::serve(
+            &[format!("--bundle={}=team-a", a.display())],
+            &world.worker_env(),
+        );
+        assert_eq!(probe_get(&gtc, "probe/key").await["error"], "not-found");
+        gtc.stop()
+    };
+    assert!(
+        log_before.contains("does not decrypt for this secret's URI"),
+        "{log_before}"
+    );
+    assert!(
+        log_before.contains("not a greentic envelope"),
+        "{log_before}"
+    );
+    assert!(!log_before.contains("plaintext-value") && !gtc_log.contains("team-a-value"));
+}
+
+#[tokio::test]
+async fn short_lived_tokens_renew_and_relogin_without_failures() {
+    // Tokens live 3 s and cannot be renewed past 7 s: over 14 s the worker renews
+    // and logs in again several times.
+    let world = VaultWorld::start("3s", "7s");
+    world.put(SECRET_PATH, SECRET);
+    let gtc = serve_webchat(&world, &[("GREENTIC_SECRETS_CACHE_TTL", "200ms".into())]);
+    let started = Instant::now();
+    let mut sent = 0;
+    let mut replaced_jti = None;
+    while started.elapsed() < Duration::from_secs(14) {
+        let (status, body) = webhook(&gtc, SECRET, r#"{"text":"tick"}"#).await;
+        assert_eq!(
+            status,
+            200,
+            "request {sent} failed after {:?}: {body}\n{}",
+            started.elapsed(),
+            gtc.log()
+        );
+        sent += 1;
+        if replaced_jti.is_none() && started.elapsed() > Duration::from_secs(6) {
+            // The kubelet rotates the projected token: the next login must use it.
+            replaced_jti = Some(jti_of(&world.set_sa_token("gtc-worker")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sent > 50);
+    let metrics = client()
+        .get(gtc.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(counter("gtc_vault_logins_total") >= 2, "{metrics}");
+    assert!(counter("gtc_vault_renewals_total") >= 1, "{metrics}");
+    let replaced = replaced_jti.unwrap();
+    assert!(
+        world.k8s.reviewed().contains(&replaced),
+        "the new SA token was never used to log in"
+    );
+}
+
+#[tokio::test]
+async fn rotation_is_served_after_one_ttl_without_restart() {
+    let world = VaultWorld::start("20m", "1h");
+    world.put(SECRET_PATH, b"first-version-key");
+    let gtc = serve_webchat(&world, &[("GREENTIC_SECRETS_CACHE_TTL", "1s".into())]);
+    assert_eq!(webhook(&gtc, b"first-version-key", "{}").await.0, 200);
+    world.put(SECRET_PATH, b"second-version-key");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(webhook(&gtc, b"second-version-key", "{}").await.0, 200);
+    assert_eq!(webhook(&gtc, b"first-version-key", "{}").await.0, 401);
+}
+
+#[tokio::test]
+async fn openbao_down_serves_stale_within_bound_then_503_then_recovers() {
+    let world = VaultWorld::start("20m", "1h");
+    world.put(SECRET_PATH, SECRET);
+    let gtc = serve_webchat(
+        &world,
+        &[
+            ("GREENTIC_SECRETS_CACHE_TTL", "300ms".into()),
+            ("GREENTIC_SECRETS_STALE_FOR", "4s".into()),
+            ("GREENTIC_VAULT_TIMEOUT", "700ms".into()),
+        ],
+    );
+    assert_eq!(webhook(&gtc, SECRET, "{}").await.0, 200);
+    world.bao.suspend();
+    let down_at = Instant::now();
+    // Within the stale bound: still answered from the cache.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = webhook(&gtc, SECRET, "{}").await;
+    assert_eq!(status, 200, "{body}");
+    // Past TTL + stale bound: unavailable, the bot answers 503.
+    let wait = Duration::from_millis(4600).saturating_sub(down_at.elapsed());
+    tokio::time::sleep(wait).await;
+    let (status, body) = webhook(&gtc, SECRET, "{}").await;
+    assert_eq!(status, 503, "{body}");
+    world.bao.resume();
+    // Back: recovery without restarting gtc.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = webhook(&gtc, SECRET, "{}").await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery:\n{}", gtc.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = gtc.stop();
+    assert!(log.contains("serving a stale cached secret"), "{log}");
+    assert!(log.contains("unreachable (request timeout)"), "{log}");
+}
