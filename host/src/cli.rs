@@ -27,6 +27,79 @@ pub enum Command {
         #[command(subcommand)]
         command: OpCommand,
     },
+    /// Kubernetes deployment.
+    Deploy {
+        #[command(subcommand)]
+        command: Box<DeployCommand>,
+    },
+    /// Forward webhooks to the worker (the router pod's entrypoint; holds no secrets).
+    Route(RouteArgs),
+    /// Check, step by step, that this pod can reach and read its secrets.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RouteArgs {
+    /// The worker's base URL, e.g. http://gtc-worker.greentic.svc:8080
+    #[arg(long)]
+    pub upstream: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Bundles whose declared secrets to read (DIR=TEAM), as for `serve`.
+    #[arg(long = "bundle", value_name = "DIR[=TEAM]")]
+    pub bundles: Vec<BundleSpec>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Print the Kubernetes manifests (YAML) for an environment and tenant.
+    Render(RenderArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    #[arg(long)]
+    pub env: String,
+    #[arg(long)]
+    pub tenant: String,
+    /// Kubernetes namespace of the worker and router.
+    #[arg(long, default_value = "greentic")]
+    pub namespace: String,
+    /// The worker image (bundles baked in under /bundles/NAME).
+    #[arg(long)]
+    pub image: String,
+    /// dev-store or vault.
+    #[arg(long, default_value = "vault")]
+    pub backend: String,
+    #[arg(long)]
+    pub vault_addr: Option<String>,
+    /// Default: gtc-worker-ENV-TENANT (what vault-bootstrap.sh creates).
+    #[arg(long)]
+    pub vault_role: Option<String>,
+    /// Namespace of Vault's pods, for the worker's egress policy.
+    #[arg(long, default_value = "vault")]
+    pub vault_namespace: String,
+    #[arg(long, default_value = "secret")]
+    pub kv_mount: String,
+    #[arg(long, default_value = "greentic")]
+    pub kv_prefix: String,
+    #[arg(long, default_value = "transit")]
+    pub transit_mount: String,
+    #[arg(long, default_value = "greentic")]
+    pub transit_key: String,
+    /// A bundle baked into the image and its team: NAME=TEAM (repeat).
+    #[arg(long = "bundle", value_name = "NAME[=TEAM]", required = true)]
+    pub bundles: Vec<crate::deploy::DeployedBundle>,
+    #[arg(long, default_value_t = 2)]
+    pub replicas: i32,
+    /// dev-store backend only: the dev store file to ship in the gtc-dev-secrets Secret.
+    #[arg(long)]
+    pub dev_store: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -180,8 +180,29 @@ impl Host {
     }
 }
 
-/// Serves HTTP/1.1 on `listener` until `shutdown` completes.
+/// Serves the host on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, host: Arc<Host>, shutdown: impl Future<Output = ()>) {
+    serve_connections(
+        listener,
+        move |request| {
+            let host = host.clone();
+            async move { host.handle(request).await }
+        },
+        shutdown,
+    )
+    .await;
+}
+
+/// Accepts HTTP/1.1 connections on `listener` and answers each request with
+/// `handler`, until `shutdown` completes. Shared by the host and the router.
+pub async fn serve_connections<F, Fut>(
+    listener: TcpListener,
+    handler: F,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = hyper::Response<HyperOutgoingBody>> + Send + 'static,
+{
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -194,11 +215,11 @@ pub async fn serve(listener: TcpListener, host: Arc<Host>, shutdown: impl Future
             },
             () = &mut shutdown => break,
         };
-        let host = host.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let host = host.clone();
-                async move { Ok::<_, std::convert::Infallible>(host.handle(request).await) }
+                let answer = handler(request);
+                async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });
             if let Err(error) = http1::Builder::new()
                 .keep_alive(true)

@@ -17,6 +17,9 @@
 //! - [`egress`], [`guest_log`]: outgoing-HTTP allowlist; guest output to the log.
 //! - [`ingress`]: the HTTP server, routing, health, readiness, metrics.
 //! - [`config`]: the pod's environment contract.
+//! - [`deploy`]: Kubernetes manifests (`gtc deploy render`); [`route`]: the router.
+//! - [`doctor`]: step-by-step diagnosis of the path to the secrets.
+//! - [`metrics`]: Prometheus counters.
 //! - [`app`], [`cli`], [`op`]: wiring, command line, operator commands.
 
 pub mod app;
@@ -26,12 +29,15 @@ pub mod cache;
 pub mod capability;
 pub mod cli;
 pub mod config;
+pub mod deploy;
+pub mod doctor;
 pub mod egress;
 pub mod envelope;
 pub mod guest_log;
 pub mod ingress;
 pub mod metrics;
 pub mod op;
+pub mod route;
 pub mod runtime;
 pub mod scope;
 pub mod secret_value;

@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use gtc::cli::{Cli, Command, OpCommand, SecretsCommand};
+use gtc::cli::{Cli, Command, DeployCommand, OpCommand, RenderArgs, SecretsCommand};
 use gtc::config::ProcessEnv;
 use std::process::ExitCode;
 
@@ -66,6 +66,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             gtc::ingress::serve(listener, host, shutdown_signal()).await;
             Ok(())
         }
+        Command::Deploy { command } => match *command {
+            DeployCommand::Render(args) => {
+                print!("{}", render(args)?);
+                Ok(())
+            }
+        },
+        Command::Route(args) => {
+            let router = std::sync::Arc::new(gtc::route::Router::new(&args.upstream)?);
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            let addr = listener.local_addr()?;
+            println!("gtc route listening on http://{addr}");
+            tracing::info!(%addr, upstream = %args.upstream, "routing");
+            gtc::route::serve(listener, router, shutdown_signal()).await;
+            Ok(())
+        }
+        Command::Doctor(args) => {
+            let report = gtc::doctor::run(&env, &args.bundles).await;
+            for check in &report.checks {
+                println!("{check}");
+            }
+            if report.healthy() {
+                println!("all checks passed");
+                Ok(())
+            } else {
+                Err(DoctorFailed.into())
+            }
+        }
         Command::Op {
             command: OpCommand::Secrets { command },
         } => match command {
@@ -92,6 +121,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `gtc doctor` found a problem (already printed step by step).
+#[derive(Debug, thiserror::Error)]
+#[error("doctor found a problem; see the FAIL line above")]
+struct DoctorFailed;
+
+fn render(args: RenderArgs) -> anyhow::Result<String> {
+    let segment = |flag: &str, value: &str| {
+        gtc::scope::Segment::parse(value).with_context(|| format!("--{flag} {value:?}"))
+    };
+    let dev_store = match &args.dev_store {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --dev-store {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let config = gtc::deploy::DeployConfig {
+        env: segment("env", &args.env)?,
+        tenant: segment("tenant", &args.tenant)?,
+        namespace: args.namespace,
+        image: args.image,
+        backend: gtc::config::BackendKind::parse(&args.backend)?,
+        vault_addr: args.vault_addr,
+        vault_role: args.vault_role,
+        vault_namespace: args.vault_namespace,
+        layout: gtc::backend::VaultLayout {
+            kv_mount: args.kv_mount,
+            kv_prefix: args.kv_prefix,
+            transit_mount: args.transit_mount,
+            transit_key: args.transit_key,
+        },
+        bundles: args.bundles,
+        replicas: args.replicas,
+        dev_store,
+    };
+    let objects = gtc::deploy::render(&config)?;
+    Ok(gtc::deploy::to_yaml(&objects)?)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -116,7 +184,9 @@ fn main() -> ExitCode {
                         | gtc::app::AppError::Bundle(_)
                         | gtc::app::AppError::NoBundles
                 )
-            }) || error.downcast_ref::<gtc::op::OpError>().is_some();
+            }) || error.downcast_ref::<gtc::op::OpError>().is_some()
+                || error.downcast_ref::<gtc::deploy::RenderError>().is_some()
+                || error.downcast_ref::<gtc::config::ConfigError>().is_some();
             ExitCode::from(if config_error { 2 } else { 1 })
         }
     }

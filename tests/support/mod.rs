@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod k8s_api;
 pub mod vault;
 
 use hmac::{Hmac, Mac};
@@ -190,4 +191,37 @@ pub fn dev_put(store: &Path, path: &str, value: &[u8]) {
         "put failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A running `gtc route` in front of a worker.
+pub struct Router {
+    child: Child,
+    pub base: String,
+}
+
+impl Router {
+    pub fn start(upstream: &str) -> Router {
+        let mut child = base_command(&[])
+            .args(["route", "--listen", "127.0.0.1:0", "--upstream", upstream])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn gtc route");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("gtc route listening on ")
+            .unwrap_or_else(|| panic!("unexpected router output {line:?}"))
+            .to_string();
+        Router { child, base }
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,427 @@
+//! Deployment and operations: rendered manifests validated against the official
+//! Kubernetes schemas, `gtc doctor` verdicts, readiness, the router, and the
+//! one-machine demo (local.sh) run to completion.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::vault::*;
+use support::*;
+
+fn render(args: &[&str]) -> String {
+    let mut all = vec!["deploy", "render"];
+    all.extend_from_slice(args);
+    let out = run_gtc(&all, &[], b"");
+    assert!(
+        out.status.success(),
+        "render failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+const VAULT_RENDER: [&str; 12] = [
+    "--env",
+    "prod",
+    "--tenant",
+    "acme",
+    "--image",
+    "registry.example/gtc:0.1.0",
+    "--vault-addr",
+    "https://vault.vault.svc:8200",
+    "--bundle",
+    "webchat-bot=support",
+    "--bundle",
+    "hello",
+];
+
+/// Validates a manifest file with kubernetes-validate (strict) for a version.
+fn validate(file: &std::path::Path, version: &str) -> std::process::Output {
+    Command::new(root().join(".venv/bin/kubernetes-validate"))
+        .args(["--strict", "--quiet", "-k", version])
+        .arg(file)
+        .output()
+        .expect("kubernetes-validate is installed by tests/install-tools.sh")
+}
+
+#[test]
+fn rendered_manifests_validate_against_kubernetes_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(
+        &store,
+        "acme/_/webchat-bot/webhook-secret",
+        b"dev-only-value",
+    );
+    let vault = render(&VAULT_RENDER);
+    let dev = render(&[
+        "--env",
+        "dev",
+        "--tenant",
+        "acme",
+        "--image",
+        "gtc:dev",
+        "--backend",
+        "dev-store",
+        "--bundle",
+        "webchat-bot=support",
+        "--dev-store",
+        store.to_str().unwrap(),
+    ]);
+    for (name, yaml) in [("vault.yaml", &vault), ("dev.yaml", &dev)] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, yaml).unwrap();
+        for version in ["1.33.0", "1.35.0", "1.37.0"] {
+            let out = validate(&file, version);
+            assert!(
+                out.status.success(),
+                "{name} does not validate for {version}:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    // The validator is strict: a stray field is caught (so a pass means something).
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        vault.replacen(
+            "automountServiceAccountToken: false",
+            "automountServiceAccountToken: false\nbogusField: 1",
+            1,
+        ),
+    )
+    .unwrap();
+    assert!(!validate(&bad, "1.35.0").status.success());
+    // The dev-store render still ships its Secret.
+    assert!(dev.contains("kind: Secret") && dev.contains("name: gtc-dev-secrets"));
+}
+
+/// Splits a rendered stream into (kind, name, document) triples.
+fn documents(yaml: &str) -> Vec<(String, String, String)> {
+    yaml.split("\n---\n")
+        .map(|doc| doc.trim_start_matches("---\n").to_string())
+        .filter(|doc| !doc.trim().is_empty())
+        .map(|doc| {
+            let field = |key: &str| {
+                doc.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_default()
+            };
+            let name = doc
+                .lines()
+                .find_map(|l| l.trim_start().strip_prefix("name: "))
+                .unwrap_or_default()
+                .to_string();
+            (field("kind: "), name, doc)
+        })
+        .collect()
+}
+
+#[test]
+fn vault_render_has_no_secret_and_only_the_worker_has_a_token() {
+    // Even with a dev store lying around, the vault render carries no value.
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(
+        &store,
+        "acme/_/webchat-bot/webhook-secret",
+        b"must-not-appear-anywhere",
+    );
+    let mut args = VAULT_RENDER.to_vec();
+    let store_arg = store.to_str().unwrap().to_string();
+    args.extend_from_slice(&["--dev-store", &store_arg]);
+    let yaml = render(&args);
+    assert!(!yaml.contains("must-not-appear-anywhere"));
+    assert!(
+        !yaml.contains("VAULT_TOKEN") && !yaml.contains("hvs.") && !yaml.contains("stringData")
+    );
+    let docs = documents(&yaml);
+    assert!(docs.iter().all(|(kind, _, _)| kind != "Secret"), "{yaml}");
+    let kinds: Vec<&str> = docs.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert!(kinds.contains(&"ServiceAccount") && kinds.contains(&"NetworkPolicy"));
+    for (kind, name, doc) in &docs {
+        if kind != "Deployment" {
+            continue;
+        }
+        assert!(
+            doc.contains("automountServiceAccountToken: false"),
+            "{name}"
+        );
+        assert!(doc.contains("readOnlyRootFilesystem: true") && doc.contains("runAsNonRoot: true"));
+        assert!(doc.contains("path: /healthz") && doc.contains("path: /readyz"));
+        match name.as_str() {
+            "gtc-worker" => {
+                assert!(doc.contains("serviceAccountName: gtc-worker"));
+                assert!(doc.contains("serviceAccountToken:") && doc.contains("audience: vault"));
+                assert!(doc.contains("expirationSeconds: 600"));
+                assert!(doc.contains("GREENTIC_SECRETS_BACKEND") && doc.contains("value: vault"));
+                assert!(doc.contains("gtc-worker-prod-acme"));
+            }
+            "gtc-router" => {
+                assert!(!doc.contains("serviceAccountName"), "{doc}");
+                assert!(!doc.contains("serviceAccountToken"), "{doc}");
+                assert!(!doc.contains("VAULT_"), "{doc}");
+            }
+            other => panic!("unexpected deployment {other}"),
+        }
+    }
+    let policies: Vec<&str> = docs
+        .iter()
+        .filter(|(k, _, _)| k == "NetworkPolicy")
+        .map(|(_, n, _)| n.as_str())
+        .collect();
+    for wanted in [
+        "default-deny-all",
+        "allow-dns-egress",
+        "allow-router-to-worker",
+        "allow-worker-ingress-from-router",
+        "allow-worker-egress-to-vault",
+    ] {
+        assert!(policies.contains(&wanted), "{wanted} missing: {policies:?}");
+    }
+}
+
+fn doctor(env: &[(&'static str, String)], bundle: &std::path::Path) -> (i32, String) {
+    let arg = format!("--bundle={}=support", bundle.display());
+    let out = run_gtc(&["doctor", &arg], env, b"");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn failed_step(report: &str) -> Option<String> {
+    report
+        .lines()
+        .find(|l| l.starts_with("[FAIL]"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn doctor_gives_the_right_verdict_for_each_failure() {
+    let world = VaultWorld::start("20m", "1h");
+    world.put(
+        "acme/support/webchat-bot/webhook-secret",
+        b"doctor-checked-value",
+    );
+    let bundle = write_bundle(
+        world.dir.path(),
+        "webchat-bot",
+        "webchat-bot",
+        &["/webhook"],
+        "secrets = [\"webhook-secret\"]",
+    );
+    let mut env = world.worker_env();
+    env.push(("GREENTIC_VAULT_TIMEOUT", "1s".into()));
+
+    // Healthy: every step passes, exit 0.
+    let (code, report) = doctor(&env, &bundle);
+    assert_eq!(code, 0, "{report}");
+    for step in ["config", "dns", "tcp", "vault", "login", "read", "decrypt"] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with(&format!("[PASS] {step}"))),
+            "{step}: {report}"
+        );
+    }
+    assert!(!report.contains("doctor-checked-value"));
+
+    // Nothing listens at the address: TCP fails, with the next thing to check.
+    let mut nowhere = env.clone();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    nowhere.retain(|(k, _)| *k != "VAULT_ADDR");
+    nowhere.push(("VAULT_ADDR", format!("http://127.0.0.1:{port}")));
+    let (code, report) = doctor(&nowhere, &bundle);
+    assert_eq!(
+        (code, failed_step(&report).as_deref()),
+        (1, Some("tcp")),
+        "{report}"
+    );
+    assert!(
+        report.contains("NetworkPolicy") && report.contains("[SKIP] login"),
+        "{report}"
+    );
+
+    // A wrong role: login fails and says what Vault answered.
+    let mut wrong_role = env.clone();
+    wrong_role.retain(|(k, _)| *k != "VAULT_K8S_ROLE");
+    wrong_role.push(("VAULT_K8S_ROLE", "no-such-role".into()));
+    let (code, report) = doctor(&wrong_role, &bundle);
+    assert_eq!(
+        (code, failed_step(&report).as_deref()),
+        (1, Some("login")),
+        "{report}"
+    );
+    assert!(
+        report.contains("no-such-role") && report.contains("HTTP 4"),
+        "{report}"
+    );
+
+    // A missing declared secret: the read step names it.
+    let other = write_bundle(
+        world.dir.path(),
+        "other-bot",
+        "webchat-bot",
+        &["/x"],
+        "secrets = [\"api-key\"]",
+    );
+    let (code, report) = doctor(&env, &other);
+    assert_eq!(
+        (code, failed_step(&report).as_deref()),
+        (1, Some("read")),
+        "{report}"
+    );
+    assert!(
+        report.contains("other-bot:api-key") && report.contains("gtc op secrets put"),
+        "{report}"
+    );
+
+    // OpenBao stopped (frozen): the connection opens but Vault never answers.
+    world.bao.suspend();
+    let (code, report) = doctor(&env, &bundle);
+    world.bao.resume();
+    assert_eq!(
+        (code, failed_step(&report).as_deref()),
+        (1, Some("vault")),
+        "{report}"
+    );
+    assert!(report.contains("timeout"), "{report}");
+}
+
+#[tokio::test]
+async fn readyz_waits_for_login_and_every_declared_secret() {
+    let world = VaultWorld::start("20m", "1h");
+    let bundle = write_bundle(
+        world.dir.path(),
+        "webchat-bot",
+        "webchat-bot",
+        &["/webhook"],
+        "secrets = [\"webhook-secret\"]",
+    );
+    let mut env = world.worker_env();
+    env.push(("GREENTIC_SECRETS_CACHE_TTL", "300ms".into()));
+    let gtc = Gtc::serve(&[format!("--bundle={}=support", bundle.display())], &env);
+    let ready = client().get(gtc.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let reasons = ready.text().await.unwrap();
+    assert!(
+        reasons.contains("webhook-secret") && reasons.contains("not found"),
+        "{reasons}"
+    );
+    world.put("acme/_/webchat-bot/webhook-secret", b"tenant-wide-key");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if client()
+            .get(gtc.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(webhook(&gtc, b"tenant-wide-key", "{}").await.0, 200);
+    let metrics = client()
+        .get(gtc.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gtc_requests_total{bundle=\"webchat-bot\",status=\"200\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gtc_secrets_get_total{outcome=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("gtc_vault_logins_total 1"), "{metrics}");
+    assert!(!metrics.contains("tenant-wide-key"));
+}
+
+#[tokio::test]
+async fn router_forwards_webhooks_and_keeps_host_endpoints_internal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(&store, "local/_/webchat-bot/webhook-secret", b"router-key");
+    let bundle = write_bundle(dir.path(), "webchat-bot", "webchat-bot", &["/webhook"], "");
+    let worker = Gtc::serve(
+        &[format!("--bundle={}", bundle.display())],
+        &[("GREENTIC_DEV_STORE", store.display().to_string())],
+    );
+    let router = support::Router::start(&worker.base);
+    let body = r#"{"text":"via router"}"#;
+    let response = client()
+        .post(format!("{}/webhook", router.base))
+        .header("x-greentic-signature", sign(b"router-key", body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("via router"));
+    let metrics = client()
+        .get(format!("{}/metrics", router.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 404);
+    let too_big = client()
+        .post(format!("{}/webhook", router.base))
+        .body(vec![b'x'; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 413);
+}
+
+#[test]
+fn local_demo_runs_to_completion() {
+    let stub = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|debug| debug.join("examples/tokenreview-stub"))
+        .unwrap();
+    assert!(
+        stub.exists(),
+        "{} is missing: run the suite with `cargo test --workspace`, which builds the examples",
+        stub.display()
+    );
+    let out = Command::new("bash")
+        .arg(root().join("examples/k8s-vault-demo/local.sh"))
+        .env("GTC_BIN", gtc_bin())
+        .env("TOKENREVIEW_STUB_BIN", &stub)
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_ADDR")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "local.sh failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("webhook answered 200"), "{stdout}");
+    assert!(
+        stdout.contains("auth/kubernetes/login -> secret/data/greentic/dev/demo/support/webchat-bot/webhook-secret -> transit/decrypt/greentic"),
+        "{stdout}"
+    );
+}
