@@ -85,7 +85,11 @@ fn rendered_manifests_validate_against_kubernetes_schemas() {
     // The demo's in-cluster Vault validates too.
     for version in ["1.33.0", "1.37.0"] {
         let out = validate(&root().join("examples/k8s-vault-demo/vault.yaml"), version);
-        assert!(out.status.success(), "vault.yaml: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "vault.yaml: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     // Every shell script of the project at least parses.
     for script in [
@@ -96,7 +100,12 @@ fn rendered_manifests_validate_against_kubernetes_schemas() {
         "tests/install-tools.sh",
         ".ci/run",
     ] {
-        let ok = Command::new("bash").arg("-n").arg(root().join(script)).status().unwrap().success();
+        let ok = Command::new("bash")
+            .arg("-n")
+            .arg(root().join(script))
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "{script} does not parse");
     }
     // The validator is strict: a stray field is caught (so a pass means something).

@@ -16,6 +16,7 @@
 //! [limits]
 //! memory_mib = 64
 //! timeout_ms = 5000
+//! response_mib = 16
 //! ```
 
 use crate::scope::{Segment, TeamSlot};
@@ -66,6 +67,7 @@ struct EgressFile {
 struct LimitsFile {
     memory_mib: Option<u64>,
     timeout_ms: Option<u64>,
+    response_mib: Option<u64>,
 }
 
 /// Resource limits of one bundle's requests.
@@ -73,6 +75,7 @@ struct LimitsFile {
 pub struct Limits {
     pub memory_bytes: usize,
     pub timeout: std::time::Duration,
+    pub response_bytes: u64,
 }
 
 impl Default for Limits {
@@ -80,6 +83,7 @@ impl Default for Limits {
         Self {
             memory_bytes: 64 << 20,
             timeout: std::time::Duration::from_secs(5),
+            response_bytes: crate::response_limit::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -135,6 +139,12 @@ impl Manifest {
                 return Err("limits.timeout_ms must be 1..=600000".into());
             }
             limits.timeout = std::time::Duration::from_millis(ms);
+        }
+        if let Some(mib) = file.limits.response_mib {
+            if mib == 0 || mib > 1024 {
+                return Err("limits.response_mib must be 1..=1024".into());
+            }
+            limits.response_bytes = mib << 20;
         }
         Ok(Self {
             id,

@@ -14,7 +14,8 @@
 //! - [`capability`]: the `greentic:secrets/secrets` host import and its audit events.
 //! - [`bundle`]: bundle manifests and operator bundle assignments.
 //! - [`runtime`]: the Wasm engine, pre-instantiation, per-request sandbox.
-//! - [`egress`], [`guest_log`]: outgoing-HTTP allowlist; guest output to the log.
+//! - [`egress`], [`guest_log`], [`response_limit`]: outgoing-HTTP allowlist; guest
+//!   output to the log; response body cap.
 //! - [`ingress`]: the HTTP server, routing, health, readiness, metrics.
 //! - [`config`]: the pod's environment contract.
 //! - [`deploy`]: Kubernetes manifests (`gtc deploy render`); [`route`]: the router.
@@ -37,6 +38,7 @@ pub mod guest_log;
 pub mod ingress;
 pub mod metrics;
 pub mod op;
+pub mod response_limit;
 pub mod route;
 pub mod runtime;
 pub mod scope;

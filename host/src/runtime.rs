@@ -10,6 +10,7 @@ use crate::bundle::{Limits, Manifest};
 use crate::capability::{self, BundleSecrets, SecretsCtx};
 use crate::egress::{EgressHooks, EgressPolicy};
 use crate::guest_log::{self, GuestLog, OutputBudget};
+use crate::response_limit::LimitedBody;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use std::sync::Arc;
@@ -202,6 +203,8 @@ pub enum RequestError {
     Timeout { bundle: String, limit: Duration },
     #[error("bundle {bundle} exceeded its memory limit of {limit_mib} MiB")]
     Memory { bundle: String, limit_mib: usize },
+    #[error("bundle {bundle} exhausted its call stack (unbounded recursion?)")]
+    Stack { bundle: String },
     #[error("bundle {bundle} failed: {reason}")]
     Guest { bundle: String, reason: String },
     #[error("bundle {bundle} never sent a response")]
@@ -338,7 +341,10 @@ impl LoadedBundle {
         });
         let started = Instant::now();
         match receiver.await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => {
+                let (limit, bundle) = (self.limits.response_bytes, self.name.clone());
+                Ok(response.map(|body| LimitedBody::new(body, limit, bundle).boxed_unsync()))
+            }
             Ok(Err(code)) => Err(RequestError::Guest {
                 bundle,
                 reason: format!("guest answered with error code {code:?}"),
@@ -365,20 +371,29 @@ impl LoadedBundle {
 
     fn classify(&self, error: wasmtime::Error) -> RequestError {
         let bundle = self.name.to_string();
-        match error.downcast_ref::<Trap>() {
+        // The trap sits below a backtrace context; find it in the chain.
+        let trap = error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<Trap>().copied());
+        let chain = format!("{error:#}");
+        match trap {
             Some(Trap::Interrupt) => RequestError::Timeout {
                 bundle,
                 limit: self.limits.timeout,
             },
-            _ if format!("{error:#}").contains("forcing trap when growing memory") => {
-                RequestError::Memory {
-                    bundle,
-                    limit_mib: self.limits.memory_bytes >> 20,
-                }
-            }
-            _ => RequestError::Guest {
+            Some(Trap::StackOverflow) => RequestError::Stack { bundle },
+            _ if chain.contains("forcing trap when growing memory") => RequestError::Memory {
                 bundle,
-                reason: format!("{error:#}"),
+                limit_mib: self.limits.memory_bytes >> 20,
+            },
+            // A short reason: the trap itself, not a page of wasm backtrace.
+            Some(trap) => RequestError::Guest {
+                bundle,
+                reason: format!("wasm trap: {trap}"),
+            },
+            None => RequestError::Guest {
+                bundle,
+                reason: error.root_cause().to_string(),
             },
         }
     }

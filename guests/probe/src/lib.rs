@@ -10,6 +10,13 @@
 //! - `GET …/print` — writes to stdout and stderr.
 //! - `GET …/loop` — spins forever (the host's time limit must stop it).
 //! - `GET …/alloc` — allocates without bound (the host's memory limit must stop it).
+//! - `GET …/recurse` — recurses without bound (the host's stack limit must stop it).
+//! - `GET …/get-many?n=N` — calls `secrets.get` N times (default two million).
+//! - `GET …/bench-get?n=N&name=NAME` — calls `get(NAME)` N times and reports the
+//!   guest-measured nanoseconds per call (monotonic clock).
+//! - `GET …/flood?authority=HOST:PORT&n=N` — sends N outgoing requests.
+//! - `GET …/sleep?ms=N` — waits N ms (an idle in-flight request).
+//! - `GET …/huge` — streams a response body without end.
 
 use guest_common::{
     Guest, IncomingRequest, ResponseOutparam, error_kind, json_escape, path, query_param,
@@ -38,6 +45,19 @@ impl Guest for Probe {
             }
             "loop" => spin(),
             "alloc" => alloc(),
+            "recurse" => format!("{{\"depth\":{}}}", recurse(std::hint::black_box(1))),
+            "get-many" => get_many(query_number(&request, "n").unwrap_or(2_000_000)),
+            "bench-get" => bench_get(&request),
+            "flood" => flood(
+                query_param(&request, "authority").unwrap_or_default(),
+                query_number(&request, "n").unwrap_or(1000),
+            ),
+            "sleep" => {
+                let ms = query_number(&request, "ms").unwrap_or(100);
+                guest_common::wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                format!("{{\"slept_ms\":{ms}}}")
+            }
+            "huge" => return huge(out),
             _ => return respond_json(out, 404, "{\"error\":\"no such route\"}"),
         };
         respond_json(out, 200, &json);
@@ -153,3 +173,65 @@ fn alloc() -> String {
 }
 
 guest_common::export_bot!(Probe);
+
+fn query_number(request: &IncomingRequest, key: &str) -> Option<u64> {
+    query_param(request, key)?.parse().ok()
+}
+
+/// Recursion that cannot become a loop: the second call keeps every frame alive.
+#[allow(unconditional_recursion)]
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    recurse(depth + 1) ^ recurse(depth + 2)
+}
+
+fn get_many(n: u64) -> String {
+    let mut ok = 0u64;
+    for _ in 0..n {
+        if secrets::get("probe/x").is_ok() {
+            ok += 1;
+        }
+    }
+    format!("{{\"ok\":{ok}}}")
+}
+
+fn bench_get(request: &IncomingRequest) -> String {
+    use guest_common::wasi::clocks::monotonic_clock::now;
+    let n = query_number(request, "n").unwrap_or(10_000).max(1);
+    let name = query_param(request, "name").unwrap_or_else(|| "probe/x".to_string());
+    let mut failures = 0u64;
+    let started = now();
+    for _ in 0..n {
+        if std::hint::black_box(secrets::get(&name)).is_err() {
+            failures += 1;
+        }
+    }
+    let elapsed = now() - started;
+    format!("{{\"calls\":{n},\"failures\":{failures},\"ns_per_call\":{}}}", elapsed / n)
+}
+
+fn flood(authority: String, n: u64) -> String {
+    let mut denied = 0u64;
+    let mut sent = 0u64;
+    for _ in 0..n {
+        let answer = outgoing(authority.clone());
+        if answer.contains("\"sent\":true") {
+            sent += 1;
+        } else {
+            denied += 1;
+        }
+    }
+    format!("{{\"sent\":{sent},\"denied\":{denied}}}")
+}
+
+fn huge(out: ResponseOutparam) {
+    use guest_common::wasi::http::types::{Fields, OutgoingBody, OutgoingResponse};
+    let response = OutgoingResponse::new(Fields::new());
+    let Ok(body) = response.body() else { return };
+    ResponseOutparam::set(out, Ok(response));
+    let Ok(stream) = body.write() else { return };
+    let chunk = vec![b'x'; 4096];
+    while stream.blocking_write_and_flush(&chunk).is_ok() {}
+    drop(stream);
+    let _ = OutgoingBody::finish(body, None);
+}

@@ -1,0 +1,70 @@
+//! A cap on how many bytes a bundle's response body may carry.
+//!
+//! A guest that streams without end is cut off at its limit: the body ends with an
+//! error (the client sees a truncated response), the guest's next write fails, and
+//! one log line names the bundle and the limit.
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use wasmtime_wasi_http::Error as HttpError;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// Default response body limit.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 << 20;
+
+pub struct LimitedBody {
+    inner: HyperOutgoingBody,
+    left: u64,
+    limit: u64,
+    bundle: Arc<str>,
+}
+
+impl LimitedBody {
+    pub fn new(inner: HyperOutgoingBody, limit: u64, bundle: Arc<str>) -> Self {
+        Self {
+            inner,
+            left: limit,
+            limit,
+            bundle,
+        }
+    }
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let len = data.len() as u64;
+            if len > self.left {
+                self.left = 0;
+                tracing::warn!(
+                    bundle = %self.bundle,
+                    limit_bytes = self.limit,
+                    "bundle response exceeded its body size limit; response cut off"
+                );
+                return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(self.limit)))));
+            }
+            self.left -= len;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,182 @@
+//! Hostile guests: each abuse is stopped by a limit with a clear log line, and a
+//! well-behaved bundle on the same host keeps its latency (median within 2× of its
+//! own baseline, measured in the same run).
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::*;
+
+async fn hello_median(gtc: &Gtc, samples: usize) -> Duration {
+    let client = client();
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let started = Instant::now();
+        let response = client.get(gtc.url("/hello")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+        times.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    times.sort();
+    times[samples / 2]
+}
+
+fn tiny_http_server() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_guests_are_stopped_and_neighbours_unaffected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(&store, "local/_/probe/x", b"x-value");
+    let sink = tiny_http_server();
+    let probe = write_bundle(
+        dir.path(),
+        "probe",
+        "probe",
+        &["/p"],
+        &format!(
+            "[egress]\nallow = [\"{sink}\"]\n[limits]\ntimeout_ms = 1000\nmemory_mib = 32\nresponse_mib = 1"
+        ),
+    );
+    let hello = write_bundle(dir.path(), "hello", "hello", &["/hello"], "");
+    let gtc = Gtc::serve(
+        &[
+            format!("--bundle={}", probe.display()),
+            format!("--bundle={}", hello.display()),
+        ],
+        &[("GREENTIC_DEV_STORE", store.display().to_string())],
+    );
+    // Warm up, then the neighbour's baseline.
+    hello_median(&gtc, 5).await;
+    let baseline = hello_median(&gtc, 25).await;
+
+    let base = gtc.base.clone();
+    let attack = tokio::spawn(async move {
+        let client = client();
+        let get = |path: &str| client.get(format!("{base}{path}")).send();
+        let (alloc, recurse, spin, many, flood, huge) = tokio::join!(
+            get("/p/alloc"),
+            get("/p/recurse"),
+            get("/p/loop"),
+            get("/p/get-many"),
+            get(&format!("/p/flood?authority={sink}&n=200")),
+            get("/p/huge"),
+        );
+        let huge_outcome = match huge {
+            Ok(response) => response.bytes().await.map(|b| b.len()).map_err(|_| ()),
+            Err(_) => Err(()),
+        };
+        let name = "a".repeat(1 << 20);
+        let long_name: serde_json::Value = client
+            .post(format!("{base}/p/get"))
+            .body(name)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let escapes: Vec<serde_json::Value> = futures_collect(
+            [
+                "secrets://dev/local/other/probe/x",
+                "secrets://prod/local/_/probe/x",
+                "../x",
+                "probe/../../x",
+            ]
+            .iter()
+            .map(|name| {
+                client
+                    .post(format!("{base}/p/get"))
+                    .body(name.to_string())
+                    .send()
+            }),
+        )
+        .await;
+        (
+            alloc.unwrap().status().as_u16(),
+            recurse.unwrap().status().as_u16(),
+            spin.unwrap().status().as_u16(),
+            many.unwrap().status().as_u16(),
+            flood.unwrap().json::<serde_json::Value>().await.unwrap(),
+            huge_outcome,
+            long_name,
+            escapes,
+        )
+    });
+    // The neighbour, while the attack runs (the looping guest holds a core for 1 s).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let under_attack = hello_median(&gtc, 25).await;
+    let (alloc, recurse, spin, many, flood, huge, long_name, escapes) = attack.await.unwrap();
+
+    assert_eq!(alloc, 500);
+    assert_eq!(recurse, 500);
+    assert_eq!(spin, 504);
+    assert_eq!(many, 500);
+    assert_eq!(flood["sent"], 32, "{flood}");
+    assert_eq!(flood["denied"], 168, "{flood}");
+    assert!(
+        huge.map_or(true, |len| len <= 1 << 20),
+        "the body limit did not hold: {huge:?}"
+    );
+    assert_eq!(long_name["error"], "invalid-name");
+    for answer in &escapes {
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error == "denied" || error == "invalid-name", "{answer}");
+    }
+    assert!(
+        under_attack <= baseline * 2,
+        "neighbour latency {under_attack:?} vs baseline {baseline:?}"
+    );
+    // The host still serves everyone, and the probe itself.
+    assert_eq!(
+        client()
+            .get(gtc.url("/hello"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let log = gtc.stop();
+    for line in [
+        "exceeded its memory limit of 32 MiB",
+        "exhausted its call stack",
+        "exceeded its time limit",
+        "exceeded 1000 secrets.get calls",
+        "too many requests in one incoming request",
+        "exceeded its body size limit",
+    ] {
+        assert!(log.contains(line), "missing log line {line:?}\n{log}");
+    }
+    assert!(
+        !log.contains(&"a".repeat(1000)),
+        "the 1 MiB name reached the log"
+    );
+    eprintln!("neighbour median: baseline {baseline:?}, under attack {under_attack:?}");
+}
+
+async fn futures_collect<F>(requests: impl Iterator<Item = F>) -> Vec<serde_json::Value>
+where
+    F: Future<Output = reqwest::Result<reqwest::Response>>,
+{
+    let mut out = Vec::new();
+    for request in requests {
+        out.push(request.await.unwrap().json().await.unwrap());
+    }
+    out
+}
