@@ -34,6 +34,8 @@ pub mod deploy;
 pub mod doctor;
 pub mod egress;
 pub mod envelope;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod guest_log;
 pub mod ingress;
 pub mod metrics;

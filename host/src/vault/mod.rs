@@ -11,11 +11,10 @@
 //! Errors explain themselves to an operator: an unreachable Vault names the
 //! address and the likely cause (a NetworkPolicy), a 403 names the operation.
 
+pub mod parse;
 pub mod session;
 
 use crate::secret_value::SecretBytes;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::fmt;
@@ -304,36 +303,8 @@ impl VaultClient {
         }
     }
 
-    fn auth_info(&self, operation: &str, mut body: Value) -> Result<AuthInfo, VaultError> {
-        let missing = || self.protocol(operation, "no auth block with a client token");
-        let auth = body.get_mut("auth").ok_or_else(missing)?;
-        let token = match auth.get_mut("client_token").map(Value::take) {
-            Some(Value::String(token)) => VaultToken::new(token),
-            _ => return Err(missing()),
-        };
-        let lease_duration = auth
-            .get("lease_duration")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        let renewable = auth
-            .get("renewable")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let warnings = body
-            .get("warnings")
-            .and_then(Value::as_array)
-            .map(|w| {
-                w.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(AuthInfo {
-            token,
-            lease_duration: Duration::from_secs(lease_duration),
-            renewable,
-            warnings,
-        })
+    fn auth_info(&self, operation: &str, body: Value) -> Result<AuthInfo, VaultError> {
+        parse::auth_info(body).map_err(|detail| self.protocol(operation, detail))
     }
 
     /// `POST auth/{mount}/login {role, jwt}`.
@@ -518,12 +489,7 @@ impl VaultClient {
                 errors: vec![format!("no transit engine or key at {mount}/keys/{key}")],
             });
         }
-        let plaintext = take_string(&mut json, "plaintext")
-            .ok_or_else(|| self.protocol(&operation, "no data.plaintext"))?;
-        let bytes = STANDARD
-            .decode(plaintext.as_bytes())
-            .map_err(|_| self.protocol(&operation, "data.plaintext is not base64"))?;
-        Ok(SecretBytes::new(bytes))
+        parse::plaintext_key(&mut json).map_err(|detail| self.protocol(&operation, detail))
     }
 
     /// `POST {mount}/datakey/plaintext/{key}`: a fresh 256-bit data key, in clear
@@ -553,14 +519,10 @@ impl VaultClient {
                 errors: vec![format!("no transit engine or key at {mount}/keys/{key}")],
             });
         }
-        let plaintext = take_string(&mut json, "plaintext")
-            .ok_or_else(|| self.protocol(&operation, "no data.plaintext"))?;
-        let wrapped = take_string(&mut json, "ciphertext")
+        let dek = parse::plaintext_key(&mut json).map_err(|detail| self.protocol(&operation, detail))?;
+        let wrapped = parse::take_data_string(&mut json, "ciphertext")
             .ok_or_else(|| self.protocol(&operation, "no data.ciphertext"))?;
-        let dek = STANDARD
-            .decode(plaintext.as_bytes())
-            .map_err(|_| self.protocol(&operation, "data.plaintext is not base64"))?;
-        Ok((SecretBytes::new(dek), wrapped.to_string()))
+        Ok((dek, wrapped.to_string()))
     }
 
     /// `GET sys/health` (no token): `Ok(())` when initialized, unsealed and active.
@@ -575,10 +537,3 @@ impl VaultClient {
     }
 }
 
-/// Moves `data.<field>` out of a response as a zeroizing string.
-fn take_string(json: &mut Value, field: &str) -> Option<Zeroizing<String>> {
-    match json.get_mut("data")?.get_mut(field)?.take() {
-        Value::String(s) => Some(Zeroizing::new(s)),
-        _ => None,
-    }
-}

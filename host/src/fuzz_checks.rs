@@ -1,0 +1,96 @@
+//! Invariant checks over untrusted input, shared by the fuzz targets
+//! (`host/fuzz`, cargo fuzz) and the corpus replay in the test suite.
+//!
+//! Each function takes arbitrary bytes, runs one parser, and panics only if an
+//! invariant is broken (which is what a fuzzer reports). Parsers themselves must
+//! never panic on any input.
+
+use crate::bundle::Manifest;
+use crate::envelope::Envelope;
+use crate::scope::{MAX_SEGMENT_LEN, Scope, SecretPath, Segment, TeamSlot};
+use crate::secret_value::SecretBytes;
+use crate::vault::parse;
+
+fn segment_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_SEGMENT_LEN
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// Secret names as a guest passes them: whatever resolves stays in scope, is made
+/// of valid segments, and round-trips through its canonical URI unchanged.
+pub fn secret_name(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let scope = Scope {
+        env: Segment::parse("dev").expect("valid"),
+        tenant: Segment::parse("acme").expect("valid"),
+        team: TeamSlot::parse("team-a").expect("valid"),
+    };
+    let category = Segment::parse("bot").expect("valid");
+    if let Ok(paths) = scope.resolve(&category, text) {
+        assert!(!paths.is_empty() && paths.len() <= 2);
+        for path in &paths {
+            assert_eq!(path.env, scope.env);
+            assert_eq!(path.tenant, scope.tenant);
+            assert!(path.team == scope.team || path.team == TeamSlot::TenantWide);
+            assert!(segment_ok(path.category.as_str()) && segment_ok(path.name.as_str()));
+            assert_eq!(SecretPath::parse_uri(&path.uri()).as_ref(), Ok(path));
+            assert!(text.ends_with(path.name.as_str()), "a name was rewritten");
+        }
+    }
+    if let Ok(path) = SecretPath::parse_uri(text) {
+        assert_eq!(path.uri(), text, "a URI was normalised");
+    }
+}
+
+/// KV-v2 data objects: parsing never panics; a parsed envelope re-serialises to
+/// itself, and opening it with an unrelated key fails cleanly.
+pub fn envelope(data: &[u8]) {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    if let Ok(envelope) = Envelope::from_kv_data(&map) {
+        let again = envelope.to_kv_data();
+        let reparsed = again
+            .as_object()
+            .map(Envelope::from_kv_data)
+            .expect("an object")
+            .expect("a serialised envelope parses");
+        assert_eq!(reparsed, envelope);
+        let key = SecretBytes::new(vec![0x42; 32]);
+        let _ = envelope.open(&key, "secrets://dev/acme/_/bot/name");
+    }
+}
+
+/// Bundle manifests: parsing never panics; what parses is valid.
+pub fn manifest(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(manifest) = Manifest::parse(text, std::path::Path::new("/bundle")) {
+        assert!(segment_ok(manifest.id.as_str()));
+        assert!(!manifest.routes.is_empty() && manifest.routes.iter().all(|r| r.starts_with('/')));
+        assert!(manifest.limits.memory_bytes > 0 && !manifest.limits.timeout.is_zero());
+    }
+}
+
+/// Vault answers: every parser returns a value or a fixed reason.
+pub fn vault_response(data: &[u8]) {
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let _ = parse::error_list(&body);
+    if let Ok(auth) = parse::auth_info(body.clone()) {
+        assert!(!format!("{auth:?}").contains("client_token"));
+    }
+    for not_found in [false, true] {
+        if let Ok(entry) = parse::kv_entry(not_found, body.clone()) {
+            assert!(!not_found || entry.data.is_none());
+        }
+    }
+    let _ = parse::plaintext_key(&mut body.clone());
+    let _ = parse::take_data_string(&mut body.clone(), "ciphertext");
+}
