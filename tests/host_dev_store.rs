@@ -19,6 +19,7 @@ fn env_for(store: &Path) -> Vec<(&'static str, String)> {
 }
 
 fn seed(store: &Path, path: &str, value: &[u8]) {
+    forbid(value);
     let out = run_gtc(&["op", "secrets", "put", path], &env_for(store), value);
     assert!(
         out.status.success(),

@@ -15,7 +15,8 @@ fn segment_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_SEGMENT_LEN
         && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
 /// Secret names as a guest passes them: whatever resolves stays in scope, is made
@@ -49,7 +50,8 @@ pub fn secret_name(data: &[u8]) {
 /// KV-v2 data objects: parsing never panics; a parsed envelope re-serialises to
 /// itself, and opening it with an unrelated key fails cleanly.
 pub fn envelope(data: &[u8]) {
-    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(data) else {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(data)
+    else {
         return;
     };
     if let Ok(envelope) = Envelope::from_kv_data(&map) {

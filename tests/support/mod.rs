@@ -16,6 +16,73 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// Secret material registered by the tests (values, data keys, tokens): no log,
+/// command output, metric or readiness answer may contain any of it. Every `gtc`
+/// process started through this harness is scanned when it stops.
+static FORBIDDEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers secret material that must never appear in any output.
+pub fn forbid(secret: &[u8]) {
+    if secret.len() >= 8 {
+        FORBIDDEN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(String::from_utf8_lossy(secret).into_owned());
+    }
+}
+
+/// Vault/OpenBao service tokens (`hvs.…`, `s.` + 24 characters) and JWTs.
+fn looks_like_credential(text: &str) -> Option<String> {
+    if let Some(at) = text.find("eyJhbGciOi") {
+        return Some(text[at..].chars().take(40).collect());
+    }
+    for prefix in ["hvs.", "s."] {
+        let mut from = 0;
+        while let Some(found) = text[from..].find(prefix) {
+            let start = from + found;
+            let boundary = start == 0 || !text.as_bytes()[start - 1].is_ascii_alphanumeric();
+            let run = text[start + prefix.len()..]
+                .bytes()
+                .take_while(u8::is_ascii_alphanumeric)
+                .count();
+            if boundary && run >= 24 {
+                return Some(text[start..start + prefix.len() + run].to_string());
+            }
+            from = start + prefix.len();
+        }
+    }
+    None
+}
+
+/// Panics if `text` holds registered secret material or a credential.
+pub fn assert_no_leaks(context: &str, text: &str) {
+    for secret in FORBIDDEN.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        assert!(
+            !text.contains(secret.as_str()),
+            "{context} leaked a registered secret value"
+        );
+    }
+    if let Some(credential) = looks_like_credential(text) {
+        panic!("{context} leaked something that looks like a credential: {credential}");
+    }
+}
+
+/// A plain blocking GET of the host's own endpoints, for the leak scan on stop.
+fn blocking_get(base: &str, path: &str) -> String {
+    use std::io::Read;
+    let Some(addr) = base.strip_prefix("http://") else {
+        return String::new();
+    };
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.write_all(format!("GET {path} HTTP/1.0\r\nhost: {addr}\r\n\r\n").as_bytes());
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
 /// The `gtc` binary under test.
 pub fn gtc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_gtc")
@@ -71,7 +138,16 @@ pub fn run_gtc(args: &[&str], env: &[(&str, String)], stdin: &[u8]) -> Output {
         .spawn()
         .expect("spawn gtc");
     child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    let out = child.wait_with_output().unwrap();
+    assert_no_leaks(
+        &format!("gtc {args:?} stdout"),
+        &String::from_utf8_lossy(&out.stdout),
+    );
+    assert_no_leaks(
+        &format!("gtc {args:?} stderr"),
+        &String::from_utf8_lossy(&out.stderr),
+    );
+    out
 }
 
 /// A running `gtc serve`.
@@ -135,18 +211,31 @@ impl Gtc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Stops the process (SIGKILL) and returns its log.
+    /// Stops the process (SIGKILL) and returns its log, after scanning the log,
+    /// `/metrics` and `/readyz` for leaks.
     pub fn stop(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.shut_down();
         self.log()
+    }
+
+    fn shut_down(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let metrics = blocking_get(&self.base, "/metrics");
+            let ready = blocking_get(&self.base, "/readyz");
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            if !std::thread::panicking() {
+                assert_no_leaks("/metrics", &metrics);
+                assert_no_leaks("/readyz", &ready);
+                assert_no_leaks("the gtc log", &self.log());
+            }
+        }
     }
 }
 
 impl Drop for Gtc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.shut_down();
     }
 }
 
@@ -181,6 +270,7 @@ pub async fn webhook(gtc: &Gtc, secret: &[u8], body: &str) -> (u16, String) {
 
 /// Seeds the dev store at `store` through the real `gtc op secrets put`.
 pub fn dev_put(store: &Path, path: &str, value: &[u8]) {
+    forbid(value);
     let out = run_gtc(
         &["op", "secrets", "put", path],
         &[("GREENTIC_DEV_STORE", store.display().to_string())],

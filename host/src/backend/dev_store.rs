@@ -57,6 +57,13 @@ struct StoredEntry {
     value_b64: String,
 }
 
+impl Drop for StoredEntry {
+    /// The base64 text is the value in another spelling: wipe it too.
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.value_b64);
+    }
+}
+
 /// A dev store file.
 #[derive(Debug, Clone)]
 pub struct DevStore {

@@ -519,7 +519,8 @@ impl VaultClient {
                 errors: vec![format!("no transit engine or key at {mount}/keys/{key}")],
             });
         }
-        let dek = parse::plaintext_key(&mut json).map_err(|detail| self.protocol(&operation, detail))?;
+        let dek =
+            parse::plaintext_key(&mut json).map_err(|detail| self.protocol(&operation, detail))?;
         let wrapped = parse::take_data_string(&mut json, "ciphertext")
             .ok_or_else(|| self.protocol(&operation, "no data.ciphertext"))?;
         Ok((dek, wrapped.to_string()))
@@ -536,4 +537,3 @@ impl VaultClient {
         Ok(())
     }
 }
-

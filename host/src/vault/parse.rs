@@ -15,7 +15,11 @@ use zeroize::Zeroizing;
 pub fn error_list(body: &Value) -> Vec<String> {
     body.get("errors")
         .and_then(Value::as_array)
-        .map(|list| list.iter().filter_map(|e| e.as_str().map(str::to_string)).collect())
+        .map(|list| {
+            list.iter()
+                .filter_map(|e| e.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -28,12 +32,22 @@ pub fn auth_info(mut body: Value) -> Result<AuthInfo, &'static str> {
         Some(Value::String(token)) if !token.is_empty() => VaultToken::new(token),
         _ => return Err(MISSING),
     };
-    let lease_duration = auth.get("lease_duration").and_then(Value::as_u64).unwrap_or(0);
-    let renewable = auth.get("renewable").and_then(Value::as_bool).unwrap_or(false);
+    let lease_duration = auth
+        .get("lease_duration")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let renewable = auth
+        .get("renewable")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let warnings = body
         .get("warnings")
         .and_then(Value::as_array)
-        .map(|w| w.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .map(|w| {
+            w.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     Ok(AuthInfo {
         token,
@@ -53,14 +67,20 @@ pub fn kv_entry(not_found: bool, body: Value) -> Result<KvEntry, &'static str> {
         .and_then(|m| m.get("version"))
         .and_then(Value::as_u64);
     if not_found {
-        return Ok(KvEntry { data: None, version });
+        return Ok(KvEntry {
+            data: None,
+            version,
+        });
     }
     let object = match data.and_then(|d| d.get("data")) {
         Some(Value::Object(map)) => Some(map.clone()),
         Some(Value::Null) | None => None,
         Some(_) => return Err("data.data is not an object"),
     };
-    Ok(KvEntry { data: object, version })
+    Ok(KvEntry {
+        data: object,
+        version,
+    })
 }
 
 /// Moves `data.<field>` out of an answer as a zeroizing string.
@@ -93,11 +113,17 @@ mod tests {
         assert_eq!(entry.version, Some(3));
         assert!(entry.data.is_some());
         // Deleted latest version: 404 with a normal body.
-        let deleted = json!({"data": {"data": null, "metadata": {"version": 4, "deletion_time": "x"}}});
+        let deleted =
+            json!({"data": {"data": null, "metadata": {"version": 4, "deletion_time": "x"}}});
         let entry = kv_entry(true, deleted).unwrap();
         assert!(entry.data.is_none());
         assert_eq!(entry.version, Some(4));
-        assert!(kv_entry(true, json!({"errors": []})).unwrap().data.is_none());
+        assert!(
+            kv_entry(true, json!({"errors": []}))
+                .unwrap()
+                .data
+                .is_none()
+        );
         assert!(kv_entry(false, json!({"data": {"data": 5}})).is_err());
     }
 
