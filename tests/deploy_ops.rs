@@ -451,3 +451,43 @@ fn local_demo_runs_to_completion() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn tls_with_a_custom_ca_works_and_doctor_names_a_missing_ca() {
+    let world = VaultWorld::start_with("20m", "1h", true);
+    assert!(world.bao.addr.starts_with("https://"));
+    world.put(
+        "acme/support/webchat-bot/webhook-secret",
+        b"tls-held-signing-key",
+    );
+    let bundle = write_bundle(
+        world.dir.path(),
+        "webchat-bot",
+        "webchat-bot",
+        &["/webhook"],
+        "secrets = [\"webhook-secret\"]",
+    );
+    let gtc = Gtc::serve(
+        &[format!("--bundle={}=support", bundle.display())],
+        &world.worker_env(),
+    );
+    assert_eq!(webhook(&gtc, b"tls-held-signing-key", "{}").await.0, 200);
+    drop(gtc);
+    let (code, report) = doctor(&world.worker_env(), &bundle);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("TLS handshake ok"), "{report}");
+    // Without VAULT_CACERT, the certificate is not trusted: doctor says TLS.
+    let mut no_ca = world.worker_env();
+    no_ca.retain(|(k, _)| *k != "VAULT_CACERT");
+    no_ca.push(("GREENTIC_VAULT_TIMEOUT", "2s".into()));
+    let (code, report) = doctor(&no_ca, &bundle);
+    assert_eq!(
+        (code, failed_step(&report).as_deref()),
+        (1, Some("vault")),
+        "{report}"
+    );
+    assert!(
+        report.contains("TLS handshake failed") && report.contains("VAULT_CACERT"),
+        "{report}"
+    );
+}

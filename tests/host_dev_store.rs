@@ -441,3 +441,36 @@ fn op_secrets_put_and_ls_never_show_values() {
         assert_eq!(out.status.code(), Some(2), "{path}");
     }
 }
+
+#[tokio::test]
+async fn compiled_component_cache_serves_the_same_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    seed(&store, "acme/_/webchat-bot/webhook-secret", SECRET);
+    seed(&store, "acme/_/probe/x", b"cache-check-value");
+    let webchat = write_bundle(dir.path(), "webchat-bot", "webchat-bot", &["/webhook"], "");
+    let probe = write_bundle(dir.path(), "probe", "probe", &["/p"], "");
+    let cache = dir.path().join("compiled");
+    let args = [
+        format!("--bundle={}", webchat.display()),
+        format!("--bundle={}", probe.display()),
+        format!("--compile-cache={}", cache.display()),
+    ];
+    let mut answers = Vec::new();
+    for _run in 0..2 {
+        // First run compiles and fills the cache; the second loads from it.
+        let gtc = Gtc::serve(&args, &env_for(&store));
+        let signed = webhook(&gtc, SECRET, r#"{"text":"same"}"#).await;
+        let unsigned = webhook(&gtc, b"bad", r#"{"text":"same"}"#).await;
+        let value = probe_get(&gtc, "/p", b"x").await;
+        let env = get_json(gtc.url("/p/env")).await;
+        answers.push((signed, unsigned, value, env));
+    }
+    assert!(
+        std::fs::read_dir(&cache).unwrap().next().is_some(),
+        "nothing was cached"
+    );
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].0.0, 200);
+    assert_eq!(answers[0].2["value"], "cache-check-value");
+}

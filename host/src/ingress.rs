@@ -80,7 +80,8 @@ impl Host {
         })
     }
 
-    fn route(&self, path: &str) -> Option<&Arc<LoadedBundle>> {
+    /// The bundle that serves `path`, if any.
+    pub fn route(&self, path: &str) -> Option<&Arc<LoadedBundle>> {
         self.routes
             .iter()
             .find(|(prefix, _)| {

@@ -39,6 +39,8 @@ pub struct Bao {
     child: Child,
     pub addr: String,
     pub audit_log: PathBuf,
+    /// The CA of the server's certificate, when it serves TLS.
+    pub ca_cert: Option<PathBuf>,
     dir: tempfile::TempDir,
 }
 
@@ -46,6 +48,11 @@ pub const ROOT_TOKEN: &str = "root";
 
 impl Bao {
     pub fn start() -> Bao {
+        Self::start_with(false)
+    }
+
+    /// `tls`: serve HTTPS with a generated CA (`-dev-tls`).
+    pub fn start_with(tls: bool) -> Bao {
         let dir = tempfile::tempdir().unwrap();
         let audit_log = dir.path().join("audit.log");
         let config = dir.path().join("config.hcl");
@@ -58,15 +65,23 @@ impl Bao {
         )
         .unwrap();
         let port = free_port();
-        let addr = format!("http://127.0.0.1:{port}");
+        let scheme = if tls { "https" } else { "http" };
+        let addr = format!("{scheme}://127.0.0.1:{port}");
+        let tls_dir = dir.path().join("tls");
+        let mut args = vec![
+            "server".to_string(),
+            "-dev".to_string(),
+            format!("-dev-root-token-id={ROOT_TOKEN}"),
+            format!("-dev-listen-address=127.0.0.1:{port}"),
+            format!("-config={}", config.display()),
+        ];
+        if tls {
+            std::fs::create_dir_all(&tls_dir).unwrap();
+            args.push("-dev-tls".into());
+            args.push(format!("-dev-tls-cert-dir={}", tls_dir.display()));
+        }
         let child = Command::new(bao_bin())
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={ROOT_TOKEN}"),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-                &format!("-config={}", config.display()),
-            ])
+            .args(&args)
             .env_clear()
             .env("HOME", dir.path())
             .stdin(Stdio::null())
@@ -78,6 +93,7 @@ impl Bao {
             child,
             addr,
             audit_log,
+            ca_cert: tls.then(|| tls_dir.join("vault-ca.pem")),
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -103,14 +119,17 @@ impl Bao {
 
     /// Runs the `bao` CLI against this server with the root token.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bao_bin())
+        let mut command = Command::new(bao_bin());
+        command
             .args(args)
             .env_clear()
             .env("HOME", self.dir.path())
             .env("VAULT_ADDR", &self.addr)
-            .env("VAULT_TOKEN", ROOT_TOKEN)
-            .output()
-            .unwrap()
+            .env("VAULT_TOKEN", ROOT_TOKEN);
+        if let Some(ca) = &self.ca_cert {
+            command.env("VAULT_CACERT", ca);
+        }
+        command.output().unwrap()
     }
 
     /// Like [`Bao::cli`] but asserts success and returns stdout.
@@ -206,7 +225,12 @@ pub const ROLE: &str = "gtc-worker-dev-acme";
 impl VaultWorld {
     /// Starts both servers and runs the bootstrap with the given token TTLs.
     pub fn start(token_ttl: &str, token_max_ttl: &str) -> VaultWorld {
-        let bao = Bao::start();
+        Self::start_with(token_ttl, token_max_ttl, false)
+    }
+
+    /// `tls`: OpenBao serves HTTPS with its own CA; every client is given VAULT_CACERT.
+    pub fn start_with(token_ttl: &str, token_max_ttl: &str, tls: bool) -> VaultWorld {
+        let bao = Bao::start_with(tls);
         let k8s = K8sApi::start();
         let dir = tempfile::tempdir().unwrap();
         let sa_token = dir.path().join("sa-token");
@@ -235,7 +259,8 @@ impl VaultWorld {
             bao_bin().parent().unwrap().display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        Command::new("bash")
+        let mut command = Command::new("bash");
+        command
             .arg(root().join("examples/k8s-vault-demo/vault-bootstrap.sh"))
             .env_clear()
             .env("PATH", path)
@@ -250,9 +275,11 @@ impl VaultWorld {
             .env("K8S_CA_CERT_FILE", &ca)
             .env("K8S_DISABLE_LOCAL_CA_JWT", "true")
             .env("TOKEN_TTL", token_ttl)
-            .env("TOKEN_MAX_TTL", token_max_ttl)
-            .output()
-            .unwrap()
+            .env("TOKEN_MAX_TTL", token_max_ttl);
+        if let Some(ca) = &self.bao.ca_cert {
+            command.env("VAULT_CACERT", ca);
+        }
+        command.output().unwrap()
     }
 
     /// Writes a fresh projected token for `service_account` into the token file
@@ -272,24 +299,32 @@ impl VaultWorld {
 
     /// Environment of a worker (`gtc serve`) using the vault backend.
     pub fn worker_env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("GREENTIC_SECRETS_BACKEND", "vault".into()),
             ("GREENTIC_ENV", "dev".into()),
             ("GREENTIC_TENANT", "acme".into()),
             ("VAULT_ADDR", self.bao.addr.clone()),
             ("VAULT_K8S_ROLE", ROLE.into()),
             ("VAULT_K8S_TOKEN_PATH", self.sa_token.display().to_string()),
-        ]
+        ];
+        if let Some(ca) = &self.bao.ca_cert {
+            env.push(("VAULT_CACERT", ca.display().to_string()));
+        }
+        env
     }
 
     /// Environment of an operator (`gtc op secrets`) with the admin token.
     pub fn admin_env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("GREENTIC_SECRETS_BACKEND", "vault".into()),
             ("GREENTIC_ENV", "dev".into()),
             ("VAULT_ADDR", self.bao.addr.clone()),
             ("VAULT_TOKEN", ROOT_TOKEN.into()),
-        ]
+        ];
+        if let Some(ca) = &self.bao.ca_cert {
+            env.push(("VAULT_CACERT", ca.display().to_string()));
+        }
+        env
     }
 
     /// `gtc op secrets put PATH` with `value` on stdin.

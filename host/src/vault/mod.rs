@@ -265,13 +265,18 @@ impl VaultClient {
                 "check the NetworkPolicy that admits worker pods to Vault, and that Vault is up",
             )
         } else if error.is_connect() {
-            let text = format!("{error:?}");
+            // The cause sits deep in the source chain (hyper → rustls/io); its
+            // Debug form names it (e.g. `InvalidCertificate(UnknownIssuer)`).
+            let text = format!("{error:?}").to_ascii_lowercase();
             if text.contains("dns error") || text.contains("failed to lookup") {
                 (
                     "DNS lookup failed",
                     "check VAULT_ADDR's host name and the pod's DNS egress policy",
                 )
-            } else if text.contains("certificate") || text.contains("tls") || text.contains("Tls") {
+            } else if text.contains("certificate")
+                || text.contains("tls")
+                || text.contains("handshake")
+            {
                 (
                     "TLS handshake failed",
                     "check VAULT_CACERT and that VAULT_ADDR's host name matches Vault's certificate",

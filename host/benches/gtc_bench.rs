@@ -1,0 +1,768 @@
+//! The gtc benchmark suite: one command, one run, every figure of BENCHMARKS.md.
+//!
+//! `cargo bench -p gtc --bench gtc_bench` (after `tests/install-tools.sh`; the
+//! `wasmtime serve` comparison also needs `wrk` and `wasmtime-cli`, which
+//! `host/benches/install-bench-tools.sh` installs). Everything runs on 127.0.0.1;
+//! servers are started and stopped by the bench. Each figure is the median of
+//! several repetitions with min–max; ratios compare figures of the same run.
+//! Set GTC_BENCH_QUICK=1 for a short smoke run, GTC_BENCH_ONLY=a,b to run some
+//! parts (cached-get, cached-get-logged, cache-size, cold-get, scale, in-flight,
+//! throughput).
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use bytes::Bytes;
+use gtc::backend::{DevStore, SecretsBackend, VaultBackend};
+use gtc::bundle::Manifest;
+use gtc::cache::{CachePolicy, SecretsService};
+use gtc::capability::{BundleSecrets, GetCounters};
+use gtc::runtime::{LoadedBundle, Runtime, RuntimeConfig};
+use gtc::scope::{Scope, SecretPath, Segment, TeamSlot};
+use gtc::vault::session::{LoginConfig, Session};
+use gtc::vault::{ClientConfig, VaultClient};
+use http_body_util::BodyExt as _;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::vault::VaultWorld;
+use support::*;
+
+fn quick() -> bool {
+    std::env::var_os("GTC_BENCH_QUICK").is_some()
+}
+
+fn reps(full: usize) -> usize {
+    if quick() { 2 } else { full }
+}
+
+/// Median, min and max of a sample.
+#[derive(Clone, Copy)]
+struct Stat {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stat(mut values: Vec<f64>) -> Stat {
+    values.sort_by(|a, b| a.total_cmp(b));
+    Stat {
+        median: values[values.len() / 2],
+        min: values[0],
+        max: values[values.len() - 1],
+    }
+}
+
+struct Report {
+    rows: Vec<(String, String, String)>,
+}
+
+impl Report {
+    fn add(&mut self, what: &str, unit: &str, s: Stat) {
+        let fmt = |v: f64| {
+            if v >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        };
+        let row = (
+            what.to_string(),
+            format!("{} {unit}", fmt(s.median)),
+            format!("{}–{}", fmt(s.min), fmt(s.max)),
+        );
+        eprintln!("{:<70} {:>16}   ({})", row.0, row.1, row.2);
+        self.rows.push(row);
+    }
+
+    fn note(&mut self, what: &str, value: String) {
+        eprintln!("{what:<70} {value:>16}");
+        self.rows.push((what.to_string(), value, String::new()));
+    }
+
+    fn markdown(&self) -> String {
+        let mut out = String::from("| measure | median | min–max |\n|---|---:|---|\n");
+        for (what, median, range) in &self.rows {
+            let _ = writeln!(out, "| {what} | {median} | {range} |");
+        }
+        out
+    }
+}
+
+fn empty_body() -> http_body_util::combinators::BoxBody<Bytes, wasmtime_wasi_http::Error> {
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| -> wasmtime_wasi_http::Error { match never {} })
+        .boxed()
+}
+
+/// One request straight into a loaded bundle (no HTTP), returning the body.
+async fn call(bundle: &Arc<LoadedBundle>, path: &str) -> Bytes {
+    let request = hyper::Request::builder()
+        .uri(format!("http://bench{path}"))
+        .body(empty_body())
+        .unwrap();
+    let response = bundle
+        .handle(request)
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+fn scope(team: &str) -> Scope {
+    Scope {
+        env: Segment::parse("dev").unwrap(),
+        tenant: Segment::parse("acme").unwrap(),
+        team: TeamSlot::parse(team).unwrap(),
+    }
+}
+
+fn load_probe(runtime: &Runtime, dir: &Path, service: Arc<SecretsService>) -> Arc<LoadedBundle> {
+    let bundle = write_bundle(
+        dir,
+        "probe",
+        "probe",
+        &["/p"],
+        "[limits]\ntimeout_ms = 60000",
+    );
+    let manifest = Manifest::load(&bundle).unwrap();
+    let secrets = Arc::new(BundleSecrets {
+        bundle_id: manifest.id.clone(),
+        scope: scope("_"),
+        service,
+        counters: Arc::new(GetCounters::default()),
+        max_gets_per_request: u32::MAX,
+    });
+    Arc::new(runtime.load(manifest, secrets).unwrap())
+}
+
+/// Part 1: cached `secrets.get` from inside a guest.
+async fn cached_get(report: &mut Report) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DevStore::new(dir.path().join("store.json"));
+    store
+        .put(
+            &SecretPath::parse_uri("secrets://dev/acme/_/probe/x").unwrap(),
+            b"bench-value",
+        )
+        .unwrap();
+    let service = Arc::new(SecretsService::new(
+        SecretsBackend::DevStore(store),
+        CachePolicy::default(),
+    ));
+    let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
+    let probe = load_probe(&runtime, dir.path(), service);
+    let n: u64 = if quick() { 2_000 } else { 100_000 };
+    call(&probe, "/p/bench-get?n=1000").await; // warm the cache and the code
+    let (mut guest, mut host) = (Vec::new(), Vec::new());
+    for _ in 0..reps(9) {
+        let started = Instant::now();
+        call(&probe, "/p/bench-get?n=1").await;
+        let one = started.elapsed().as_nanos() as f64;
+        let started = Instant::now();
+        let body = call(&probe, &format!("/p/bench-get?n={n}")).await;
+        let many = started.elapsed().as_nanos() as f64;
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["failures"], 0, "{json}");
+        guest.push(json["ns_per_call"].as_f64().unwrap());
+        host.push((many - one) / (n - 1) as f64);
+    }
+    report.add(
+        "cached secrets.get, guest-measured (no log subscriber)",
+        "ns/call",
+        stat(guest),
+    );
+    report.add(
+        "cached secrets.get, host-measured (no log subscriber)",
+        "ns/call",
+        stat(host),
+    );
+}
+
+/// Part 1b: the same with the audit log on, as `gtc serve` runs (info level, JSON, to a
+/// sink). The subscriber is global: guest calls run on the runtime's worker threads.
+async fn cached_get_logged(report: &mut Report) {
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::sink)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("no subscriber yet");
+    let dir = tempfile::tempdir().unwrap();
+    let store = DevStore::new(dir.path().join("store.json"));
+    store
+        .put(
+            &SecretPath::parse_uri("secrets://dev/acme/_/probe/x").unwrap(),
+            b"bench-value",
+        )
+        .unwrap();
+    let service = Arc::new(SecretsService::new(
+        SecretsBackend::DevStore(store),
+        CachePolicy::default(),
+    ));
+    let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
+    let probe = load_probe(&runtime, dir.path(), service);
+    call(&probe, "/p/bench-get?n=1000").await;
+    let n = if quick() { 2_000 } else { 50_000 };
+    let mut guest = Vec::new();
+    for _ in 0..reps(7) {
+        let body = call(&probe, &format!("/p/bench-get?n={n}")).await;
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        guest.push(json["ns_per_call"].as_f64().unwrap());
+    }
+    report.add(
+        "cached secrets.get with the audit log on (JSON to a sink)",
+        "ns/call",
+        stat(guest),
+    );
+}
+
+/// Part 4b: cached `get` with 10 and 10,000 secrets in the cache.
+async fn cache_size(report: &mut Report) {
+    for count in [10usize, 10_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DevStore::new(dir.path().join("store.json"));
+        let paths: Vec<SecretPath> = (0..count)
+            .map(|i| SecretPath::parse_uri(&format!("secrets://dev/acme/_/bench/s{i}")).unwrap())
+            .collect();
+        // One write of the whole file (put() per entry would rewrite it 10,000 times).
+        let entries: serde_json::Map<String, serde_json::Value> = paths
+            .iter()
+            .map(|p| (p.uri(), serde_json::json!({"value_b64": "dmFsdWU="})))
+            .collect();
+        std::fs::write(
+            store.path(),
+            serde_json::json!({"format": "greentic-dev-store", "version": 1, "secrets": entries})
+                .to_string(),
+        )
+        .unwrap();
+        let service = SecretsService::new(SecretsBackend::DevStore(store), CachePolicy::default());
+        for p in &paths {
+            service.get(p).await.unwrap();
+        }
+        let probe = &paths[count / 2];
+        let mut samples = Vec::new();
+        for _ in 0..reps(9) {
+            let n = 100_000;
+            let started = Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(service.get(probe).await.unwrap());
+            }
+            samples.push(started.elapsed().as_nanos() as f64 / n as f64);
+        }
+        report.add(
+            &format!("cache look-up with {count} cached secrets (host, no guest)"),
+            "ns/get",
+            stat(samples),
+        );
+    }
+}
+
+/// Part 2: cold `get` against OpenBao (cache disabled) vs the same two round trips
+/// made directly with a plain client.
+async fn cold_get(report: &mut Report) {
+    let world = VaultWorld::start("1h", "2h");
+    world.put("acme/_/probe/x", b"cold-bench-value");
+    let client = VaultClient::new(&ClientConfig {
+        addr: world.bao.addr.clone(),
+        namespace: None,
+        ca_cert: None,
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    let session = Arc::new(Session::new(
+        client,
+        LoginConfig {
+            mount: "kubernetes".into(),
+            role: support::vault::ROLE.into(),
+            token_path: world.sa_token.clone(),
+        },
+        Arc::new(gtc::metrics::Metrics::default()),
+    ));
+    session.token().await.unwrap();
+    let backend = VaultBackend::new(session.clone(), gtc::backend::VaultLayout::default());
+    let service = SecretsService::new(SecretsBackend::Vault(backend), CachePolicy::disabled());
+    let path = SecretPath::parse_uri("secrets://dev/acme/_/probe/x").unwrap();
+
+    // The direct client: same pool settings, a token from its own login.
+    let direct = reqwest::Client::builder().no_proxy().build().unwrap();
+    let jwt = std::fs::read_to_string(&world.sa_token).unwrap();
+    let login: serde_json::Value = direct
+        .post(format!("{}/v1/auth/kubernetes/login", world.bao.addr))
+        .json(&serde_json::json!({"role": support::vault::ROLE, "jwt": jwt}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["auth"]["client_token"].as_str().unwrap().to_string();
+    let kv_url = format!(
+        "{}/v1/secret/data/greentic/dev/acme/_/probe/x",
+        world.bao.addr
+    );
+    let decrypt_url = format!("{}/v1/transit/decrypt/greentic", world.bao.addr);
+    let direct_pair = || async {
+        let kv: serde_json::Value = direct
+            .get(&kv_url)
+            .header("X-Vault-Token", &token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let wrapped = kv["data"]["data"]["wrapped_dek"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let answer: serde_json::Value = direct
+            .post(&decrypt_url)
+            .header("X-Vault-Token", &token)
+            .json(&serde_json::json!({"ciphertext": wrapped}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(answer["data"]["plaintext"].is_string());
+    };
+    for _ in 0..50 {
+        service.get(&path).await.unwrap();
+        direct_pair().await;
+    }
+    let n = if quick() { 50 } else { 300 };
+    let (mut ours, mut plain, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps(7) {
+        let started = Instant::now();
+        for _ in 0..n {
+            assert!(service.get(&path).await.unwrap().0.is_some());
+        }
+        let gtc_ns = started.elapsed().as_nanos() as f64 / n as f64;
+        let started = Instant::now();
+        for _ in 0..n {
+            direct_pair().await;
+        }
+        let direct_ns = started.elapsed().as_nanos() as f64 / n as f64;
+        ours.push(gtc_ns / 1000.0);
+        plain.push(direct_ns / 1000.0);
+        ratios.push(gtc_ns / direct_ns);
+    }
+    report.add(
+        "cold secrets.get via OpenBao (KV read + transit decrypt + open)",
+        "µs/get",
+        stat(ours),
+    );
+    report.add(
+        "the same two round trips with a plain reqwest client",
+        "µs/pair",
+        stat(plain),
+    );
+    report.add("ratio cold get / direct round trips", "×", stat(ratios));
+}
+
+/// RSS of a process in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// Starts `gtc serve` (release) and returns (child, base URL, seconds to listen).
+fn start_gtc(args: &[String], env: &[(&str, String)]) -> (std::process::Child, String, f64) {
+    use std::io::BufRead as _;
+    let started = Instant::now();
+    let mut command = Command::new(gtc_bin());
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let base = loop {
+        let line = lines.next().expect("gtc exited").unwrap();
+        if let Some(base) = line.strip_prefix("gtc listening on ") {
+            break base.to_string();
+        }
+    };
+    (child, base, started.elapsed().as_secs_f64())
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Part 4: start-up time and resident memory with 1, 10 and 100 bundles, cold and
+/// with the compiled-component cache warm.
+fn scale(report: &mut Report) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    std::fs::write(
+        &store,
+        r#"{"format":"greentic-dev-store","version":1,"secrets":{}}"#,
+    )
+    .unwrap();
+    let env = [("GREENTIC_DEV_STORE", store.display().to_string())];
+    for count in [1usize, 10, 100] {
+        let bundles: Vec<String> = (0..count)
+            .map(|i| {
+                let path = write_bundle(
+                    dir.path(),
+                    &format!("hello-{i}"),
+                    "hello",
+                    &[&format!("/h{i}")],
+                    "",
+                );
+                format!("--bundle={}", path.display())
+            })
+            .collect();
+        let mut cold = Vec::new();
+        let mut warm = Vec::new();
+        let mut rss = Vec::new();
+        for _ in 0..reps(3) {
+            let cache = tempfile::tempdir().unwrap();
+            let mut args = bundles.clone();
+            args.push(format!("--compile-cache={}", cache.path().display()));
+            let (child, _, seconds) = start_gtc(&args, &env);
+            cold.push(seconds);
+            stop(child);
+            let (child, base, seconds) = start_gtc(&args, &env);
+            warm.push(seconds);
+            assert!(blocking_get_status(&base, "/h0") == 200);
+            std::thread::sleep(Duration::from_millis(300));
+            rss.push(rss_mib(child.id()));
+            stop(child);
+        }
+        report.add(
+            &format!("start-up with {count} bundle(s), cold (compiling)"),
+            "s",
+            stat(cold),
+        );
+        report.add(
+            &format!("start-up with {count} bundle(s), compiled-component cache warm"),
+            "s",
+            stat(warm),
+        );
+        report.add(
+            &format!("idle RSS with {count} bundle(s)"),
+            "MiB",
+            stat(rss),
+        );
+    }
+}
+
+fn blocking_get_status(base: &str, path: &str) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nhost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Part 4c: memory per concurrent in-flight request.
+async fn in_flight_memory(report: &mut Report) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    std::fs::write(
+        &store,
+        r#"{"format":"greentic-dev-store","version":1,"secrets":{}}"#,
+    )
+    .unwrap();
+    let probe = write_bundle(
+        dir.path(),
+        "probe",
+        "probe",
+        &["/p"],
+        "[limits]\ntimeout_ms = 20000",
+    );
+    let (child, base, _) = start_gtc(
+        &[format!("--bundle={}", probe.display())],
+        &[("GREENTIC_DEV_STORE", store.display().to_string())],
+    );
+    let client = client();
+    client.get(format!("{base}/p/env")).send().await.unwrap();
+    let mut per_request = Vec::new();
+    for _ in 0..reps(3) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let idle = rss_mib(child.id());
+        let k = 100;
+        let tasks: Vec<_> = (0..k)
+            .map(|_| {
+                let (client, url) = (client.clone(), format!("{base}/p/sleep?ms=2500"));
+                tokio::spawn(
+                    async move { client.get(url).send().await.map(|r| r.status().as_u16()) },
+                )
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let busy = rss_mib(child.id());
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), 200);
+        }
+        per_request.push((busy - idle) * 1024.0 / k as f64);
+    }
+    stop(child);
+    report.add(
+        "memory per concurrent in-flight request (100 in flight)",
+        "KiB",
+        stat(per_request),
+    );
+}
+
+/// The path of an executable in the bench-tools prefix or on PATH.
+fn tool(name: &str) -> Option<PathBuf> {
+    let local = support::vault::root()
+        .join("target/bench-tools/bin")
+        .join(name);
+    if local.exists() {
+        return Some(local);
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.exists())
+}
+
+/// One wrk run; returns (requests/s, p50 ms, p99 ms).
+fn wrk(url: &str, script: Option<&Path>, seconds: u32) -> (f64, f64, f64) {
+    let wrk = tool("wrk").expect("wrk (host/benches/install-bench-tools.sh)");
+    let mut command = Command::new(wrk);
+    command.args(["-t1", "-c8", &format!("-d{seconds}s"), "--latency"]);
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
+    }
+    let out = command.arg(url).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let number = |prefix: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("wrk output lacks {prefix}:\n{text}"));
+        let value = line.split_whitespace().nth(1).unwrap();
+        let (digits, unit): (String, String) =
+            value.chars().partition(|c| c.is_ascii_digit() || *c == '.');
+        let n: f64 = digits.parse().unwrap();
+        match unit.as_str() {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            _ => n,
+        }
+    };
+    assert!(!text.contains("Non-2xx"), "wrk saw errors:\n{text}");
+    (number("Requests/sec:"), number("50%"), number("99%"))
+}
+
+/// Part 3: requests/s and latency: gtc vs `wasmtime serve` on the same component,
+/// and webchat-bot with the dev store and with Vault.
+fn throughput(report: &mut Report) {
+    if tool("wrk").is_none() || tool("wasmtime").is_none() {
+        report.note(
+            "requests/s comparison",
+            "skipped: run host/benches/install-bench-tools.sh".into(),
+        );
+        return;
+    }
+    let seconds = if quick() { 2 } else { 8 };
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    let secret = b"bench-webhook-key".to_vec();
+    {
+        let s = DevStore::new(&store);
+        s.put(
+            &SecretPath::parse_uri("secrets://dev/local/_/webchat-bot/webhook-secret").unwrap(),
+            &secret,
+        )
+        .unwrap();
+    }
+    let env = [("GREENTIC_DEV_STORE", store.display().to_string())];
+    let hello = write_bundle(dir.path(), "hello", "hello", &["/"], "");
+    let webchat = write_bundle(dir.path(), "webchat-bot", "webchat-bot", &["/webhook"], "");
+    let body = r#"{"text":"benchmark"}"#;
+    let script = dir.path().join("post.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"x-greentic-signature\"] = \"{}\"\n",
+            sign(&secret, body.as_bytes())
+        ),
+    )
+    .unwrap();
+
+    let (gtc_hello, gtc_base, _) = start_gtc(&[format!("--bundle={}", hello.display())], &env);
+    let wasmtime_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut wasmtime = Command::new(tool("wasmtime").unwrap())
+        .args([
+            "serve",
+            "-Scli",
+            "--addr",
+            &format!("127.0.0.1:{wasmtime_port}"),
+        ])
+        .arg(guest("hello"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wasmtime_base = format!("http://127.0.0.1:{wasmtime_port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", wasmtime_port)).is_err() {
+        assert!(Instant::now() < deadline, "wasmtime serve did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wrk(&format!("{gtc_base}/"), None, 2);
+    wrk(&format!("{wasmtime_base}/"), None, 2);
+    let (mut g, mut w, mut ratio, mut g50, mut g99, mut w50, mut w99) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..reps(3) {
+        let (rps_g, p50_g, p99_g) = wrk(&format!("{gtc_base}/"), None, seconds);
+        let (rps_w, p50_w, p99_w) = wrk(&format!("{wasmtime_base}/"), None, seconds);
+        g.push(rps_g);
+        w.push(rps_w);
+        ratio.push(rps_g / rps_w);
+        g50.push(p50_g);
+        g99.push(p99_g);
+        w50.push(p50_w);
+        w99.push(p99_w);
+    }
+    let _ = wasmtime.kill();
+    let _ = wasmtime.wait();
+    stop(gtc_hello);
+    report.add("hello: gtc serve", "req/s", stat(g.clone()));
+    report.add(
+        "hello: wasmtime serve (same component, same wrk)",
+        "req/s",
+        stat(w),
+    );
+    report.add("ratio gtc / wasmtime serve (hello)", "×", stat(ratio));
+    report.add("hello p50 latency: gtc", "ms", stat(g50));
+    report.add("hello p99 latency: gtc", "ms", stat(g99));
+    report.add("hello p50 latency: wasmtime serve", "ms", stat(w50));
+    report.add("hello p99 latency: wasmtime serve", "ms", stat(w99));
+
+    // webchat-bot, cached secret, dev store.
+    let (child, base, _) = start_gtc(&[format!("--bundle={}", webchat.display())], &env);
+    wrk(&format!("{base}/webhook"), Some(&script), 2);
+    let mut dev = Vec::new();
+    let mut dev99 = Vec::new();
+    for _ in 0..reps(3) {
+        let (rps, _, p99) = wrk(&format!("{base}/webhook"), Some(&script), seconds);
+        dev.push(rps);
+        dev99.push(p99);
+    }
+    stop(child);
+    let hello_median = stat(g).median;
+    report.add(
+        "webchat-bot (HMAC + cached get), dev store",
+        "req/s",
+        stat(dev.clone()),
+    );
+    report.add("webchat-bot p99 latency, dev store", "ms", stat(dev99));
+    report.add(
+        "ratio webchat-bot (dev store) / hello",
+        "×",
+        stat(dev.iter().map(|r| r / hello_median).collect()),
+    );
+
+    // webchat-bot, cached secret, Vault backend.
+    let world = VaultWorld::start("1h", "2h");
+    world.put("acme/_/webchat-bot/webhook-secret", &secret);
+    let vault_bundle = write_bundle(
+        world.dir.path(),
+        "webchat-bot",
+        "webchat-bot",
+        &["/webhook"],
+        "",
+    );
+    let (child, base, _) = start_gtc(
+        &[format!("--bundle={}", vault_bundle.display())],
+        &world.worker_env(),
+    );
+    wrk(&format!("{base}/webhook"), Some(&script), 2);
+    let mut vault = Vec::new();
+    for _ in 0..reps(3) {
+        vault.push(wrk(&format!("{base}/webhook"), Some(&script), seconds).0);
+    }
+    stop(child);
+    report.add(
+        "webchat-bot (HMAC + cached get), vault backend",
+        "req/s",
+        stat(vault.clone()),
+    );
+    report.add(
+        "ratio webchat-bot (vault) / hello",
+        "×",
+        stat(vault.iter().map(|r| r / hello_median).collect()),
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing special.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut report = Report { rows: Vec::new() };
+    eprintln!("gtc bench: {} (quick={})", std::env::consts::ARCH, quick());
+    // GTC_BENCH_ONLY=cached-get,cold-get,... runs a subset (e.g. under a profiler).
+    let only = std::env::var("GTC_BENCH_ONLY").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|w| w == name))
+    };
+    if wanted("cached-get") {
+        runtime.block_on(cached_get(&mut report));
+    }
+    if wanted("cache-size") {
+        runtime.block_on(cache_size(&mut report));
+    }
+    if wanted("cold-get") {
+        runtime.block_on(cold_get(&mut report));
+    }
+    // Last of the in-process parts: it installs a global log subscriber.
+    if wanted("cached-get-logged") {
+        runtime.block_on(cached_get_logged(&mut report));
+    }
+    if wanted("scale") {
+        scale(&mut report);
+    }
+    if wanted("in-flight") {
+        runtime.block_on(in_flight_memory(&mut report));
+    }
+    if wanted("throughput") {
+        throughput(&mut report);
+    }
+    let out = support::vault::root().join("target/bench-report.md");
+    std::fs::write(&out, report.markdown()).unwrap();
+    eprintln!("\nwritten: {}", out.display());
+}

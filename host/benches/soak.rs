@@ -1,0 +1,696 @@
+//! The soak: webchat-bot with the vault backend on a real OpenBao, at a fixed
+//! concurrency for a bounded time, while faults are injected. See RELIABILITY.md.
+//!
+//! `cargo bench -p gtc --bench soak` (GTC_SOAK_SECONDS, default 240; everything on
+//! 127.0.0.1). OpenBao runs as a real server with file storage (so it can be
+//! stopped, restarted, sealed and unsealed), behind a small HTTP fault proxy that
+//! can answer 500. The worker's token lives 5 s (max 15 s), so it renews and logs
+//! in again all the time. Faults, in order: OpenBao stopped then restarted; sealed
+//! then unsealed; the ServiceAccount token file replaced; the transit key rotated
+//! and the secret re-written with `gtc op secrets put`; a rate-limit quota (429);
+//! injected 500s. Reported: answers by status, 5xx and when, p50/p99, time to
+//! recover after each fault, RSS over the run.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::k8s_api::{K8sApi, WORKER_NAMESPACE};
+use support::vault::{ROLE, bao_bin, root};
+use support::*;
+
+const SECRET: &[u8] = b"soak-webhook-signing-key";
+
+/// OpenBao as a real (non-dev) server with file storage.
+struct Bao {
+    child: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+    unseal_key: String,
+    root_token: String,
+}
+
+impl Bao {
+    fn config(dir: &Path, port: u16) -> PathBuf {
+        let config = dir.join("server.hcl");
+        std::fs::write(
+            &config,
+            format!(
+                "storage \"file\" {{ path = {:?} }}\nlistener \"tcp\" {{ address = \"127.0.0.1:{port}\"\n tls_disable = true }}\ndisable_mlock = true\napi_addr = \"http://127.0.0.1:{port}\"\n",
+                dir.join("data").display().to_string()
+            ),
+        )
+        .unwrap();
+        config
+    }
+
+    fn spawn(dir: &Path, port: u16) -> Child {
+        Command::new(bao_bin())
+            .args([
+                "server",
+                &format!("-config={}", Self::config(dir, port).display()),
+            ])
+            .env_clear()
+            .env("HOME", dir)
+            .stdout(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("server.log"))
+                    .unwrap(),
+            )
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn cli(&self, token: bool, args: &[&str]) -> std::process::Output {
+        let mut command = Command::new(bao_bin());
+        command
+            .args(args)
+            .env_clear()
+            .env("HOME", &self.dir)
+            .env("VAULT_ADDR", self.addr());
+        if token {
+            command.env("VAULT_TOKEN", &self.root_token);
+        }
+        command.output().unwrap()
+    }
+
+    fn addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "OpenBao did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn start(dir: &Path) -> Bao {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Self::spawn(dir, port);
+        let mut bao = Bao {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            port,
+            unseal_key: String::new(),
+            root_token: String::new(),
+        };
+        bao.wait_listening();
+        let init = bao.cli(
+            false,
+            &[
+                "operator",
+                "init",
+                "-key-shares=1",
+                "-key-threshold=1",
+                "-format=json",
+            ],
+        );
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let init: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
+        bao.unseal_key = init["unseal_keys_b64"][0].as_str().unwrap().to_string();
+        bao.root_token = init["root_token"].as_str().unwrap().to_string();
+        bao.unseal();
+        bao
+    }
+
+    fn unseal(&self) {
+        let out = self.cli(false, &["operator", "unseal", &self.unseal_key]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Wait until active.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.cli(false, &["status"]).status.success() {
+            assert!(Instant::now() < deadline, "OpenBao not active after unseal");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.child = Some(Self::spawn(&self.dir, self.port));
+        self.wait_listening();
+        self.unseal();
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An HTTP proxy in front of OpenBao that can answer 500 instead of forwarding.
+struct FaultProxy {
+    addr: String,
+    inject_500: Arc<AtomicBool>,
+    injected: Arc<AtomicU64>,
+}
+
+fn start_proxy(upstream: String) -> FaultProxy {
+    use http_body_util::{BodyExt as _, Full};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let inject_500 = Arc::new(AtomicBool::new(false));
+    let injected = Arc::new(AtomicU64::new(0));
+    let (flag, count) = (inject_500.clone(), injected.clone());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let client = reqwest::Client::builder().no_proxy().build().unwrap();
+            let toggle = AtomicU64::new(0);
+            let toggle = Arc::new(toggle);
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (client, upstream, flag, count, toggle) = (
+                    client.clone(),
+                    upstream.clone(),
+                    flag.clone(),
+                    count.clone(),
+                    toggle.clone(),
+                );
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let (client, upstream, flag, count, toggle) = (
+                                client.clone(),
+                                upstream.clone(),
+                                flag.clone(),
+                                count.clone(),
+                                toggle.clone(),
+                            );
+                            async move {
+                                // Every other request while injecting.
+                                if flag.load(Ordering::Relaxed)
+                                    && toggle.fetch_add(1, Ordering::Relaxed) % 2 == 0
+                                {
+                                    count.fetch_add(1, Ordering::Relaxed);
+                                    let mut response =
+                                        hyper::Response::new(Full::new(bytes::Bytes::from_static(
+                                            b"{\"errors\":[\"injected fault\"]}",
+                                        )));
+                                    *response.status_mut() =
+                                        hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                                    return Ok::<_, std::convert::Infallible>(response);
+                                }
+                                let (parts, body) = request.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let url = format!(
+                                    "{upstream}{}",
+                                    parts
+                                        .uri
+                                        .path_and_query()
+                                        .map(|p| p.as_str())
+                                        .unwrap_or("/")
+                                );
+                                let mut outgoing = client.request(parts.method, url).body(body);
+                                for (name, value) in &parts.headers {
+                                    if name != "host" {
+                                        outgoing = outgoing.header(name, value);
+                                    }
+                                }
+                                let response = match outgoing.send().await {
+                                    Ok(answer) => {
+                                        let status = answer.status();
+                                        let bytes = answer.bytes().await.unwrap_or_default();
+                                        let mut response = hyper::Response::new(Full::new(bytes));
+                                        *response.status_mut() = status;
+                                        response
+                                    }
+                                    Err(_) => {
+                                        let mut response =
+                                            hyper::Response::new(Full::new(bytes::Bytes::new()));
+                                        *response.status_mut() = hyper::StatusCode::BAD_GATEWAY;
+                                        response
+                                    }
+                                };
+                                Ok(response)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    FaultProxy {
+        addr,
+        inject_500,
+        injected,
+    }
+}
+
+/// One answered request.
+#[derive(Clone, Copy)]
+struct Sample {
+    at: f64,
+    status: u16,
+    latency_ms: f64,
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// Reads a counter from /metrics.
+async fn metric(base: &str, name: &str) -> u64 {
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn cache_counter(base: &str, result: &str) -> u64 {
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key = format!("gtc_secrets_cache_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Time from `since` until the worker completes a backend fetch without error.
+async fn recovery(base: &str, since: Instant) -> f64 {
+    let errors_before = metric(base, "gtc_secrets_backend_errors_total").await;
+    let misses_before = cache_counter(base, "miss").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let errors = metric(base, "gtc_secrets_backend_errors_total").await;
+        let misses = cache_counter(base, "miss").await;
+        if misses > misses_before + (errors - errors_before) {
+            return since.elapsed().as_secs_f64();
+        }
+        if Instant::now() > deadline {
+            return f64::INFINITY;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn main() {
+    let seconds: u64 = std::env::var("GTC_SOAK_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(240);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(soak(seconds));
+}
+
+async fn soak(seconds: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bao = Bao::start(dir.path());
+    let k8s = K8sApi::start();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &k8s.ca_pem).unwrap();
+    let sa_token = dir.path().join("sa-token");
+    std::fs::write(
+        &sa_token,
+        k8s.mint(
+            WORKER_NAMESPACE,
+            "gtc-worker",
+            "vault",
+            Duration::from_secs(3600),
+        ),
+    )
+    .unwrap();
+    let path_env = format!(
+        "{}:{}",
+        bao_bin().parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let boot = Command::new("bash")
+        .arg(root().join("examples/k8s-vault-demo/vault-bootstrap.sh"))
+        .env_clear()
+        .env("PATH", &path_env)
+        .env("HOME", dir.path())
+        .env("VAULT_CLI", "bao")
+        .env("VAULT_ADDR", bao.addr())
+        .env("VAULT_TOKEN", &bao.root_token)
+        .env("GREENTIC_ENV", "dev")
+        .env("GREENTIC_TENANT", "acme")
+        .env("WORKER_NAMESPACE", WORKER_NAMESPACE)
+        .env("K8S_HOST", &k8s.addr)
+        .env("K8S_CA_CERT_FILE", &ca)
+        .env("K8S_DISABLE_LOCAL_CA_JWT", "true")
+        .env("TOKEN_TTL", "5s")
+        .env("TOKEN_MAX_TTL", "15s")
+        .output()
+        .unwrap();
+    assert!(
+        boot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&boot.stderr)
+    );
+    let admin = vec![
+        ("GREENTIC_SECRETS_BACKEND", "vault".to_string()),
+        ("GREENTIC_ENV", "dev".to_string()),
+        ("VAULT_ADDR", bao.addr()),
+        ("VAULT_TOKEN", bao.root_token.clone()),
+    ];
+    let put = run_gtc(
+        &["op", "secrets", "put", "acme/_/webchat-bot/webhook-secret"],
+        &admin,
+        SECRET,
+    );
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+
+    let proxy = start_proxy(bao.addr());
+    let bundle = write_bundle(dir.path(), "webchat-bot", "webchat-bot", &["/webhook"], "");
+    let worker_env = vec![
+        ("GREENTIC_SECRETS_BACKEND", "vault".to_string()),
+        ("GREENTIC_ENV", "dev".to_string()),
+        ("GREENTIC_TENANT", "acme".to_string()),
+        ("VAULT_ADDR", proxy.addr.clone()),
+        ("VAULT_K8S_ROLE", ROLE.to_string()),
+        ("VAULT_K8S_TOKEN_PATH", sa_token.display().to_string()),
+        ("GREENTIC_SECRETS_CACHE_TTL", "1s".to_string()),
+        ("GREENTIC_SECRETS_STALE_FOR", "60s".to_string()),
+        ("GREENTIC_VAULT_TIMEOUT", "2s".to_string()),
+    ];
+    let gtc = Gtc::serve(
+        &[format!("--bundle={}=support", bundle.display())],
+        &worker_env,
+    );
+    let base = gtc.base.clone();
+    let pid = gtc_pid(&gtc);
+
+    // The load: 8 clients, signed webhooks, as fast as answered.
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (base, stop, samples) = (base.clone(), stop.clone(), samples.clone());
+        workers.push(tokio::spawn(async move {
+            let client = client();
+            let body = r#"{"text":"soak"}"#;
+            let signature = sign(SECRET, body.as_bytes());
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let status = match client
+                    .post(format!("{base}/webhook"))
+                    .header("x-greentic-signature", &signature)
+                    .body(body)
+                    .send()
+                    .await
+                {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let _ = response.bytes().await;
+                        status
+                    }
+                    Err(_) => 0,
+                };
+                samples.lock().unwrap().push(Sample {
+                    at: started.elapsed().as_secs_f64(),
+                    status,
+                    latency_ms: sent.elapsed().as_secs_f64() * 1000.0,
+                });
+            }
+        }));
+    }
+    let mut rss = vec![(0.0, rss_mib(pid))];
+    let mut events: Vec<(f64, String)> = Vec::new();
+    let mut recoveries: Vec<(String, f64)> = Vec::new();
+    let at = |fraction: f64| Duration::from_secs_f64(seconds as f64 * fraction);
+    let wait_until = |t: Duration| async move {
+        let now = started.elapsed();
+        if t > now {
+            tokio::time::sleep(t - now).await;
+        }
+    };
+    let log = |events: &mut Vec<(f64, String)>, what: &str| {
+        let t = started.elapsed().as_secs_f64();
+        eprintln!("[{t:6.1}s] {what}");
+        events.push((t, what.to_string()));
+    };
+
+    // Warm-up, then the faults, spread over the run.
+    wait_until(at(0.08)).await;
+    rss.push((started.elapsed().as_secs_f64(), rss_mib(pid)));
+    log(&mut events, "OpenBao stopped");
+    bao.stop();
+    wait_until(at(0.16)).await;
+    bao.restart();
+    log(&mut events, "OpenBao restarted and unsealed");
+    recoveries.push((
+        "OpenBao restarted".into(),
+        recovery(&base, Instant::now()).await,
+    ));
+
+    wait_until(at(0.25)).await;
+    let out = bao.cli(true, &["operator", "seal"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    log(&mut events, "OpenBao sealed");
+    wait_until(at(0.33)).await;
+    bao.unseal();
+    log(&mut events, "OpenBao unsealed");
+    recoveries.push((
+        "OpenBao unsealed".into(),
+        recovery(&base, Instant::now()).await,
+    ));
+
+    wait_until(at(0.42)).await;
+    let fresh = k8s.mint(
+        WORKER_NAMESPACE,
+        "gtc-worker",
+        "vault",
+        Duration::from_secs(3600),
+    );
+    let tmp = dir.path().join("sa-token.tmp");
+    std::fs::write(&tmp, &fresh).unwrap();
+    std::fs::rename(&tmp, &sa_token).unwrap();
+    log(&mut events, "ServiceAccount token file replaced");
+
+    wait_until(at(0.50)).await;
+    let out = bao.cli(true, &["write", "-f", "transit/keys/greentic/rotate"]);
+    assert!(out.status.success());
+    let put = run_gtc(
+        &["op", "secrets", "put", "acme/_/webchat-bot/webhook-secret"],
+        &admin,
+        SECRET,
+    );
+    assert!(put.status.success());
+    log(
+        &mut events,
+        "transit key rotated; secret re-written (new KV version, new data key)",
+    );
+
+    wait_until(at(0.58)).await;
+    let out = bao.cli(
+        true,
+        &[
+            "write",
+            "sys/quotas/rate-limit/soak",
+            "rate=1",
+            "interval=1s",
+            "path=secret/",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    log(
+        &mut events,
+        "rate-limit quota on secret/ (1 request/s): OpenBao answers 429",
+    );
+    wait_until(at(0.67)).await;
+    let out = bao.cli(true, &["delete", "sys/quotas/rate-limit/soak"]);
+    assert!(out.status.success());
+    log(&mut events, "rate-limit quota removed");
+    recoveries.push((
+        "quota removed".into(),
+        recovery(&base, Instant::now()).await,
+    ));
+
+    wait_until(at(0.75)).await;
+    proxy.inject_500.store(true, Ordering::Relaxed);
+    log(
+        &mut events,
+        "proxy answers every other Vault request with 500",
+    );
+    wait_until(at(0.83)).await;
+    proxy.inject_500.store(false, Ordering::Relaxed);
+    log(&mut events, "500 injection stopped");
+    recoveries.push(("500s stopped".into(), recovery(&base, Instant::now()).await));
+    rss.push((started.elapsed().as_secs_f64(), rss_mib(pid)));
+
+    wait_until(at(1.0)).await;
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    rss.push((started.elapsed().as_secs_f64(), rss_mib(pid)));
+    let logins = metric(&base, "gtc_vault_logins_total").await;
+    let renewals = metric(&base, "gtc_vault_renewals_total").await;
+    let stale = cache_counter(&base, "stale").await;
+    let backend_errors = metric(&base, "gtc_secrets_backend_errors_total").await;
+    let quota_hits = gtc.log().matches("429").count();
+    drop(gtc);
+
+    let samples = samples.lock().unwrap().clone();
+    let mut by_status = std::collections::BTreeMap::<u16, u64>::new();
+    for s in &samples {
+        *by_status.entry(s.status).or_default() += 1;
+    }
+    let mut latencies: Vec<f64> = samples.iter().map(|s| s.latency_ms).collect();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    let failures: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.status >= 500 || s.status == 0)
+        .collect();
+
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "duration: {seconds} s, 8 concurrent clients, webchat-bot, vault backend (OpenBao {}), cache TTL 1 s, stale bound 60 s, token TTL 5 s / max 15 s\n",
+        bao_version()
+    );
+    let _ = writeln!(report, "| measure | value |\n|---|---|");
+    let _ = writeln!(report, "| requests sent | {} |", samples.len());
+    for (status, count) in &by_status {
+        let label = if *status == 0 {
+            "no answer".to_string()
+        } else {
+            format!("HTTP {status}")
+        };
+        let _ = writeln!(report, "| {label} | {count} |");
+    }
+    let _ = writeln!(report, "| 5xx or no answer | {} |", failures.len());
+    let _ = writeln!(
+        report,
+        "| latency p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
+        pct(0.5),
+        pct(0.99),
+        latencies[latencies.len() - 1]
+    );
+    let _ = writeln!(
+        report,
+        "| Vault logins / renewals | {logins} / {renewals} |"
+    );
+    let _ = writeln!(report, "| stale values served | {stale} |");
+    let _ = writeln!(
+        report,
+        "| backend fetch errors (absorbed by the cache) | {backend_errors} |"
+    );
+    let _ = writeln!(
+        report,
+        "| 500s injected by the proxy | {} |",
+        proxy.injected.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(report, "| log lines mentioning 429 | {quota_hits} |");
+    for (what, secs) in &recoveries {
+        let _ = writeln!(
+            report,
+            "| recovery after {what} | {:.0} ms |",
+            secs * 1000.0
+        );
+    }
+    let rss_text: Vec<String> = rss
+        .iter()
+        .map(|(t, m)| format!("{m:.1} MiB @ {t:.0}s"))
+        .collect();
+    let _ = writeln!(report, "| worker RSS | {} |", rss_text.join(", "));
+    let _ = writeln!(report, "\nfault timeline:\n");
+    for (t, what) in &events {
+        let _ = writeln!(report, "- {t:.1} s: {what}");
+    }
+    if !failures.is_empty() {
+        let _ = writeln!(report, "\n5xx / unanswered at:");
+        for f in failures.iter().take(20) {
+            let _ = writeln!(report, "- {:.2} s: {}", f.at, f.status);
+        }
+    }
+    eprintln!("\n{report}");
+    let out = root().join("target/soak-report.md");
+    std::fs::write(&out, &report).unwrap();
+    eprintln!("written: {}", out.display());
+}
+
+fn bao_version() -> String {
+    let out = Command::new(bao_bin()).arg("version").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("?")
+        .to_string()
+}
+
+fn gtc_pid(gtc: &Gtc) -> u32 {
+    gtc.pid()
+}
