@@ -260,14 +260,16 @@ async fn doctor_gives_the_right_verdict_for_each_failure() {
     assert!(!report.contains("doctor-checked-value"));
 
     // Nothing listens at the address: TCP fails, with the next thing to check.
-    let mut nowhere = env.clone();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    nowhere.retain(|(k, _)| *k != "VAULT_ADDR");
-    nowhere.push(("VAULT_ADDR", format!("http://127.0.0.1:{port}")));
+    let nowhere = with_env(
+        &env,
+        "VAULT_ADDR",
+        Some(&format!("http://127.0.0.1:{port}")),
+    );
     let (code, report) = doctor(&nowhere, &bundle);
     assert_eq!(
         (code, failed_step(&report).as_deref()),
@@ -280,9 +282,7 @@ async fn doctor_gives_the_right_verdict_for_each_failure() {
     );
 
     // A wrong role: login fails and says what Vault answered.
-    let mut wrong_role = env.clone();
-    wrong_role.retain(|(k, _)| *k != "VAULT_K8S_ROLE");
-    wrong_role.push(("VAULT_K8S_ROLE", "no-such-role".into()));
+    let wrong_role = with_env(&env, "VAULT_K8S_ROLE", Some("no-such-role"));
     let (code, report) = doctor(&wrong_role, &bundle);
     assert_eq!(
         (code, failed_step(&report).as_deref()),
@@ -477,9 +477,7 @@ async fn tls_with_a_custom_ca_works_and_doctor_names_a_missing_ca() {
     assert_eq!(code, 0, "{report}");
     assert!(report.contains("TLS handshake ok"), "{report}");
     // Without VAULT_CACERT, the certificate is not trusted: doctor says TLS.
-    let mut no_ca = world.worker_env();
-    no_ca.retain(|(k, _)| *k != "VAULT_CACERT");
-    no_ca.push(("GREENTIC_VAULT_TIMEOUT", "2s".into()));
+    let no_ca = with_env(&world.worker_env(), "VAULT_CACERT", None);
     let (code, report) = doctor(&no_ca, &bundle);
     assert_eq!(
         (code, failed_step(&report).as_deref()),

@@ -266,30 +266,13 @@ async fn hostile_names_are_rejected_with_the_right_error() {
     );
 }
 
-/// A loopback HTTP server that answers 200 to every request, for egress tests.
-fn tiny_http_server() -> std::net::SocketAddr {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(16) {
-            let Ok(mut stream) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf);
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn sandbox_gives_nothing_and_limits_hold() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
     seed(&store, "acme/_/probe/x", b"x-value");
-    let allowed = tiny_http_server();
-    let denied = tiny_http_server();
+    let allowed = tiny_http_server(16);
+    let denied = tiny_http_server(16);
     let probe = write_bundle(
         dir.path(),
         "probe",

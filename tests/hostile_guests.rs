@@ -22,28 +22,12 @@ async fn hello_median(gtc: &Gtc, samples: usize) -> Duration {
     times[samples / 2]
 }
 
-fn tiny_http_server() -> std::net::SocketAddr {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(64) {
-            let Ok(mut stream) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf);
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_guests_are_stopped_and_neighbours_unaffected() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
     dev_put(&store, "local/_/probe/x", b"x-value");
-    let sink = tiny_http_server();
+    let sink = tiny_http_server(64);
     let probe = write_bundle(
         dir.path(),
         "probe",

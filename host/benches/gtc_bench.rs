@@ -137,8 +137,9 @@ fn load_probe(runtime: &Runtime, dir: &Path, service: Arc<SecretsService>) -> Ar
     Arc::new(runtime.load(manifest, secrets).unwrap())
 }
 
-/// Part 1: cached `secrets.get` from inside a guest.
-async fn cached_get(report: &mut Report) {
+/// A probe bundle whose `probe/x` is in the dev store (and, once read, cached).
+/// The directory and runtime are returned to keep them alive.
+fn probe_with_cached_secret() -> (tempfile::TempDir, Runtime, Arc<LoadedBundle>) {
     let dir = tempfile::tempdir().unwrap();
     let store = DevStore::new(dir.path().join("store.json"));
     store
@@ -153,6 +154,12 @@ async fn cached_get(report: &mut Report) {
     ));
     let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
     let probe = load_probe(&runtime, dir.path(), service);
+    (dir, runtime, probe)
+}
+
+/// Part 1: cached `secrets.get` from inside a guest.
+async fn cached_get(report: &mut Report) {
+    let (_dir, _runtime, probe) = probe_with_cached_secret();
     let n: u64 = if quick() { 2_000 } else { 100_000 };
     call(&probe, "/p/bench-get?n=1000").await; // warm the cache and the code
     let (mut guest, mut host) = (Vec::new(), Vec::new());
@@ -189,20 +196,7 @@ async fn cached_get_logged(report: &mut Report) {
         .with_max_level(tracing::Level::INFO)
         .finish();
     tracing::subscriber::set_global_default(subscriber).expect("no subscriber yet");
-    let dir = tempfile::tempdir().unwrap();
-    let store = DevStore::new(dir.path().join("store.json"));
-    store
-        .put(
-            &SecretPath::parse_uri("secrets://dev/acme/_/probe/x").unwrap(),
-            b"bench-value",
-        )
-        .unwrap();
-    let service = Arc::new(SecretsService::new(
-        SecretsBackend::DevStore(store),
-        CachePolicy::default(),
-    ));
-    let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
-    let probe = load_probe(&runtime, dir.path(), service);
+    let (_dir, _runtime, probe) = probe_with_cached_secret();
     call(&probe, "/p/bench-get?n=1000").await;
     let n = if quick() { 2_000 } else { 50_000 };
     let mut guest = Vec::new();

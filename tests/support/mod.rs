@@ -319,3 +319,34 @@ impl Drop for Router {
         let _ = self.child.wait();
     }
 }
+
+/// A loopback HTTP server that answers 200 to its first `connections`
+/// connections (egress tests); it ends with the test process.
+pub fn tiny_http_server(connections: usize) -> std::net::SocketAddr {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(connections) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    addr
+}
+
+/// `env` with `key` removed and, if given, set to `value`.
+pub fn with_env(
+    env: &[(&'static str, String)],
+    key: &'static str,
+    value: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut out: Vec<_> = env.iter().filter(|(k, _)| *k != key).cloned().collect();
+    if let Some(value) = value {
+        out.push((key, value.to_string()));
+    }
+    out
+}

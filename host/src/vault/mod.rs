@@ -231,15 +231,7 @@ impl VaultClient {
         if status.is_success() || status == StatusCode::NOT_FOUND {
             return Ok((status, json));
         }
-        let errors: Vec<String> = json
-            .get("errors")
-            .and_then(Value::as_array)
-            .map(|list| {
-                list.iter()
-                    .filter_map(|e| e.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let errors = parse::error_list(&json);
         if status == StatusCode::SERVICE_UNAVAILABLE && errors.iter().any(|e| e.contains("sealed"))
         {
             return Err(VaultError::Sealed {
@@ -300,6 +292,16 @@ impl VaultClient {
         }
     }
 
+    /// A 404 from an endpoint that only answers when its engine/method exists.
+    fn nothing_mounted(&self, operation: String, what: String) -> VaultError {
+        VaultError::Status {
+            addr: self.addr.clone(),
+            operation,
+            status: 404,
+            errors: vec![what],
+        }
+    }
+
     fn protocol(&self, operation: &str, detail: impl Into<String>) -> VaultError {
         VaultError::Protocol {
             addr: self.addr.clone(),
@@ -331,12 +333,10 @@ impl VaultClient {
             )
             .await?;
         if status == StatusCode::NOT_FOUND {
-            return Err(VaultError::Status {
-                addr: self.addr.clone(),
+            return Err(self.nothing_mounted(
                 operation,
-                status: 404,
-                errors: vec![format!("no auth method is mounted at auth/{mount}")],
-            });
+                format!("no auth method is mounted at auth/{mount}"),
+            ));
         }
         self.auth_info(&operation, json)
     }
@@ -421,12 +421,9 @@ impl VaultClient {
             )
             .await?;
         if status == StatusCode::NOT_FOUND {
-            return Err(VaultError::Status {
-                addr: self.addr.clone(),
-                operation,
-                status: 404,
-                errors: vec![format!("no KV-v2 engine is mounted at {mount}/")],
-            });
+            return Err(
+                self.nothing_mounted(operation, format!("no KV-v2 engine is mounted at {mount}/"))
+            );
         }
         Ok(json
             .get("data")
@@ -487,12 +484,10 @@ impl VaultClient {
             )
             .await?;
         if status == StatusCode::NOT_FOUND {
-            return Err(VaultError::Status {
-                addr: self.addr.clone(),
+            return Err(self.nothing_mounted(
                 operation,
-                status: 404,
-                errors: vec![format!("no transit engine or key at {mount}/keys/{key}")],
-            });
+                format!("no transit engine or key at {mount}/keys/{key}"),
+            ));
         }
         parse::plaintext_key(&mut json).map_err(|detail| self.protocol(&operation, detail))
     }
@@ -517,12 +512,10 @@ impl VaultClient {
             )
             .await?;
         if status == StatusCode::NOT_FOUND {
-            return Err(VaultError::Status {
-                addr: self.addr.clone(),
+            return Err(self.nothing_mounted(
                 operation,
-                status: 404,
-                errors: vec![format!("no transit engine or key at {mount}/keys/{key}")],
-            });
+                format!("no transit engine or key at {mount}/keys/{key}"),
+            ));
         }
         let dek =
             parse::plaintext_key(&mut json).map_err(|detail| self.protocol(&operation, detail))?;
