@@ -5,7 +5,10 @@
 //! - Concurrent misses for one URI make one backend trip: the first caller fetches,
 //!   the others wait on the same slot and read what it stored.
 //! - If the backend is unavailable, the last known answer is served for a bounded
-//!   extra time (logged and counted); after that the caller gets the error.
+//!   extra time (logged and counted); after that the caller gets the error. While
+//!   it is down, a URI is retried at most every [`RETRY_BACKOFF`]: a struggling
+//!   Vault (sealed, rate-limited) is not hammered by every request, and recovery
+//!   is noticed within that interval.
 //! - A new version in the backend is seen within one TTL: no restart for rotation.
 //! - The number of cached URIs is bounded, so hostile guests asking for endless
 //!   distinct names cannot grow memory without limit.
@@ -79,9 +82,14 @@ pub struct CacheStats {
     pub backend_fetch_micros: AtomicU64,
 }
 
+/// While the backend fails, how long a stale entry is served before the next try.
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(250);
+
 struct Entry {
     value: Option<SecretBytes>,
     fetched_at: Instant,
+    /// Set after a failed refresh: serve stale without asking again until then.
+    retry_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -136,11 +144,19 @@ impl SecretsService {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok((value, CacheOutcome::Hit));
         }
+        if let Some(value) = self.backing_off(&slot) {
+            self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+            return Ok((value, CacheOutcome::Stale));
+        }
         let _refreshing = slot.refresh.lock().await;
-        // Another caller may have refreshed the slot while this one waited.
+        // Another caller may have refreshed (or failed to) while this one waited.
         if let Some(value) = self.fresh(&slot) {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok((value, CacheOutcome::Hit));
+        }
+        if let Some(value) = self.backing_off(&slot) {
+            self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+            return Ok((value, CacheOutcome::Stale));
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         match self.fetch(path).await {
@@ -148,13 +164,18 @@ impl SecretsService {
                 *lock(&slot.entry) = Some(Entry {
                     value: value.clone(),
                     fetched_at: Instant::now(),
+                    retry_at: None,
                 });
                 Ok((value, CacheOutcome::Miss))
             }
             Err(BackendError::Unavailable(reason)) => {
-                let stale = lock(&slot.entry).as_ref().and_then(|entry| {
-                    (entry.fetched_at.elapsed() < self.policy.ttl + self.policy.stale_for)
-                        .then(|| (entry.value.clone(), entry.fetched_at.elapsed()))
+                let stale = lock(&slot.entry).as_mut().and_then(|entry| {
+                    let usable =
+                        entry.fetched_at.elapsed() < self.policy.ttl + self.policy.stale_for;
+                    usable.then(|| {
+                        entry.retry_at = Some(Instant::now() + RETRY_BACKOFF);
+                        (entry.value.clone(), entry.fetched_at.elapsed())
+                    })
                 });
                 match stale {
                     Some((value, age)) => {
@@ -184,6 +205,15 @@ impl SecretsService {
             self.stats.backend_errors.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+
+    /// A stale answer to serve without asking the backend: it failed a moment ago.
+    fn backing_off(&self, slot: &Slot) -> Option<Option<SecretBytes>> {
+        let entry = lock(&slot.entry);
+        let entry = entry.as_ref()?;
+        let waiting = entry.retry_at.is_some_and(|at| Instant::now() < at);
+        let within_bound = entry.fetched_at.elapsed() < self.policy.ttl + self.policy.stale_for;
+        (waiting && within_bound).then(|| entry.value.clone())
     }
 
     fn fresh(&self, slot: &Slot) -> Option<Option<SecretBytes>> {
