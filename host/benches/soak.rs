@@ -350,21 +350,27 @@ async fn backend_ready(addr: &str) -> Instant {
     }
 }
 
-/// Time from `since` until the worker completes a backend fetch without error.
-async fn recovery(base: &str, since: Instant) -> f64 {
-    let errors_before = metric(base, "gtc_secrets_backend_errors_total").await;
-    let misses_before = cache_counter(base, "miss").await;
+/// Backend fetch counters: (misses = fetch attempts, errors).
+async fn fetch_counters(base: &str) -> (u64, u64) {
+    (
+        cache_counter(base, "miss").await,
+        metric(base, "gtc_secrets_backend_errors_total").await,
+    )
+}
+
+/// Time from `since` until the worker completes a backend fetch without error
+/// after `before` (counters taken before the fault was lifted).
+async fn recovery(base: &str, before: (u64, u64), since: Instant) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let errors = metric(base, "gtc_secrets_backend_errors_total").await;
-        let misses = cache_counter(base, "miss").await;
-        if misses > misses_before + (errors - errors_before) {
+        let (misses, errors) = fetch_counters(base).await;
+        if misses - before.0 > errors - before.1 {
             return since.elapsed().as_secs_f64();
         }
         if Instant::now() > deadline {
             return f64::INFINITY;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -519,10 +525,14 @@ async fn soak(seconds: u64) {
     log(&mut events, "OpenBao stopped");
     bao.stop();
     wait_until(at(0.16)).await;
+    let before = fetch_counters(&base).await;
     bao.restart();
     log(&mut events, "OpenBao restarted and unsealed");
     let ready = backend_ready(&bao.addr()).await;
-    recoveries.push(("OpenBao restarted".into(), recovery(&base, ready).await));
+    recoveries.push((
+        "OpenBao restarted".into(),
+        recovery(&base, before, ready).await,
+    ));
 
     wait_until(at(0.25)).await;
     let out = bao.cli(true, &["operator", "seal"]);
@@ -533,10 +543,14 @@ async fn soak(seconds: u64) {
     );
     log(&mut events, "OpenBao sealed");
     wait_until(at(0.33)).await;
+    let before = fetch_counters(&base).await;
     bao.unseal();
     log(&mut events, "OpenBao unsealed");
     let ready = backend_ready(&bao.addr()).await;
-    recoveries.push(("OpenBao unsealed".into(), recovery(&base, ready).await));
+    recoveries.push((
+        "OpenBao unsealed".into(),
+        recovery(&base, before, ready).await,
+    ));
 
     wait_until(at(0.42)).await;
     let fresh = k8s.mint(
@@ -585,12 +599,14 @@ async fn soak(seconds: u64) {
         "rate-limit quota on secret/ (1 request/s): OpenBao answers 429",
     );
     wait_until(at(0.67)).await;
+    let before = fetch_counters(&base).await;
     let out = bao.cli(true, &["delete", "sys/quotas/rate-limit/soak"]);
     assert!(out.status.success());
     log(&mut events, "rate-limit quota removed");
+    let lifted = Instant::now();
     recoveries.push((
         "quota removed".into(),
-        recovery(&base, Instant::now()).await,
+        recovery(&base, before, lifted).await,
     ));
 
     wait_until(at(0.75)).await;
@@ -600,9 +616,11 @@ async fn soak(seconds: u64) {
         "proxy answers every other Vault request with 500",
     );
     wait_until(at(0.83)).await;
+    let before = fetch_counters(&base).await;
     proxy.inject_500.store(false, Ordering::Relaxed);
     log(&mut events, "500 injection stopped");
-    recoveries.push(("500s stopped".into(), recovery(&base, Instant::now()).await));
+    let lifted = Instant::now();
+    recoveries.push(("500s stopped".into(), recovery(&base, before, lifted).await));
     rss.push((started.elapsed().as_secs_f64(), rss_mib(pid)));
 
     wait_until(at(1.0)).await;
