@@ -127,13 +127,13 @@ fn load_probe(runtime: &Runtime, dir: &Path, service: Arc<SecretsService>) -> Ar
         "[limits]\ntimeout_ms = 60000",
     );
     let manifest = Manifest::load(&bundle).unwrap();
-    let secrets = Arc::new(BundleSecrets {
-        bundle_id: manifest.id.clone(),
-        scope: scope("_"),
+    let secrets = Arc::new(BundleSecrets::new(
+        manifest.id.clone(),
+        scope("_"),
         service,
-        counters: Arc::new(GetCounters::default()),
-        max_gets_per_request: u32::MAX,
-    });
+        Arc::new(GetCounters::default()),
+        u32::MAX,
+    ));
     Arc::new(runtime.load(manifest, secrets).unwrap())
 }
 

@@ -80,17 +80,17 @@ pub async fn build_host(
     let mut bundles = Vec::new();
     for spec in specs {
         let manifest = Manifest::load(&spec.dir)?;
-        let secrets = Arc::new(BundleSecrets {
-            bundle_id: manifest.id.clone(),
-            scope: Scope {
+        let secrets = Arc::new(BundleSecrets::new(
+            manifest.id.clone(),
+            Scope {
                 env: pod_env.clone(),
                 tenant: tenant.clone(),
                 team: spec.team.clone(),
             },
-            service: service.clone(),
-            counters: gets.clone(),
-            max_gets_per_request: DEFAULT_MAX_GETS_PER_REQUEST,
-        });
+            service.clone(),
+            gets.clone(),
+            DEFAULT_MAX_GETS_PER_REQUEST,
+        ));
         let started = std::time::Instant::now();
         let id = manifest.id.clone();
         let routes = manifest.routes.join(",");

@@ -134,8 +134,13 @@ impl SecretsService {
 
     /// The value at `path`, from the cache when fresh.
     pub async fn get(&self, path: &SecretPath) -> Lookup {
-        let uri = path.uri();
-        let Some(slot) = self.slot(&uri) else {
+        self.get_at(path, &path.uri()).await
+    }
+
+    /// [`SecretsService::get`] with the canonical URI of `path` already at hand
+    /// (the capability keeps resolved names, so the hot path formats nothing).
+    pub async fn get_at(&self, path: &SecretPath, uri: &str) -> Lookup {
+        let Some(slot) = self.slot(uri) else {
             // Caching disabled, or the cache is full of live entries.
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
             return self.fetch(path).await.map(|v| (v, CacheOutcome::Miss));
@@ -181,7 +186,7 @@ impl SecretsService {
                     Some((value, age)) => {
                         self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
-                            secret = %uri,
+                            secret = uri,
                             age_ms = age.as_millis() as u64,
                             %reason,
                             "serving a stale cached secret: the backend is unavailable"

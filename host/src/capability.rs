@@ -12,9 +12,11 @@
 
 use crate::backend::BackendError;
 use crate::cache::{CacheOutcome, SecretsService};
-use crate::scope::{NameError, Scope, Segment};
+use crate::scope::{NameError, Scope, SecretPath, Segment};
 use crate::secret_value::SecretBytes;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use wasmtime::component::{HasSelf, Linker};
@@ -58,6 +60,15 @@ impl GetCounters {
     }
 }
 
+/// Resolved names kept per bundle (names a guest asks for are few and repeated).
+const MAX_REMEMBERED_NAMES: usize = 1024;
+
+/// One storage path to try for a name, with its canonical URI.
+struct Candidate {
+    path: SecretPath,
+    uri: String,
+}
+
 /// What one bundle's `secrets.get` needs, shared by all its requests.
 pub struct BundleSecrets {
     pub bundle_id: Segment,
@@ -65,6 +76,10 @@ pub struct BundleSecrets {
     pub service: Arc<SecretsService>,
     pub counters: Arc<GetCounters>,
     pub max_gets_per_request: u32,
+    /// Names already resolved in this scope → the paths to try. Resolution is
+    /// pure (scope and name only), so remembering it changes no answer; it keeps
+    /// parsing and URI formatting off the cached path.
+    resolved: RwLock<HashMap<String, Arc<[Candidate]>>>,
 }
 
 /// The outcome of one `get`, before it is handed to the guest.
@@ -78,10 +93,53 @@ pub struct Resolution {
 }
 
 impl BundleSecrets {
+    pub fn new(
+        bundle_id: Segment,
+        scope: Scope,
+        service: Arc<SecretsService>,
+        counters: Arc<GetCounters>,
+        max_gets_per_request: u32,
+    ) -> Self {
+        Self {
+            bundle_id,
+            scope,
+            service,
+            counters,
+            max_gets_per_request,
+            resolved: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The paths to try for `name`, remembered after the first resolution.
+    fn candidates(&self, name: &str) -> Result<Arc<[Candidate]>, NameError> {
+        if let Some(known) = self
+            .resolved
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(known.clone());
+        }
+        let candidates: Arc<[Candidate]> = self
+            .scope
+            .resolve(&self.bundle_id, name)?
+            .into_iter()
+            .map(|path| Candidate {
+                uri: path.uri(),
+                path,
+            })
+            .collect();
+        let mut resolved = self.resolved.write().unwrap_or_else(|e| e.into_inner());
+        if resolved.len() < MAX_REMEMBERED_NAMES {
+            resolved.insert(name.to_string(), candidates.clone());
+        }
+        Ok(candidates)
+    }
+
     /// Resolves `name` in this bundle's scope and reads it: team first, then
     /// tenant-wide.
     pub async fn resolve(&self, name: &str) -> Resolution {
-        let candidates = match self.scope.resolve(&self.bundle_id, name) {
+        let candidates = match self.candidates(name) {
             Ok(candidates) => candidates,
             Err(NameError::Malformed(why)) => {
                 return Resolution {
@@ -103,20 +161,19 @@ impl BundleSecrets {
         };
         let mut cache = CacheOutcome::Hit;
         let mut last_uri = None;
-        for path in &candidates {
-            let uri = path.uri();
-            match self.service.get(path).await {
+        for Candidate { path, uri } in candidates.iter() {
+            match self.service.get_at(path, uri).await {
                 Ok((found, outcome)) => {
                     cache = combine(cache, outcome);
                     if let Some(value) = found {
                         return Resolution {
                             result: Ok(value),
-                            uri: Some(uri),
+                            uri: Some(uri.clone()),
                             cache: Some(cache),
                             reason: None,
                         };
                     }
-                    last_uri = Some(uri);
+                    last_uri = Some(uri.clone());
                 }
                 Err(error) => {
                     let guest_error = match error {
@@ -125,7 +182,7 @@ impl BundleSecrets {
                     };
                     return Resolution {
                         result: Err(guest_error),
-                        uri: Some(uri),
+                        uri: Some(uri.clone()),
                         cache: Some(CacheOutcome::Miss),
                         reason: Some(error.to_string()),
                     };
@@ -191,20 +248,35 @@ impl Host for SecretsCtx {
         let started = Instant::now();
         let resolution = bundle.resolve(&name).await;
         bundle.counters.count(&resolution.result);
-        tracing::info!(
-            target: "gtc::audit",
-            bundle = %bundle.bundle_id,
-            env = %bundle.scope.env,
-            tenant = %bundle.scope.tenant,
-            team = bundle.scope.team.as_str(),
-            secret = resolution.uri.as_deref().unwrap_or("(malformed)"),
-            name_len = name.len(),
-            outcome = outcome_name(&resolution.result),
-            cache = resolution.cache.map(CacheOutcome::as_str).unwrap_or("none"),
-            latency_us = started.elapsed().as_micros() as u64,
-            reason = resolution.reason.as_deref().unwrap_or(""),
-            "secrets.get"
-        );
+        let latency_us = started.elapsed().as_micros() as u64;
+        let outcome = outcome_name(&resolution.result);
+        let cache = resolution.cache.map(CacheOutcome::as_str).unwrap_or("none");
+        match (&resolution.uri, &resolution.reason) {
+            // The common case, kept small: the URI already names env, tenant and team.
+            (Some(secret), None) => tracing::info!(
+                target: "gtc::audit",
+                bundle = %bundle.bundle_id,
+                secret = secret.as_str(),
+                outcome,
+                cache,
+                latency_us,
+                "secrets.get"
+            ),
+            (secret, reason) => tracing::info!(
+                target: "gtc::audit",
+                bundle = %bundle.bundle_id,
+                env = %bundle.scope.env,
+                tenant = %bundle.scope.tenant,
+                team = bundle.scope.team.as_str(),
+                secret = secret.as_deref().unwrap_or("(malformed)"),
+                name_len = name.len(),
+                outcome,
+                cache,
+                latency_us,
+                reason = reason.as_deref().unwrap_or(""),
+                "secrets.get"
+            ),
+        }
         Ok(resolution.result.map(|value| value.expose().to_vec()))
     }
 }
@@ -225,5 +297,78 @@ pub fn describe_guest_error(error: &GuestError) -> String {
         GuestError::InvalidName(why) => format!("invalid name: {why}"),
         GuestError::Unavailable => "secrets backend unavailable".into(),
         GuestError::Internal => "stored entry unusable (see the log)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{DevStore, SecretsBackend};
+    use crate::cache::CachePolicy;
+    use crate::scope::TeamSlot;
+
+    fn bundle(dir: &std::path::Path) -> BundleSecrets {
+        let store = DevStore::new(dir.join("store.json"));
+        store
+            .put(&SecretPath::parse_uri("secrets://dev/acme/_/bot/shared").unwrap(), b"tenant")
+            .unwrap();
+        store
+            .put(&SecretPath::parse_uri("secrets://dev/acme/red/bot/own").unwrap(), b"team")
+            .unwrap();
+        let service = SecretsService::new(SecretsBackend::DevStore(store), CachePolicy::default());
+        BundleSecrets::new(
+            Segment::parse("bot").unwrap(),
+            Scope {
+                env: Segment::parse("dev").unwrap(),
+                tenant: Segment::parse("acme").unwrap(),
+                team: TeamSlot::parse("red").unwrap(),
+            },
+            Arc::new(service),
+            Arc::new(GetCounters::default()),
+            DEFAULT_MAX_GETS_PER_REQUEST,
+        )
+    }
+
+    fn summary(resolution: &Resolution) -> (Result<Vec<u8>, String>, Option<String>) {
+        (
+            resolution
+                .result
+                .as_ref()
+                .map(|v| v.expose().to_vec())
+                .map_err(|e| format!("{e:?}")),
+            resolution.uri.clone(),
+        )
+    }
+
+    #[tokio::test]
+    async fn remembered_resolutions_answer_exactly_like_fresh_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let remembered = bundle(dir.path());
+        let names = [
+            "shared", "own", "bot/own", "bot/shared", "missing", "secrets://dev/acme/red/bot/own",
+            "secrets://dev/acme/blue/bot/own", "../own", "BOT/own", "",
+        ];
+        for name in names {
+            let first = summary(&remembered.resolve(name).await);
+            let second = summary(&remembered.resolve(name).await);
+            // A bundle that has never seen the name (no memo) answers the same.
+            let fresh = summary(&bundle(dir.path()).resolve(name).await);
+            assert_eq!(first, second, "{name:?}");
+            assert_eq!(first, fresh, "{name:?}");
+        }
+        assert_eq!(summary(&remembered.resolve("own").await).0, Ok(b"team".to_vec()));
+        assert_eq!(summary(&remembered.resolve("shared").await).0, Ok(b"tenant".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn the_memo_is_bounded_and_still_correct_past_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = bundle(dir.path());
+        for i in 0..(MAX_REMEMBERED_NAMES + 50) {
+            let outcome = secrets.resolve(&format!("missing-{i}")).await;
+            assert!(matches!(outcome.result, Err(GuestError::NotFound)));
+        }
+        assert_eq!(secrets.resolved.read().unwrap().len(), MAX_REMEMBERED_NAMES);
+        assert_eq!(summary(&secrets.resolve("own").await).0, Ok(b"team".to_vec()));
     }
 }
