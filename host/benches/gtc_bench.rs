@@ -416,16 +416,26 @@ fn scale(report: &mut Report) {
     .unwrap();
     let env = [("GREENTIC_DEV_STORE", store.display().to_string())];
     for count in [1usize, 10, 100] {
+        // Distinct components (a unique custom section each), so that "cold"
+        // really compiles every one instead of hitting the cache for the copies.
+        let hello = std::fs::read(guest("hello")).unwrap();
         let bundles: Vec<String> = (0..count)
             .map(|i| {
-                let path = write_bundle(
-                    dir.path(),
-                    &format!("hello-{i}"),
-                    "hello",
-                    &[&format!("/h{i}")],
-                    "",
-                );
-                format!("--bundle={}", path.display())
+                let bundle = dir.path().join(format!("c{count}-hello-{i}"));
+                std::fs::create_dir_all(&bundle).unwrap();
+                std::fs::write(
+                    bundle.join("hello.wasm"),
+                    with_custom_section(&hello, &format!("{count}-{i}")),
+                )
+                .unwrap();
+                std::fs::write(
+                    bundle.join("bundle.toml"),
+                    format!(
+                        "id = \"hello-{i}\"\ncomponent = \"hello.wasm\"\nroutes = [\"/h{i}\"]\n"
+                    ),
+                )
+                .unwrap();
+                format!("--bundle={}", bundle.display())
             })
             .collect();
         let mut cold = Vec::new();
@@ -461,6 +471,32 @@ fn scale(report: &mut Report) {
             stat(rss),
         );
     }
+}
+
+/// `component` with a custom section `gtc-bench` holding `tag` appended: the same
+/// behaviour, different bytes (and so a different compile-cache key).
+fn with_custom_section(component: &[u8], tag: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"gtc-bench";
+    let mut payload = Vec::new();
+    leb(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    leb(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
 }
 
 fn blocking_get_status(base: &str, path: &str) -> u16 {

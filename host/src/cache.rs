@@ -3,7 +3,8 @@
 //! - Values (and "nothing stored here") are cached per canonical URI for a freshness
 //!   TTL, so a cached `get` costs a map look-up and no I/O.
 //! - Concurrent misses for one URI make one backend trip: the first caller fetches,
-//!   the others wait on the same slot and read what it stored.
+//!   the others wait on the same slot and read what it stored — or, when an
+//!   answer within the stale bound exists, serve it while the refresh runs.
 //! - If the backend is unavailable, the last known answer is served for a bounded
 //!   extra time (logged and counted); after that the caller gets the error. While
 //!   it is down, a URI is retried at most every [`RETRY_BACKOFF`]: a struggling
@@ -153,7 +154,19 @@ impl SecretsService {
             self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
             return Ok((value, CacheOutcome::Stale));
         }
-        let _refreshing = slot.refresh.lock().await;
+        // One caller refreshes; the others serve the last answer meanwhile if it is
+        // within the stale bound (a slow or failing backend then delays one
+        // request, not all), and wait only when there is nothing to serve.
+        let _refreshing = match slot.refresh.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                if let Some(value) = self.within_stale_bound(&slot) {
+                    self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                    return Ok((value, CacheOutcome::Stale));
+                }
+                slot.refresh.lock().await
+            }
+        };
         // Another caller may have refreshed (or failed to) while this one waited.
         if let Some(value) = self.fresh(&slot) {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
@@ -210,6 +223,14 @@ impl SecretsService {
             self.stats.backend_errors.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+
+    /// The cached answer if it is still within the stale bound.
+    fn within_stale_bound(&self, slot: &Slot) -> Option<Option<SecretBytes>> {
+        let entry = lock(&slot.entry);
+        let entry = entry.as_ref()?;
+        (entry.fetched_at.elapsed() < self.policy.ttl + self.policy.stale_for)
+            .then(|| entry.value.clone())
     }
 
     /// A stale answer to serve without asking the backend: it failed a moment ago.
@@ -365,6 +386,27 @@ mod tests {
         }
         assert_eq!(svc.stats().misses.load(Ordering::Relaxed), 1);
         assert_eq!(svc.stats().hits.load(Ordering::Relaxed), 49);
+    }
+
+    #[tokio::test]
+    async fn others_serve_stale_while_one_refreshes() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = CachePolicy {
+            ttl: Duration::from_millis(50),
+            ..CachePolicy::default()
+        };
+        let (svc, store) = service(dir.path(), policy);
+        let p = path("secrets://dev/acme/_/bot/key");
+        store.put(&p, b"one").unwrap();
+        svc.get(&p).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // Hold the refresh as a slow backend trip would.
+        let slot = svc.slot(&p.uri()).unwrap();
+        let held = slot.refresh.lock().await;
+        let (v, o) = svc.get(&p).await.unwrap();
+        assert_eq!((v.unwrap().expose(), o), (&b"one"[..], CacheOutcome::Stale));
+        drop(held);
+        assert_eq!(svc.get(&p).await.unwrap().1, CacheOutcome::Miss);
     }
 
     #[tokio::test]

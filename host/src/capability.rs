@@ -310,10 +310,16 @@ mod tests {
     fn bundle(dir: &std::path::Path) -> BundleSecrets {
         let store = DevStore::new(dir.join("store.json"));
         store
-            .put(&SecretPath::parse_uri("secrets://dev/acme/_/bot/shared").unwrap(), b"tenant")
+            .put(
+                &SecretPath::parse_uri("secrets://dev/acme/_/bot/shared").unwrap(),
+                b"tenant",
+            )
             .unwrap();
         store
-            .put(&SecretPath::parse_uri("secrets://dev/acme/red/bot/own").unwrap(), b"team")
+            .put(
+                &SecretPath::parse_uri("secrets://dev/acme/red/bot/own").unwrap(),
+                b"team",
+            )
             .unwrap();
         let service = SecretsService::new(SecretsBackend::DevStore(store), CachePolicy::default());
         BundleSecrets::new(
@@ -345,8 +351,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let remembered = bundle(dir.path());
         let names = [
-            "shared", "own", "bot/own", "bot/shared", "missing", "secrets://dev/acme/red/bot/own",
-            "secrets://dev/acme/blue/bot/own", "../own", "BOT/own", "",
+            "shared",
+            "own",
+            "bot/own",
+            "bot/shared",
+            "missing",
+            "secrets://dev/acme/red/bot/own",
+            "secrets://dev/acme/blue/bot/own",
+            "../own",
+            "BOT/own",
+            "",
         ];
         for name in names {
             let first = summary(&remembered.resolve(name).await);
@@ -356,8 +370,14 @@ mod tests {
             assert_eq!(first, second, "{name:?}");
             assert_eq!(first, fresh, "{name:?}");
         }
-        assert_eq!(summary(&remembered.resolve("own").await).0, Ok(b"team".to_vec()));
-        assert_eq!(summary(&remembered.resolve("shared").await).0, Ok(b"tenant".to_vec()));
+        assert_eq!(
+            summary(&remembered.resolve("own").await).0,
+            Ok(b"team".to_vec())
+        );
+        assert_eq!(
+            summary(&remembered.resolve("shared").await).0,
+            Ok(b"tenant".to_vec())
+        );
     }
 
     #[tokio::test]
@@ -369,6 +389,9 @@ mod tests {
             assert!(matches!(outcome.result, Err(GuestError::NotFound)));
         }
         assert_eq!(secrets.resolved.read().unwrap().len(), MAX_REMEMBERED_NAMES);
-        assert_eq!(summary(&secrets.resolve("own").await).0, Ok(b"team".to_vec()));
+        assert_eq!(
+            summary(&secrets.resolve("own").await).0,
+            Ok(b"team".to_vec())
+        );
     }
 }
