@@ -362,14 +362,7 @@ async fn readyz_waits_for_login_and_every_declared_secret() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(webhook(&gtc, b"tenant-wide-key", "{}").await.0, 200);
-    let metrics = client()
-        .get(gtc.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gtc.metrics().await;
     assert!(
         metrics.contains("gtc_requests_total{bundle=\"webchat-bot\",status=\"200\"} 1"),
         "{metrics}"

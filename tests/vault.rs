@@ -363,14 +363,7 @@ async fn short_lived_tokens_renew_and_relogin_without_failures() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(sent > 50);
-    let metrics = client()
-        .get(gtc.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gtc.metrics().await;
     let counter = |name: &str| -> u64 {
         metrics
             .lines()

@@ -404,16 +404,22 @@ fn stop(mut child: std::process::Child) {
     let _ = child.wait();
 }
 
-/// Part 4: start-up time and resident memory with 1, 10 and 100 bundles, cold and
-/// with the compiled-component cache warm.
-fn scale(report: &mut Report) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store.json");
+/// An empty dev store file in `dir`.
+fn empty_dev_store(dir: &Path) -> PathBuf {
+    let store = dir.join("store.json");
     std::fs::write(
         &store,
         r#"{"format":"greentic-dev-store","version":1,"secrets":{}}"#,
     )
     .unwrap();
+    store
+}
+
+/// Part 4: start-up time and resident memory with 1, 10 and 100 bundles, cold and
+/// with the compiled-component cache warm.
+fn scale(report: &mut Report) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = empty_dev_store(dir.path());
     let env = [("GREENTIC_DEV_STORE", store.display().to_string())];
     for count in [1usize, 10, 100] {
         // Distinct components (a unique custom section each), so that "cold"
@@ -518,12 +524,7 @@ fn blocking_get_status(base: &str, path: &str) -> u16 {
 /// Part 4c: memory per concurrent in-flight request.
 async fn in_flight_memory(report: &mut Report) {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store.json");
-    std::fs::write(
-        &store,
-        r#"{"format":"greentic-dev-store","version":1,"secrets":{}}"#,
-    )
-    .unwrap();
+    let store = empty_dev_store(dir.path());
     let probe = write_bundle(
         dir.path(),
         "probe",

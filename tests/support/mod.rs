@@ -206,6 +206,18 @@ impl Gtc {
         format!("{}{path}", self.base)
     }
 
+    /// The host's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
