@@ -431,3 +431,18 @@ async fn openbao_down_serves_stale_within_bound_then_503_then_recovers() {
     assert!(log.contains("serving a stale cached secret"), "{log}");
     assert!(log.contains("unreachable (request timeout)"), "{log}");
 }
+
+#[tokio::test]
+async fn a_vault_namespace_is_honoured_end_to_end() {
+    // Auth, engines, policy, role and the secret all live in namespace `tenants`.
+    let world = VaultWorld::start_in_namespace("tenants");
+    world.put(SECRET_PATH, b"namespaced-signing-key");
+    let gtc = serve_webchat(&world, &[]);
+    assert_eq!(webhook(&gtc, b"namespaced-signing-key", "{}").await.0, 200);
+    drop(gtc);
+    // The same worker without VAULT_NAMESPACE finds no such role in the root namespace.
+    let bundle = webchat_bundle(world.dir.path());
+    let env = with_env(&world.worker_env(), "VAULT_NAMESPACE", None);
+    let gtc = Gtc::serve(&[format!("--bundle={}=support", bundle.display())], &env);
+    assert_eq!(webhook(&gtc, b"namespaced-signing-key", "{}").await.0, 503);
+}

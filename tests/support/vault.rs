@@ -218,6 +218,8 @@ pub struct VaultWorld {
     pub dir: tempfile::TempDir,
     /// The worker's projected token file (replaceable mid-run).
     pub sa_token: PathBuf,
+    /// The Vault namespace everything lives in (`None`: the root namespace).
+    pub namespace: Option<String>,
 }
 
 pub const ROLE: &str = "gtc-worker-dev-acme";
@@ -230,7 +232,24 @@ impl VaultWorld {
 
     /// `tls`: OpenBao serves HTTPS with its own CA; every client is given VAULT_CACERT.
     pub fn start_with(token_ttl: &str, token_max_ttl: &str, tls: bool) -> VaultWorld {
+        Self::start_full(token_ttl, token_max_ttl, tls, None)
+    }
+
+    /// Everything (auth, engines, policy, role, secrets) inside Vault namespace `namespace`.
+    pub fn start_in_namespace(namespace: &str) -> VaultWorld {
+        Self::start_full("20m", "1h", false, Some(namespace))
+    }
+
+    fn start_full(
+        token_ttl: &str,
+        token_max_ttl: &str,
+        tls: bool,
+        namespace: Option<&str>,
+    ) -> VaultWorld {
         let bao = Bao::start_with(tls);
+        if let Some(namespace) = namespace {
+            bao.cli_ok(&["namespace", "create", namespace]);
+        }
         let k8s = K8sApi::start();
         let dir = tempfile::tempdir().unwrap();
         let sa_token = dir.path().join("sa-token");
@@ -239,6 +258,7 @@ impl VaultWorld {
             k8s,
             dir,
             sa_token,
+            namespace: namespace.map(str::to_string),
         };
         let out = world.bootstrap(token_ttl, token_max_ttl);
         assert!(
@@ -279,6 +299,9 @@ impl VaultWorld {
         if let Some(ca) = &self.bao.ca_cert {
             command.env("VAULT_CACERT", ca);
         }
+        if let Some(namespace) = &self.namespace {
+            command.env("VAULT_NAMESPACE", namespace);
+        }
         command.output().unwrap()
     }
 
@@ -310,6 +333,9 @@ impl VaultWorld {
         if let Some(ca) = &self.bao.ca_cert {
             env.push(("VAULT_CACERT", ca.display().to_string()));
         }
+        if let Some(namespace) = &self.namespace {
+            env.push(("VAULT_NAMESPACE", namespace.clone()));
+        }
         env
     }
 
@@ -323,6 +349,9 @@ impl VaultWorld {
         ];
         if let Some(ca) = &self.bao.ca_cert {
             env.push(("VAULT_CACERT", ca.display().to_string()));
+        }
+        if let Some(namespace) = &self.namespace {
+            env.push(("VAULT_NAMESPACE", namespace.clone()));
         }
         env
     }
