@@ -236,13 +236,7 @@ async fn doctor_gives_the_right_verdict_for_each_failure() {
         "acme/support/webchat-bot/webhook-secret",
         b"doctor-checked-value",
     );
-    let bundle = write_bundle(
-        world.dir.path(),
-        "webchat-bot",
-        "webchat-bot",
-        &["/webhook"],
-        "secrets = [\"webhook-secret\"]",
-    );
+    let bundle = webchat_bundle(world.dir.path());
     let mut env = world.worker_env();
     env.push(("GREENTIC_VAULT_TIMEOUT", "1s".into()));
 
@@ -328,13 +322,7 @@ async fn doctor_gives_the_right_verdict_for_each_failure() {
 #[tokio::test]
 async fn readyz_waits_for_login_and_every_declared_secret() {
     let world = VaultWorld::start("20m", "1h");
-    let bundle = write_bundle(
-        world.dir.path(),
-        "webchat-bot",
-        "webchat-bot",
-        &["/webhook"],
-        "secrets = [\"webhook-secret\"]",
-    );
+    let bundle = webchat_bundle(world.dir.path());
     let mut env = world.worker_env();
     env.push(("GREENTIC_SECRETS_CACHE_TTL", "300ms".into()));
     let gtc = Gtc::serve(&[format!("--bundle={}=support", bundle.display())], &env);
@@ -453,13 +441,7 @@ async fn tls_with_a_custom_ca_works_and_doctor_names_a_missing_ca() {
         "acme/support/webchat-bot/webhook-secret",
         b"tls-held-signing-key",
     );
-    let bundle = write_bundle(
-        world.dir.path(),
-        "webchat-bot",
-        "webchat-bot",
-        &["/webhook"],
-        "secrets = [\"webhook-secret\"]",
-    );
+    let bundle = webchat_bundle(world.dir.path());
     let gtc = Gtc::serve(
         &[format!("--bundle={}=support", bundle.display())],
         &world.worker_env(),

@@ -38,17 +38,6 @@ async fn get_json(url: String) -> Value {
     response.json().await.unwrap()
 }
 
-async fn probe_get(gtc: &Gtc, prefix: &str, name: &[u8]) -> Value {
-    let response = client()
-        .post(gtc.url(&format!("{prefix}/get")))
-        .body(name.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
-}
-
 #[tokio::test]
 async fn webhook_signed_unsigned_and_backend_down() {
     let dir = tempfile::tempdir().unwrap();

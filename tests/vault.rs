@@ -12,16 +12,6 @@ use support::*;
 const SECRET: &[u8] = b"vault-held-signing-key-5f2a9c";
 const SECRET_PATH: &str = "acme/support/webchat-bot/webhook-secret";
 
-fn webchat_bundle(dir: &std::path::Path) -> std::path::PathBuf {
-    write_bundle(
-        dir,
-        "webchat-bot",
-        "webchat-bot",
-        &["/webhook"],
-        "secrets = [\"webhook-secret\"]",
-    )
-}
-
 fn serve_webchat(world: &VaultWorld, extra_env: &[(&'static str, String)]) -> Gtc {
     let bundle = webchat_bundle(world.dir.path());
     let mut env = world.worker_env();
@@ -229,18 +219,6 @@ async fn vault_enforces_the_boundary_and_refuses_other_service_accounts() {
     );
 }
 
-async fn probe_get(gtc: &Gtc, name: &str) -> Value {
-    client()
-        .post(gtc.url("/p/get"))
-        .body(name.to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn envelopes_are_bound_to_their_path_and_tampering_is_caught() {
     let world = VaultWorld::start("20m", "1h");
@@ -286,20 +264,24 @@ async fn envelopes_are_bound_to_their_path_and_tampering_is_caught() {
         ],
         &world.worker_env(),
     );
-    assert_eq!(probe_get(&gtc, "probe/key").await["value"], "team-a-value");
-    let copied: Value = client()
-        .post(gtc.url("/q/get"))
-        .body("probe/key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(
+        probe_get(&gtc, "/p", b"probe/key").await["value"],
+        "team-a-value"
+    );
+    let copied = probe_get(&gtc, "/q", b"probe/key").await;
     assert_eq!(copied["error"], "internal", "{copied}");
-    assert_eq!(probe_get(&gtc, "probe/tampered").await["error"], "internal");
-    assert_eq!(probe_get(&gtc, "probe/raw").await["error"], "internal");
-    assert_eq!(probe_get(&gtc, "probe/absent").await["error"], "not-found");
+    assert_eq!(
+        probe_get(&gtc, "/p", b"probe/tampered").await["error"],
+        "internal"
+    );
+    assert_eq!(
+        probe_get(&gtc, "/p", b"probe/raw").await["error"],
+        "internal"
+    );
+    assert_eq!(
+        probe_get(&gtc, "/p", b"probe/absent").await["error"],
+        "not-found"
+    );
     // A deleted latest version reads as absent (Vault answers 404 with a body).
     assert_eq!(
         world
@@ -322,7 +304,10 @@ async fn envelopes_are_bound_to_their_path_and_tampering_is_caught() {
             &[format!("--bundle={}=team-a", a.display())],
             &world.worker_env(),
         );
-        assert_eq!(probe_get(&gtc, "probe/key").await["error"], "not-found");
+        assert_eq!(
+            probe_get(&gtc, "/p", b"probe/key").await["error"],
+            "not-found"
+        );
         gtc.stop()
     };
     assert!(

@@ -282,15 +282,8 @@ async fn cold_get(report: &mut Report) {
     // The direct client: same pool settings, a token from its own login.
     let direct = reqwest::Client::builder().no_proxy().build().unwrap();
     let jwt = std::fs::read_to_string(&world.sa_token).unwrap();
-    let login: serde_json::Value = direct
-        .post(format!("{}/v1/auth/kubernetes/login", world.bao.addr))
-        .json(&serde_json::json!({"role": support::vault::ROLE, "jwt": jwt}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, login) = world.worker_login(&jwt).await;
+    assert_eq!(status, 200, "{login}");
     let token = login["auth"]["client_token"].as_str().unwrap().to_string();
     let kv_url = format!(
         "{}/v1/secret/data/greentic/dev/acme/_/probe/x",

@@ -33,9 +33,10 @@ pub enum AppError {
 /// Builds the configured secrets backend for a worker.
 pub async fn worker_backend(
     env: &dyn Environment,
+    kind: BackendKind,
     metrics: &Arc<Metrics>,
 ) -> Result<SecretsBackend, AppError> {
-    match config::backend_kind(env)? {
+    match kind {
         BackendKind::DevStore => Ok(SecretsBackend::DevStore(DevStore::new(
             config::dev_store_path(env),
         ))),
@@ -69,10 +70,10 @@ pub async fn build_host(
     }
     // The backend choice is checked first: it is the most important thing a pod
     // must get right, and its error names every accepted value.
-    config::backend_kind(env)?;
+    let kind = config::backend_kind(env)?;
     let (pod_env, tenant) = config::env_and_tenant(env)?;
     let metrics = Arc::new(Metrics::default());
-    let backend = worker_backend(env, &metrics).await?;
+    let backend = worker_backend(env, kind, &metrics).await?;
     tracing::info!(backend = %backend.describe(), env = %pod_env, tenant = %tenant, "secrets backend selected");
     let service = Arc::new(SecretsService::new(backend, config::cache_policy(env)?));
     let gets = Arc::new(GetCounters::default());

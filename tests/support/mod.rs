@@ -362,3 +362,27 @@ pub fn with_env(
     }
     out
 }
+
+/// Asks the `probe` guest mounted at `prefix` for secret `name` (sent verbatim):
+/// `{"value": ...}` or `{"error": kind, "detail": ...}`.
+pub async fn probe_get(gtc: &Gtc, prefix: &str, name: &[u8]) -> serde_json::Value {
+    let response = client()
+        .post(gtc.url(&format!("{prefix}/get")))
+        .body(name.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// The webchat-bot bundle, declaring its `webhook-secret`, written into `dir`.
+pub fn webchat_bundle(dir: &Path) -> PathBuf {
+    write_bundle(
+        dir,
+        "webchat-bot",
+        "webchat-bot",
+        &["/webhook"],
+        "secrets = [\"webhook-secret\"]",
+    )
+}

@@ -464,6 +464,30 @@ impl VaultClient {
             .unwrap_or_default())
     }
 
+    /// `POST {mount}/{endpoint}/{key}` to transit; returns the operation's name (for
+    /// errors) and the answer. A 404 means there is no transit engine or key there.
+    async fn transit(
+        &self,
+        token: &VaultToken,
+        mount: &str,
+        key: &str,
+        endpoint: &str,
+        body: &Value,
+    ) -> Result<(String, Value), VaultError> {
+        let path = format!("{mount}/{endpoint}/{key}");
+        let operation = format!("transit {endpoint} ({path})");
+        let (status, json) = self
+            .call(Method::POST, &path, Some(token), Some(body), &operation)
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.nothing_mounted(
+                operation,
+                format!("no transit engine or key at {mount}/keys/{key}"),
+            ));
+        }
+        Ok((operation, json))
+    }
+
     /// `POST {mount}/decrypt/{key}`: unwraps a `vault:vN:...` ciphertext.
     pub async fn transit_decrypt(
         &self,
@@ -472,23 +496,8 @@ impl VaultClient {
         key: &str,
         ciphertext: &str,
     ) -> Result<SecretBytes, VaultError> {
-        let operation = format!("transit decrypt ({mount}/decrypt/{key})");
         let body = serde_json::json!({ "ciphertext": ciphertext });
-        let (status, mut json) = self
-            .call(
-                Method::POST,
-                &format!("{mount}/decrypt/{key}"),
-                Some(token),
-                Some(&body),
-                &operation,
-            )
-            .await?;
-        if status == StatusCode::NOT_FOUND {
-            return Err(self.nothing_mounted(
-                operation,
-                format!("no transit engine or key at {mount}/keys/{key}"),
-            ));
-        }
+        let (operation, mut json) = self.transit(token, mount, key, "decrypt", &body).await?;
         parse::plaintext_key(&mut json).map_err(|detail| self.protocol(&operation, detail))
     }
 
@@ -500,23 +509,10 @@ impl VaultClient {
         mount: &str,
         key: &str,
     ) -> Result<(SecretBytes, String), VaultError> {
-        let operation = format!("transit datakey ({mount}/datakey/plaintext/{key})");
         let body = serde_json::json!({ "bits": 256 });
-        let (status, mut json) = self
-            .call(
-                Method::POST,
-                &format!("{mount}/datakey/plaintext/{key}"),
-                Some(token),
-                Some(&body),
-                &operation,
-            )
+        let (operation, mut json) = self
+            .transit(token, mount, key, "datakey/plaintext", &body)
             .await?;
-        if status == StatusCode::NOT_FOUND {
-            return Err(self.nothing_mounted(
-                operation,
-                format!("no transit engine or key at {mount}/keys/{key}"),
-            ));
-        }
         let dek =
             parse::plaintext_key(&mut json).map_err(|detail| self.protocol(&operation, detail))?;
         let wrapped = parse::take_data_string(&mut json, "ciphertext")
