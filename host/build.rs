@@ -35,6 +35,7 @@ fn main() {
         "guests/hello",
         "guests/webchat-bot",
         "guests/probe",
+        "guests/hostile",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());

@@ -274,10 +274,12 @@ async fn sandbox_gives_nothing_and_limits_hold() {
     // Things a careless host would pass through to the guest.
     env.push(("VAULT_TOKEN_FOR_TEST_ONLY", "must-not-leak".into()));
     env.push(("HOME", "/root".into()));
+    // The egress test servers listen on loopback, which the operator must allow.
     let gtc = Gtc::serve(
         &[
             format!("--bundle={}", probe.display()),
             format!("--bundle={}", hello.display()),
+            "--egress-allow-loopback".to_string(),
         ],
         &env,
     );

@@ -42,6 +42,7 @@ async fn hostile_guests_are_stopped_and_neighbours_unaffected() {
         &[
             format!("--bundle={}", probe.display()),
             format!("--bundle={}", hello.display()),
+            "--egress-allow-loopback".to_string(),
         ],
         &[("GREENTIC_DEV_STORE", store.display().to_string())],
     );

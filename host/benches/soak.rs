@@ -8,8 +8,12 @@
 //! in again all the time. Faults, in order: OpenBao stopped then restarted; sealed
 //! then unsealed; the ServiceAccount token file replaced; the transit key rotated
 //! and the secret re-written with `gtc op secrets put`; a rate-limit quota (429);
-//! injected 500s. Reported: answers by status, 5xx and when, p50/p99, time to
-//! recover after each fault, RSS over the run.
+//! injected 500s. Beside webchat-bot runs the `hostile` guest, attacked all the
+//! time (head-then-hang, trap after the head, a body cut by the time limit,
+//! header-map floods, a million denied and malformed outgoing requests, idle
+//! half-sent connections): the well-behaved traffic must still see 0 5xx.
+//! Reported: answers by status, 5xx and when, p50/p99, time to recover after each
+//! fault, RSS over the run, the attack's own answers.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -461,12 +465,26 @@ async fn soak(seconds: u64) {
         ("GREENTIC_SECRETS_STALE_FOR", "60s".to_string()),
         ("GREENTIC_VAULT_TIMEOUT", "2s".to_string()),
     ];
+    let hostile = write_bundle(
+        dir.path(),
+        "hostile",
+        "hostile",
+        &["/h"],
+        "[egress]\nallow = [\"127.0.0.1:9\"]\n[limits]\ntimeout_ms = 1000\nmemory_mib = 32",
+    );
     let gtc = Gtc::serve(
-        &[format!("--bundle={}=support", bundle.display())],
+        &[
+            format!("--bundle={}=support", bundle.display()),
+            format!("--bundle={}=support", hostile.display()),
+            "--header-read-timeout=2s".to_string(),
+        ],
         &worker_env,
     );
     let base = gtc.base.clone();
     let pid = gtc_pid(&gtc);
+    let attack_stop = Arc::new(AtomicBool::new(false));
+    let attack_answers = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u64>::new()));
+    let attackers = start_attack(&base, &attack_stop, &attack_answers);
 
     // The load: 8 clients, signed webhooks, as fast as answered.
     let started = Instant::now();
@@ -625,7 +643,8 @@ async fn soak(seconds: u64) {
 
     wait_until(at(1.0)).await;
     stop.store(true, Ordering::Relaxed);
-    for worker in workers {
+    attack_stop.store(true, Ordering::Relaxed);
+    for worker in workers.into_iter().chain(attackers) {
         let _ = worker.await;
     }
     rss.push((started.elapsed().as_secs_f64(), rss_mib(pid)));
@@ -634,6 +653,13 @@ async fn soak(seconds: u64) {
     let stale = cache_counter(&base, "stale").await;
     let backend_errors = metric(&base, "gtc_secrets_backend_errors_total").await;
     let quota_hits = gtc.log().matches("HTTP 429").count();
+    let aborted = metric(
+        &base,
+        "gtc_requests_total{bundle=\"hostile\",status=\"aborted\"}",
+    )
+    .await;
+    let suppressed = metric(&base, "gtc_log_lines_suppressed_total{bundle=\"hostile\"}").await;
+    let log_bytes = gtc.log().len();
     drop(gtc);
 
     let samples = samples.lock().unwrap().clone();
@@ -652,7 +678,7 @@ async fn soak(seconds: u64) {
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "duration: {seconds} s, 8 concurrent clients, webchat-bot, vault backend (OpenBao {}), cache TTL 1 s, stale bound 60 s, token TTL 5 s / max 15 s\n",
+        "duration: {seconds} s, 8 concurrent clients, webchat-bot beside an attacked hostile bundle, vault backend (OpenBao {}), cache TTL 1 s, stale bound 60 s, token TTL 5 s / max 15 s\n",
         bao_version()
     );
     let _ = writeln!(report, "| measure | value |\n|---|---|");
@@ -698,6 +724,22 @@ async fn soak(seconds: u64) {
             secs * 1000.0
         );
     }
+    let attack: Vec<String> = attack_answers
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(what, count)| format!("{what}: {count}"))
+        .collect();
+    let _ = writeln!(
+        report,
+        "| hostile bundle beside it (answers by attack and status) | {} |",
+        attack.join(", ")
+    );
+    let _ = writeln!(
+        report,
+        "| hostile responses aborted after the head / log lines suppressed | {aborted} / {suppressed} |"
+    );
+    let _ = writeln!(report, "| worker log size | {} KiB |", log_bytes / 1024);
     let rss_text: Vec<String> = rss
         .iter()
         .map(|(t, m)| format!("{m:.1} MiB @ {t:.0}s"))
@@ -717,6 +759,74 @@ async fn soak(seconds: u64) {
     let out = root().join("target/soak-report.md");
     std::fs::write(&out, &report).unwrap();
     eprintln!("written: {}", out.display());
+}
+
+/// The hostile bundle's attackers: each loops over one abuse until `stop`;
+/// answers are counted by `attack status` (status 0: the response failed).
+fn start_attack(
+    base: &str,
+    stop: &Arc<AtomicBool>,
+    answers: &Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let routes = [
+        "head-hang",
+        "head-trap",
+        "trickle?n=100&ms=50",
+        "fields?n=100000&size=30000",
+        "denied?n=1000000",
+        "no-path?authority=127.0.0.1:9&n=1000000",
+    ];
+    let mut tasks = Vec::new();
+    for route in routes.iter().cycle().take(12) {
+        let (base, stop, answers) = (base.to_string(), stop.clone(), answers.clone());
+        let route = route.to_string();
+        tasks.push(tokio::spawn(async move {
+            let client = client();
+            let name = route.split('?').next().unwrap_or_default().to_string();
+            while !stop.load(Ordering::Relaxed) {
+                let status = match client.get(format!("{base}/h/{route}")).send().await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        if response.bytes().await.is_ok() {
+                            status
+                        } else {
+                            0
+                        }
+                    }
+                    Err(_) => 0,
+                };
+                *answers
+                    .lock()
+                    .unwrap()
+                    .entry(format!("{name} {status}"))
+                    .or_default() += 1;
+            }
+        }));
+    }
+    // Idle, half-sent connections: 50 more every second, each held 3 s.
+    let (addr, stop) = (base.trim_start_matches("http://").to_string(), stop.clone());
+    tasks.push(tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt as _;
+        let mut held = std::collections::VecDeque::new();
+        while !stop.load(Ordering::Relaxed) {
+            for _ in 0..50 {
+                if let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await {
+                    let _ = stream
+                        .write_all(b"POST /webhook HTTP/1.1\r\nhost: x\r\n")
+                        .await;
+                    held.push_back((Instant::now(), stream));
+                }
+            }
+            while held
+                .front()
+                .is_some_and(|(at, _)| at.elapsed() > Duration::from_secs(3))
+            {
+                held.pop_front();
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }));
+    tasks
 }
 
 fn bao_version() -> String {

@@ -73,11 +73,22 @@ pub async fn build_host(
     let kind = config::backend_kind(env)?;
     let (pod_env, tenant) = config::env_and_tenant(env)?;
     let metrics = Arc::new(Metrics::default());
+    let mut runtime_config = runtime_config.clone();
+    if runtime_config.max_instances_per_bundle.is_none() {
+        runtime_config.max_instances_per_bundle =
+            Some(fair_share(runtime_config.max_instances, specs.len()));
+    }
+    if kind == BackendKind::Vault {
+        let settings = config::vault_worker_settings(env)?;
+        let mut guard = (*runtime_config.egress_guard).clone();
+        forbid_backend(&mut guard, &settings.client.addr).await;
+        runtime_config.egress_guard = Arc::new(guard);
+    }
     let backend = worker_backend(env, kind, &metrics).await?;
     tracing::info!(backend = %backend.describe(), env = %pod_env, tenant = %tenant, "secrets backend selected");
     let service = Arc::new(SecretsService::new(backend, config::cache_policy(env)?));
     let gets = Arc::new(GetCounters::default());
-    let runtime = Runtime::new(runtime_config)?;
+    let runtime = Runtime::with_metrics(&runtime_config, metrics.clone())?;
     let mut bundles = Vec::new();
     for spec in specs {
         let manifest = Manifest::load(&spec.dir)?;
@@ -101,10 +112,62 @@ pub async fn build_host(
             team = spec.team.as_str(),
             routes = %routes,
             load_ms = started.elapsed().as_millis() as u64,
+            max_instances = bundle.concurrency_cap(),
+            timeout_ms = bundle.limits().timeout.as_millis() as u64,
+            memory_mib = bundle.limits().memory_bytes >> 20,
             "bundle loaded"
         );
         bundles.push(Arc::new(bundle));
     }
     let host = Host::new(bundles, service, gets, metrics)?;
     Ok((Arc::new(host), runtime))
+}
+
+/// Each bundle's default share of the instance pool: equal parts, at least one.
+/// The shares add up to no more than the pool, so every bundle can always get its
+/// share however busy the others are.
+pub fn fair_share(pool: u32, bundles: usize) -> u32 {
+    let bundles = u32::try_from(bundles.max(1)).unwrap_or(u32::MAX);
+    (pool / bundles).max(1)
+}
+
+/// Adds the secrets backend's address (by name and by every address it resolves
+/// to now) to the destinations no bundle may reach.
+async fn forbid_backend(guard: &mut crate::egress::EgressGuard, addr: &str) {
+    let Ok(url) = reqwest::Url::parse(addr) else {
+        return;
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(authority) = crate::egress::Authority::parse(&format!(
+        "{}:{port}",
+        if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        }
+    )) {
+        guard.forbidden_authorities.push(authority);
+    }
+    let lookup = tokio::net::lookup_host((host, port));
+    if let Ok(Ok(addrs)) = tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
+        guard.forbidden_addrs.extend(addrs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fair_shares_never_exceed_the_pool() {
+        for pool in [1u32, 2, 7, 256] {
+            for bundles in 1usize..=20 {
+                let share = super::fair_share(pool, bundles);
+                assert!(share >= 1);
+                assert!(share as usize * bundles <= (pool as usize).max(bundles));
+            }
+        }
+        assert_eq!(super::fair_share(256, 2), 128);
+    }
 }

@@ -95,7 +95,7 @@ pub struct Manifest {
     pub component: PathBuf,
     pub routes: Vec<String>,
     pub secrets: Vec<String>,
-    pub egress_allow: Vec<String>,
+    pub egress_allow: Vec<crate::egress::Authority>,
     pub limits: Limits,
 }
 
@@ -124,9 +124,15 @@ impl Manifest {
                 ));
             }
         }
-        for authority in &file.egress.allow {
-            validate_authority(authority)?;
-        }
+        let egress_allow = file
+            .egress
+            .allow
+            .iter()
+            .map(|text| {
+                crate::egress::Authority::parse(text)
+                    .map_err(|why| format!("egress.allow: {text:?} must be host:port: {why}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut limits = Limits::default();
         if let Some(mib) = file.limits.memory_mib {
             if mib == 0 || mib > MAX_MEMORY_MIB {
@@ -151,24 +157,51 @@ impl Manifest {
             component: dir.join(file.component),
             routes: file.routes,
             secrets: file.secrets,
-            egress_allow: file.egress.allow,
+            egress_allow,
             limits,
         })
     }
 }
 
-fn validate_authority(authority: &str) -> Result<(), String> {
-    let bad = || format!("egress.allow: {authority:?} must be host:port");
-    let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
-    if host.is_empty()
-        || port.parse::<u16>().is_err()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
-    {
-        return Err(bad());
+impl Limits {
+    /// These limits, each capped at the operator's `maxima`; names what was capped.
+    pub fn capped(self, maxima: &Limits) -> (Limits, Vec<String>) {
+        let mut capped = Vec::new();
+        let mut limits = self;
+        if limits.memory_bytes > maxima.memory_bytes {
+            capped.push(format!(
+                "memory {} MiB -> {} MiB",
+                limits.memory_bytes >> 20,
+                maxima.memory_bytes >> 20
+            ));
+            limits.memory_bytes = maxima.memory_bytes;
+        }
+        if limits.timeout > maxima.timeout {
+            capped.push(format!(
+                "timeout {:?} -> {:?}",
+                limits.timeout, maxima.timeout
+            ));
+            limits.timeout = maxima.timeout;
+        }
+        if limits.response_bytes > maxima.response_bytes {
+            capped.push(format!(
+                "response {} MiB -> {} MiB",
+                limits.response_bytes >> 20,
+                maxima.response_bytes >> 20
+            ));
+            limits.response_bytes = maxima.response_bytes;
+        }
+        (limits, capped)
     }
-    Ok(())
+
+    /// The operator's default maxima for what a manifest may ask.
+    pub fn operator_default_maxima() -> Limits {
+        Limits {
+            memory_bytes: 512 << 20,
+            timeout: std::time::Duration::from_secs(30),
+            response_bytes: 64 << 20,
+        }
+    }
 }
 
 /// One `--bundle DIR[=TEAM]` argument: where the bundle is and the team the operator

@@ -6,6 +6,7 @@ use crate::bundle::BundleSpec;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,6 +47,38 @@ pub struct RouteArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// Client connection limits (`serve` and `route`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// Time a client has to send a complete request head; also the keep-alive
+    /// idle timeout (a connection with no request in progress is closed after it).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+    /// Open client connections; past it a new connection gets 503 and is closed.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Largest request head (request line + headers) in bytes; past it 431.
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1024..=1048576))]
+    pub max_header_bytes: u32,
+}
+
+impl ConnectionArgs {
+    pub fn limits(&self) -> crate::ingress::ConnectionLimits {
+        crate::ingress::ConnectionLimits {
+            header_read_timeout: self.header_read_timeout,
+            max_connections: self.max_connections as usize,
+            max_header_bytes: self.max_header_bytes as usize,
+        }
+    }
+}
+
+/// Parses a duration flag (`250ms`, `10s`, `5m`).
+fn duration(text: &str) -> Result<Duration, String> {
+    crate::config::parse_duration("the flag", text).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,9 +144,32 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080", env = "GTC_LISTEN")]
     pub listen: SocketAddr,
-    /// Requests that may run at once; more wait for a free instance.
-    #[arg(long, default_value_t = 256)]
+    /// Requests that may run at once (the instance pool); more wait for a free
+    /// instance, at most --queue-timeout.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100000))]
     pub max_instances: u32,
+    /// Instances one bundle may hold at once. Default: a fair share of the pool
+    /// (max-instances / number of bundles), so no bundle can starve another.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_instances_per_bundle: Option<u32>,
+    /// How long a request waits for a free instance before it gets 503 + Retry-After.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub queue_timeout: Duration,
+    /// The longest time limit a bundle manifest may ask (limits.timeout_ms is capped).
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub max_timeout: Duration,
+    /// The most memory a bundle manifest may ask (limits.memory_mib is capped).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_memory_mib: u64,
+    /// The largest response body a bundle manifest may ask (limits.response_mib is capped).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_response_mib: u64,
+    /// Let bundles' egress reach loopback addresses (refused by default; the host's
+    /// own listener and the secrets backend stay refused either way).
+    #[arg(long)]
+    pub egress_allow_loopback: bool,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
     /// Directory for compiled components, so the next start skips compilation.
     #[arg(long, env = "GTC_COMPILE_CACHE")]
     pub compile_cache: Option<PathBuf>,

@@ -1,26 +1,249 @@
-//! Outgoing HTTP from guests: only to the bundle's allowlist, only so many per request.
+//! Outgoing HTTP from guests: only to the bundle's allowlist, never to what the
+//! operator forbids, only so many per request.
 //!
-//! The allowlist holds `host:port` authorities from the bundle manifest; a request
-//! to anything else fails inside the guest with `HTTP-request-denied` and is logged.
-//! An empty list (the default) means no outgoing HTTP at all.
+//! Two lists decide, in this order:
+//! - the bundle's allowlist (`[egress].allow` in its manifest, written by the bundle
+//!   author): `host:port` authorities, compared after normalisation (lower-case host,
+//!   explicit port, no user-info). An empty list means no outgoing HTTP at all;
+//! - the operator's [`EgressGuard`], which no manifest can widen: link-local
+//!   addresses (cloud metadata services such as 169.254.169.254), the host's own
+//!   listeners, the secrets backend (Vault) and, unless the operator allows it,
+//!   loopback. The guard looks at the addresses a name resolves to, so a friendly
+//!   name pointing at a forbidden address is refused too. For plain `http` the
+//!   connection then goes to the address that was checked; `https` connects by name
+//!   (the certificate is checked against it), so a name whose DNS answer changes
+//!   between check and connect is outside what the guard sees — a NetworkPolicy on
+//!   the pod's egress covers that case.
+//!
+//! A refused request fails inside the guest with `HTTP-request-denied` (or
+//! `destination-IP-prohibited`) and is logged through the bundle's rate limiter.
 
+use crate::log_limit::LogLimiter;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 /// Default cap on outgoing requests in one incoming request.
 pub const DEFAULT_MAX_OUTGOING_PER_REQUEST: u32 = 32;
+/// Longest a destination's DNS look-up may take before the request is refused.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A normalised `host:port` authority.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Authority {
+    /// Lower-case; IPv6 addresses without brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Why an authority is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorityError {
+    #[error("user-info (`user@`) is not allowed in an authority")]
+    UserInfo,
+    #[error("the port must be a number from 1 to 65535")]
+    Port,
+    #[error("the host is empty or has characters a host name cannot have")]
+    Host,
+    #[error("an explicit port is required (host:port)")]
+    MissingPort,
+}
+
+impl Authority {
+    /// Parses `host:port` (as written in a manifest): a port is required.
+    pub fn parse(text: &str) -> Result<Self, AuthorityError> {
+        Self::parse_with_default(text, None)
+    }
+
+    /// Parses an authority, using `default_port` when none is written.
+    pub fn parse_with_default(
+        text: &str,
+        default_port: Option<u16>,
+    ) -> Result<Self, AuthorityError> {
+        if text.contains('@') {
+            return Err(AuthorityError::UserInfo);
+        }
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or(AuthorityError::Host)?;
+            let port = match after.strip_prefix(':') {
+                Some(port) => Some(port),
+                None if after.is_empty() => None,
+                None => return Err(AuthorityError::Host),
+            };
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(AuthorityError::Host);
+            }
+            (host, port)
+        } else {
+            match text.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (text, None),
+            }
+        };
+        let port = match port {
+            Some(port) => parse_port(port)?,
+            None => default_port.ok_or(AuthorityError::MissingPort)?,
+        };
+        let valid_host = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+        if !valid_host {
+            return Err(AuthorityError::Host);
+        }
+        Ok(Self {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// The address, when the host is an IP literal.
+    fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+}
+
+fn parse_port(text: &str) -> Result<u16, AuthorityError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AuthorityError::Port);
+    }
+    match text.parse::<u16>() {
+        Ok(0) | Err(_) => Err(AuthorityError::Port),
+        Ok(port) => Ok(port),
+    }
+}
+
+/// The authority an outgoing request is addressed to, with the scheme's default port.
+fn request_authority(request: &http::Request<WasiBody>) -> Result<Authority, AuthorityError> {
+    let uri = request.uri();
+    let authority = uri.authority().ok_or(AuthorityError::Host)?;
+    let default_port = match uri.scheme_str() {
+        Some("http") => 80,
+        Some("https") => 443,
+        _ => return Err(AuthorityError::Host),
+    };
+    Authority::parse_with_default(authority.as_str(), Some(default_port))
+}
+
+/// Destinations the operator forbids to every bundle, whatever its allowlist says.
+#[derive(Debug, Clone, Default)]
+pub struct EgressGuard {
+    /// Loopback (and the unspecified address, which reaches it) is allowed.
+    pub allow_loopback: bool,
+    /// The host's own listeners: any local address on these ports is refused.
+    pub own_ports: Vec<u16>,
+    /// Exact endpoints refused (e.g. Vault's resolved address).
+    pub forbidden_addrs: Vec<SocketAddr>,
+    /// Authorities refused by name (e.g. Vault's `host:port`).
+    pub forbidden_authorities: Vec<Authority>,
+}
+
+impl EgressGuard {
+    /// Why `addr` (an address `authority` resolved to) is forbidden, if it is.
+    fn refuses(&self, addr: SocketAddr) -> Option<&'static str> {
+        let ip = canonical_ip(addr.ip());
+        let local = ip.is_loopback() || ip.is_unspecified();
+        if is_link_local(ip) {
+            return Some("a link-local address (cloud metadata services live there)");
+        }
+        if self
+            .forbidden_addrs
+            .iter()
+            .any(|f| canonical_ip(f.ip()) == ip && f.port() == addr.port())
+        {
+            return Some("the secrets backend");
+        }
+        if local && self.own_ports.contains(&addr.port()) {
+            return Some("the host's own listener");
+        }
+        if local && !self.allow_loopback {
+            return Some("loopback (the operator has not allowed it)");
+        }
+        None
+    }
+
+    /// Why `authority` is forbidden by name, if it is.
+    fn refuses_name(&self, authority: &Authority) -> Option<&'static str> {
+        self.forbidden_authorities
+            .contains(authority)
+            .then_some("the secrets backend")
+    }
+
+    /// Checks an authority as written (no DNS): for warnings at load time.
+    pub fn refuses_literal(&self, authority: &Authority) -> Option<&'static str> {
+        self.refuses_name(authority).or_else(|| {
+            authority
+                .ip()
+                .and_then(|ip| self.refuses(SocketAddr::new(ip, authority.port)))
+        })
+    }
+
+    /// Resolves `authority` and checks every address. Returns the first address
+    /// when all are allowed.
+    async fn check(&self, authority: &Authority) -> Result<SocketAddr, Refusal> {
+        if let Some(why) = self.refuses_name(authority) {
+            return Err(Refusal::Forbidden(why));
+        }
+        let addrs: Vec<SocketAddr> = match authority.ip() {
+            Some(ip) => vec![SocketAddr::new(ip, authority.port)],
+            None => {
+                let lookup = tokio::net::lookup_host((authority.host.as_str(), authority.port));
+                match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+                    Ok(Ok(addrs)) => addrs.collect(),
+                    Ok(Err(_)) | Err(_) => return Err(Refusal::Unresolved),
+                }
+            }
+        };
+        if let Some(why) = addrs.iter().find_map(|addr| self.refuses(*addr)) {
+            return Err(Refusal::Forbidden(why));
+        }
+        addrs.first().copied().ok_or(Refusal::Unresolved)
+    }
+}
+
+enum Refusal {
+    Forbidden(&'static str),
+    Unresolved,
+}
+
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
 
 /// A bundle's egress rules, shared by its requests.
 #[derive(Debug)]
 pub struct EgressPolicy {
     pub bundle: Arc<str>,
-    pub allow: Vec<String>,
+    pub allow: Vec<Authority>,
     pub max_per_request: u32,
+    pub guard: Arc<EgressGuard>,
+    pub log: Arc<LogLimiter>,
 }
 
 impl EgressPolicy {
-    fn allows(&self, authority: &str) -> bool {
-        self.allow.iter().any(|a| a.eq_ignore_ascii_case(authority))
+    fn allows(&self, authority: &Authority) -> bool {
+        self.allow.contains(authority)
     }
 }
 
@@ -48,50 +271,147 @@ type ResponseFuture = Box<
         > + Send,
 >;
 
-fn authority_of(request: &http::Request<WasiBody>) -> Option<String> {
-    let uri = request.uri();
-    let host = uri.host()?;
-    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-        Some("http") => 80,
-        _ => 443,
-    });
-    Some(format!("{host}:{port}"))
+fn refused(error: HttpError) -> ResponseFuture {
+    Box::new(async { Err(error) })
 }
 
 impl WasiHttpHooks for EgressHooks {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> ResponseFuture {
         drop(fut);
-        let authority = authority_of(&request);
-        let allowed = authority.as_deref().is_some_and(|a| self.policy.allows(a));
-        if !allowed {
-            tracing::warn!(
-                bundle = %self.policy.bundle,
-                authority = authority.as_deref().unwrap_or("(none)"),
+        let policy = self.policy.clone();
+        let authority = match request_authority(&request) {
+            Ok(authority) => authority,
+            Err(why) => {
+                crate::limited_warn!(
+                    policy.log,
+                    policy.bundle,
+                    "egress-denied",
+                    "outgoing HTTP denied: malformed authority ({why})"
+                );
+                return refused(HttpError::HttpRequestUriInvalid);
+            }
+        };
+        if !policy.allows(&authority) {
+            crate::limited_warn!(
+                policy.log,
+                policy.bundle,
+                "egress-denied",
+                %authority,
                 "outgoing HTTP denied: not in the bundle's egress allowlist"
             );
-            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            return refused(HttpError::HttpRequestDenied);
         }
         self.sent += 1;
-        if self.sent > self.policy.max_per_request {
-            tracing::warn!(
-                bundle = %self.policy.bundle,
-                limit = self.policy.max_per_request,
+        if self.sent > policy.max_per_request {
+            crate::limited_warn!(
+                policy.log,
+                policy.bundle,
+                "egress-limit",
+                limit = policy.max_per_request,
                 "outgoing HTTP denied: too many requests in one incoming request"
             );
-            return Box::new(async { Err(HttpError::ConnectionLimitReached) });
+            return refused(HttpError::ConnectionLimitReached);
         }
         Box::new(async move {
             use http_body_util::BodyExt;
+            let addr = match policy.guard.check(&authority).await {
+                Ok(addr) => addr,
+                Err(Refusal::Forbidden(why)) => {
+                    crate::limited_warn!(
+                        policy.log,
+                        policy.bundle,
+                        "egress-forbidden",
+                        %authority,
+                        "outgoing HTTP denied by the operator's egress policy: {why}"
+                    );
+                    return Err(HttpError::DestinationIpProhibited);
+                }
+                Err(Refusal::Unresolved) => return Err(HttpError::DestinationNotFound),
+            };
+            // Plain http goes to the address that was checked (the Host header
+            // keeps the name); https connects by name for the certificate check.
+            if request.uri().scheme_str() == Some("http") {
+                let mut parts = request.uri().clone().into_parts();
+                if let Ok(pinned) = http::uri::Authority::try_from(addr.to_string()) {
+                    parts.authority = Some(pinned);
+                    if let Ok(uri) = http::Uri::from_parts(parts) {
+                        *request.uri_mut() = uri;
+                    }
+                }
+            }
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_are_normalised_and_strict() {
+        let a = Authority::parse("API.Example.com:443").unwrap();
+        assert_eq!(a.to_string(), "api.example.com:443");
+        assert_eq!(
+            Authority::parse("[::1]:8080").unwrap().to_string(),
+            "[::1]:8080"
+        );
+        assert_eq!(
+            Authority::parse_with_default("example.com", Some(80))
+                .unwrap()
+                .port,
+            80
+        );
+        for (bad, why) in [
+            ("user@example.com:443", AuthorityError::UserInfo),
+            ("example.com:99999", AuthorityError::Port),
+            ("example.com:0", AuthorityError::Port),
+            ("example.com:+80", AuthorityError::Port),
+            ("example.com:", AuthorityError::Port),
+            ("example.com", AuthorityError::MissingPort),
+            (":80", AuthorityError::Host),
+            ("exa mple.com:80", AuthorityError::Host),
+            ("[not-v6]:80", AuthorityError::Host),
+        ] {
+            assert_eq!(Authority::parse(bad), Err(why), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_guard_refuses_metadata_loopback_own_ports_and_the_backend() {
+        let vault: SocketAddr = "10.0.0.5:8200".parse().unwrap();
+        let guard = EgressGuard {
+            allow_loopback: false,
+            own_ports: vec![8080],
+            forbidden_addrs: vec![vault],
+            forbidden_authorities: vec![Authority::parse("vault.vault.svc:8200").unwrap()],
+        };
+        let refused = |text: &str| guard.refuses_literal(&Authority::parse(text).unwrap());
+        assert!(refused("169.254.169.254:80").is_some());
+        assert!(refused("[fe80::1]:80").is_some());
+        assert!(refused("127.0.0.1:9000").is_some());
+        assert!(refused("[::ffff:127.0.0.1]:9000").is_some());
+        assert!(refused("0.0.0.0:9000").is_some());
+        assert!(refused("10.0.0.5:8200").is_some());
+        assert!(refused("vault.vault.svc:8200").is_some());
+        assert!(refused("10.0.0.5:443").is_none());
+        assert!(refused("93.184.216.34:443").is_none());
+        let loopback_ok = EgressGuard {
+            allow_loopback: true,
+            ..guard
+        };
+        let refused = |text: &str| loopback_ok.refuses_literal(&Authority::parse(text).unwrap());
+        assert!(refused("127.0.0.1:9000").is_none());
+        assert!(refused("127.0.0.1:8080").is_some(), "own listener");
+        assert!(refused("169.254.169.254:80").is_some());
     }
 }

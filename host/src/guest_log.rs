@@ -1,8 +1,11 @@
 //! Guest stdout/stderr, sent to the host log line by line, tagged with the bundle.
 //!
 //! Output is size-limited per request: past the budget, lines are dropped and one
-//! warning says so. A guest that prints without end cannot flood the host log.
+//! warning says so. Across requests, the bundle's [`LogLimiter`] caps the lines per
+//! second ([`LINES_PER_SECOND`]) with a "suppressed" summary. A guest that prints
+//! without end cannot flood the host log.
 
+use crate::log_limit::{Admit, LogLimiter};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,6 +18,8 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 pub const DEFAULT_BUDGET: usize = 64 * 1024;
 /// Longest line logged as one event; longer lines are split.
 const MAX_LINE: usize = 4096;
+/// Guest output lines logged per bundle per second, over all its requests.
+pub const LINES_PER_SECOND: u32 = 200;
 
 /// The output budget of one request, shared by its stdout and stderr.
 #[derive(Clone)]
@@ -50,14 +55,21 @@ pub struct GuestLog {
     bundle: Arc<str>,
     stream: &'static str,
     budget: OutputBudget,
+    limiter: Arc<LogLimiter>,
 }
 
 impl GuestLog {
-    pub fn new(bundle: Arc<str>, stream: &'static str, budget: OutputBudget) -> Self {
+    pub fn new(
+        bundle: Arc<str>,
+        stream: &'static str,
+        budget: OutputBudget,
+        limiter: Arc<LogLimiter>,
+    ) -> Self {
         Self {
             bundle,
             stream,
             budget,
+            limiter,
         }
     }
 }
@@ -84,6 +96,14 @@ struct LineWriter {
 
 impl LineWriter {
     fn emit(&self, line: &[u8]) {
+        let Admit::Log { suppressed } = self
+            .log
+            .limiter
+            .admit_up_to("guest-output", LINES_PER_SECOND)
+        else {
+            return;
+        };
+        LogLimiter::log_suppressed(&self.log.bundle, "guest-output", suppressed);
         let text = String::from_utf8_lossy(line);
         tracing::info!(
             target: "gtc::guest",

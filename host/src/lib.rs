@@ -14,8 +14,9 @@
 //! - [`capability`]: the `greentic:secrets/secrets` host import and its audit events.
 //! - [`bundle`]: bundle manifests and operator bundle assignments.
 //! - [`runtime`]: the Wasm engine, pre-instantiation, per-request sandbox.
-//! - [`egress`], [`guest_log`], [`response_limit`]: outgoing-HTTP allowlist; guest
-//!   output to the log; response body cap.
+//! - [`egress`], [`guest_log`], [`response_limit`]: outgoing-HTTP allowlist and the
+//!   operator's forbidden destinations; guest output to the log; response body cap.
+//! - [`log_limit`]: rate limits on what the host logs on a guest's behalf.
 //! - [`ingress`]: the HTTP server, routing, health, readiness, metrics.
 //! - [`config`]: the pod's environment contract.
 //! - [`deploy`]: Kubernetes manifests (`gtc deploy render`); [`route`]: the router.
@@ -38,6 +39,7 @@ pub mod envelope;
 pub mod fuzz_checks;
 pub mod guest_log;
 pub mod ingress;
+pub mod log_limit;
 pub mod metrics;
 pub mod op;
 pub mod response_limit;

@@ -8,17 +8,22 @@ use gtc::cli::{Cli, Command, DeployCommand, OpCommand, RenderArgs, SecretsComman
 use gtc::config::ProcessEnv;
 use std::process::ExitCode;
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); lines the host's
+/// libraries write on a guest's behalf are rate-limited per call site.
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let limit = gtc::log_limit::CallsiteLimit::new(gtc::log_limit::CallsiteLimit::GUEST_DRIVEN);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let registry = tracing_subscriber::registry().with(filter).with(limit);
     if std::env::var("GTC_LOG_FORMAT").is_ok_and(|v| v == "json") {
-        builder.json().init();
+        registry.with(fmt.json()).init();
     } else {
-        builder.init();
+        registry.with(fmt).init();
     }
 }
 
@@ -50,20 +55,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let env = ProcessEnv;
     match cli.command {
         Command::Serve(args) => {
-            let runtime_config = gtc::runtime::RuntimeConfig {
-                max_instances: args.max_instances,
-                compile_cache: args.compile_cache,
-            };
-            let (host, _runtime) =
-                gtc::app::build_host(&env, &args.bundles, &runtime_config).await?;
+            // Bind first: the host's own port is a destination no bundle may reach.
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             let addr = listener.local_addr()?;
+            let runtime_config = gtc::runtime::RuntimeConfig {
+                max_instances: args.max_instances,
+                max_instances_per_bundle: args.max_instances_per_bundle,
+                queue_timeout: args.queue_timeout,
+                maxima: gtc::bundle::Limits {
+                    memory_bytes: (args.max_memory_mib as usize) << 20,
+                    timeout: args.max_timeout,
+                    response_bytes: args.max_response_mib << 20,
+                },
+                egress_guard: std::sync::Arc::new(gtc::egress::EgressGuard {
+                    allow_loopback: args.egress_allow_loopback,
+                    own_ports: vec![addr.port()],
+                    ..Default::default()
+                }),
+                compile_cache: args.compile_cache,
+            };
+            let (host, _runtime) =
+                gtc::app::build_host(&env, &args.bundles, &runtime_config).await?;
             // Tests and scripts read this line to find the port.
             println!("gtc listening on http://{addr}");
             tracing::info!(%addr, "serving");
-            gtc::ingress::serve(listener, host, shutdown_signal()).await;
+            gtc::ingress::serve(
+                listener,
+                host,
+                &args.connections.limits(),
+                shutdown_signal(),
+            )
+            .await;
             Ok(())
         }
         Command::Deploy { command } => match *command {
@@ -80,7 +104,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             println!("gtc route listening on http://{addr}");
             tracing::info!(%addr, upstream = %args.upstream, "routing");
-            gtc::route::serve(listener, router, shutdown_signal()).await;
+            gtc::route::serve(
+                listener,
+                router,
+                &args.connections.limits(),
+                shutdown_signal(),
+            )
+            .await;
             Ok(())
         }
         Command::Doctor(args) => {

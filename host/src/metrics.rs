@@ -13,17 +13,124 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// App-wide counters that are not owned by a more specific module.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// `(bundle, status)`: an HTTP status, or `aborted` for a response that failed
+    /// after its head was sent, or `499` when the client left first.
+    requests: Mutex<BTreeMap<(String, Status), u64>>,
+    /// Requests that had to wait for an instance slot, by bundle.
+    queued: Mutex<BTreeMap<String, u64>>,
+    /// Connections refused at the connection cap.
+    pub connections_refused: AtomicU64,
+    /// Connections accepted and open right now.
+    pub connections_open: AtomicU64,
     pub logins: AtomicU64,
     pub login_failures: AtomicU64,
     pub renewals: AtomicU64,
 }
 
+/// How a request ended, for the `status` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Status {
+    Http(u16),
+    Aborted,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Http(code) => write!(f, "{code}"),
+            Self::Aborted => f.write_str("aborted"),
+        }
+    }
+}
+
 impl Metrics {
     /// Counts one answered request.
     pub fn request(&self, bundle: &str, status: u16) {
+        self.count(bundle, Status::Http(status));
+    }
+
+    /// Counts a request whose response failed after its head was sent.
+    pub fn request_aborted(&self, bundle: &str) {
+        self.count(bundle, Status::Aborted);
+    }
+
+    fn count(&self, bundle: &str, status: Status) {
         let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         *requests.entry((bundle.to_string(), status)).or_default() += 1;
+    }
+
+    /// Counts a request that waited for an instance slot.
+    pub fn queued(&self, bundle: &str) {
+        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        *queued.entry(bundle.to_string()).or_default() += 1;
+    }
+
+    /// Per-bundle gauges and counters of the runtime: instances in use, cap,
+    /// queued requests, lines the log limiter dropped.
+    pub fn render_bundles<'a>(
+        &self,
+        out: &mut String,
+        bundles: impl Iterator<Item = (&'a str, u32, u32, u64)> + Clone,
+    ) {
+        let _ = writeln!(
+            out,
+            "# HELP gtc_bundle_instances_in_use Instances a bundle holds right now."
+        );
+        let _ = writeln!(out, "# TYPE gtc_bundle_instances_in_use gauge");
+        for (bundle, in_use, _, _) in bundles.clone() {
+            let _ = writeln!(
+                out,
+                "gtc_bundle_instances_in_use{{bundle=\"{bundle}\"}} {in_use}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP gtc_bundle_instances_cap Instances a bundle may hold at once."
+        );
+        let _ = writeln!(out, "# TYPE gtc_bundle_instances_cap gauge");
+        for (bundle, _, cap, _) in bundles.clone() {
+            let _ = writeln!(out, "gtc_bundle_instances_cap{{bundle=\"{bundle}\"}} {cap}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP gtc_log_lines_suppressed_total Log lines about a bundle dropped by the rate limiter."
+        );
+        let _ = writeln!(out, "# TYPE gtc_log_lines_suppressed_total counter");
+        for (bundle, _, _, dropped) in bundles {
+            let _ = writeln!(
+                out,
+                "gtc_log_lines_suppressed_total{{bundle=\"{bundle}\"}} {dropped}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP gtc_requests_queued_total Requests that waited for an instance slot."
+        );
+        let _ = writeln!(out, "# TYPE gtc_requests_queued_total counter");
+        for (bundle, count) in self.queued.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "gtc_requests_queued_total{{bundle=\"{bundle}\"}} {count}"
+            );
+        }
+        for (name, help, kind, value) in [
+            (
+                "gtc_connections_open",
+                "Client connections open right now.",
+                "gauge",
+                &self.connections_open,
+            ),
+            (
+                "gtc_connections_refused_total",
+                "Client connections refused at the connection cap.",
+                "counter",
+                &self.connections_refused,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
     }
 
     /// Renders every metric.
@@ -31,7 +138,8 @@ impl Metrics {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "# HELP gtc_requests_total HTTP requests answered, by bundle and status."
+            "# HELP gtc_requests_total HTTP requests answered, by bundle and status \
+             (aborted: failed after the response head was sent; 499: the client left first)."
         );
         let _ = writeln!(out, "# TYPE gtc_requests_total counter");
         for ((bundle, status), count) in self

@@ -1,13 +1,12 @@
 //! A cap on how many bytes a bundle's response body may carry.
 //!
 //! A guest that streams without end is cut off at its limit: the body ends with an
-//! error (the client sees a truncated response), the guest's next write fails, and
-//! one log line names the bundle and the limit.
+//! error (the client sees an aborted response) and the guest's next write fails;
+//! the runtime's guarded body logs it once, naming the bundle and the limit.
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use wasmtime_wasi_http::Error as HttpError;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -19,16 +18,14 @@ pub struct LimitedBody {
     inner: HyperOutgoingBody,
     left: u64,
     limit: u64,
-    bundle: Arc<str>,
 }
 
 impl LimitedBody {
-    pub fn new(inner: HyperOutgoingBody, limit: u64, bundle: Arc<str>) -> Self {
+    pub fn new(inner: HyperOutgoingBody, limit: u64) -> Self {
         Self {
             inner,
             left: limit,
             limit,
-            bundle,
         }
     }
 }
@@ -48,11 +45,6 @@ impl Body for LimitedBody {
             let len = data.len() as u64;
             if len > self.left {
                 self.left = 0;
-                tracing::warn!(
-                    bundle = %self.bundle,
-                    limit_bytes = self.limit,
-                    "bundle response exceeded its body size limit; response cut off"
-                );
                 return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(self.limit)))));
             }
             self.left -= len;

@@ -52,6 +52,10 @@ impl Router {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(std::time::Duration::from_secs(60))
+            // Below the worker's keep-alive idle timeout (its header-read timeout,
+            // 10 s by default), so a pooled connection is never reused just as the
+            // worker closes it.
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
             .build()
             .map_err(|e| RouteError::Client(e.to_string()))?;
         Ok(Self {
@@ -134,9 +138,16 @@ impl Router {
 }
 
 /// Serves the router on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Arc<Router>,
+    limits: &crate::ingress::ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
     crate::ingress::serve_connections(
         listener,
+        limits,
+        Arc::new(crate::metrics::Metrics::default()),
         move |request| {
             let router = router.clone();
             async move { router.forward(request).await }

@@ -4,19 +4,28 @@
 //! Sandbox, per request: no environment variables, arguments, preopened directories
 //! or sockets; outgoing HTTP only to the bundle's allowlist; memory, instance and
 //! table limits; a time limit enforced by epoch interruption (CPU) and by a wall
-//! clock timeout (waiting); stdout/stderr to the host log, tagged and size-limited.
+//! clock timeout (waiting), covering the response body too; stdout/stderr to the
+//! host log, tagged and size-limited; host-side resources (header maps, streams,
+//! outgoing requests) bounded in proportion to the memory limit.
+//!
+//! Neighbours: a request holds its bundle's slot and a pool slot until its instance
+//! is gone, each bundle may hold at most its share of the pool, and a request that
+//! finds no slot within the queue timeout is refused with 503 + `Retry-After`
+//! instead of waiting behind a hostile bundle.
 
 use crate::bundle::{Limits, Manifest};
 use crate::capability::{self, BundleSecrets, SecretsCtx};
-use crate::egress::{EgressHooks, EgressPolicy};
+use crate::egress::{EgressGuard, EgressHooks, EgressPolicy};
 use crate::guest_log::{self, GuestLog, OutputBudget};
+use crate::log_limit::LogLimiter;
+use crate::metrics::Metrics;
 use crate::response_limit::LimitedBody;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime::{StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
@@ -46,11 +55,32 @@ const MAX_WARM_SLOTS: u32 = 32;
 /// Extra wall-clock time, past the CPU limit, before a waiting request is abandoned.
 const WALL_CLOCK_GRACE: Duration = Duration::from_millis(500);
 
+/// Host-side resources (header maps, bodies, streams, pollables, outgoing
+/// requests, pending futures) one request may hold at once, per MiB of the
+/// bundle's memory limit. Together with [`FIELD_SIZE_LIMIT`] this ties the host
+/// memory a request can make the host allocate to the memory the operator already
+/// granted its guest: 32 entries × 32 KiB per MiB ≈ 1 MiB per MiB.
+const HOST_RESOURCES_PER_MIB: usize = 32;
+/// At least this many host-side resources per request, whatever the memory limit.
+const MIN_HOST_RESOURCES: usize = 256;
+/// Largest header map (in wasmtime's accounting: bytes plus per-entry overhead) a
+/// guest may build; public proxies cap request headers at 8–32 KiB on the wire.
+const FIELD_SIZE_LIMIT: usize = 32 << 10;
+
 /// Engine-wide settings.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// Instances that may run at once (the pool size); more requests wait.
     pub max_instances: u32,
+    /// Instances one bundle may hold at once (`None`: the whole pool). The app sets
+    /// a fair share of the pool by default, so a bundle cannot starve the others.
+    pub max_instances_per_bundle: Option<u32>,
+    /// How long a request may wait for an instance before it is refused with 503.
+    pub queue_timeout: Duration,
+    /// The operator's maxima for what a bundle manifest may ask.
+    pub maxima: Limits,
+    /// Destinations no bundle may reach, whatever its manifest says.
+    pub egress_guard: Arc<EgressGuard>,
     /// Compiled-component cache directory (`None`: compile at every start).
     pub compile_cache: Option<std::path::PathBuf>,
 }
@@ -59,6 +89,10 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             max_instances: 256,
+            max_instances_per_bundle: None,
+            queue_timeout: Duration::from_secs(1),
+            maxima: Limits::operator_default_maxima(),
+            egress_guard: Arc::new(EgressGuard::default()),
             compile_cache: None,
         }
     }
@@ -111,11 +145,21 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<RequestState>,
     slots: Arc<Semaphore>,
+    config: RuntimeConfig,
+    metrics: Arc<Metrics>,
     ticker_stop: Arc<AtomicBool>,
 }
 
 impl Runtime {
     pub fn new(config: &RuntimeConfig) -> Result<Self, RuntimeError> {
+        Self::with_metrics(config, Arc::new(Metrics::default()))
+    }
+
+    /// A runtime that counts its requests in `metrics`.
+    pub fn with_metrics(
+        config: &RuntimeConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, RuntimeError> {
         let engine_err = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
         let mut wasm = Config::new();
         wasm.epoch_interruption(true);
@@ -160,12 +204,18 @@ impl Runtime {
             engine,
             linker,
             slots: Arc::new(Semaphore::new(n as usize)),
+            config: config.clone(),
+            metrics,
             ticker_stop,
         })
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Compiles and pre-instantiates a bundle's component.
@@ -191,19 +241,50 @@ impl Runtime {
             ))
         })?;
         let bundle: Arc<str> = Arc::from(manifest.id.as_str());
+        let (limits, capped) = manifest.limits.capped(&self.config.maxima);
+        if !capped.is_empty() {
+            tracing::warn!(
+                bundle = %bundle,
+                "bundle manifest asks more than the operator allows; capped: {}",
+                capped.join(", ")
+            );
+        }
+        let log = Arc::new(LogLimiter::new());
+        for authority in &manifest.egress_allow {
+            if let Some(why) = self.config.egress_guard.refuses_literal(authority) {
+                tracing::warn!(
+                    bundle = %bundle,
+                    %authority,
+                    "egress.allow names a destination the operator forbids ({why}); requests to it will be refused"
+                );
+            }
+        }
         let egress = Arc::new(EgressPolicy {
             bundle: bundle.clone(),
             allow: manifest.egress_allow.clone(),
             max_per_request: crate::egress::DEFAULT_MAX_OUTGOING_PER_REQUEST,
+            guard: self.config.egress_guard.clone(),
+            log: log.clone(),
         });
+        let pool = self.config.max_instances.max(1);
+        let cap = self
+            .config
+            .max_instances_per_bundle
+            .unwrap_or(pool)
+            .clamp(1, pool);
         Ok(LoadedBundle {
             name: bundle,
-            limits: manifest.limits,
+            limits,
             manifest,
             pre,
             secrets,
             egress,
             slots: self.slots.clone(),
+            own_slots: Arc::new(Semaphore::new(cap as usize)),
+            cap,
+            queue_timeout: self.config.queue_timeout,
+            metrics: self.metrics.clone(),
+            log,
         })
     }
 }
@@ -215,7 +296,7 @@ impl Drop for Runtime {
 }
 
 /// How a request failed inside the host (the client gets a short status).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RequestError {
     #[error("bundle {bundle} exceeded its time limit of {limit:?}")]
     Timeout { bundle: String, limit: Duration },
@@ -223,12 +304,25 @@ pub enum RequestError {
     Memory { bundle: String, limit_mib: usize },
     #[error("bundle {bundle} exhausted its call stack (unbounded recursion?)")]
     Stack { bundle: String },
+    #[error(
+        "bundle {bundle} exceeded its host resource budget of {limit} handles \
+         (header maps, bodies, streams, outgoing requests); request stopped"
+    )]
+    HostResources { bundle: String, limit: usize },
     #[error("bundle {bundle} failed: {reason}")]
     Guest { bundle: String, reason: String },
     #[error("bundle {bundle} never sent a response")]
     NoResponse { bundle: String },
     #[error("bundle {bundle}: bad request: {reason}")]
     BadRequest { bundle: String, reason: String },
+    #[error(
+        "bundle {bundle}: no instance free within {waited:?} ({what}); request refused with 503"
+    )]
+    Busy {
+        bundle: String,
+        what: String,
+        waited: Duration,
+    },
 }
 
 impl RequestError {
@@ -236,7 +330,22 @@ impl RequestError {
         match self {
             Self::Timeout { .. } => http::StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest { .. } => http::StatusCode::BAD_REQUEST,
+            Self::Busy { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
             _ => http::StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short log-limiter kind for this failure.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout { .. } => "timeout",
+            Self::Memory { .. } => "memory",
+            Self::Stack { .. } => "stack",
+            Self::HostResources { .. } => "host-resources",
+            Self::Guest { .. } => "guest-failure",
+            Self::NoResponse { .. } => "no-response",
+            Self::BadRequest { .. } => "bad-request",
+            Self::Busy { .. } => "busy",
         }
     }
 }
@@ -249,7 +358,20 @@ pub struct LoadedBundle {
     pre: ProxyPre<RequestState>,
     secrets: Arc<BundleSecrets>,
     egress: Arc<EgressPolicy>,
+    /// The pool, shared by every bundle.
     slots: Arc<Semaphore>,
+    /// This bundle's share of the pool.
+    own_slots: Arc<Semaphore>,
+    cap: u32,
+    queue_timeout: Duration,
+    metrics: Arc<Metrics>,
+    log: Arc<LogLimiter>,
+}
+
+/// The slots a running request holds until its instance is gone.
+struct Admission {
+    _own: OwnedSemaphorePermit,
+    _pool: OwnedSemaphorePermit,
 }
 
 impl LoadedBundle {
@@ -265,14 +387,41 @@ impl LoadedBundle {
         &self.name
     }
 
+    /// The limits in force (the manifest's, capped by the operator's maxima).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Instances this bundle may hold at once.
+    pub fn concurrency_cap(&self) -> u32 {
+        self.cap
+    }
+
+    /// Instances this bundle holds right now.
+    pub fn instances_in_use(&self) -> u32 {
+        self.cap
+            .saturating_sub(self.own_slots.available_permits() as u32)
+    }
+
+    /// The bundle's limiter for what the host logs on its behalf.
+    pub fn log_limiter(&self) -> &Arc<LogLimiter> {
+        &self.log
+    }
+
     fn new_store(&self) -> Store<RequestState> {
         let budget = OutputBudget::new(guest_log::DEFAULT_BUDGET);
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(GuestLog::new(self.name.clone(), "stdout", budget.clone()))
-            .stderr(GuestLog::new(self.name.clone(), "stderr", budget))
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
+        let log = || self.log.clone();
+        wasi.stdout(GuestLog::new(
+            self.name.clone(),
+            "stdout",
+            budget.clone(),
+            log(),
+        ))
+        .stderr(GuestLog::new(self.name.clone(), "stderr", budget, log()))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
             .instances(32)
@@ -280,10 +429,14 @@ impl LoadedBundle {
             .memories(8)
             .trap_on_grow_failure(true)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(self.host_resource_limit());
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(FIELD_SIZE_LIMIT);
         let state = RequestState {
             wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            http,
+            table,
             limits,
             egress: EgressHooks::new(self.egress.clone()),
             secrets: SecretsCtx::new(self.secrets.clone()),
@@ -304,7 +457,74 @@ impl LoadedBundle {
         store
     }
 
+    /// Host-side resources one request of this bundle may hold at once.
+    fn host_resource_limit(&self) -> usize {
+        ((self.limits.memory_bytes >> 20) * HOST_RESOURCES_PER_MIB).max(MIN_HOST_RESOURCES)
+    }
+
+    /// Takes this bundle's slot and a pool slot, waiting at most the queue timeout.
+    async fn admit(&self) -> Result<Admission, RequestError> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.queue_timeout;
+        let own = self
+            .acquire(&self.own_slots, deadline, started, || {
+                format!("the bundle's concurrency cap of {} is reached", self.cap)
+            })
+            .await?;
+        let pool = self
+            .acquire(&self.slots, deadline, started, || {
+                "every instance of the pool is busy".to_string()
+            })
+            .await?;
+        Ok(Admission {
+            _own: own,
+            _pool: pool,
+        })
+    }
+
+    async fn acquire(
+        &self,
+        slots: &Arc<Semaphore>,
+        deadline: tokio::time::Instant,
+        started: Instant,
+        what: impl Fn() -> String,
+    ) -> Result<OwnedSemaphorePermit, RequestError> {
+        let closed = || RequestError::Guest {
+            bundle: self.name.to_string(),
+            reason: "runtime is shutting down".into(),
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => return Ok(permit),
+            Err(TryAcquireError::Closed) => return Err(closed()),
+            Err(TryAcquireError::NoPermits) => {}
+        }
+        crate::limited_warn!(
+            self.log,
+            self.name,
+            "queued",
+            "request queued: {}; waiting up to {:?}",
+            what(),
+            self.queue_timeout
+        );
+        self.metrics.queued(&self.name);
+        match tokio::time::timeout_at(deadline, slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(closed()),
+            Err(_) => Err(RequestError::Busy {
+                bundle: self.name.to_string(),
+                what: what(),
+                waited: started.elapsed(),
+            }),
+        }
+    }
+
     /// Runs the request on a fresh instance and returns the guest's response.
+    ///
+    /// The instance keeps its slots until it is gone: a guest that sends its head
+    /// and then keeps streaming (or hangs) holds them until it finishes or its time
+    /// limit stops it, so a bundle can never run more instances than its cap. The
+    /// returned body ends cleanly only when the instance finished without fault;
+    /// a failure after the head aborts the response (see [`GuardedBody`]).
     pub async fn handle<B>(
         self: &Arc<Self>,
         request: hyper::Request<B>,
@@ -314,15 +534,7 @@ impl LoadedBundle {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let bundle = self.name.to_string();
-        let _slot = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| RequestError::Guest {
-                bundle: bundle.clone(),
-                reason: "runtime is shutting down".into(),
-            })?;
+        let admission = self.admit().await?;
         let mut store = self.new_store();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let bad_request = |e: wasmtime::Error| RequestError::BadRequest {
@@ -341,6 +553,7 @@ impl LoadedBundle {
             .map_err(bad_request)?;
         let this = self.clone();
         let limit = self.limits.timeout;
+        let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let run = async {
                 let proxy = this.pre.instantiate_async(&mut store).await?;
@@ -349,19 +562,36 @@ impl LoadedBundle {
                     .call_handle(&mut store, incoming, outparam)
                     .await
             };
-            match tokio::time::timeout(limit + WALL_CLOCK_GRACE, run).await {
+            let outcome = match tokio::time::timeout(limit + WALL_CLOCK_GRACE, run).await {
                 Ok(result) => result.map_err(|e| this.classify(e)),
                 Err(_) => Err(RequestError::Timeout {
                     bundle: this.name.to_string(),
                     limit,
                 }),
-            }
+            };
+            // The body learns the outcome first; the instance is then dropped
+            // (its memory wiped) and only after that are the slots released.
+            let _ = outcome_tx.send(outcome.clone());
+            drop(store);
+            drop(admission);
+            outcome
         });
         let started = Instant::now();
         match receiver.await {
             Ok(Ok(response)) => {
-                let (limit, bundle) = (self.limits.response_bytes, self.name.clone());
-                Ok(response.map(|body| LimitedBody::new(body, limit, bundle).boxed_unsync()))
+                let status = response.status().as_u16();
+                let (limit, bundle) = (self.limits.response_bytes, self.clone());
+                Ok(response.map(move |body| {
+                    GuardedBody {
+                        inner: LimitedBody::new(body, limit),
+                        outcome: Some(outcome_rx),
+                        inner_done: false,
+                        bundle: Some(bundle),
+                        status,
+                        started,
+                    }
+                    .boxed_unsync()
+                }))
             }
             Ok(Err(code)) => Err(RequestError::Guest {
                 bundle,
@@ -369,20 +599,14 @@ impl LoadedBundle {
             }),
             Err(_) => {
                 let outcome = task.await;
-                let error = match outcome {
+                Err(match outcome {
                     Ok(Ok(())) => RequestError::NoResponse { bundle },
                     Ok(Err(error)) => error,
                     Err(join) => RequestError::Guest {
                         bundle,
                         reason: format!("request task failed: {join}"),
                     },
-                };
-                tracing::warn!(
-                    bundle = %self.name,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "{error}"
-                );
-                Err(error)
+                })
             }
         }
     }
@@ -393,6 +617,11 @@ impl LoadedBundle {
         let trap = error
             .chain()
             .find_map(|cause| cause.downcast_ref::<Trap>().copied());
+        let table_full = error.chain().any(|cause| {
+            cause
+                .downcast_ref::<wasmtime::component::ResourceTableError>()
+                .is_some_and(|e| matches!(e, wasmtime::component::ResourceTableError::Full))
+        });
         let chain = format!("{error:#}");
         match trap {
             Some(Trap::Interrupt) => RequestError::Timeout {
@@ -400,14 +629,19 @@ impl LoadedBundle {
                 limit: self.limits.timeout,
             },
             Some(Trap::StackOverflow) => RequestError::Stack { bundle },
+            _ if table_full => RequestError::HostResources {
+                bundle,
+                limit: self.host_resource_limit(),
+            },
             _ if chain.contains("forcing trap when growing memory") => RequestError::Memory {
                 bundle,
                 limit_mib: self.limits.memory_bytes >> 20,
             },
-            // A short reason: the trap itself, not a page of wasm backtrace.
+            // A short reason: the trap itself (its text starts with "wasm trap:"),
+            // not a page of wasm backtrace.
             Some(trap) => RequestError::Guest {
                 bundle,
-                reason: format!("wasm trap: {trap}"),
+                reason: trap.to_string(),
             },
             None => RequestError::Guest {
                 bundle,
@@ -415,7 +649,144 @@ impl LoadedBundle {
             },
         }
     }
+
+    /// Logs a failed request once (through the bundle's limiter).
+    pub fn log_failure(&self, error: &RequestError, elapsed: Duration, after_head: bool) {
+        let when = if after_head {
+            "after the response head was sent; response aborted"
+        } else {
+            "before a response was sent"
+        };
+        crate::limited_warn!(
+            self.log,
+            self.name,
+            error.kind(),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "{error} ({when})"
+        );
+    }
 }
+
+/// The response body of a guest: it ends cleanly only when the instance that
+/// produced it finished without fault. A trap, a time-out or a cut-off after the
+/// head makes the body end with an error, so the client sees an aborted response
+/// (no terminating chunk, connection closed) rather than a truncated one that looks
+/// complete; the failure is logged once and counted as `status="aborted"`. The
+/// request is counted in `/metrics` when its body ends.
+pub struct GuardedBody {
+    inner: LimitedBody,
+    outcome: Option<tokio::sync::oneshot::Receiver<Result<(), RequestError>>>,
+    inner_done: bool,
+    /// Taken when the request is accounted for.
+    bundle: Option<Arc<LoadedBundle>>,
+    status: u16,
+    started: Instant,
+}
+
+impl GuardedBody {
+    fn finish_ok(&mut self) {
+        if let Some(bundle) = self.bundle.take() {
+            bundle.metrics.request(&bundle.name, self.status);
+        }
+    }
+
+    fn finish_aborted(&mut self, error: &RequestError) {
+        if let Some(bundle) = self.bundle.take() {
+            bundle.log_failure(error, self.started.elapsed(), true);
+            bundle.metrics.request_aborted(&bundle.name);
+        }
+    }
+}
+
+impl hyper::body::Body for GuardedBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if !this.inner_done {
+            match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(Some(Err(error))) => {
+                    this.inner_done = true;
+                    this.outcome = None;
+                    let bundle = this.bundle.as_ref().map(|b| b.name.to_string());
+                    let failure = match &error {
+                        wasmtime_wasi_http::Error::HttpResponseBodySize(Some(limit)) => {
+                            RequestError::Guest {
+                                bundle: bundle.unwrap_or_default(),
+                                reason: format!(
+                                    "response exceeded its body size limit of {limit} bytes"
+                                ),
+                            }
+                        }
+                        other => RequestError::Guest {
+                            bundle: bundle.unwrap_or_default(),
+                            reason: format!("response body failed: {other}"),
+                        },
+                    };
+                    this.finish_aborted(&failure);
+                    return Poll::Ready(Some(Err(error)));
+                }
+                Poll::Ready(None) => this.inner_done = true,
+            }
+        }
+        let Some(outcome) = this.outcome.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let result = match std::pin::Pin::new(outcome).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(result)) => result,
+            Poll::Ready(Err(_)) => Err(RequestError::Guest {
+                bundle: this
+                    .bundle
+                    .as_ref()
+                    .map(|b| b.name.to_string())
+                    .unwrap_or_default(),
+                reason: "the request task ended without an outcome".into(),
+            }),
+        };
+        this.outcome = None;
+        match result {
+            Ok(()) => {
+                this.finish_ok();
+                Poll::Ready(None)
+            }
+            Err(error) => {
+                this.finish_aborted(&error);
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Never claim the end before the outcome is known: hyper must poll once
+        // more, so that a failure still aborts the response.
+        self.outcome.is_none() && self.inner_done
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for GuardedBody {
+    fn drop(&mut self) {
+        // The client went away before the body ended.
+        if let Some(bundle) = self.bundle.take() {
+            bundle.metrics.request(&bundle.name, CLIENT_GONE);
+        }
+    }
+}
+
+/// The status recorded for a request whose client left before its body ended
+/// (nginx's convention).
+pub const CLIENT_GONE: u16 = 499;
 
 /// A response made by the host itself (errors, health), in the guests' body type.
 pub fn host_response(

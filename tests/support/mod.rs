@@ -116,7 +116,11 @@ pub fn write_bundle(
 /// The base environment of a `gtc` process: nothing inherited from the test's own
 /// environment except PATH, so no stray Kubernetes or Vault variable changes it.
 fn base_command(env: &[(&str, String)]) -> Command {
-    let mut command = Command::new(gtc_bin());
+    command_for(Command::new(gtc_bin()), env)
+}
+
+/// `command` with the base environment of a `gtc` process.
+fn command_for(mut command: Command, env: &[(&str, String)]) -> Command {
     command.env_clear();
     if let Some(path) = std::env::var_os("PATH") {
         command.env("PATH", path);
@@ -161,11 +165,29 @@ pub struct Gtc {
 impl Gtc {
     /// Starts `gtc serve --listen 127.0.0.1:0 ARGS` and waits until it listens.
     pub fn serve(args: &[String], env: &[(&str, String)]) -> Gtc {
+        Self::spawn(base_command(env), args)
+    }
+
+    /// [`Gtc::serve`] with the process's open-file limit lowered to `nofile`.
+    pub fn serve_with_fd_limit(args: &[String], env: &[(&str, String)], nofile: u32) -> Gtc {
+        let mut command = command_for(Command::new("bash"), env);
+        command.args([
+            "-c",
+            "ulimit -n \"$0\" && exec \"$@\"",
+            &nofile.to_string(),
+            gtc_bin(),
+        ]);
+        Self::spawn(command, args)
+    }
+
+    fn spawn(mut command: Command, args: &[String]) -> Gtc {
         let log_dir = tempfile::tempdir().unwrap();
         let log = log_dir.path().join("gtc.log");
-        let mut child = base_command(env)
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+        command.arg("serve");
+        if !args.iter().any(|a| a.starts_with("--listen")) {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -220,6 +242,34 @@ impl Gtc {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The process's resident memory, in KiB (Linux `/proc`).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The process's CPU time so far (user + system), from `/proc`.
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the
+        // 14th and 15th fields of the whole line, in clock ticks (100 per second).
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Duration::from_millis((ticks(11) + ticks(12)) * 10)
     }
 
     /// Everything the process logged so far.

@@ -18,12 +18,12 @@
 //! - `GET …/sleep?ms=N` — waits N ms (an idle in-flight request).
 //! - `GET …/huge` — streams a response body without end.
 
+use guest_common::wasi::http::outgoing_handler;
+use guest_common::wasi::http::types::{Fields, OutgoingRequest, Scheme};
 use guest_common::{
     Guest, IncomingRequest, ResponseOutparam, error_kind, json_escape, path, query_param,
     read_body, respond_json, secrets,
 };
-use guest_common::wasi::http::outgoing_handler;
-use guest_common::wasi::http::types::{Fields, OutgoingRequest, Scheme};
 
 struct Probe;
 
@@ -54,7 +54,8 @@ impl Guest for Probe {
             ),
             "sleep" => {
                 let ms = query_number(&request, "ms").unwrap_or(100);
-                guest_common::wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                guest_common::wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000)
+                    .block();
                 format!("{{\"slept_ms\":{ms}}}")
             }
             "huge" => return huge(out),
@@ -131,7 +132,10 @@ fn outgoing(authority: String) -> String {
     let _ = request.set_authority(Some(&authority));
     let _ = request.set_path_with_query(Some("/"));
     match outgoing_handler::handle(request, None) {
-        Err(code) => format!("{{\"sent\":false,\"error\":\"{}\"}}", json_escape(&format!("{code:?}"))),
+        Err(code) => format!(
+            "{{\"sent\":false,\"error\":\"{}\"}}",
+            json_escape(&format!("{code:?}"))
+        ),
         Ok(future) => {
             future.subscribe().block();
             match future.get() {
@@ -207,7 +211,10 @@ fn bench_get(request: &IncomingRequest) -> String {
         }
     }
     let elapsed = now() - started;
-    format!("{{\"calls\":{n},\"failures\":{failures},\"ns_per_call\":{}}}", elapsed / n)
+    format!(
+        "{{\"calls\":{n},\"failures\":{failures},\"ns_per_call\":{}}}",
+        elapsed / n
+    )
 }
 
 fn flood(authority: String, n: u64) -> String {

@@ -28,7 +28,11 @@ impl Guest for WebchatBot {
         let secret = match secrets::get("webhook-secret") {
             Ok(secret) => secret,
             Err(SecretError::Unavailable) => {
-                return respond_json(out, 503, &error_json("secrets backend unavailable, retry later"));
+                return respond_json(
+                    out,
+                    503,
+                    &error_json("secrets backend unavailable, retry later"),
+                );
             }
             Err(other) => {
                 let message = format!("webhook secret not usable: {}", error_kind(&other));
@@ -92,7 +96,8 @@ fn extract_text(body: &[u8]) -> Option<String> {
             _ => end += 1,
         }
     }
-    rest.get(..end.min(rest.len())).map(|s| s.replace("\\\"", "\""))
+    rest.get(..end.min(rest.len()))
+        .map(|s| s.replace("\\\"", "\""))
 }
 
 guest_common::export_bot!(WebchatBot);
