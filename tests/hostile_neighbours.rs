@@ -243,7 +243,17 @@ async fn failures_after_the_head_abort_the_response() {
     }
     assert_eq!(slow.await.unwrap(), vec![(200, false, true)]);
     assert_unhurt(&baseline, &during);
+    // A HEAD request gets no body; it still counts as the 200 it was.
+    let head = client().head(gtc.url("/hello")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let metrics = gtc.metrics().await;
+    assert_eq!(
+        metric(&metrics, "gtc_requests_total{bundle=\"hello\",status=\"200\"}"),
+        66.0,
+        "{metrics}"
+    );
+    assert!(!metrics.contains("status=\"499\""), "{metrics}");
     assert_eq!(
         metric(
             &metrics,

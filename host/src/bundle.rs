@@ -272,10 +272,29 @@ mod tests {
             "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"nope\"]",
             "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]\nteam = \"a\"",
             "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]\n[egress]\nallow = [\"evil\"]",
+            "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]\n[egress]\nallow = [\"u@evil:80\"]",
+            "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]\n[egress]\nallow = [\"evil:99999\"]",
             "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]\n[limits]\nmemory_mib = 0",
         ] {
             assert!(Manifest::parse(bad, Path::new(".")).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn operator_maxima_cap_what_a_manifest_asks() {
+        let asked = Limits {
+            memory_bytes: 4096 << 20,
+            timeout: std::time::Duration::from_secs(600),
+            response_bytes: 16 << 20,
+        };
+        let (limits, capped) = asked.capped(&Limits::operator_default_maxima());
+        assert_eq!(limits.memory_bytes, 512 << 20);
+        assert_eq!(limits.timeout, std::time::Duration::from_secs(30));
+        assert_eq!(limits.response_bytes, 16 << 20);
+        assert_eq!(capped, ["memory 4096 MiB -> 512 MiB", "timeout 600s -> 30s"]);
+        let (same, none) = Limits::default().capped(&Limits::operator_default_maxima());
+        assert!(none.is_empty());
+        assert_eq!(same.timeout, Limits::default().timeout);
     }
 
     #[test]

@@ -37,6 +37,23 @@ impl Window {
             suppressed: 0,
         }
     }
+
+    /// One more line at `now`: `Some(suppressed in the window before)` when it
+    /// may be written, `None` when it is over the budget (and counted).
+    fn admit(&mut self, now: Instant, per_window: u32) -> Option<u64> {
+        let mut suppressed = 0;
+        if now.duration_since(self.started) >= WINDOW {
+            suppressed = self.suppressed;
+            *self = Window::new(now);
+        }
+        if self.emitted < per_window {
+            self.emitted += 1;
+            Some(suppressed)
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
 }
 
 /// What the caller may do with one line.
@@ -75,18 +92,12 @@ impl LogLimiter {
     fn admit_at(&self, kind: &'static str, now: Instant, per_window: u32) -> Admit {
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         let window = windows.entry(kind).or_insert_with(|| Window::new(now));
-        let mut suppressed = 0;
-        if now.duration_since(window.started) >= WINDOW {
-            suppressed = window.suppressed;
-            *window = Window::new(now);
-        }
-        if window.emitted < per_window {
-            window.emitted += 1;
-            Admit::Log { suppressed }
-        } else {
-            window.suppressed += 1;
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            Admit::Drop
+        match window.admit(now, per_window) {
+            Some(suppressed) => Admit::Log { suppressed },
+            None => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                Admit::Drop
+            }
         }
     }
 
@@ -141,19 +152,10 @@ impl CallsiteLimit {
     /// `Some(suppressed)` when the event may be written.
     fn admit(&self, site: tracing::callsite::Identifier, now: Instant) -> Option<u64> {
         let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
-        let window = sites.entry(site).or_insert_with(|| Window::new(now));
-        let mut suppressed = 0;
-        if now.duration_since(window.started) >= WINDOW {
-            suppressed = window.suppressed;
-            *window = Window::new(now);
-        }
-        if window.emitted < LINES_PER_WINDOW {
-            window.emitted += 1;
-            Some(suppressed)
-        } else {
-            window.suppressed += 1;
-            None
-        }
+        sites
+            .entry(site)
+            .or_insert_with(|| Window::new(now))
+            .admit(now, LINES_PER_WINDOW)
     }
 }
 

@@ -534,6 +534,7 @@ impl LoadedBundle {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let bundle = self.name.to_string();
+        let head_request = request.method() == http::Method::HEAD;
         let admission = self.admit().await?;
         let mut store = self.new_store();
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -580,6 +581,11 @@ impl LoadedBundle {
         match receiver.await {
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
+                // hyper never reads the body of these; the request ends with its
+                // instance, not with a body.
+                let bodyless = head_request
+                    || response.status().is_informational()
+                    || matches!(status, 204 | 304);
                 let (limit, bundle) = (self.limits.response_bytes, self.clone());
                 Ok(response.map(move |body| {
                     GuardedBody {
@@ -589,6 +595,7 @@ impl LoadedBundle {
                         bundle: Some(bundle),
                         status,
                         started,
+                        bodyless,
                     }
                     .boxed_unsync()
                 }))
@@ -681,6 +688,8 @@ pub struct GuardedBody {
     bundle: Option<Arc<LoadedBundle>>,
     status: u16,
     started: Instant,
+    /// The client gets no body (HEAD, 204, 304): hyper drops it unread.
+    bodyless: bool,
 }
 
 impl GuardedBody {
@@ -777,9 +786,28 @@ impl hyper::body::Body for GuardedBody {
 
 impl Drop for GuardedBody {
     fn drop(&mut self) {
-        // The client went away before the body ended.
-        if let Some(bundle) = self.bundle.take() {
-            bundle.metrics.request(&bundle.name, CLIENT_GONE);
+        let Some(bundle) = self.bundle.take() else {
+            return;
+        };
+        let outcome = self.outcome.take();
+        match (self.bodyless, outcome, tokio::runtime::Handle::try_current()) {
+            // No body was ever due: account for the request when its instance ends.
+            (true, Some(outcome), Ok(runtime)) => {
+                let (status, started) = (self.status, self.started);
+                runtime.spawn(async move {
+                    match outcome.await {
+                        Ok(Ok(())) => bundle.metrics.request(&bundle.name, status),
+                        Ok(Err(error)) => {
+                            bundle.log_failure(&error, started.elapsed(), true);
+                            bundle.metrics.request_aborted(&bundle.name);
+                        }
+                        Err(_) => bundle.metrics.request_aborted(&bundle.name),
+                    }
+                });
+            }
+            (true, _, _) => bundle.metrics.request(&bundle.name, self.status),
+            // The client went away before the body ended.
+            (false, _, _) => bundle.metrics.request(&bundle.name, CLIENT_GONE),
         }
     }
 }
