@@ -121,8 +121,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if report.healthy() {
                 println!("all checks passed");
                 Ok(())
+            } else if report.configuration_failed() {
+                Err(DoctorFailed::Configuration.into())
             } else {
-                Err(DoctorFailed.into())
+                Err(DoctorFailed::Check.into())
             }
         }
         Command::Op {
@@ -153,8 +155,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `gtc doctor` found a problem (already printed step by step).
 #[derive(Debug, thiserror::Error)]
-#[error("doctor found a problem; see the FAIL line above")]
-struct DoctorFailed;
+enum DoctorFailed {
+    /// The pod's own configuration is wrong (exit status 2).
+    #[error("doctor found a configuration error; see the FAIL line above")]
+    Configuration,
+    /// A check of the path to the secrets failed (exit status 1).
+    #[error("doctor found a problem; see the FAIL line above")]
+    Check,
+}
 
 fn render(args: RenderArgs) -> anyhow::Result<String> {
     let segment = |flag: &str, value: &str| {
@@ -207,17 +215,35 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            let config_error = error.downcast_ref::<gtc::app::AppError>().is_some_and(|e| {
-                matches!(
-                    e,
-                    gtc::app::AppError::Config(_)
-                        | gtc::app::AppError::Bundle(_)
-                        | gtc::app::AppError::NoBundles
-                )
-            }) || error.downcast_ref::<gtc::op::OpError>().is_some()
-                || error.downcast_ref::<gtc::deploy::RenderError>().is_some()
-                || error.downcast_ref::<gtc::config::ConfigError>().is_some();
-            ExitCode::from(if config_error { 2 } else { 1 })
+            ExitCode::from(exit_status(&error))
         }
     }
+}
+
+/// The README's promise: 1 for a runtime failure, 2 for bad configuration (a
+/// flag, a variable, a manifest, a component the host cannot run).
+fn exit_status(error: &anyhow::Error) -> u8 {
+    use gtc::app::AppError;
+    let configuration = if let Some(app) = error.downcast_ref::<AppError>() {
+        match app {
+            AppError::Config(_)
+            | AppError::Bundle(_)
+            | AppError::Route(_)
+            | AppError::NoBundles => true,
+            AppError::Runtime(runtime) => runtime.is_configuration(),
+            AppError::Backend(_) => false,
+        }
+    } else if let Some(op) = error.downcast_ref::<gtc::op::OpError>() {
+        op.is_configuration()
+    } else if let Some(doctor) = error.downcast_ref::<DoctorFailed>() {
+        matches!(doctor, DoctorFailed::Configuration)
+    } else {
+        error.downcast_ref::<gtc::deploy::RenderError>().is_some()
+            || error.downcast_ref::<gtc::config::ConfigError>().is_some()
+            || matches!(
+                error.downcast_ref::<gtc::route::RouteError>(),
+                Some(gtc::route::RouteError::Upstream(_))
+            )
+    };
+    if configuration { 2 } else { 1 }
 }
