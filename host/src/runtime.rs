@@ -110,10 +110,10 @@ pub enum RuntimeError {
         reason: String,
     },
     /// The file is not a component this host can run (bad configuration).
-    #[error("bundle {bundle}: {source}")]
+    #[error("bundle {bundle}: {problem}")]
     ComponentFile {
         bundle: String,
-        source: crate::component_check::ComponentFileError,
+        problem: crate::component_check::ComponentFileError,
     },
 }
 
@@ -244,9 +244,9 @@ impl Runtime {
             path: manifest.component.clone(),
             reason,
         };
-        let file_err = |source: component_check::ComponentFileError| RuntimeError::ComponentFile {
+        let file_err = |problem: component_check::ComponentFileError| RuntimeError::ComponentFile {
             bundle: manifest.id.to_string(),
-            source,
+            problem,
         };
         let path = manifest.component.clone();
         component_check::check_file(&path).map_err(file_err)?;
