@@ -364,15 +364,10 @@ pub struct VaultSettings {
 
 pub const ENV_VAULT_TIMEOUT: &str = "GREENTIC_VAULT_TIMEOUT";
 
-/// Mount names, prefixes and key names: plain path segments, nothing that could
-/// climb out of the intended path.
-fn vault_path_value(
-    env: &dyn Environment,
-    var: &'static str,
-    default: &str,
-) -> Result<String, ConfigError> {
-    let value = env.var(var).unwrap_or_else(|| default.to_string());
-    let ok = !value.is_empty()
+/// Mount names, prefixes, key and namespace names: plain path segments, nothing
+/// that could climb out of the intended path.
+pub fn is_vault_path(value: &str) -> bool {
+    !value.is_empty()
         && value.split('/').all(|part| {
             !part.is_empty()
                 && part != "."
@@ -380,8 +375,17 @@ fn vault_path_value(
                 && part
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        });
-    if ok {
+        })
+}
+
+/// A Vault path setting from the environment, checked with [`is_vault_path`].
+fn vault_path_value(
+    env: &dyn Environment,
+    var: &'static str,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let value = env.var(var).unwrap_or_else(|| default.to_string());
+    if is_vault_path(&value) {
         Ok(value)
     } else {
         Err(ConfigError::Invalid {
