@@ -746,11 +746,13 @@ fn bad_arguments_exit_2_and_name_the_flag() {
         VAULT_IN_CLUSTER,
         "--image",
         &digest,
+        "--image-pull-policy",
+        "always",
     ]));
-    assert_eq!(
-        find(&objs, "Deployment", "gtc-worker")["spec"]["template"]["spec"]["containers"][0]["image"],
-        digest.as_str()
-    );
+    let container =
+        &find(&objs, "Deployment", "gtc-worker")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], digest.as_str());
+    assert_eq!(container["imagePullPolicy"], "Always");
 }
 
 #[test]

@@ -145,6 +145,10 @@ pub struct RenderArgs {
     /// REGISTRY/gtc@sha256:<64 hex> (or REGISTRY/gtc:TAG@sha256:...).
     #[arg(long)]
     pub image: String,
+    /// The containers' imagePullPolicy [default: Kubernetes' own, IfNotPresent
+    /// for a tag]. Always re-checks a tag at every start; a digest needs none.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub image_pull_policy: Option<crate::deploy::PullPolicy>,
     /// Secrets backend of the worker: vault, or dev-store (development only).
     #[arg(long, default_value = "vault")]
     pub backend: String,

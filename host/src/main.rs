@@ -260,6 +260,7 @@ fn render(args: RenderArgs) -> anyhow::Result<String> {
             monitor: args.prometheus_operator,
             interval: args.scrape_interval,
         },
+        image_pull_policy: args.image_pull_policy,
         egress: args.egress_cidrs,
         egress_allowlists,
         scale: gtc::deploy::scale::ScaleFlags {

@@ -170,6 +170,8 @@ pub struct SeccompProfile {
 pub struct Container {
     pub name: String,
     pub image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
     pub args: Vec<String>,
     pub ports: Vec<ContainerPort>,
     pub env: Vec<EnvVar>,

@@ -93,6 +93,25 @@ pub struct DeployConfig {
     /// manifests (`--bundle-manifests`): every entry must then have a block.
     pub egress_allowlists: Vec<(String, Vec<String>)>,
     pub scale: scale::ScaleFlags,
+    /// `None`: Kubernetes' default (IfNotPresent for a tag or digest).
+    pub image_pull_policy: Option<PullPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
 }
 
 /// The ConfigMap (and key) holding the PEM CA of Vault's certificate.
@@ -155,6 +174,7 @@ fn probe(path: &str) -> Probe {
 fn container(
     name: &str,
     image: &str,
+    pull_policy: Option<PullPolicy>,
     args: Vec<String>,
     env: Vec<EnvVar>,
     resources: Resources,
@@ -163,6 +183,7 @@ fn container(
     Container {
         name: name.to_string(),
         image: image.to_string(),
+        image_pull_policy: pull_policy.map(|p| p.as_str().to_string()),
         args,
         ports: vec![ContainerPort {
             name: "http".into(),
@@ -578,6 +599,7 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
     let worker = container(
         WORKER,
         &config.image,
+        config.image_pull_policy,
         worker_args,
         worker_env,
         config.scale.worker.resources("worker")?,
@@ -607,6 +629,7 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
     let router = container(
         ROUTER,
         &config.image,
+        config.image_pull_policy,
         router_args,
         vec![env("GTC_LOG_FORMAT", "json")],
         config.scale.router.resources("router")?,
@@ -668,6 +691,7 @@ mod tests {
             egress: Vec::new(),
             egress_allowlists: Vec::new(),
             scale: scale::ScaleFlags::default(),
+            image_pull_policy: None,
         }
     }
 
