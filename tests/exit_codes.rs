@@ -170,6 +170,19 @@ fn route_errors_and_bad_settings_exit_2_and_runtime_failures_exit_1() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("cannot listen"), "{}", text(&out));
+    // gtc route with an upstream that is not http(s): 2.
+    let out = run_gtc(&["route", "--upstream", "ftp://worker:8080"], &[], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // A worker whose VAULT_ADDR is not a URL: 2, naming the variable.
+    let mut bad_vault = env.clone();
+    bad_vault.extend([
+        ("GREENTIC_SECRETS_BACKEND", "vault".to_string()),
+        ("VAULT_ADDR", "vault.vault.svc:8200".to_string()),
+        ("VAULT_K8S_ROLE", "gtc-worker-dev-local".to_string()),
+    ]);
+    let (code, output) = serve_fails(&[&hello], &bad_vault);
+    assert_eq!(code, 2, "{output}");
+    assert!(output.contains("VAULT_ADDR"), "{output}");
     // doctor: a failed check (the dev store file is missing) is 1.
     let out = run_gtc(&["doctor"], &env, b"");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -290,6 +290,19 @@ pub(crate) mod tests {
             vault_worker_settings(&with_token).unwrap_err(),
             ConfigError::StaticToken
         );
+        for bad in ["ftp://vault:8200", "vault:8200", "127.0.0.1:8200"] {
+            let env = FakeEnv::new(&[("VAULT_ADDR", bad), ("VAULT_K8S_ROLE", "r")]);
+            assert!(
+                matches!(
+                    vault_worker_settings(&env),
+                    Err(ConfigError::Invalid {
+                        var: "VAULT_ADDR",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
         let no_role = FakeEnv::new(&[("VAULT_ADDR", "http://127.0.0.1:8200")]);
         assert!(matches!(
             vault_worker_settings(&no_role),
@@ -404,6 +417,16 @@ fn vault_common(
         var: "VAULT_ADDR",
         why: "with the vault backend",
     })?;
+    let scheme_ok = reqwest::Url::parse(&addr)
+        .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some());
+    if !scheme_ok {
+        return Err(ConfigError::Invalid {
+            var: "VAULT_ADDR",
+            value: addr,
+            reason: "expected an http:// or https:// URL, e.g. https://vault.example.com:8200"
+                .into(),
+        });
+    }
     let timeout = match env.var(ENV_VAULT_TIMEOUT) {
         Some(value) => parse_duration(ENV_VAULT_TIMEOUT, &value)?,
         None => Duration::from_secs(10),

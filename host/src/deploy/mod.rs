@@ -5,8 +5,13 @@
 //! audience is Vault, and fetches every value at run time. Only the worker gets a
 //! token; the router (`gtc route`, which forwards webhooks to the worker) runs
 //! without one. NetworkPolicies deny everything but DNS, router → worker and
-//! worker → Vault. With the dev-store backend, the dev store travels in a
-//! `gtc-dev-secrets` Secret, as before; that backend is for development only.
+//! worker → Vault (and, when asked, Prometheus → worker and worker → the CIDR
+//! blocks of bundles' egress destinations). With the dev-store backend, the dev
+//! store travels in a `gtc-dev-secrets` Secret, as before; that backend is for
+//! development only.
+//!
+//! Submodules: [`k8s`] the object types, [`network`] Vault/DNS/metrics/egress
+//! rules, [`scale`] PDB/HPA/spread/resources, [`validate`] the argument checks.
 
 pub mod k8s;
 pub mod network;
