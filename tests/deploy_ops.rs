@@ -322,6 +322,29 @@ async fn doctor_gives_the_right_verdict_for_each_failure() {
     );
 }
 
+/// Runs doctor, asserts its exit code, its failing step and one line per check;
+/// returns the report.
+fn doctor_fails(
+    env: &[(&'static str, String)],
+    bundle: &std::path::Path,
+    code: i32,
+    step: &str,
+) -> String {
+    let (got, report) = doctor(env, bundle);
+    assert_eq!(
+        (got, failed_step(&report).as_deref()),
+        (code, Some(step)),
+        "{report}"
+    );
+    assert!(
+        report
+            .lines()
+            .all(|l| l.starts_with('[') || l.starts_with("error:")),
+        "every line is one check: {report:?}"
+    );
+    report
+}
+
 /// The `[FAIL]` line of a report.
 fn fail_line(report: &str) -> &str {
     report
@@ -344,16 +367,12 @@ async fn doctor_names_each_cause_on_one_line_and_exits_by_class() {
     // Connected but no answer: a loopback server that accepts and never answers.
     let silent = silent_tcp_server();
     let quiet = with_env(&env, "VAULT_ADDR", Some(&format!("http://{silent}")));
-    let (code, report) = doctor(&quiet, &bundle);
-    assert_eq!(
-        (code, failed_step(&report).as_deref()),
-        (1, Some("vault")),
-        "{report}"
-    );
+    let report = doctor_fails(&quiet, &bundle, 1, "vault");
+    let line = fail_line(&report);
     assert!(report.contains("[PASS] tcp"), "{report}");
     assert!(
-        fail_line(&report).contains(&format!("connected to {silent} but Vault"))
-            && fail_line(&report).contains("did not answer"),
+        line.contains(&format!("connected to {silent} but Vault"))
+            && line.contains("did not answer"),
         "{report}"
     );
 
@@ -363,12 +382,7 @@ async fn doctor_names_each_cause_on_one_line_and_exits_by_class() {
         "VAULT_ADDR",
         Some(&world.bao.addr.replace("http://", "https://")),
     );
-    let (code, report) = doctor(&https, &bundle);
-    assert_eq!(
-        (code, failed_step(&report).as_deref()),
-        (1, Some("vault")),
-        "{report}"
-    );
+    let report = doctor_fails(&https, &bundle, 1, "vault");
     assert!(
         fail_line(&report).contains("TLS/protocol mismatch"),
         "{report}"
@@ -378,12 +392,7 @@ async fn doctor_names_each_cause_on_one_line_and_exits_by_class() {
     // A wrong KV prefix: Vault's multi-line "1 error occurred:\n\t* permission
     // denied" is folded into the one FAIL line, which names the variables.
     let prefix = with_env(&env, "VAULT_KV_PREFIX", Some("elsewhere"));
-    let (code, report) = doctor(&prefix, &bundle);
-    assert_eq!(
-        (code, failed_step(&report).as_deref()),
-        (1, Some("read")),
-        "{report}"
-    );
+    let report = doctor_fails(&prefix, &bundle, 1, "read");
     let line = fail_line(&report);
     assert!(
         line.contains("permission denied")
@@ -391,21 +400,10 @@ async fn doctor_names_each_cause_on_one_line_and_exits_by_class() {
             && line.contains("VAULT_KV_MOUNT (secret)"),
         "{report}"
     );
-    assert!(
-        report
-            .lines()
-            .all(|l| l.starts_with('[') || l.starts_with("error:")),
-        "every line is one check: {report:?}"
-    );
 
     // A configuration error exits 2 (the pod is misconfigured), not 1.
     let bogus = with_env(&env, "GREENTIC_SECRETS_BACKEND", Some("vaultt"));
-    let (code, report) = doctor(&bogus, &bundle);
-    assert_eq!(
-        (code, failed_step(&report).as_deref()),
-        (2, Some("config")),
-        "{report}"
-    );
+    doctor_fails(&bogus, &bundle, 2, "config");
 
     // Login timed out: Vault answers, but its own TokenReview call hangs.
     let hanging = silent_tcp_server();
@@ -419,26 +417,16 @@ async fn doctor_names_each_cause_on_one_line_and_exits_by_class() {
         ),
         "disable_local_ca_jwt=true",
     ]);
-    let (code, report) = doctor(&env, &bundle);
-    assert_eq!(
-        (code, failed_step(&report).as_deref()),
-        (1, Some("login")),
-        "{report}"
-    );
+    let report = doctor_fails(&env, &bundle, 1, "login");
+    let line = fail_line(&report);
     assert!(
-        fail_line(&report).contains("login timed out")
-            && fail_line(&report).contains("TokenReview"),
+        line.contains("login timed out") && line.contains("TokenReview"),
         "{report}"
     );
 
     // Sealed: said in so many words.
     world.bao.cli_ok(&["operator", "seal"]);
-    let (code, report) = doctor(&env, &bundle);
-    assert_eq!(
-        (code, failed_step(&report).as_deref()),
-        (1, Some("vault")),
-        "{report}"
-    );
+    let report = doctor_fails(&env, &bundle, 1, "vault");
     assert!(fail_line(&report).contains("is sealed"), "{report}");
     assert!(!report.contains("HTTP 503"), "{report}");
 }

@@ -78,16 +78,33 @@ fn env_of(deployment: &Value, var: &str) -> Option<String> {
 
 const VAULT_IN_CLUSTER: &str = "http://vault.vault.svc:8200";
 
-/// The renders exercised below, each validated on both schema versions.
-fn every_render() -> Vec<(&'static str, String)> {
+/// A Vault outside the cluster, at two address blocks.
+const VAULT_EXTERNAL: [&str; 8] = [
+    "--vault-addr",
+    "https://vault.example.com",
+    "--vault-mode",
+    "external",
+    "--vault-cidr",
+    "203.0.113.10/32",
+    "--vault-cidr",
+    "198.51.100.0/24",
+];
+
+/// A dev-store render shipping a store with one (development) secret.
+fn dev_store_render(value: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
-    dev_put(
-        &store,
-        "acme/_/webchat-bot/webhook-secret",
-        b"render-dev-value",
-    );
-    let store = store.display().to_string();
+    dev_put(&store, "acme/_/webchat-bot/webhook-secret", value);
+    render(&[
+        "--backend",
+        "dev-store",
+        "--dev-store",
+        store.to_str().unwrap(),
+    ])
+}
+
+/// The renders exercised below, each validated on both schema versions.
+fn every_render() -> Vec<(&'static str, String)> {
     let digest = format!(
         "registry.example/gtc@sha256:{}",
         "0123456789abcdef".repeat(4)
@@ -96,20 +113,18 @@ fn every_render() -> Vec<(&'static str, String)> {
         ("in-cluster", render(&["--vault-addr", VAULT_IN_CLUSTER])),
         (
             "external",
-            render(&[
-                "--vault-addr",
-                "https://vault.example.com",
-                "--vault-mode",
-                "external",
-                "--vault-cidr",
-                "203.0.113.10/32",
-                "--vault-cidr",
-                "198.51.100.0/24",
-                "--vault-cacert-configmap",
-                "vault-ca",
-                "--vault-enterprise-namespace",
-                "team-a/prod",
-            ]),
+            render(
+                &[
+                    &VAULT_EXTERNAL[..],
+                    &[
+                        "--vault-cacert-configmap",
+                        "vault-ca",
+                        "--vault-enterprise-namespace",
+                        "team-a/prod",
+                    ],
+                ]
+                .concat(),
+            ),
         ),
         (
             "production",
@@ -156,10 +171,7 @@ fn every_render() -> Vec<(&'static str, String)> {
                 "0",
             ]),
         ),
-        (
-            "dev-store",
-            render(&["--backend", "dev-store", "--dev-store", &store]),
-        ),
+        ("dev-store", dev_store_render(b"render-dev-value")),
     ]
 }
 
@@ -238,16 +250,7 @@ fn vault_egress_targets_pods_in_cluster_and_cidrs_outside() {
     assert_eq!(rule["ports"][0]["port"], 8300);
 
     // Outside: the blocks given, on the address's port; no pod selector at all.
-    let objs = objects(&render(&[
-        "--vault-addr",
-        "https://vault.example.com",
-        "--vault-mode",
-        "external",
-        "--vault-cidr",
-        "203.0.113.10/32",
-        "--vault-cidr",
-        "198.51.100.0/24",
-    ]));
+    let objs = objects(&render(&VAULT_EXTERNAL));
     let rule = &find(&objs, "NetworkPolicy", "allow-worker-egress-to-vault")["spec"]["egress"][0];
     assert_eq!(
         rule["to"],
@@ -378,19 +381,7 @@ fn readable_by_pod(pod: &Value, mode: i64) -> bool {
 
 #[test]
 fn the_dev_store_secret_is_readable_by_the_worker_and_nobody_else() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store.json");
-    dev_put(
-        &store,
-        "acme/_/webchat-bot/webhook-secret",
-        b"readable-dev-value",
-    );
-    let objs = objects(&render(&[
-        "--backend",
-        "dev-store",
-        "--dev-store",
-        store.to_str().unwrap(),
-    ]));
+    let objs = objects(&dev_store_render(b"readable-dev-value"));
     let pod = &find(&objs, "Deployment", "gtc-worker")["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsUser"], 65532);
     let volume = pod["volumes"]

@@ -220,21 +220,17 @@ fn op_secrets_exits_1_when_vault_is_unreachable_and_2_when_misconfigured() {
         );
     }
     // Bad input or configuration: 2.
-    let no_token = with_env(&env, "VAULT_TOKEN", None);
-    let out = run_gtc(
-        &["op", "secrets", "ls", "--env", "dev", "acme"],
-        &no_token,
-        b"",
-    );
+    let ls = |tenant: &str, env: &[(&str, String)]| {
+        run_gtc(&["op", "secrets", "ls", "--env", "dev", tenant], env, b"")
+    };
+    let out = ls("acme", &with_env(&env, "VAULT_TOKEN", None));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("VAULT_TOKEN"), "{}", text(&out));
-    let out = run_gtc(&["op", "secrets", "ls", "--env", "dev", "Acme"], &env, b"");
+    let out = ls("Acme", &env);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    let bad_addr = with_env(&env, "VAULT_ADDR", Some("ftp://vault.example.com"));
-    let out = run_gtc(
-        &["op", "secrets", "ls", "--env", "dev", "acme"],
-        &bad_addr,
-        b"",
+    let out = ls(
+        "acme",
+        &with_env(&env, "VAULT_ADDR", Some("ftp://vault.example.com")),
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("http:// or https://"), "{}", text(&out));

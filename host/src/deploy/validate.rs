@@ -239,25 +239,21 @@ pub fn cidr(flag: &str, value: &str) -> Result<String, RenderError> {
         .ok()
         .filter(|p| *p <= max)
         .ok_or_else(|| invalid(flag, value, format!("the prefix length must be 0..={max}")))?;
+    // Clear the host bits: the address as a 128-bit number of `width` bits.
+    let keep = |bits: u128, width: u32| {
+        let host_bits = width - u32::from(prefix);
+        if host_bits >= 128 {
+            0
+        } else {
+            bits & !((1u128 << host_bits) - 1)
+        }
+    };
     let canonical = match addr {
         std::net::IpAddr::V4(v4) => {
-            let bits = u32::from(v4);
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - prefix)
-            };
-            std::net::IpAddr::V4((bits & mask).into())
+            let bits = keep(u128::from(u32::from(v4)), 32);
+            std::net::IpAddr::V4(u32::try_from(bits).unwrap_or_default().into())
         }
-        std::net::IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - prefix)
-            };
-            std::net::IpAddr::V6((bits & mask).into())
-        }
+        std::net::IpAddr::V6(v6) => std::net::IpAddr::V6(keep(u128::from(v6), 128).into()),
     };
     if canonical != addr {
         return Err(invalid(
