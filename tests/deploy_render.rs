@@ -90,6 +90,18 @@ const VAULT_EXTERNAL: [&str; 8] = [
     "198.51.100.0/24",
 ];
 
+/// OpenShift's DNS pods (port 5353) plus a NodeLocal DNSCache address.
+const OPENSHIFT_DNS: [&str; 8] = [
+    "--dns-namespace",
+    "openshift-dns",
+    "--dns-pod-label",
+    "dns.operator.openshift.io/daemonset-dns=default",
+    "--dns-port",
+    "5353",
+    "--dns-cidr",
+    "169.254.20.10/32",
+];
+
 /// A dev-store render shipping a store with one (development) secret.
 fn dev_store_render(value: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -128,36 +140,33 @@ fn every_render() -> Vec<(&'static str, String)> {
         ),
         (
             "production",
-            render(&[
-                "--vault-addr",
-                VAULT_IN_CLUSTER,
-                "--image",
-                &digest,
-                "--replicas",
-                "3",
-                "--autoscale-max",
-                "10",
-                "--topology-spread",
-                "required",
-                "--metrics-from-namespace",
-                "monitoring",
-                "--metrics-from-pod-label",
-                "app.kubernetes.io/name=prometheus",
-                "--prometheus-operator",
-                "service-monitor",
-                "--egress-cidr",
-                "api.example.com:443=203.0.113.0/24",
-                "--dns-namespace",
-                "openshift-dns",
-                "--dns-pod-label",
-                "dns.operator.openshift.io/daemonset-dns=default",
-                "--dns-port",
-                "5353",
-                "--dns-cidr",
-                "169.254.20.10/32",
-                "--worker-cpu-limit",
-                "none",
-            ]),
+            render(
+                &[
+                    "--vault-addr",
+                    VAULT_IN_CLUSTER,
+                    "--image",
+                    &digest,
+                    "--replicas",
+                    "3",
+                    "--autoscale-max",
+                    "10",
+                    "--topology-spread",
+                    "required",
+                    "--metrics-from-namespace",
+                    "monitoring",
+                    "--metrics-from-pod-label",
+                    "app.kubernetes.io/name=prometheus",
+                    "--prometheus-operator",
+                    "service-monitor",
+                    "--egress-cidr",
+                    "api.example.com:443=203.0.113.0/24",
+                    "--worker-cpu-limit",
+                    "none",
+                ]
+                .into_iter()
+                .chain(OPENSHIFT_DNS)
+                .collect::<Vec<_>>(),
+            ),
         ),
         (
             "minimal",
@@ -590,34 +599,32 @@ fn dns_selector_scale_and_resources_follow_the_flags() {
         json!({"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "512Mi"}})
     );
 
-    let objs = objects(&render(&[
-        "--vault-addr",
-        VAULT_IN_CLUSTER,
-        "--dns-namespace",
-        "openshift-dns",
-        "--dns-pod-label",
-        "dns.operator.openshift.io/daemonset-dns=default",
-        "--dns-port",
-        "5353",
-        "--dns-cidr",
-        "169.254.20.10/32",
-        "--replicas",
-        "3",
-        "--autoscale-max",
-        "12",
-        "--autoscale-cpu-percent",
-        "60",
-        "--pdb-max-unavailable",
-        "2",
-        "--topology-spread",
-        "required",
-        "--worker-cpu-request",
-        "500m",
-        "--worker-memory-limit",
-        "1Gi",
-        "--worker-cpu-limit",
-        "none",
-    ]));
+    let objs = objects(&render(
+        &[
+            &OPENSHIFT_DNS[..],
+            &[
+                "--vault-addr",
+                VAULT_IN_CLUSTER,
+                "--replicas",
+                "3",
+                "--autoscale-max",
+                "12",
+                "--autoscale-cpu-percent",
+                "60",
+                "--pdb-max-unavailable",
+                "2",
+                "--topology-spread",
+                "required",
+                "--worker-cpu-request",
+                "500m",
+                "--worker-memory-limit",
+                "1Gi",
+                "--worker-cpu-limit",
+                "none",
+            ],
+        ]
+        .concat(),
+    ));
     let dns = &find(&objs, "NetworkPolicy", "allow-dns-egress")["spec"]["egress"][0];
     assert_eq!(
         dns["to"],
