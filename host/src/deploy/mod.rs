@@ -96,7 +96,7 @@ pub struct DeployConfig {
     pub egress: Vec<network::EgressGrant>,
     /// Each deployed bundle's `egress.allow`, when the operator pointed at the
     /// manifests (`--bundle-manifests`): every entry must then have a block.
-    pub egress_allowlists: Vec<(String, Vec<String>)>,
+    pub egress_allowlists: Vec<(String, Vec<crate::egress::Authority>)>,
     pub scale: scale::ScaleFlags,
     /// `None`: Kubernetes' default (IfNotPresent for a tag or digest).
     pub image_pull_policy: Option<PullPolicy>,

@@ -12,6 +12,7 @@
 use super::validate;
 use super::{RenderError, WORKER, labels, policy, selector, tcp};
 use crate::deploy::k8s::*;
+use crate::egress::Authority;
 use std::collections::BTreeMap;
 
 /// Vault's standard listener port: the pod port behind a Service such as
@@ -364,10 +365,10 @@ pub fn metrics_objects(
 }
 
 /// `HOST:PORT=CIDR`: the CIDR block a bundle's egress destination resolves to.
+/// The authority is parsed and normalised as the host parses `egress.allow`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EgressGrant {
-    pub authority: String,
-    pub port: u16,
+    pub authority: Authority,
     pub cidr: String,
 }
 
@@ -379,24 +380,13 @@ impl std::str::FromStr for EgressGrant {
         let (authority, cidr) = arg.rsplit_once('=').ok_or_else(|| {
             bad("expected HOST:PORT=CIDR, e.g. api.example.com:443=203.0.113.0/24")
         })?;
-        let (host, port) = authority.rsplit_once(':').ok_or_else(|| {
-            bad("expected HOST:PORT before '=' (as in the bundle's egress.allow)")
+        let authority = Authority::parse(authority).map_err(|e| {
+            bad(&format!(
+                "{e} (HOST:PORT before '=', as in the bundle's egress.allow)"
+            ))
         })?;
-        let port: u16 = port
-            .parse()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| bad("the port must be 1..=65535"))?;
-        if host.is_empty()
-            || !host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
-        {
-            return Err(bad("the host must be a name or an address"));
-        }
         Ok(Self {
-            authority: authority.to_ascii_lowercase(),
-            port,
+            authority,
             cidr: validate::cidr("egress-cidr", cidr)?,
         })
     }
@@ -414,14 +404,13 @@ pub const HOSTNAME_NOTE: &str = "NetworkPolicy matches IP blocks, not host names
 /// operator pointed at the manifests), every entry must have a block.
 pub fn bundle_egress_policy(
     config: &super::DeployConfig,
-    allowlists: &[(String, Vec<String>)],
+    allowlists: &[(String, Vec<Authority>)],
 ) -> Result<Option<Object>, RenderError> {
     let grants = &config.egress;
     let mut uncovered = Vec::new();
     for (bundle, allow) in allowlists {
         for entry in allow {
-            let entry = entry.to_ascii_lowercase();
-            if !grants.iter().any(|g| g.authority == entry) {
+            if !grants.iter().any(|g| g.authority == *entry) {
                 uncovered.push(format!("{bundle}: {entry}"));
             }
         }
@@ -438,10 +427,10 @@ pub fn bundle_egress_policy(
         return Ok(None);
     }
     // One rule per destination (host:port), with all of its blocks.
-    let mut by_authority: BTreeMap<(&str, u16), Vec<&str>> = BTreeMap::new();
+    let mut by_authority: BTreeMap<(String, u16), Vec<&str>> = BTreeMap::new();
     for grant in grants {
         by_authority
-            .entry((grant.authority.as_str(), grant.port))
+            .entry((grant.authority.to_string(), grant.authority.port))
             .or_default()
             .push(grant.cidr.as_str());
     }
@@ -567,8 +556,8 @@ mod tests {
     #[test]
     fn egress_grants_parse_and_cover_allowlists() {
         let grant: EgressGrant = "API.example.com:443=203.0.113.0/24".parse().unwrap();
-        assert_eq!(grant.authority, "api.example.com:443");
-        assert_eq!(grant.port, 443);
+        assert_eq!(grant.authority.to_string(), "api.example.com:443");
+        assert_eq!(grant.authority.port, 443);
         for bad in [
             "api.example.com=203.0.113.0/24",
             "api.example.com:443",
