@@ -256,14 +256,17 @@ impl VaultClient {
     }
 
     fn transport_error(&self, error: &reqwest::Error) -> VaultError {
-        let (cause, hint) = if error.is_timeout() {
+        let (cause, hint) = if error.is_timeout() && error.is_connect() {
             (
-                if error.is_connect() {
-                    "connect timeout"
-                } else {
-                    "request timeout"
-                },
+                "connect timeout",
                 "check the NetworkPolicy that admits worker pods to Vault, and that Vault is up",
+            )
+        } else if error.is_timeout() {
+            // The connection was open: a policy would have stopped the connect.
+            (
+                "request timeout",
+                "Vault accepted the connection but did not answer in time: it is busy or frozen, \
+                 or a login is waiting on the Kubernetes API (TokenReview); `gtc doctor` tells them apart",
             )
         } else if error.is_connect() {
             // The cause sits deep in the source chain (hyper → rustls/io); its
