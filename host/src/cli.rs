@@ -68,8 +68,7 @@ pub enum Command {
     },
     /// Forward webhooks to the worker (the router pod's entrypoint; holds no secrets).
     Route(RouteArgs),
-    /// Check, step by step, that this pod can reach and read its secrets. Exit
-    /// status: 0 all checks pass, 1 a check failed, 2 the configuration is wrong.
+    /// Check, step by step, that this pod can reach and read its secrets.
     #[command(after_help = EXIT_AND_ENV_HELP)]
     Doctor(DoctorArgs),
 }
