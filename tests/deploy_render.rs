@@ -853,6 +853,38 @@ fn demo_and_image_build_static_checks() {
     ] {
         assert!(deploy.contains(wanted), "deploy.sh: {why} ({wanted:?})");
     }
+    // Removing allow-vault-ingress-from-workers must cut the workers off: Vault's
+    // pods stay isolated for ingress by another policy (a pod that no policy
+    // selects accepts everything, and the demo would show nothing).
+    let vault_objects = objects(&read("examples/k8s-vault-demo/vault.yaml"));
+    let vault_labels =
+        &find(&vault_objects, "Deployment", "vault")["spec"]["template"]["metadata"]["labels"];
+    let isolating: Vec<&Value> = vault_objects
+        .iter()
+        .filter(|o| o["kind"] == "NetworkPolicy" && o["metadata"]["namespace"] == "vault")
+        .filter(|o| o["metadata"]["name"] != "allow-vault-ingress-from-workers")
+        .filter(|o| {
+            let selects = o["spec"]["podSelector"]["matchLabels"]
+                .as_object()
+                .is_none_or(|wanted| wanted.iter().all(|(k, v)| &vault_labels[k] == v));
+            let ingress_type = o["spec"]["policyTypes"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "Ingress"));
+            selects && ingress_type
+        })
+        .collect();
+    assert!(
+        !isolating.is_empty(),
+        "vault.yaml needs a default-deny ingress policy"
+    );
+    for policy in isolating {
+        assert!(
+            policy["spec"]["ingress"]
+                .as_array()
+                .is_none_or(Vec::is_empty),
+            "without the workers' policy nothing may admit them: {policy}"
+        );
+    }
     // expect_status fails the script on any other status.
     let function = deploy
         .split("expect_status() {")
