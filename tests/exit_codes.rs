@@ -99,6 +99,11 @@ fn component_files_the_host_cannot_run_exit_2_with_a_hint() {
             ],
         ),
         (
+            "truncated",
+            write("truncated.wasm", b"\0asm\x0d\0\x01\0\x07garbage"),
+            &["cannot load component"],
+        ),
+        (
             "incompatible",
             write("kvstore.wasm", &renamed),
             &[
