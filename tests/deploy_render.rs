@@ -224,11 +224,16 @@ fn every_render_validates_on_the_oldest_and_newest_schemas() {
     }
 }
 
+/// The worker's egress rule to Vault in the render with `args`.
+fn vault_rule(args: &[&str]) -> Value {
+    let objs = objects(&render(args));
+    find(&objs, "NetworkPolicy", "allow-worker-egress-to-vault")["spec"]["egress"][0].clone()
+}
+
 #[test]
 fn vault_egress_targets_pods_in_cluster_and_cidrs_outside() {
     // In the cluster, https on the Service's 443: the policy matches the pod port.
-    let objs = objects(&render(&["--vault-addr", "https://vault.secrets.svc"]));
-    let rule = &find(&objs, "NetworkPolicy", "allow-worker-egress-to-vault")["spec"]["egress"][0];
+    let rule = vault_rule(&["--vault-addr", "https://vault.secrets.svc"]);
     assert_eq!(
         rule["to"][0],
         json!({
@@ -237,7 +242,7 @@ fn vault_egress_targets_pods_in_cluster_and_cidrs_outside() {
         })
     );
     assert_eq!(rule["ports"], json!([{"protocol": "TCP", "port": 8200}]));
-    let objs = objects(&render(&[
+    let rule = vault_rule(&[
         "--vault-addr",
         "http://vault.vault.svc:8200",
         "--vault-mode",
@@ -250,8 +255,7 @@ fn vault_egress_targets_pods_in_cluster_and_cidrs_outside() {
         "component=server",
         "--vault-target-port",
         "8300",
-    ]));
-    let rule = &find(&objs, "NetworkPolicy", "allow-worker-egress-to-vault")["spec"]["egress"][0];
+    ]);
     assert_eq!(
         rule["to"][0]["podSelector"]["matchLabels"],
         json!({"app": "openbao", "component": "server"})
@@ -259,22 +263,20 @@ fn vault_egress_targets_pods_in_cluster_and_cidrs_outside() {
     assert_eq!(rule["ports"][0]["port"], 8300);
 
     // Outside: the blocks given, on the address's port; no pod selector at all.
-    let objs = objects(&render(&VAULT_EXTERNAL));
-    let rule = &find(&objs, "NetworkPolicy", "allow-worker-egress-to-vault")["spec"]["egress"][0];
+    let rule = vault_rule(&VAULT_EXTERNAL);
     assert_eq!(
         rule["to"],
         json!([{"ipBlock": {"cidr": "203.0.113.10/32"}}, {"ipBlock": {"cidr": "198.51.100.0/24"}}])
     );
     assert_eq!(rule["ports"], json!([{"protocol": "TCP", "port": 443}]));
-    let objs = objects(&render(&[
+    let rule = vault_rule(&[
         "--vault-addr",
         "http://10.0.0.5:8200",
         "--vault-cidr",
         "10.0.0.5/32",
         "--vault-port",
         "18200",
-    ]));
-    let rule = &find(&objs, "NetworkPolicy", "allow-worker-egress-to-vault")["spec"]["egress"][0];
+    ]);
     assert_eq!(rule["to"], json!([{"ipBlock": {"cidr": "10.0.0.5/32"}}]));
     assert_eq!(rule["ports"][0]["port"], 18200);
 
