@@ -5,7 +5,8 @@
 //! The guests live in their own workspace (`guests/`) and are built into
 //! `<target>/guests`, a separate target directory, so the nested cargo never waits on
 //! the outer one's lock. `GTC_GUESTS_DIR` tells tests and examples where they are.
-//! Set `GTC_SKIP_GUEST_BUILD=1` to build the host alone (e.g. in a container image).
+//! Set `GTC_SKIP_GUEST_BUILD=1` to build the host alone (e.g. in a container image),
+//! `GTC_GUESTS_LOCKED=1` to build the guests `--locked`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -42,6 +43,10 @@ fn main() {
     }
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    // GTC_GUESTS_LOCKED=1 (the image build sets it): the guests' Cargo.lock is
+    // used as is, as `--locked` does for the host.
+    println!("cargo:rerun-if-env-changed=GTC_GUESTS_LOCKED");
+    let locked = std::env::var_os("GTC_GUESTS_LOCKED").is_some_and(|v| v == "1");
     let status = Command::new(cargo)
         .current_dir(root.join("guests"))
         .args([
@@ -52,6 +57,7 @@ fn main() {
             "--target-dir",
         ])
         .arg(&guests_target)
+        .args(locked.then_some("--locked"))
         // What the outer build sets for the host target must not leak into the guests.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")

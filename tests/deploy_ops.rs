@@ -316,7 +316,119 @@ async fn doctor_gives_the_right_verdict_for_each_failure() {
         (1, Some("vault")),
         "{report}"
     );
-    assert!(report.contains("timeout"), "{report}");
+    assert!(
+        report.contains("did not answer") && report.contains("network path is open"),
+        "{report}"
+    );
+}
+
+/// Runs doctor, asserts its exit code, its failing step and one line per check;
+/// returns the report.
+fn doctor_fails(
+    env: &[(&'static str, String)],
+    bundle: &std::path::Path,
+    code: i32,
+    step: &str,
+) -> String {
+    let (got, report) = doctor(env, bundle);
+    assert_eq!(
+        (got, failed_step(&report).as_deref()),
+        (code, Some(step)),
+        "{report}"
+    );
+    assert!(
+        report
+            .lines()
+            .all(|l| l.starts_with('[') || l.starts_with("error:")),
+        "every line is one check: {report:?}"
+    );
+    report
+}
+
+/// The `[FAIL]` line of a report.
+fn fail_line(report: &str) -> &str {
+    report
+        .lines()
+        .find(|l| l.starts_with("[FAIL]"))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn doctor_names_each_cause_on_one_line_and_exits_by_class() {
+    let world = VaultWorld::start("20m", "1h");
+    world.put(
+        "acme/support/webchat-bot/webhook-secret",
+        b"doctor-causes-value",
+    );
+    let bundle = webchat_bundle(world.dir.path());
+    let mut env = world.worker_env();
+    env.push(("GREENTIC_VAULT_TIMEOUT", "1s".into()));
+
+    // Connected but no answer: a loopback server that accepts and never answers.
+    let silent = silent_tcp_server();
+    let quiet = with_env(&env, "VAULT_ADDR", Some(&format!("http://{silent}")));
+    let report = doctor_fails(&quiet, &bundle, 1, "vault");
+    let line = fail_line(&report);
+    assert!(report.contains("[PASS] tcp"), "{report}");
+    assert!(
+        line.contains(&format!("connected to {silent} but Vault"))
+            && line.contains("did not answer"),
+        "{report}"
+    );
+
+    // https:// against a plain-HTTP Vault: a protocol mismatch, not "refused".
+    let https = with_env(
+        &env,
+        "VAULT_ADDR",
+        Some(&world.bao.addr.replace("http://", "https://")),
+    );
+    let report = doctor_fails(&https, &bundle, 1, "vault");
+    assert!(
+        fail_line(&report).contains("TLS/protocol mismatch"),
+        "{report}"
+    );
+    assert!(!report.contains("refused"), "{report}");
+
+    // A wrong KV prefix: Vault's multi-line "1 error occurred:\n\t* permission
+    // denied" is folded into the one FAIL line, which names the variables.
+    let prefix = with_env(&env, "VAULT_KV_PREFIX", Some("elsewhere"));
+    let report = doctor_fails(&prefix, &bundle, 1, "read");
+    let line = fail_line(&report);
+    assert!(
+        line.contains("permission denied")
+            && line.contains("VAULT_KV_PREFIX (elsewhere)")
+            && line.contains("VAULT_KV_MOUNT (secret)"),
+        "{report}"
+    );
+
+    // A configuration error exits 2 (the pod is misconfigured), not 1.
+    let bogus = with_env(&env, "GREENTIC_SECRETS_BACKEND", Some("vaultt"));
+    doctor_fails(&bogus, &bundle, 2, "config");
+
+    // Login timed out: Vault answers, but its own TokenReview call hangs.
+    let hanging = silent_tcp_server();
+    world.bao.cli_ok(&[
+        "write",
+        "auth/kubernetes/config",
+        &format!("kubernetes_host=http://{hanging}"),
+        &format!(
+            "kubernetes_ca_cert=@{}",
+            world.dir.path().join("k8s-ca.pem").display()
+        ),
+        "disable_local_ca_jwt=true",
+    ]);
+    let report = doctor_fails(&env, &bundle, 1, "login");
+    let line = fail_line(&report);
+    assert!(
+        line.contains("login timed out") && line.contains("TokenReview"),
+        "{report}"
+    );
+
+    // Sealed: said in so many words.
+    world.bao.cli_ok(&["operator", "seal"]);
+    let report = doctor_fails(&env, &bundle, 1, "vault");
+    assert!(fail_line(&report).contains("is sealed"), "{report}");
+    assert!(!report.contains("HTTP 503"), "{report}");
 }
 
 #[tokio::test]
@@ -461,6 +573,22 @@ async fn tls_with_a_custom_ca_works_and_doctor_names_a_missing_ca() {
     );
     assert!(
         report.contains("TLS handshake failed") && report.contains("VAULT_CACERT"),
+        "{report}"
+    );
+    // http:// against the TLS listener: a protocol mismatch, with the fix.
+    let plain = with_env(
+        &world.worker_env(),
+        "VAULT_ADDR",
+        Some(&world.bao.addr.replace("https://", "http://")),
+    );
+    let (code, report) = doctor(&plain, &bundle);
+    assert_eq!(
+        (code, failed_step(&report).as_deref()),
+        (1, Some("vault")),
+        "{report}"
+    );
+    assert!(
+        report.contains("TLS/protocol mismatch") && report.contains("use https://"),
         "{report}"
     );
 }

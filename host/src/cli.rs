@@ -8,11 +8,43 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Shown under `gtc --help` (and each command's): the README's promises.
+pub const EXIT_AND_ENV_HELP: &str = "\
+Exit status: 0 ok, 1 runtime failure (Vault unreachable, a port taken, a doctor check
+failed), 2 bad configuration (a flag, a variable, a bundle manifest, a component the
+host cannot run, a route conflict).
+
+Environment (non-secret values only):
+  GREENTIC_SECRETS_BACKEND   dev-store | vault (required inside a pod)
+  GREENTIC_ENV, GREENTIC_TENANT   the pod's scope (required inside a pod)
+  GREENTIC_DEV_STORE         dev store file [.greentic/dev-store.json]
+  GREENTIC_SECRETS_CACHE_TTL, GREENTIC_SECRETS_STALE_FOR   e.g. 30s, 5m (at most 8760h)
+  GREENTIC_SECRETS_CACHE_MAX_ENTRIES   bound on cached secrets [100000]
+  VAULT_ADDR, VAULT_K8S_ROLE (worker), VAULT_TOKEN (operator commands only)
+  VAULT_K8S_MOUNT, VAULT_K8S_TOKEN_PATH, VAULT_KV_MOUNT, VAULT_KV_PREFIX,
+  VAULT_TRANSIT_MOUNT, VAULT_TRANSIT_KEY, VAULT_NAMESPACE, VAULT_CACERT
+  GREENTIC_VAULT_TIMEOUT     per-request timeout to Vault [10s]
+  GTC_LISTEN, GTC_COMPILE_CACHE, GTC_LOG_FORMAT=json, RUST_LOG";
+
+/// Shown under `gtc deploy render --help`.
+pub const RENDER_HELP: &str = "\
+Examples:
+  in-cluster Vault:  --vault-addr http://vault.vault.svc:8200
+  external Vault:    --vault-addr https://vault.example.com --vault-mode external \\
+                     --vault-cidr 203.0.113.10/32 --vault-cacert-configmap vault-ca
+  OpenShift DNS:     --dns-namespace openshift-dns \\
+                     --dns-pod-label dns.operator.openshift.io/daemonset-dns=default --dns-port 5353
+  NodeLocal DNS:     --dns-cidr 169.254.20.10/32
+  Prometheus:        --metrics-from-namespace monitoring --prometheus-operator service-monitor
+
+Invalid arguments exit with status 2 and name the flag.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "gtc",
     version,
-    about = "Run sandboxed bot bundles with scoped, read-only secrets"
+    about = "Run sandboxed bot bundles with scoped, read-only secrets",
+    after_help = EXIT_AND_ENV_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -22,6 +54,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve bundles over HTTP (the worker pod's entrypoint).
+    #[command(after_help = EXIT_AND_ENV_HELP)]
     Serve(ServeArgs),
     /// Operator tools.
     Op {
@@ -36,6 +69,7 @@ pub enum Command {
     /// Forward webhooks to the worker (the router pod's entrypoint; holds no secrets).
     Route(RouteArgs),
     /// Check, step by step, that this pod can reach and read its secrets.
+    #[command(after_help = EXIT_AND_ENV_HELP)]
     Doctor(DoctorArgs),
 }
 
@@ -95,41 +129,175 @@ pub enum DeployCommand {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = RENDER_HELP)]
 pub struct RenderArgs {
+    /// The environment (GREENTIC_ENV of the worker), e.g. prod.
     #[arg(long)]
     pub env: String,
+    /// The tenant (GREENTIC_TENANT of the worker), e.g. acme.
     #[arg(long)]
     pub tenant: String,
-    /// Kubernetes namespace of the worker and router.
+    /// Kubernetes namespace of the worker and router (an RFC 1123 label).
     #[arg(long, default_value = "greentic")]
     pub namespace: String,
-    /// The worker image (bundles baked in under /bundles/NAME).
+    /// The worker image, bundles baked in under /bundles/NAME. A digest pins it:
+    /// REGISTRY/gtc@sha256:<64 hex> (or REGISTRY/gtc:TAG@sha256:...).
     #[arg(long)]
     pub image: String,
-    /// dev-store or vault.
+    /// The containers' imagePullPolicy [default: Kubernetes' own, IfNotPresent
+    /// for a tag]. Always re-checks a tag at every start; a digest needs none.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub image_pull_policy: Option<crate::deploy::PullPolicy>,
+    /// Secrets backend of the worker: vault, or dev-store (development only).
     #[arg(long, default_value = "vault")]
     pub backend: String,
+    /// Vault's address as the worker sees it (http:// or https://), e.g.
+    /// http://vault.vault.svc:8200 or https://vault.example.com.
     #[arg(long)]
     pub vault_addr: Option<String>,
-    /// Default: gtc-worker-ENV-TENANT (what vault-bootstrap.sh creates).
+    /// Vault role of the worker. Default: gtc-worker-ENV-TENANT (what vault-bootstrap.sh creates).
     #[arg(long)]
     pub vault_role: Option<String>,
-    /// Namespace of Vault's pods, for the worker's egress policy.
-    #[arg(long, default_value = "vault")]
-    pub vault_namespace: String,
+    /// Where Vault runs, for the worker's egress policy: in-cluster (pods selected
+    /// by namespace and labels) or external (CIDR blocks). Default: in-cluster for a
+    /// NAME.NAMESPACE.svc address, external when --vault-cidr is given; any other
+    /// address is refused until you say which.
+    #[arg(long, value_enum)]
+    pub vault_mode: Option<crate::deploy::network::VaultMode>,
+    /// In-cluster Vault: the Kubernetes namespace of its pods (default: the
+    /// NAMESPACE of a NAME.NAMESPACE.svc address). Not VAULT_NAMESPACE: see
+    /// --vault-enterprise-namespace.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub vault_k8s_namespace: Option<String>,
+    /// In-cluster Vault: a label of its pods, KEY=VALUE (repeat; default
+    /// app.kubernetes.io/name=vault).
+    #[arg(long = "vault-pod-label", value_name = "KEY=VALUE")]
+    pub vault_pod_labels: Vec<String>,
+    /// In-cluster Vault: the port its pods listen on, which the policy matches
+    /// (not the Service's port) [default: 8200].
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub vault_target_port: Option<u16>,
+    /// External Vault: a CIDR block of its addresses (repeat), e.g. 10.0.0.5/32.
+    #[arg(long = "vault-cidr", value_name = "CIDR")]
+    pub vault_cidrs: Vec<String>,
+    /// External Vault: the port the worker connects to [default: the port of --vault-addr].
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub vault_port: Option<u16>,
+    /// Renamed: --vault-k8s-namespace (Vault's Kubernetes namespace) or
+    /// --vault-enterprise-namespace (VAULT_NAMESPACE).
+    #[arg(long, hide = true)]
+    pub vault_namespace: Option<String>,
+    /// A ConfigMap holding the PEM CA of Vault's certificate: mounted into the
+    /// worker, VAULT_CACERT points at it (https only).
+    #[arg(long, value_name = "NAME")]
+    pub vault_cacert_configmap: Option<String>,
+    /// The key of the CA in that ConfigMap.
+    #[arg(long, value_name = "KEY", default_value = "ca.crt")]
+    pub vault_cacert_key: String,
+    /// A Vault Enterprise / OpenBao namespace, rendered as VAULT_NAMESPACE.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub vault_enterprise_namespace: Option<String>,
+    /// KV-v2 mount (VAULT_KV_MOUNT; rendered only when not the default).
     #[arg(long, default_value = "secret")]
     pub kv_mount: String,
+    /// Path prefix under the KV mount (VAULT_KV_PREFIX).
     #[arg(long, default_value = "greentic")]
     pub kv_prefix: String,
+    /// Transit mount (VAULT_TRANSIT_MOUNT).
     #[arg(long, default_value = "transit")]
     pub transit_mount: String,
+    /// Transit key that wraps data keys (VAULT_TRANSIT_KEY).
     #[arg(long, default_value = "greentic")]
     pub transit_key: String,
-    /// A bundle baked into the image and its team: NAME=TEAM (repeat).
+    /// A bundle baked into the image and its team: NAME=TEAM, or NAME alone for
+    /// tenant-wide secrets only (repeat).
     #[arg(long = "bundle", value_name = "NAME[=TEAM]", required = true)]
     pub bundles: Vec<crate::deploy::DeployedBundle>,
-    #[arg(long, default_value_t = 2)]
+    /// A directory holding NAME/bundle.toml for each --bundle: every entry of their
+    /// egress.allow must then be covered by --egress-cidr, or the render fails.
+    #[arg(long, value_name = "DIR")]
+    pub bundle_manifests: Option<PathBuf>,
+    /// The address block a bundle's egress destination stands for, HOST:PORT=CIDR
+    /// (repeat). NetworkPolicy cannot match host names: without a block, the
+    /// default deny drops the bundle's outgoing calls.
+    #[arg(long = "egress-cidr", value_name = "HOST:PORT=CIDR")]
+    pub egress_cidrs: Vec<crate::deploy::network::EgressGrant>,
+    /// Replicas of the worker and of the router (the autoscaler's minimum with --autoscale-max).
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true)]
     pub replicas: i32,
+    /// Render a HorizontalPodAutoscaler (autoscaling/v2, CPU) for worker and
+    /// router, from --replicas up to this many pods (needs a metrics server).
+    #[arg(long, value_name = "N")]
+    pub autoscale_max: Option<i32>,
+    /// The autoscaler's target CPU utilisation, percent of the CPU request.
+    #[arg(long, value_name = "PERCENT", default_value_t = 70)]
+    pub autoscale_cpu_percent: i32,
+    /// PodDisruptionBudget of worker and router: pods that may be down at once.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
+    pub pdb_max_unavailable: i32,
+    /// Render no PodDisruptionBudget.
+    #[arg(long)]
+    pub no_pdb: bool,
+    /// Topology spread of the pods across zones and nodes.
+    #[arg(long, value_enum, default_value = "preferred")]
+    pub topology_spread: crate::deploy::scale::Spread,
+    /// The worker container's CPU request.
+    #[arg(long, default_value = "250m")]
+    pub worker_cpu_request: String,
+    /// The worker container's memory request.
+    #[arg(long, default_value = "128Mi")]
+    pub worker_memory_request: String,
+    /// The worker container's CPU limit (`none`: no limit, no throttling).
+    #[arg(long, default_value = "2")]
+    pub worker_cpu_limit: String,
+    /// The worker container's memory limit (bundles' instances count against it).
+    #[arg(long, default_value = "512Mi")]
+    pub worker_memory_limit: String,
+    /// The router container's CPU request.
+    #[arg(long, default_value = "50m")]
+    pub router_cpu_request: String,
+    /// The router container's memory request.
+    #[arg(long, default_value = "32Mi")]
+    pub router_memory_request: String,
+    /// The router container's CPU limit (`none`: no limit).
+    #[arg(long, default_value = "1")]
+    pub router_cpu_limit: String,
+    /// The router container's memory limit.
+    #[arg(long, default_value = "128Mi")]
+    pub router_memory_limit: String,
+    /// Namespace of cluster DNS, for every pod's DNS egress rule.
+    #[arg(long, value_name = "NAMESPACE", default_value = "kube-system")]
+    pub dns_namespace: String,
+    /// A label of the DNS pods, KEY=VALUE (repeat) [default: k8s-app=kube-dns].
+    #[arg(long = "dns-pod-label", value_name = "KEY=VALUE")]
+    pub dns_pod_labels: Vec<String>,
+    /// A DNS address block besides the DNS pods (repeat), e.g. NodeLocal
+    /// DNSCache's 169.254.20.10/32.
+    #[arg(long = "dns-cidr", value_name = "CIDR")]
+    pub dns_cidrs: Vec<String>,
+    /// The port DNS pods listen on (repeat) [default: 53; OpenShift: 5353].
+    #[arg(long = "dns-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub dns_ports: Vec<u16>,
+    /// Admit Prometheus in this namespace to the worker's port (it serves
+    /// /metrics; the router hides it from the outside).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub metrics_from_namespace: Option<String>,
+    /// Only Prometheus pods with this label, KEY=VALUE (repeat) [default: any pod
+    /// of --metrics-from-namespace].
+    #[arg(long = "metrics-from-pod-label", value_name = "KEY=VALUE")]
+    pub metrics_from_pod_labels: Vec<String>,
+    /// Also render a Prometheus Operator ServiceMonitor or PodMonitor for the
+    /// worker (needs --metrics-from-namespace).
+    #[arg(long, value_enum, value_name = "KIND", num_args = 0..=1, default_missing_value = "service-monitor")]
+    pub prometheus_operator: Option<crate::deploy::network::MonitorKind>,
+    /// Scrape interval of the ServiceMonitor/PodMonitor.
+    #[arg(long, default_value = "30s")]
+    pub scrape_interval: String,
     /// dev-store backend only: the dev store file to ship in the gtc-dev-secrets Secret.
     #[arg(long)]
     pub dev_store: Option<PathBuf>,

@@ -163,25 +163,42 @@ pub fn cache_policy(env: &dyn Environment) -> Result<CachePolicy, ConfigError> {
     Ok(policy)
 }
 
-/// Parses `250ms`, `30s`, `5m`, `1h` (or plain seconds).
+/// The longest duration any setting accepts (one year). Longer values are
+/// surely a typo, and would overflow `Instant` arithmetic later (a deadline is
+/// `now + duration`): they are refused here, with the variable named.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses `250ms`, `30s`, `5m`, `1h` (or plain seconds), at most [`MAX_DURATION`].
+/// The arithmetic is checked: a number that would overflow is refused, never
+/// wrapped or saturated into some other duration.
 pub fn parse_duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    let invalid = || ConfigError::Invalid {
+    let invalid = |reason: &str| ConfigError::Invalid {
         var,
         value: value.to_string(),
-        reason: "expected a duration such as 250ms, 30s, 5m or 1h".into(),
+        reason: reason.to_string(),
     };
+    const SHAPE: &str = "expected a duration such as 250ms, 30s, 5m or 1h";
+    let too_long = || invalid("too long: at most 8760h (one year)");
     let split = value
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(value.len());
     let (number, unit) = value.split_at(split);
-    let number: u64 = number.parse().map_err(|_| invalid())?;
-    Ok(match unit {
+    if number.is_empty() {
+        return Err(invalid(SHAPE));
+    }
+    // Digits only: a parse failure here can only be u64 overflow.
+    let number: u64 = number.parse().map_err(|_| too_long())?;
+    let duration = match unit {
         "ms" => Duration::from_millis(number),
         "" | "s" => Duration::from_secs(number),
-        "m" => Duration::from_secs(number * 60),
-        "h" => Duration::from_secs(number * 3600),
-        _ => return Err(invalid()),
-    })
+        "m" => Duration::from_secs(number.checked_mul(60).ok_or_else(too_long)?),
+        "h" => Duration::from_secs(number.checked_mul(3600).ok_or_else(too_long)?),
+        _ => return Err(invalid(SHAPE)),
+    };
+    if duration > MAX_DURATION {
+        return Err(too_long());
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -273,6 +290,19 @@ pub(crate) mod tests {
             vault_worker_settings(&with_token).unwrap_err(),
             ConfigError::StaticToken
         );
+        for bad in ["ftp://vault:8200", "vault:8200", "127.0.0.1:8200"] {
+            let env = FakeEnv::new(&[("VAULT_ADDR", bad), ("VAULT_K8S_ROLE", "r")]);
+            assert!(
+                matches!(
+                    vault_worker_settings(&env),
+                    Err(ConfigError::Invalid {
+                        var: "VAULT_ADDR",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
         let no_role = FakeEnv::new(&[("VAULT_ADDR", "http://127.0.0.1:8200")]);
         assert!(matches!(
             vault_worker_settings(&no_role),
@@ -302,6 +332,38 @@ pub(crate) mod tests {
         assert_eq!(parse_duration("X", "5m").unwrap(), Duration::from_secs(300));
         assert!(parse_duration("X", "5 m").is_err());
         assert!(parse_duration("X", "-1s").is_err());
+        assert!(parse_duration("X", "").is_err());
+        assert!(parse_duration("X", "ms").is_err());
+        assert_eq!(parse_duration("X", "8760h").unwrap(), MAX_DURATION);
+    }
+
+    #[test]
+    fn overflowing_durations_are_refused_not_wrapped() {
+        // 307445734561825861 * 60 and 5124095576030432 * 3600 overflow u64: they
+        // once panicked (debug) or wrapped to 44 s / 3584 s (release).
+        for value in [
+            "307445734561825861m",
+            "5124095576030432h",
+            "18446744073709551616",
+            "99999999999999999999999ms",
+            "8761h",
+            "31536001s",
+        ] {
+            let err = parse_duration(ENV_CACHE_TTL, value).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(ENV_CACHE_TTL) && text.contains(value) && text.contains("too long"),
+                "{value}: {text}"
+            );
+        }
+        let env = FakeEnv::new(&[(ENV_CACHE_TTL, "307445734561825861m")]);
+        assert!(matches!(
+            cache_policy(&env),
+            Err(ConfigError::Invalid {
+                var: ENV_CACHE_TTL,
+                ..
+            })
+        ));
     }
 }
 
@@ -315,15 +377,10 @@ pub struct VaultSettings {
 
 pub const ENV_VAULT_TIMEOUT: &str = "GREENTIC_VAULT_TIMEOUT";
 
-/// Mount names, prefixes and key names: plain path segments, nothing that could
-/// climb out of the intended path.
-fn vault_path_value(
-    env: &dyn Environment,
-    var: &'static str,
-    default: &str,
-) -> Result<String, ConfigError> {
-    let value = env.var(var).unwrap_or_else(|| default.to_string());
-    let ok = !value.is_empty()
+/// Mount names, prefixes, key and namespace names: plain path segments, nothing
+/// that could climb out of the intended path.
+pub fn is_vault_path(value: &str) -> bool {
+    !value.is_empty()
         && value.split('/').all(|part| {
             !part.is_empty()
                 && part != "."
@@ -331,8 +388,17 @@ fn vault_path_value(
                 && part
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        });
-    if ok {
+        })
+}
+
+/// A Vault path setting from the environment, checked with [`is_vault_path`].
+fn vault_path_value(
+    env: &dyn Environment,
+    var: &'static str,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let value = env.var(var).unwrap_or_else(|| default.to_string());
+    if is_vault_path(&value) {
         Ok(value)
     } else {
         Err(ConfigError::Invalid {
@@ -351,6 +417,16 @@ fn vault_common(
         var: "VAULT_ADDR",
         why: "with the vault backend",
     })?;
+    let scheme_ok = reqwest::Url::parse(&addr)
+        .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some());
+    if !scheme_ok {
+        return Err(ConfigError::Invalid {
+            var: "VAULT_ADDR",
+            value: addr,
+            reason: "expected an http:// or https:// URL, e.g. https://vault.example.com:8200"
+                .into(),
+        });
+    }
     let timeout = match env.var(ENV_VAULT_TIMEOUT) {
         Some(value) => parse_duration(ENV_VAULT_TIMEOUT, &value)?,
         None => Duration::from_secs(10),

@@ -49,12 +49,21 @@ pub struct Report {
     pub checks: Vec<Check>,
 }
 
+/// One line per check: Vault's multi-line errors ("1 error occurred:\n\t* …")
+/// are folded, every run of whitespace becoming one space.
+fn one_line(detail: String) -> String {
+    if !detail.contains(['\n', '\r', '\t']) {
+        return detail;
+    }
+    detail.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 impl Report {
     fn pass(&mut self, step: &'static str, detail: impl Into<String>) {
         self.checks.push(Check {
             step,
             verdict: Verdict::Pass,
-            detail: detail.into(),
+            detail: one_line(detail.into()),
         });
     }
 
@@ -63,7 +72,7 @@ impl Report {
         self.checks.push(Check {
             step,
             verdict: Verdict::Fail,
-            detail: detail.into(),
+            detail: one_line(detail.into()),
         });
         for step in skipped {
             self.checks.push(Check {
@@ -76,6 +85,15 @@ impl Report {
 
     pub fn healthy(&self) -> bool {
         self.checks.iter().all(|c| c.verdict == Verdict::Pass)
+    }
+
+    /// Whether the pod's own configuration failed (exit status 2), rather than a
+    /// check of the path to the secrets (exit status 1).
+    pub fn configuration_failed(&self) -> bool {
+        self.checks
+            .iter()
+            .find(|c| c.verdict == Verdict::Fail)
+            .is_some_and(|c| c.step == "config")
     }
 }
 
@@ -284,7 +302,11 @@ async fn vault(env: &dyn Environment, secrets: &[(String, Vec<SecretPath>)], rep
             ),
         ),
         Err(error) => {
-            report.fail("vault", error.to_string(), &after("vault"));
+            report.fail(
+                "vault",
+                health_failure(&error, first, &settings.client),
+                &after("vault"),
+            );
             return;
         }
     }
@@ -303,7 +325,7 @@ async fn vault(env: &dyn Environment, secrets: &[(String, Vec<SecretPath>)], rep
             token
         }
         Err(error) => {
-            report.fail("login", error.to_string(), &after("login"));
+            report.fail("login", login_failure(&error, &settings), &after("login"));
             return;
         }
     };
@@ -410,8 +432,12 @@ async fn read_first(
             .await
             .map_err(|error| match error.status() {
                 Some(403) => format!(
-                    "{error} — the policy must grant read on {}/data/{}/<env>/<tenant>/*",
-                    layout.kv_mount, layout.kv_prefix
+                    "{error} — the worker may read only {mount}/data/{prefix}/<env>/<tenant>/*: \
+                     check that VAULT_KV_MOUNT ({mount}) and VAULT_KV_PREFIX ({prefix}) are what \
+                     vault-bootstrap.sh and `gtc op secrets put` used (defaults secret and greentic), \
+                     then that the role's policy grants read there",
+                    mount = layout.kv_mount,
+                    prefix = layout.kv_prefix
                 ),
                 _ => error.to_string(),
             })?;
@@ -422,4 +448,53 @@ async fn read_first(
         }
     }
     Ok(None)
+}
+
+/// The health step's failure, told apart by what already worked: the TCP step
+/// connected, so a timeout here is Vault not answering, not a NetworkPolicy.
+fn health_failure(
+    error: &VaultError,
+    connected: std::net::SocketAddr,
+    client: &crate::vault::ClientConfig,
+) -> String {
+    match error {
+        VaultError::Sealed { addr } => format!(
+            "Vault at {addr} is sealed — unseal it (`vault operator unseal`) or check its auto-unseal; \
+             until then no secret can be read"
+        ),
+        VaultError::Unreachable { addr, cause, .. } if *cause == TIMEOUT_AFTER_CONNECT => format!(
+            "connected to {connected} but Vault at {addr} did not answer within {:?} \
+             (GREENTIC_VAULT_TIMEOUT) — the network path is open (a NetworkPolicy would block the \
+             connect instead): Vault is overloaded, frozen or stuck; check its logs and load",
+            client.timeout
+        ),
+        VaultError::Status {
+            addr, status: 501, ..
+        } => format!(
+            "Vault at {addr} is not initialized — run `vault operator init` (then unseal it)"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// What `VaultClient` reports when a request was sent but no answer came in time.
+const TIMEOUT_AFTER_CONNECT: &str = "request timeout";
+
+/// The login step's failure. Vault answered its health check, so a login that
+/// times out is Vault waiting on its own call to the Kubernetes TokenReview API.
+fn login_failure(error: &VaultError, settings: &config::VaultSettings) -> String {
+    match error {
+        VaultError::Unreachable { addr, cause, .. } if *cause == TIMEOUT_AFTER_CONNECT => format!(
+            "login timed out: Vault at {addr} answers its health check but did not finish the \
+             Kubernetes login (auth/{}/login, role {}) within {:?} — Vault is most likely waiting \
+             for the Kubernetes API (TokenReview): check kubernetes_host in auth/{}/config, \
+             Vault's egress to the API server, and for a Vault outside the cluster \
+             K8S_DISABLE_LOCAL_CA_JWT=true in vault-bootstrap.sh",
+            settings.login.mount,
+            settings.login.role,
+            settings.client.timeout,
+            settings.login.mount
+        ),
+        other => other.to_string(),
+    }
 }

@@ -13,7 +13,8 @@
 //! - [`cache`]: the app-wide secrets service (cache, single-flight, stale-if-error).
 //! - [`capability`]: the `greentic:secrets/secrets` host import and its audit events.
 //! - [`bundle`]: bundle manifests and operator bundle assignments.
-//! - [`runtime`]: the Wasm engine, pre-instantiation, per-request sandbox.
+//! - [`runtime`]: the Wasm engine, pre-instantiation, per-request sandbox;
+//!   [`component_check`]: is a file a component this host can run.
 //! - [`egress`], [`guest_log`], [`response_limit`]: outgoing-HTTP allowlist and the
 //!   operator's forbidden destinations; guest output to the log; response body cap.
 //! - [`log_limit`]: rate limits on what the host logs on a guest's behalf.
@@ -30,6 +31,7 @@ pub mod bundle;
 pub mod cache;
 pub mod capability;
 pub mod cli;
+pub mod component_check;
 pub mod config;
 pub mod deploy;
 pub mod doctor;

@@ -121,8 +121,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if report.healthy() {
                 println!("all checks passed");
                 Ok(())
+            } else if report.configuration_failed() {
+                Err(DoctorFailed::Configuration.into())
             } else {
-                Err(DoctorFailed.into())
+                Err(DoctorFailed::Check.into())
             }
         }
         Command::Op {
@@ -153,29 +155,95 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `gtc doctor` found a problem (already printed step by step).
 #[derive(Debug, thiserror::Error)]
-#[error("doctor found a problem; see the FAIL line above")]
-struct DoctorFailed;
+enum DoctorFailed {
+    /// The pod's own configuration is wrong (exit status 2).
+    #[error("doctor found a configuration error; see the FAIL line above")]
+    Configuration,
+    /// A check of the path to the secrets failed (exit status 1).
+    #[error("doctor found a problem; see the FAIL line above")]
+    Check,
+}
 
 fn render(args: RenderArgs) -> anyhow::Result<String> {
+    use gtc::deploy::RenderError;
     let segment = |flag: &str, value: &str| {
-        gtc::scope::Segment::parse(value).with_context(|| format!("--{flag} {value:?}"))
+        gtc::scope::Segment::parse(value).map_err(|e| {
+            let why = match e {
+                gtc::scope::NameError::Malformed(why) => why.to_string(),
+                other => other.to_string(),
+            };
+            RenderError::Invalid(format!(
+                "--{flag} {value:?}: {why} (lower-case letters, digits, '.', '_' and '-')"
+            ))
+        })
     };
+    if let Some(old) = &args.vault_namespace {
+        return Err(RenderError::Invalid(format!(
+            "--vault-namespace {old:?}: this flag was renamed, because Vault's own namespaces \
+             (VAULT_NAMESPACE) are something else: use --vault-k8s-namespace for the \
+             Kubernetes namespace of Vault's pods, or --vault-enterprise-namespace for a \
+             Vault Enterprise / OpenBao namespace"
+        ))
+        .into());
+    }
     let dev_store = match &args.dev_store {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read --dev-store {}", path.display()))?,
-        ),
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            RenderError::Invalid(format!(
+                "--dev-store {}: cannot read it: {e}",
+                path.display()
+            ))
+        })?),
         None => None,
     };
+    // Each deployed bundle's egress allowlist, when the manifests are at hand.
+    let mut egress_allowlists = Vec::new();
+    if let Some(dir) = &args.bundle_manifests {
+        for bundle in &args.bundles {
+            let manifest = gtc::bundle::Manifest::load(&dir.join(bundle.name.as_str()))
+                .map_err(|e| RenderError::Invalid(format!("--bundle-manifests: {e}")))?;
+            egress_allowlists.push((bundle.name.to_string(), manifest.egress_allow));
+        }
+    }
+    let limit = |value: String| (value != "none").then_some(value);
+    let mut dns = gtc::deploy::network::DnsFlags {
+        namespace: args.dns_namespace,
+        ..Default::default()
+    };
+    if !args.dns_pod_labels.is_empty() {
+        dns.pod_labels = args.dns_pod_labels;
+    }
+    dns.cidrs = args.dns_cidrs;
+    if !args.dns_ports.is_empty() {
+        dns.ports = args.dns_ports;
+    }
     let config = gtc::deploy::DeployConfig {
         env: segment("env", &args.env)?,
         tenant: segment("tenant", &args.tenant)?,
         namespace: args.namespace,
         image: args.image,
-        backend: gtc::config::BackendKind::parse(&args.backend)?,
+        backend: gtc::config::BackendKind::parse(&args.backend).map_err(|_| {
+            RenderError::Invalid(format!(
+                "--backend {:?}: expected vault or dev-store",
+                args.backend
+            ))
+        })?,
         vault_addr: args.vault_addr,
         vault_role: args.vault_role,
-        vault_namespace: args.vault_namespace,
+        vault_network: gtc::deploy::network::VaultNetworkFlags {
+            mode: args.vault_mode,
+            k8s_namespace: args.vault_k8s_namespace,
+            pod_labels: args.vault_pod_labels,
+            target_port: args.vault_target_port,
+            cidrs: args.vault_cidrs,
+            port: args.vault_port,
+        },
+        vault_ca: args
+            .vault_cacert_configmap
+            .map(|config_map| gtc::deploy::VaultCa {
+                config_map,
+                key: args.vault_cacert_key,
+            }),
+        vault_enterprise_namespace: args.vault_enterprise_namespace,
         layout: gtc::backend::VaultLayout {
             kv_mount: args.kv_mount,
             kv_prefix: args.kv_prefix,
@@ -185,6 +253,34 @@ fn render(args: RenderArgs) -> anyhow::Result<String> {
         bundles: args.bundles,
         replicas: args.replicas,
         dev_store,
+        dns,
+        metrics: gtc::deploy::network::MetricsFlags {
+            from_namespace: args.metrics_from_namespace,
+            from_pod_labels: args.metrics_from_pod_labels,
+            monitor: args.prometheus_operator,
+            interval: args.scrape_interval,
+        },
+        image_pull_policy: args.image_pull_policy,
+        egress: args.egress_cidrs,
+        egress_allowlists,
+        scale: gtc::deploy::scale::ScaleFlags {
+            pdb_max_unavailable: (!args.no_pdb).then_some(args.pdb_max_unavailable),
+            autoscale_max: args.autoscale_max,
+            autoscale_cpu_percent: args.autoscale_cpu_percent,
+            spread: args.topology_spread,
+            worker: gtc::deploy::scale::ResourceFlags {
+                cpu_request: args.worker_cpu_request,
+                memory_request: args.worker_memory_request,
+                cpu_limit: limit(args.worker_cpu_limit),
+                memory_limit: args.worker_memory_limit,
+            },
+            router: gtc::deploy::scale::ResourceFlags {
+                cpu_request: args.router_cpu_request,
+                memory_request: args.router_memory_request,
+                cpu_limit: limit(args.router_cpu_limit),
+                memory_limit: args.router_memory_limit,
+            },
+        },
     };
     let objects = gtc::deploy::render(&config)?;
     Ok(gtc::deploy::to_yaml(&objects)?)
@@ -207,17 +303,35 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            let config_error = error.downcast_ref::<gtc::app::AppError>().is_some_and(|e| {
-                matches!(
-                    e,
-                    gtc::app::AppError::Config(_)
-                        | gtc::app::AppError::Bundle(_)
-                        | gtc::app::AppError::NoBundles
-                )
-            }) || error.downcast_ref::<gtc::op::OpError>().is_some()
-                || error.downcast_ref::<gtc::deploy::RenderError>().is_some()
-                || error.downcast_ref::<gtc::config::ConfigError>().is_some();
-            ExitCode::from(if config_error { 2 } else { 1 })
+            ExitCode::from(exit_status(&error))
         }
     }
+}
+
+/// The README's promise: 1 for a runtime failure, 2 for bad configuration (a
+/// flag, a variable, a manifest, a component the host cannot run).
+fn exit_status(error: &anyhow::Error) -> u8 {
+    use gtc::app::AppError;
+    let configuration = if let Some(app) = error.downcast_ref::<AppError>() {
+        match app {
+            AppError::Config(_)
+            | AppError::Bundle(_)
+            | AppError::Route(_)
+            | AppError::NoBundles => true,
+            AppError::Runtime(runtime) => runtime.is_configuration(),
+            AppError::Backend(_) => false,
+        }
+    } else if let Some(op) = error.downcast_ref::<gtc::op::OpError>() {
+        op.is_configuration()
+    } else if let Some(doctor) = error.downcast_ref::<DoctorFailed>() {
+        matches!(doctor, DoctorFailed::Configuration)
+    } else {
+        error.downcast_ref::<gtc::deploy::RenderError>().is_some()
+            || error.downcast_ref::<gtc::config::ConfigError>().is_some()
+            || matches!(
+                error.downcast_ref::<gtc::route::RouteError>(),
+                Some(gtc::route::RouteError::Upstream(_))
+            )
+    };
+    if configuration { 2 } else { 1 }
 }

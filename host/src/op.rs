@@ -23,8 +23,40 @@ pub enum OpError {
     EmptyValue,
     #[error(transparent)]
     DevStore(#[from] crate::backend::dev_store::DevStoreError),
-    #[error("{0}")]
-    Backend(String),
+    /// Vault could not be asked (a runtime failure, not bad input): worded for an
+    /// operator at a terminal, not for a worker pod.
+    #[error("{}", operator_words(.0))]
+    Vault(crate::vault::VaultError),
+}
+
+impl OpError {
+    /// Whether the operator's input or configuration is at fault (exit status 2)
+    /// rather than a backend that failed at run time (exit status 1).
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            Self::Vault(error) => matches!(error, crate::vault::VaultError::Config(_)),
+            _ => true,
+        }
+    }
+}
+
+/// A Vault error as an operator running `gtc op` needs it: the worker-side hints
+/// (NetworkPolicies admitting worker pods) do not apply to a laptop.
+fn operator_words(error: &crate::vault::VaultError) -> String {
+    use crate::vault::VaultError;
+    match error {
+        VaultError::Unreachable { addr, cause, .. } => format!(
+            "Vault at {addr} unreachable ({cause}) — check VAULT_ADDR (from a workstation: is \
+             `kubectl port-forward` to Vault still running?), that Vault is up, and VAULT_CACERT \
+             for an https address"
+        ),
+        VaultError::Status { status: 403, .. } => format!(
+            "{error} — check that VAULT_TOKEN is an operator token allowed to write \
+             {{kv mount}}/data/{{prefix}}/… and use the transit key (VAULT_KV_MOUNT, VAULT_KV_PREFIX, \
+             VAULT_TRANSIT_MOUNT, VAULT_TRANSIT_KEY must match vault-bootstrap.sh)"
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// The environment to act in: `--env`, else the pod's.
@@ -98,10 +130,7 @@ pub async fn put(
         }
         BackendKind::Vault => {
             let admin = vault_admin(env)?;
-            let version = admin
-                .put(&secret, &value)
-                .await
-                .map_err(|e| OpError::Backend(e.to_string()))?;
+            let version = admin.put(&secret, &value).await.map_err(OpError::Vault)?;
             let version = version.map_or_else(String::new, |v| format!(" (KV version {v})"));
             Ok(format!(
                 "stored {} in Vault as an envelope{version}",
@@ -113,7 +142,7 @@ pub async fn put(
 
 fn vault_admin(env: &dyn Environment) -> Result<VaultAdmin, OpError> {
     let (client_config, layout, token) = config::vault_admin_settings(env)?;
-    let client = VaultClient::new(&client_config).map_err(|e| OpError::Backend(e.to_string()))?;
+    let client = VaultClient::new(&client_config).map_err(OpError::Vault)?;
     Ok(VaultAdmin::new(client, token, layout))
 }
 
@@ -148,6 +177,6 @@ pub async fn list(
         BackendKind::Vault => vault_admin(env)?
             .list(&format!("{env_name}/{}", parts.join("/")))
             .await
-            .map_err(|e| OpError::Backend(e.to_string())),
+            .map_err(OpError::Vault),
     }
 }

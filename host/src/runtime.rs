@@ -15,6 +15,7 @@
 
 use crate::bundle::{Limits, Manifest};
 use crate::capability::{self, BundleSecrets, SecretsCtx};
+use crate::component_check;
 use crate::egress::{EgressGuard, EgressHooks, EgressPolicy};
 use crate::guest_log::{self, GuestLog, OutputBudget};
 use crate::log_limit::LogLimiter;
@@ -108,6 +109,20 @@ pub enum RuntimeError {
         path: std::path::PathBuf,
         reason: String,
     },
+    /// The file is not a component this host can run (bad configuration).
+    #[error("bundle {bundle}: {problem}")]
+    ComponentFile {
+        bundle: String,
+        problem: crate::component_check::ComponentFileError,
+    },
+}
+
+impl RuntimeError {
+    /// Whether the operator's configuration is at fault (exit status 2), rather
+    /// than the machine (exit status 1).
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Self::Component { .. } | Self::ComponentFile { .. })
+    }
 }
 
 /// Per-request store data.
@@ -229,16 +244,31 @@ impl Runtime {
             path: manifest.component.clone(),
             reason,
         };
+        let file_err = |problem: component_check::ComponentFileError| RuntimeError::ComponentFile {
+            bundle: manifest.id.to_string(),
+            problem,
+        };
+        let path = manifest.component.clone();
+        component_check::check_file(&path).map_err(file_err)?;
         let component = Component::from_file(&self.engine, &manifest.component)
             .map_err(|e| component_err(format!("{e:#}")))?;
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| component_err(format!("{e:#}")))?;
+        let missing = component_check::missing_imports(&self.engine, &component);
+        if !missing.is_empty() {
+            return Err(file_err(
+                component_check::ComponentFileError::Incompatible { path, missing },
+            ));
+        }
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            file_err(component_check::ComponentFileError::Unlinkable {
+                path: path.clone(),
+                reason: format!("{e:#}"),
+            })
+        })?;
         let pre = ProxyPre::new(instance_pre).map_err(|e| {
-            component_err(format!(
-                "not a wasi:http proxy (no incoming-handler export): {e:#}"
-            ))
+            file_err(component_check::ComponentFileError::Unlinkable {
+                path: path.clone(),
+                reason: format!("not a wasi:http proxy (no incoming-handler export): {e:#}"),
+            })
         })?;
         let bundle: Arc<str> = Arc::from(manifest.id.as_str());
         let (limits, capped) = manifest.limits.capped(&self.config.maxima);

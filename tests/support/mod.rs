@@ -400,6 +400,20 @@ pub fn tiny_http_server(connections: usize) -> std::net::SocketAddr {
     addr
 }
 
+/// A loopback TCP server that accepts every connection and never answers (a
+/// frozen or overloaded peer); it ends with the test process.
+pub fn silent_tcp_server() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
 /// `env` with `key` removed and, if given, set to `value`.
 pub fn with_env(
     env: &[(&'static str, String)],

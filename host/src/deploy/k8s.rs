@@ -17,6 +17,9 @@ pub struct ObjectMeta {
     pub namespace: String,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: Labels,
+    /// Notes for the reader (e.g. what a NetworkPolicy could not express).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// One rendered object.
@@ -28,6 +31,10 @@ pub enum Object {
     Deployment(Deployment),
     Service(Service),
     NetworkPolicy(NetworkPolicy),
+    PodDisruptionBudget(PodDisruptionBudget),
+    HorizontalPodAutoscaler(HorizontalPodAutoscaler),
+    /// A Prometheus Operator `ServiceMonitor` or `PodMonitor` (a CRD).
+    Monitor(Monitor),
 }
 
 impl Object {
@@ -38,6 +45,9 @@ impl Object {
             Self::Deployment(o) => &o.kind,
             Self::Service(o) => &o.kind,
             Self::NetworkPolicy(o) => &o.kind,
+            Self::PodDisruptionBudget(o) => &o.kind,
+            Self::HorizontalPodAutoscaler(o) => &o.kind,
+            Self::Monitor(o) => &o.kind,
         }
     }
 
@@ -48,6 +58,9 @@ impl Object {
             Self::Deployment(o) => &o.metadata.name,
             Self::Service(o) => &o.metadata.name,
             Self::NetworkPolicy(o) => &o.metadata.name,
+            Self::PodDisruptionBudget(o) => &o.metadata.name,
+            Self::HorizontalPodAutoscaler(o) => &o.metadata.name,
+            Self::Monitor(o) => &o.metadata.name,
         }
     }
 }
@@ -84,7 +97,9 @@ pub struct Deployment {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentSpec {
-    pub replicas: i32,
+    /// Left out when a HorizontalPodAutoscaler owns the replica count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
     pub selector: LabelSelector,
     pub template: PodTemplate,
 }
@@ -118,6 +133,17 @@ pub struct PodSpec {
     pub containers: Vec<Container>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopologySpreadConstraint {
+    pub max_skew: i32,
+    pub topology_key: String,
+    pub when_unsatisfiable: String,
+    pub label_selector: LabelSelector,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -126,6 +152,9 @@ pub struct PodSecurityContext {
     pub run_as_non_root: bool,
     pub run_as_user: i64,
     pub run_as_group: i64,
+    /// Group of mounted volumes' files (Secret, projected token): the pod's
+    /// group, so that files with a group-read mode are readable by it.
+    pub fs_group: i64,
     pub seccomp_profile: SeccompProfile,
 }
 
@@ -141,6 +170,8 @@ pub struct SeccompProfile {
 pub struct Container {
     pub name: String,
     pub image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
     pub args: Vec<String>,
     pub ports: Vec<ContainerPort>,
     pub env: Vec<EnvVar>,
@@ -219,6 +250,22 @@ pub struct Volume {
     pub secret: Option<SecretVolume>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub empty_dir: Option<EmptyDir>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapVolume>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapVolume {
+    pub name: String,
+    pub items: Vec<KeyToPath>,
+    pub default_mode: i32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyToPath {
+    pub key: String,
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -318,10 +365,117 @@ pub struct PolicyPeer {
     pub pod_selector: Option<LabelSelector>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_block: Option<IpBlock>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IpBlock {
+    pub cidr: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PolicyPort {
     pub protocol: String,
     pub port: i32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodDisruptionBudget {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: PodDisruptionBudgetSpec,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodDisruptionBudgetSpec {
+    pub max_unavailable: i32,
+    pub selector: LabelSelector,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HorizontalPodAutoscaler {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: HpaSpec,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HpaSpec {
+    pub scale_target_ref: ScaleTarget,
+    pub min_replicas: i32,
+    pub max_replicas: i32,
+    pub metrics: Vec<HpaMetric>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleTarget {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HpaMetric {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub resource: HpaResourceMetric,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HpaResourceMetric {
+    pub name: String,
+    pub target: HpaTarget,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HpaTarget {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub average_utilization: i32,
+}
+
+/// `monitoring.coreos.com/v1` `ServiceMonitor` (endpoints) or `PodMonitor`
+/// (podMetricsEndpoints). Not in the Kubernetes schemas: the tests check its
+/// structure themselves.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Monitor {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: MonitorSpec,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitorSpec {
+    pub selector: LabelSelector,
+    pub namespace_selector: MonitorNamespaces,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Vec<MonitorEndpoint>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_metrics_endpoints: Option<Vec<MonitorEndpoint>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitorNamespaces {
+    pub match_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MonitorEndpoint {
+    pub port: String,
+    pub path: String,
+    pub interval: String,
+    pub scheme: String,
 }

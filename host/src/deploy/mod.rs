@@ -5,10 +5,18 @@
 //! audience is Vault, and fetches every value at run time. Only the worker gets a
 //! token; the router (`gtc route`, which forwards webhooks to the worker) runs
 //! without one. NetworkPolicies deny everything but DNS, router → worker and
-//! worker → Vault. With the dev-store backend, the dev store travels in a
-//! `gtc-dev-secrets` Secret, as before; that backend is for development only.
+//! worker → Vault (and, when asked, Prometheus → worker and worker → the CIDR
+//! blocks of bundles' egress destinations). With the dev-store backend, the dev
+//! store travels in a `gtc-dev-secrets` Secret, as before; that backend is for
+//! development only.
+//!
+//! Submodules: [`k8s`] the object types, [`network`] Vault/DNS/metrics/egress
+//! rules, [`scale`] PDB/HPA/spread/resources, [`validate`] the argument checks.
 
 pub mod k8s;
+pub mod network;
+pub mod scale;
+pub mod validate;
 
 use crate::config::BackendKind;
 use crate::scope::{Segment, TeamSlot};
@@ -25,6 +33,9 @@ pub const VAULT_TOKEN_DIR: &str = "/var/run/secrets/greentic/vault";
 /// Where bundles live in the worker image.
 pub const BUNDLES_DIR: &str = "/bundles";
 const DEV_STORE_DIR: &str = "/var/run/secrets/greentic/dev-store";
+/// The dev-store Secret's file mode: read for owner (root) and group (the pod's
+/// fsGroup, which the worker runs as), nothing for others.
+pub const DEV_STORE_MODE: i32 = 0o440;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -47,9 +58,13 @@ impl std::str::FromStr for DeployedBundle {
     fn from_str(arg: &str) -> Result<Self, Self::Err> {
         let (name, team) = arg.split_once('=').unwrap_or((arg, "_"));
         let bad = |why: String| RenderError::Invalid(format!("--bundle {arg:?}: {why}"));
+        let why = |e: crate::scope::NameError| match e {
+            crate::scope::NameError::Malformed(why) => why.to_string(),
+            other => other.to_string(),
+        };
         Ok(Self {
-            name: Segment::parse(name).map_err(|e| bad(format!("bundle name: {e}")))?,
-            team: TeamSlot::parse(team).map_err(|e| bad(format!("team: {e}")))?,
+            name: Segment::parse(name).map_err(|e| bad(format!("bundle name: {}", why(e))))?,
+            team: TeamSlot::parse(team).map_err(|e| bad(format!("team: {}", why(e))))?,
         })
     }
 }
@@ -64,14 +79,55 @@ pub struct DeployConfig {
     pub backend: BackendKind,
     pub vault_addr: Option<String>,
     pub vault_role: Option<String>,
-    /// Namespace where Vault's pods run (for the egress policy).
-    pub vault_namespace: String,
+    /// Where Vault is, for the worker's egress policy (in the cluster or not).
+    pub vault_network: network::VaultNetworkFlags,
+    /// A ConfigMap holding the CA of Vault's certificate: mounted, `VAULT_CACERT`.
+    pub vault_ca: Option<VaultCa>,
+    /// A Vault Enterprise / OpenBao namespace: `VAULT_NAMESPACE`.
+    pub vault_enterprise_namespace: Option<String>,
     pub layout: crate::backend::VaultLayout,
     pub bundles: Vec<DeployedBundle>,
     pub replicas: i32,
     /// Dev store content for the dev-store backend (a dev-store JSON document).
     pub dev_store: Option<String>,
+    pub dns: network::DnsFlags,
+    pub metrics: network::MetricsFlags,
+    /// CIDR blocks for bundles' egress destinations.
+    pub egress: Vec<network::EgressGrant>,
+    /// Each deployed bundle's `egress.allow`, when the operator pointed at the
+    /// manifests (`--bundle-manifests`): every entry must then have a block.
+    pub egress_allowlists: Vec<(String, Vec<crate::egress::Authority>)>,
+    pub scale: scale::ScaleFlags,
+    /// `None`: Kubernetes' default (IfNotPresent for a tag or digest).
+    pub image_pull_policy: Option<PullPolicy>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// The ConfigMap (and key) holding the PEM CA of Vault's certificate.
+#[derive(Debug, Clone)]
+pub struct VaultCa {
+    pub config_map: String,
+    pub key: String,
+}
+
+/// Where the Vault CA ConfigMap is mounted in the worker.
+pub const VAULT_CA_DIR: &str = "/var/run/secrets/greentic/vault-ca";
 
 fn labels(component: &str) -> Labels {
     BTreeMap::from([
@@ -97,6 +153,7 @@ fn meta(config: &DeployConfig, name: &str, component: &str) -> ObjectMeta {
         name: name.to_string(),
         namespace: config.namespace.clone(),
         labels: labels(component),
+        annotations: BTreeMap::new(),
     }
 }
 
@@ -122,14 +179,16 @@ fn probe(path: &str) -> Probe {
 fn container(
     name: &str,
     image: &str,
+    pull_policy: Option<PullPolicy>,
     args: Vec<String>,
     env: Vec<EnvVar>,
-    memory: &str,
+    resources: Resources,
     mounts: Vec<VolumeMount>,
 ) -> Container {
     Container {
         name: name.to_string(),
         image: image.to_string(),
+        image_pull_policy: pull_policy.map(|p| p.as_str().to_string()),
         args,
         ports: vec![ContainerPort {
             name: "http".into(),
@@ -137,16 +196,7 @@ fn container(
             protocol: "TCP".into(),
         }],
         env,
-        resources: Resources {
-            requests: BTreeMap::from([
-                ("cpu".into(), "100m".into()),
-                ("memory".into(), "64Mi".into()),
-            ]),
-            limits: BTreeMap::from([
-                ("cpu".into(), "1".into()),
-                ("memory".into(), memory.to_string()),
-            ]),
-        },
+        resources,
         security_context: SecurityContext {
             allow_privilege_escalation: false,
             read_only_root_filesystem: true,
@@ -166,13 +216,19 @@ fn pod_security() -> PodSecurityContext {
         run_as_non_root: true,
         run_as_user: RUN_AS,
         run_as_group: RUN_AS,
+        fs_group: RUN_AS,
         seccomp_profile: SeccompProfile {
             type_: "RuntimeDefault".into(),
         },
     }
 }
 
-fn deployment(config: &DeployConfig, name: &str, replicas: i32, pod: PodSpec) -> Deployment {
+fn deployment(
+    config: &DeployConfig,
+    name: &str,
+    replicas: Option<i32>,
+    pod: PodSpec,
+) -> Deployment {
     Deployment {
         api_version: "apps/v1".into(),
         kind: "Deployment".into(),
@@ -219,7 +275,7 @@ fn policy(config: &DeployConfig, name: &str, spec: NetworkPolicySpec) -> Object 
 fn pods(component: &str) -> PolicyPeer {
     PolicyPeer {
         pod_selector: Some(selector(component)),
-        namespace_selector: None,
+        ..PolicyPeer::default()
     }
 }
 
@@ -230,16 +286,10 @@ fn tcp(port: i32) -> PolicyPort {
     }
 }
 
-/// The port of a Vault address (explicit, or the scheme's default).
-fn vault_port(addr: &str) -> Result<i32, RenderError> {
-    let url = reqwest::Url::parse(addr)
-        .map_err(|e| RenderError::Invalid(format!("--vault-addr {addr:?} is not a URL: {e}")))?;
-    url.port_or_known_default()
-        .map(i32::from)
-        .ok_or_else(|| RenderError::Invalid(format!("--vault-addr {addr:?} has no port")))
-}
-
-fn network_policies(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
+fn network_policies(
+    config: &DeployConfig,
+    vault: Option<&network::VaultNetwork>,
+) -> Result<Vec<Object>, RenderError> {
     let both = |types: &[&str]| types.iter().map(|t| t.to_string()).collect::<Vec<_>>();
     let mut out = vec![
         policy(
@@ -259,27 +309,7 @@ fn network_policies(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
                 pod_selector: LabelSelector::default(),
                 policy_types: both(&["Egress"]),
                 ingress: vec![],
-                egress: vec![PolicyRule {
-                    to: Some(vec![PolicyPeer {
-                        namespace_selector: Some(LabelSelector {
-                            match_labels: BTreeMap::from([(
-                                "kubernetes.io/metadata.name".into(),
-                                "kube-system".into(),
-                            )]),
-                        }),
-                        pod_selector: Some(LabelSelector {
-                            match_labels: BTreeMap::from([("k8s-app".into(), "kube-dns".into())]),
-                        }),
-                    }]),
-                    ports: vec![
-                        PolicyPort {
-                            protocol: "UDP".into(),
-                            port: 53,
-                        },
-                        tcp(53),
-                    ],
-                    ..PolicyRule::default()
-                }],
+                egress: vec![network::dns_rule(&config.dns)?],
             },
         ),
         policy(
@@ -324,8 +354,7 @@ fn network_policies(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
             },
         ),
     ];
-    if config.backend == BackendKind::Vault {
-        let addr = config.vault_addr.as_deref().unwrap_or_default();
+    if let Some(vault) = vault {
         out.push(policy(
             config,
             "allow-worker-egress-to-vault",
@@ -333,28 +362,63 @@ fn network_policies(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
                 pod_selector: selector(WORKER),
                 policy_types: both(&["Egress"]),
                 ingress: vec![],
-                egress: vec![PolicyRule {
-                    to: Some(vec![PolicyPeer {
-                        namespace_selector: Some(LabelSelector {
-                            match_labels: BTreeMap::from([(
-                                "kubernetes.io/metadata.name".into(),
-                                config.vault_namespace.clone(),
-                            )]),
-                        }),
-                        pod_selector: Some(LabelSelector {
-                            match_labels: BTreeMap::from([(
-                                "app.kubernetes.io/name".into(),
-                                "vault".into(),
-                            )]),
-                        }),
-                    }]),
-                    ports: vec![tcp(vault_port(addr)?)],
-                    ..PolicyRule::default()
-                }],
+                egress: vec![network::vault_rule(vault)],
             },
         ));
     }
+    out.extend(network::metrics_objects(config, PORT)?);
+    out.extend(network::bundle_egress_policy(
+        config,
+        &config.egress_allowlists,
+    )?);
     Ok(out)
+}
+
+/// The checks that do not depend on the backend.
+fn check_arguments(config: &DeployConfig) -> Result<(), RenderError> {
+    validate::dns_label("namespace", &config.namespace)?;
+    // env and tenant become a Vault role name and label values.
+    validate::label_value("env", config.env.as_str())?;
+    validate::label_value("tenant", config.tenant.as_str())?;
+    validate::image(&config.image)?;
+    scale::check(config)?;
+    for (flag, value) in [
+        ("kv-mount", &config.layout.kv_mount),
+        ("kv-prefix", &config.layout.kv_prefix),
+        ("transit-mount", &config.layout.transit_mount),
+        ("transit-key", &config.layout.transit_key),
+    ] {
+        validate::vault_path(flag, value)?;
+    }
+    if let Some(role) = &config.vault_role {
+        validate::vault_path("vault-role", role)?;
+        if role.contains('/') {
+            return Err(RenderError::Invalid(format!(
+                "--vault-role {role:?}: a role name has no '/'"
+            )));
+        }
+    }
+    if let Some(namespace) = &config.vault_enterprise_namespace {
+        validate::vault_path("vault-enterprise-namespace", namespace)?;
+    }
+    if let Some(ca) = &config.vault_ca {
+        validate::dns_subdomain("vault-cacert-configmap", &ca.config_map)?;
+        let key_ok = !ca.key.is_empty()
+            && ca.key.len() <= 253
+            && ca.key != "."
+            && ca.key != ".."
+            && ca
+                .key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !key_ok {
+            return Err(RenderError::Invalid(format!(
+                "--vault-cacert-key {:?}: a ConfigMap key is letters, digits, '-', '_' and '.'",
+                ca.key
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Renders every object, in apply order.
@@ -364,9 +428,9 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
             "at least one --bundle NAME[=TEAM] is required".into(),
         ));
     }
-    Segment::parse(&config.namespace)
-        .map_err(|e| RenderError::Invalid(format!("--namespace {:?}: {e}", config.namespace)))?;
+    check_arguments(config)?;
     let mut objects = Vec::new();
+    let mut vault_network = None;
     let mut worker_env = vec![
         env("GREENTIC_ENV", config.env.as_str()),
         env("GREENTIC_TENANT", config.tenant.as_str()),
@@ -381,18 +445,49 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
             let addr = config.vault_addr.clone().ok_or_else(|| {
                 RenderError::Invalid("--vault-addr is required with --backend vault".into())
             })?;
-            vault_port(&addr)?;
+            let url = validate::vault_addr(&addr)?;
+            vault_network = Some(config.vault_network.resolve(&url)?);
             let role = config
                 .vault_role
                 .clone()
                 .unwrap_or_else(|| format!("{WORKER}-{}-{}", config.env, config.tenant));
             worker_env.push(env("GREENTIC_SECRETS_BACKEND", "vault"));
-            worker_env.push(env("VAULT_ADDR", addr));
+            worker_env.push(env("VAULT_ADDR", addr.clone()));
             worker_env.push(env("VAULT_K8S_ROLE", role));
             worker_env.push(env(
                 "VAULT_K8S_TOKEN_PATH",
                 format!("{VAULT_TOKEN_DIR}/token"),
             ));
+            if let Some(namespace) = &config.vault_enterprise_namespace {
+                worker_env.push(env("VAULT_NAMESPACE", namespace.clone()));
+            }
+            if let Some(ca) = &config.vault_ca {
+                if url.scheme() != "https" {
+                    return Err(RenderError::Invalid(format!(
+                        "--vault-cacert-configmap is for an https:// Vault; --vault-addr is {addr}"
+                    )));
+                }
+                worker_env.push(env("VAULT_CACERT", format!("{VAULT_CA_DIR}/{}", ca.key)));
+                volumes.push(Volume {
+                    name: "vault-ca".into(),
+                    projected: None,
+                    secret: None,
+                    empty_dir: None,
+                    config_map: Some(ConfigMapVolume {
+                        name: ca.config_map.clone(),
+                        items: vec![KeyToPath {
+                            key: ca.key.clone(),
+                            path: ca.key.clone(),
+                        }],
+                        default_mode: 0o444,
+                    }),
+                });
+                mounts.push(VolumeMount {
+                    name: "vault-ca".into(),
+                    mount_path: VAULT_CA_DIR.into(),
+                    read_only: true,
+                });
+            }
             let defaults = crate::backend::VaultLayout::default();
             for (var, value, default) in [
                 (
@@ -441,6 +536,7 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
                 }),
                 secret: None,
                 empty_dir: None,
+                config_map: None,
             });
             mounts.push(VolumeMount {
                 name: "vault-token".into(),
@@ -464,14 +560,17 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
                 "GREENTIC_DEV_STORE",
                 format!("{DEV_STORE_DIR}/dev-store.json"),
             ));
+            // Files of a Secret volume belong to root and the pod's fsGroup
+            // (65532, the worker's group): group-read, nothing for others.
             volumes.push(Volume {
                 name: "dev-store".into(),
                 projected: None,
                 secret: Some(SecretVolume {
                     secret_name: DEV_SECRET.into(),
-                    default_mode: 0o400,
+                    default_mode: DEV_STORE_MODE,
                 }),
                 empty_dir: None,
+                config_map: None,
             });
             mounts.push(VolumeMount {
                 name: "dev-store".into(),
@@ -487,6 +586,7 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
         empty_dir: Some(EmptyDir {
             size_limit: "64Mi".into(),
         }),
+        config_map: None,
     });
     mounts.push(VolumeMount {
         name: "tmp".into(),
@@ -504,24 +604,27 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
     let worker = container(
         WORKER,
         &config.image,
+        config.image_pull_policy,
         worker_args,
         worker_env,
-        "512Mi",
+        config.scale.worker.resources("worker")?,
         mounts,
     );
     objects.push(Object::Deployment(deployment(
         config,
         WORKER,
-        config.replicas,
+        scale::replicas(config),
         PodSpec {
             service_account_name: service_account,
             automount_service_account_token: false,
             security_context: pod_security(),
             containers: vec![worker],
             volumes,
+            topology_spread_constraints: scale::spread(config, WORKER),
         },
     )));
     objects.push(Object::Service(service(config, WORKER)));
+    objects.extend(scale::objects(config, WORKER));
 
     let router_args = vec![
         "route".to_string(),
@@ -531,25 +634,28 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
     let router = container(
         ROUTER,
         &config.image,
+        config.image_pull_policy,
         router_args,
         vec![env("GTC_LOG_FORMAT", "json")],
-        "128Mi",
+        config.scale.router.resources("router")?,
         vec![],
     );
     objects.push(Object::Deployment(deployment(
         config,
         ROUTER,
-        config.replicas,
+        scale::replicas(config),
         PodSpec {
             service_account_name: None,
             automount_service_account_token: false,
             security_context: pod_security(),
             containers: vec![router],
             volumes: vec![],
+            topology_spread_constraints: scale::spread(config, ROUTER),
         },
     )));
     objects.push(Object::Service(service(config, ROUTER)));
-    objects.extend(network_policies(config)?);
+    objects.extend(scale::objects(config, ROUTER));
+    objects.extend(network_policies(config, vault_network.as_ref())?);
     Ok(objects)
 }
 
@@ -578,11 +684,19 @@ mod tests {
             backend,
             vault_addr: Some("http://vault.vault.svc:8200".into()),
             vault_role: None,
-            vault_namespace: "vault".into(),
+            vault_network: network::VaultNetworkFlags::default(),
+            vault_ca: None,
+            vault_enterprise_namespace: None,
             layout: crate::backend::VaultLayout::default(),
             bundles: vec!["webchat-bot=support".parse().unwrap()],
             replicas: 2,
             dev_store: None,
+            dns: network::DnsFlags::default(),
+            metrics: network::MetricsFlags::default(),
+            egress: Vec::new(),
+            egress_allowlists: Vec::new(),
+            scale: scale::ScaleFlags::default(),
+            image_pull_policy: None,
         }
     }
 

@@ -225,15 +225,24 @@ impl VaultClient {
             serde_json::from_slice(&bytes).map_err(|_| VaultError::Protocol {
                 addr: self.addr.clone(),
                 operation: operation.to_string(),
-                detail: format!("HTTP {} with a body that is not JSON", status.as_u16()),
+                detail: if bytes.starts_with(b"Client sent an HTTP request to an HTTPS server") {
+                    "TLS/protocol mismatch: the server speaks HTTPS but VAULT_ADDR says http:// — \
+                     use https:// (and VAULT_CACERT)"
+                        .to_string()
+                } else {
+                    format!("HTTP {} with a body that is not JSON", status.as_u16())
+                },
             })?
         };
         if status.is_success() || status == StatusCode::NOT_FOUND {
             return Ok((status, json));
         }
         let errors = parse::error_list(&json);
-        if status == StatusCode::SERVICE_UNAVAILABLE && errors.iter().any(|e| e.contains("sealed"))
-        {
+        // A sealed Vault answers 503: with `errors: ["Vault is sealed"]` on most
+        // endpoints, with `{"sealed": true}` on sys/health.
+        let sealed = errors.iter().any(|e| e.contains("sealed"))
+            || json.get("sealed").and_then(Value::as_bool) == Some(true);
+        if status == StatusCode::SERVICE_UNAVAILABLE && sealed {
             return Err(VaultError::Sealed {
                 addr: self.addr.clone(),
             });
@@ -247,20 +256,32 @@ impl VaultClient {
     }
 
     fn transport_error(&self, error: &reqwest::Error) -> VaultError {
-        let (cause, hint) = if error.is_timeout() {
+        let (cause, hint) = if error.is_timeout() && error.is_connect() {
             (
-                if error.is_connect() {
-                    "connect timeout"
-                } else {
-                    "request timeout"
-                },
+                "connect timeout",
                 "check the NetworkPolicy that admits worker pods to Vault, and that Vault is up",
+            )
+        } else if error.is_timeout() {
+            // The connection was open: a policy would have stopped the connect.
+            (
+                "request timeout",
+                "Vault accepted the connection but did not answer in time: it is busy or frozen, \
+                 or a login is waiting on the Kubernetes API (TokenReview); `gtc doctor` tells them apart",
             )
         } else if error.is_connect() {
             // The cause sits deep in the source chain (hyper → rustls/io); its
             // Debug form names it (e.g. `InvalidCertificate(UnknownIssuer)`).
             let text = format!("{error:?}").to_ascii_lowercase();
-            if text.contains("dns error") || text.contains("failed to lookup") {
+            if text.contains("invalidcontenttype")
+                || text.contains("corrupt message")
+                || text.contains("wrong version number")
+            {
+                // rustls got bytes that are not a TLS record: a plain-HTTP server.
+                (
+                    "TLS/protocol mismatch: the server does not speak TLS",
+                    "VAULT_ADDR says https:// but Vault listens with plain HTTP: use http://, or enable TLS on Vault's listener",
+                )
+            } else if text.contains("dns error") || text.contains("failed to lookup") {
                 (
                     "DNS lookup failed",
                     "check VAULT_ADDR's host name and the pod's DNS egress policy",
@@ -522,8 +543,16 @@ impl VaultClient {
 
     /// `GET sys/health` (no token): `Ok(())` when initialized, unsealed and active.
     pub async fn health(&self) -> Result<(), VaultError> {
+        // A standby node forwards requests: healthy for a worker (the default
+        // answer for a standby is 429, which is not an error here).
         let (status, _) = self
-            .call(Method::GET, "sys/health", None, None, "health check")
+            .call(
+                Method::GET,
+                "sys/health?standbyok=true&perfstandbyok=true",
+                None,
+                None,
+                "health check",
+            )
             .await?;
         if status == StatusCode::NOT_FOUND {
             return Err(self.protocol("health check", "no sys/health endpoint"));

@@ -1,0 +1,900 @@
+//! `gtc deploy render` for operators: every flag's render validated against the
+//! oldest and newest Kubernetes schemas the suite knows (kubernetes-validate
+//! --strict, 1.25 and 1.37), plus semantic checks of what the schemas cannot
+//! judge: which pods and ports a policy admits, whether uid 65532 can read the
+//! dev store, the ServiceMonitor's structure (a CRD: no schema to check it
+//! against), argument validation with exit status 2. And static checks of the
+//! demo and the image build, which cannot run here (no Docker engine, no kind).
+
+mod support;
+
+use serde_json::{Value, json};
+use std::process::Command;
+use support::vault::root;
+use support::*;
+
+const BASE: [&str; 6] = [
+    "--env",
+    "prod",
+    "--tenant",
+    "acme",
+    "--bundle",
+    "webchat-bot=support",
+];
+
+/// Runs `gtc deploy render BASE ARGS` (with a default `--image` unless ARGS
+/// has one); returns (exit code, stdout, stderr).
+fn render_raw(args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["deploy", "render"];
+    all.extend_from_slice(&BASE);
+    if !args.contains(&"--image") {
+        all.extend_from_slice(&["--image", "registry.example/gtc:0.1.0"]);
+    }
+    all.extend_from_slice(args);
+    let out = run_gtc(&all, &[], b"");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn render(args: &[&str]) -> String {
+    let (code, yaml, stderr) = render_raw(args);
+    assert_eq!(code, 0, "render {args:?} failed: {stderr}");
+    yaml
+}
+
+/// The documents of a rendered stream, as JSON values.
+fn objects(yaml: &str) -> Vec<Value> {
+    use serde::Deserialize as _;
+    serde_norway::Deserializer::from_str(yaml)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in {objects:#?}"))
+}
+
+fn has(objects: &[Value], kind: &str, name: &str) -> bool {
+    objects
+        .iter()
+        .any(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+fn env_of(deployment: &Value, var: &str) -> Option<String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == var)
+        .map(|e| e["value"].as_str().unwrap().to_string())
+}
+
+const VAULT_IN_CLUSTER: &str = "http://vault.vault.svc:8200";
+
+/// A Vault outside the cluster, at two address blocks.
+const VAULT_EXTERNAL: [&str; 8] = [
+    "--vault-addr",
+    "https://vault.example.com",
+    "--vault-mode",
+    "external",
+    "--vault-cidr",
+    "203.0.113.10/32",
+    "--vault-cidr",
+    "198.51.100.0/24",
+];
+
+/// OpenShift's DNS pods (port 5353) plus a NodeLocal DNSCache address.
+const OPENSHIFT_DNS: [&str; 8] = [
+    "--dns-namespace",
+    "openshift-dns",
+    "--dns-pod-label",
+    "dns.operator.openshift.io/daemonset-dns=default",
+    "--dns-port",
+    "5353",
+    "--dns-cidr",
+    "169.254.20.10/32",
+];
+
+/// A dev-store render shipping a store with one (development) secret.
+fn dev_store_render(value: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(&store, "acme/_/webchat-bot/webhook-secret", value);
+    render(&[
+        "--backend",
+        "dev-store",
+        "--dev-store",
+        store.to_str().unwrap(),
+    ])
+}
+
+/// The renders exercised below, each validated on both schema versions.
+fn every_render() -> Vec<(&'static str, String)> {
+    let digest = format!(
+        "registry.example/gtc@sha256:{}",
+        "0123456789abcdef".repeat(4)
+    );
+    vec![
+        ("in-cluster", render(&["--vault-addr", VAULT_IN_CLUSTER])),
+        (
+            "external",
+            render(
+                &[
+                    &VAULT_EXTERNAL[..],
+                    &[
+                        "--vault-cacert-configmap",
+                        "vault-ca",
+                        "--vault-enterprise-namespace",
+                        "team-a/prod",
+                    ],
+                ]
+                .concat(),
+            ),
+        ),
+        (
+            "production",
+            render(
+                &[
+                    "--vault-addr",
+                    VAULT_IN_CLUSTER,
+                    "--image",
+                    &digest,
+                    "--replicas",
+                    "3",
+                    "--autoscale-max",
+                    "10",
+                    "--topology-spread",
+                    "required",
+                    "--metrics-from-namespace",
+                    "monitoring",
+                    "--metrics-from-pod-label",
+                    "app.kubernetes.io/name=prometheus",
+                    "--prometheus-operator",
+                    "service-monitor",
+                    "--egress-cidr",
+                    "api.example.com:443=203.0.113.0/24",
+                    "--worker-cpu-limit",
+                    "none",
+                ]
+                .into_iter()
+                .chain(OPENSHIFT_DNS)
+                .collect::<Vec<_>>(),
+            ),
+        ),
+        (
+            "minimal",
+            render(&[
+                "--vault-addr",
+                VAULT_IN_CLUSTER,
+                "--no-pdb",
+                "--topology-spread",
+                "off",
+                "--replicas",
+                "0",
+            ]),
+        ),
+        ("dev-store", dev_store_render(b"render-dev-value")),
+    ]
+}
+
+fn validate(files: &[std::path::PathBuf], version: &str) -> std::process::Output {
+    Command::new(root().join(".venv/bin/kubernetes-validate"))
+        .args(["--strict", "-k", version])
+        .args(files)
+        .output()
+        .expect("kubernetes-validate is installed by tests/install-tools.sh")
+}
+
+#[test]
+fn every_render_validates_on_the_oldest_and_newest_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let renders = every_render();
+    let files: Vec<_> = renders
+        .iter()
+        .map(|(name, yaml)| {
+            let file = dir.path().join(format!("{name}.yaml"));
+            std::fs::write(&file, yaml).unwrap();
+            file
+        })
+        .collect();
+    for version in ["1.25.0", "1.37.0"] {
+        let out = validate(&files, version);
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{version}: {report}");
+        // The one object the validator cannot know is the Prometheus Operator's
+        // CRD: it says so (checked structurally below), and nothing else is skipped.
+        for line in report
+            .lines()
+            .filter(|l| l.contains("Couldn't find schema"))
+        {
+            assert!(line.contains("ServiceMonitor"), "{version}: {line}");
+        }
+        assert!(report.contains("ServiceMonitor"), "{version}: {report}");
+    }
+}
+
+/// The worker's egress rule to Vault in the render with `args`.
+fn vault_rule(args: &[&str]) -> Value {
+    let objs = objects(&render(args));
+    find(&objs, "NetworkPolicy", "allow-worker-egress-to-vault")["spec"]["egress"][0].clone()
+}
+
+#[test]
+fn vault_egress_targets_pods_in_cluster_and_cidrs_outside() {
+    // In the cluster, https on the Service's 443: the policy matches the pod port.
+    let rule = vault_rule(&["--vault-addr", "https://vault.secrets.svc"]);
+    assert_eq!(
+        rule["to"][0],
+        json!({
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "secrets"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "vault"}},
+        })
+    );
+    assert_eq!(rule["ports"], json!([{"protocol": "TCP", "port": 8200}]));
+    let rule = vault_rule(&[
+        "--vault-addr",
+        "http://vault.vault.svc:8200",
+        "--vault-mode",
+        "in-cluster",
+        "--vault-k8s-namespace",
+        "vault",
+        "--vault-pod-label",
+        "app=openbao",
+        "--vault-pod-label",
+        "component=server",
+        "--vault-target-port",
+        "8300",
+    ]);
+    assert_eq!(
+        rule["to"][0]["podSelector"]["matchLabels"],
+        json!({"app": "openbao", "component": "server"})
+    );
+    assert_eq!(rule["ports"][0]["port"], 8300);
+
+    // Outside: the blocks given, on the address's port; no pod selector at all.
+    let rule = vault_rule(&VAULT_EXTERNAL);
+    assert_eq!(
+        rule["to"],
+        json!([{"ipBlock": {"cidr": "203.0.113.10/32"}}, {"ipBlock": {"cidr": "198.51.100.0/24"}}])
+    );
+    assert_eq!(rule["ports"], json!([{"protocol": "TCP", "port": 443}]));
+    let rule = vault_rule(&[
+        "--vault-addr",
+        "http://10.0.0.5:8200",
+        "--vault-cidr",
+        "10.0.0.5/32",
+        "--vault-port",
+        "18200",
+    ]);
+    assert_eq!(rule["to"], json!([{"ipBlock": {"cidr": "10.0.0.5/32"}}]));
+    assert_eq!(rule["ports"][0]["port"], 18200);
+
+    // Refuse to guess: an address that is not a Service name, without a mode.
+    for addr in ["https://vault.example.com", "http://10.0.0.5:8200"] {
+        let (code, _, stderr) = render_raw(&["--vault-addr", addr]);
+        assert_eq!(code, 2, "{addr}: {stderr}");
+        assert!(
+            stderr.contains("--vault-mode external --vault-cidr"),
+            "{addr}: {stderr}"
+        );
+    }
+    let (code, _, stderr) = render_raw(&[
+        "--vault-addr",
+        "https://vault.example.com",
+        "--vault-mode",
+        "external",
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("host names"), "{stderr}");
+    // The old flag is refused with its new names.
+    let (code, _, stderr) = render_raw(&[
+        "--vault-addr",
+        VAULT_IN_CLUSTER,
+        "--vault-namespace",
+        "vault",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--vault-k8s-namespace") && stderr.contains("--vault-enterprise-namespace"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn vault_ca_and_enterprise_namespace_reach_the_worker() {
+    let objs = objects(&render(&[
+        "--vault-addr",
+        "https://vault.example.com:8200",
+        "--vault-cidr",
+        "203.0.113.10/32",
+        "--vault-cacert-configmap",
+        "corp-ca",
+        "--vault-cacert-key",
+        "vault.pem",
+        "--vault-enterprise-namespace",
+        "team-a/prod",
+    ]));
+    let worker = find(&objs, "Deployment", "gtc-worker");
+    let cacert = env_of(worker, "VAULT_CACERT").expect("VAULT_CACERT");
+    assert_eq!(
+        env_of(worker, "VAULT_NAMESPACE").as_deref(),
+        Some("team-a/prod")
+    );
+    let pod = &worker["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["configMap"]["name"] == "corp-ca")
+        .expect("the CA ConfigMap is a volume");
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("and it is mounted");
+    assert_eq!(mount["readOnly"], true);
+    // VAULT_CACERT names the file the ConfigMap's key becomes.
+    let item = &volume["configMap"]["items"][0];
+    assert_eq!(item["key"], "vault.pem");
+    assert_eq!(
+        cacert,
+        format!(
+            "{}/{}",
+            mount["mountPath"].as_str().unwrap(),
+            item["path"].as_str().unwrap()
+        )
+    );
+    // Without these flags neither variable is rendered; a CA for http:// is refused.
+    let plain = find(
+        &objects(&render(&["--vault-addr", VAULT_IN_CLUSTER])),
+        "Deployment",
+        "gtc-worker",
+    )
+    .clone();
+    assert!(
+        env_of(&plain, "VAULT_CACERT").is_none() && env_of(&plain, "VAULT_NAMESPACE").is_none()
+    );
+    let (code, _, stderr) = render_raw(&[
+        "--vault-addr",
+        VAULT_IN_CLUSTER,
+        "--vault-cacert-configmap",
+        "corp-ca",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+}
+
+/// Whether a file in a volume is readable by the pod's user, by the kubelet's
+/// rules: Secret files belong to root and, with `fsGroup`, to that group; the
+/// process runs as runAsUser with runAsGroup and fsGroup among its groups.
+fn readable_by_pod(pod: &Value, mode: i64) -> bool {
+    let ctx = &pod["securityContext"];
+    let uid = ctx["runAsUser"].as_i64().unwrap();
+    let mut groups = vec![ctx["runAsGroup"].as_i64().unwrap()];
+    let file_group = ctx["fsGroup"].as_i64();
+    groups.extend(file_group);
+    let (owner, group) = (0, file_group.unwrap_or(0));
+    (uid == owner && mode & 0o400 != 0)
+        || (groups.contains(&group) && mode & 0o040 != 0)
+        || mode & 0o004 != 0
+}
+
+#[test]
+fn the_dev_store_secret_is_readable_by_the_worker_and_nobody_else() {
+    let objs = objects(&dev_store_render(b"readable-dev-value"));
+    let pod = &find(&objs, "Deployment", "gtc-worker")["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "gtc-dev-secrets")
+        .unwrap();
+    let mode = volume["secret"]["defaultMode"].as_i64().unwrap();
+    assert!(
+        readable_by_pod(pod, mode),
+        "mode {mode:o} unreadable by uid 65532"
+    );
+    assert_eq!(mode & 0o007, 0, "others get nothing: {mode:o}");
+    // The check itself: the old render (0400, root-owned, no fsGroup) fails it.
+    let mut old = pod.clone();
+    old["securityContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("fsGroup");
+    assert!(!readable_by_pod(&old, 0o400));
+}
+
+#[test]
+fn prometheus_gets_a_policy_and_a_monitor_that_fits_the_service() {
+    let objs = objects(&render(&[
+        "--vault-addr",
+        VAULT_IN_CLUSTER,
+        "--metrics-from-namespace",
+        "monitoring",
+        "--prometheus-operator",
+    ]));
+    let policy = &find(&objs, "NetworkPolicy", "allow-metrics-scrape-to-worker")["spec"];
+    assert_eq!(
+        policy["podSelector"]["matchLabels"],
+        json!({"app.kubernetes.io/name": "gtc-worker"})
+    );
+    let rule = &policy["ingress"][0];
+    assert_eq!(
+        rule["from"][0]["namespaceSelector"]["matchLabels"],
+        json!({"kubernetes.io/metadata.name": "monitoring"})
+    );
+    let worker = find(&objs, "Deployment", "gtc-worker");
+    let container_port = &worker["spec"]["template"]["spec"]["containers"][0]["ports"][0];
+    assert_eq!(rule["ports"][0]["port"], container_port["containerPort"]);
+
+    // The ServiceMonitor (a CRD, so checked here rather than by the validator):
+    // it selects the worker Service, in its namespace, on a port the Service has.
+    let monitor = find(&objs, "ServiceMonitor", "gtc-worker");
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    let service = find(&objs, "Service", "gtc-worker");
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&service["metadata"]["labels"][key], value, "{key}");
+    }
+    assert_eq!(
+        monitor["spec"]["namespaceSelector"]["matchNames"],
+        json!([service["metadata"]["namespace"]])
+    );
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["path"], "/metrics");
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == endpoint["port"])
+    );
+    let keys: Vec<&String> = monitor["spec"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["endpoints", "namespaceSelector", "selector"]);
+
+    // A PodMonitor names a container port of the worker's pods.
+    let objs = objects(&render(&[
+        "--vault-addr",
+        VAULT_IN_CLUSTER,
+        "--metrics-from-namespace",
+        "monitoring",
+        "--prometheus-operator",
+        "pod-monitor",
+    ]));
+    let monitor = find(&objs, "PodMonitor", "gtc-worker");
+    assert_eq!(
+        monitor["spec"]["podMetricsEndpoints"][0]["port"],
+        container_port["name"]
+    );
+    // No policy without the flag; the monitor alone would be dropped: refused.
+    assert!(!has(
+        &objects(&render(&["--vault-addr", VAULT_IN_CLUSTER])),
+        "NetworkPolicy",
+        "allow-metrics-scrape-to-worker"
+    ));
+    let (code, _, stderr) =
+        render_raw(&["--vault-addr", VAULT_IN_CLUSTER, "--prometheus-operator"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--metrics-from-namespace"), "{stderr}");
+}
+
+#[test]
+fn bundle_egress_becomes_rules_for_the_blocks_the_operator_names() {
+    let dir = tempfile::tempdir().unwrap();
+    write_bundle(
+        dir.path(),
+        "webchat-bot",
+        "webchat-bot",
+        &["/webhook"],
+        "[egress]\nallow = [\"api.example.com:443\", \"hooks.example.net:8443\"]",
+    );
+    let manifests = dir.path().to_str().unwrap();
+    // A destination without a block: refused, saying why.
+    let (code, _, stderr) = render_raw(&[
+        "--vault-addr",
+        VAULT_IN_CLUSTER,
+        "--bundle-manifests",
+        manifests,
+        "--egress-cidr",
+        "api.example.com:443=203.0.113.0/24",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("webchat-bot: hooks.example.net:8443") && stderr.contains("host names"),
+        "{stderr}"
+    );
+    let objs = objects(&render(&[
+        "--vault-addr",
+        VAULT_IN_CLUSTER,
+        "--bundle-manifests",
+        manifests,
+        "--egress-cidr",
+        "api.example.com:443=203.0.113.0/24",
+        "--egress-cidr",
+        "api.example.com:443=2001:db8::/48",
+        "--egress-cidr",
+        "hooks.example.net:8443=198.51.100.7/32",
+    ]));
+    let policy = find(
+        &objs,
+        "NetworkPolicy",
+        "allow-worker-egress-to-bundle-destinations",
+    );
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        json!({"app.kubernetes.io/name": "gtc-worker"})
+    );
+    assert_eq!(
+        policy["spec"]["egress"],
+        json!([
+            {"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}, {"ipBlock": {"cidr": "2001:db8::/48"}}],
+             "ports": [{"protocol": "TCP", "port": 443}]},
+            {"to": [{"ipBlock": {"cidr": "198.51.100.7/32"}}],
+             "ports": [{"protocol": "TCP", "port": 8443}]},
+        ])
+    );
+    let annotations = &policy["metadata"]["annotations"];
+    assert!(
+        annotations["greentic.ai/egress-destinations"]
+            .as_str()
+            .unwrap()
+            .contains("api.example.com:443 -> 203.0.113.0/24 2001:db8::/48")
+    );
+    assert!(
+        annotations["greentic.ai/egress-note"]
+            .as_str()
+            .unwrap()
+            .contains("not host names")
+    );
+    // No grants, no bundle manifests: no policy (the default deny stays).
+    assert!(!has(
+        &objects(&render(&["--vault-addr", VAULT_IN_CLUSTER])),
+        "NetworkPolicy",
+        "allow-worker-egress-to-bundle-destinations"
+    ));
+}
+
+#[test]
+fn dns_selector_scale_and_resources_follow_the_flags() {
+    let defaults = objects(&render(&["--vault-addr", VAULT_IN_CLUSTER]));
+    let dns = &find(&defaults, "NetworkPolicy", "allow-dns-egress")["spec"]["egress"][0];
+    assert_eq!(
+        dns["to"],
+        json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}])
+    );
+    assert_eq!(
+        dns["ports"],
+        json!([{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}])
+    );
+    // Production defaults: a PDB, spread, requests and limits, no HPA.
+    for name in ["gtc-worker", "gtc-router"] {
+        let pdb = find(&defaults, "PodDisruptionBudget", name);
+        assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+        assert_eq!(
+            pdb["spec"]["selector"]["matchLabels"],
+            find(&defaults, "Deployment", name)["spec"]["selector"]["matchLabels"]
+        );
+        let deployment = find(&defaults, "Deployment", name);
+        assert_eq!(deployment["spec"]["replicas"], 2);
+        let spread = &deployment["spec"]["template"]["spec"]["topologySpreadConstraints"];
+        assert_eq!(spread.as_array().unwrap().len(), 2, "{name}");
+        assert!(!has(&defaults, "HorizontalPodAutoscaler", name));
+    }
+    let worker = find(&defaults, "Deployment", "gtc-worker");
+    assert_eq!(
+        worker["spec"]["template"]["spec"]["containers"][0]["resources"],
+        json!({"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "512Mi"}})
+    );
+
+    let objs = objects(&render(
+        &[
+            &OPENSHIFT_DNS[..],
+            &[
+                "--vault-addr",
+                VAULT_IN_CLUSTER,
+                "--replicas",
+                "3",
+                "--autoscale-max",
+                "12",
+                "--autoscale-cpu-percent",
+                "60",
+                "--pdb-max-unavailable",
+                "2",
+                "--topology-spread",
+                "required",
+                "--worker-cpu-request",
+                "500m",
+                "--worker-memory-limit",
+                "1Gi",
+                "--worker-cpu-limit",
+                "none",
+            ],
+        ]
+        .concat(),
+    ));
+    let dns = &find(&objs, "NetworkPolicy", "allow-dns-egress")["spec"]["egress"][0];
+    assert_eq!(
+        dns["to"],
+        json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "openshift-dns"}},
+                "podSelector": {"matchLabels": {"dns.operator.openshift.io/daemonset-dns": "default"}}},
+               {"ipBlock": {"cidr": "169.254.20.10/32"}}])
+    );
+    assert_eq!(
+        dns["ports"],
+        json!([{"protocol": "UDP", "port": 5353}, {"protocol": "TCP", "port": 5353}])
+    );
+    let hpa = find(&objs, "HorizontalPodAutoscaler", "gtc-worker");
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert_eq!(
+        hpa["spec"],
+        json!({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gtc-worker"},
+               "minReplicas": 3, "maxReplicas": 12,
+               "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 60}}}]})
+    );
+    let worker = find(&objs, "Deployment", "gtc-worker");
+    // The autoscaler owns the count: re-applying must not reset it.
+    assert!(worker["spec"].get("replicas").is_none());
+    assert_eq!(
+        find(&objs, "PodDisruptionBudget", "gtc-worker")["spec"]["maxUnavailable"],
+        2
+    );
+    let pod = &worker["spec"]["template"]["spec"];
+    let hostname = pod["topologySpreadConstraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["topologyKey"] == "kubernetes.io/hostname")
+        .unwrap();
+    assert_eq!(hostname["whenUnsatisfiable"], "DoNotSchedule");
+    assert_eq!(
+        pod["containers"][0]["resources"],
+        json!({"requests": {"cpu": "500m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}})
+    );
+    let objs = objects(&render(&[
+        "--vault-addr",
+        VAULT_IN_CLUSTER,
+        "--no-pdb",
+        "--topology-spread",
+        "off",
+    ]));
+    assert!(!has(&objs, "PodDisruptionBudget", "gtc-worker"));
+    assert!(
+        find(&objs, "Deployment", "gtc-worker")["spec"]["template"]["spec"]
+            .get("topologySpreadConstraints")
+            .is_none()
+    );
+}
+
+#[test]
+fn bad_arguments_exit_2_and_name_the_flag() {
+    let long = "a".repeat(64);
+    let long_env = "e".repeat(64);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--namespace", "my_ns"], "--namespace"),
+        (vec!["--namespace", "a.b"], "--namespace"),
+        (vec!["--namespace", &long], "--namespace"),
+        (vec!["--replicas=-1"], "--replicas"),
+        (vec!["--image", ""], "--image"),
+        (vec!["--image", "Registry/GTC:1"], "--image"),
+        (vec!["--image", "gtc@sha256:abc"], "--image"),
+        (
+            vec!["--vault-addr", "ftp://vault.vault.svc"],
+            "--vault-addr",
+        ),
+        (vec!["--env", &long_env], "--env"),
+        (vec!["--tenant", "Acme"], "--tenant"),
+        (vec!["--vault-cidr", "10.0.0.5/24"], "--vault-cidr"),
+        (vec!["--vault-port", "0"], "--vault-port"),
+        (vec!["--dns-namespace", "Kube_System"], "--dns-namespace"),
+        (vec!["--dns-pod-label", "k8s-app"], "--dns-pod-label"),
+        (
+            vec!["--worker-memory-limit", "10 Mi"],
+            "--worker-memory-limit",
+        ),
+        (vec!["--worker-cpu-request", "4"], "--worker-cpu-request"),
+        (
+            vec!["--autoscale-max", "1", "--replicas", "2"],
+            "--autoscale-max",
+        ),
+        (vec!["--pdb-max-unavailable", "0"], "--pdb-max-unavailable"),
+        (vec!["--kv-prefix", "greentic/../x"], "--kv-prefix"),
+        (
+            vec!["--egress-cidr", "api.example.com=10.0.0.0/8"],
+            "--egress-cidr",
+        ),
+        (
+            vec!["--metrics-from-namespace", "Monitoring"],
+            "--metrics-from-namespace",
+        ),
+        (
+            vec!["--vault-cacert-configmap", "Bad_Name"],
+            "--vault-cacert-configmap",
+        ),
+        (vec!["--bundle", "Web_Chat"], "--bundle"),
+    ];
+    for (extra, flag) in cases {
+        let mut args = vec!["--vault-addr", "https://vault.vault.svc"];
+        args.extend(extra.iter().copied());
+        let (code, _, stderr) = render_raw(&args);
+        assert_eq!(code, 2, "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains(flag),
+            "{extra:?} should name {flag}: {stderr}"
+        );
+        assert!(!stderr.contains("secret name"), "{extra:?}: {stderr}");
+    }
+    // A digest is fine.
+    let digest = format!("registry.example/gtc:0.1@sha256:{}", "ab".repeat(32));
+    let objs = objects(&render(&[
+        "--vault-addr",
+        VAULT_IN_CLUSTER,
+        "--image",
+        &digest,
+        "--image-pull-policy",
+        "always",
+    ]));
+    let container =
+        &find(&objs, "Deployment", "gtc-worker")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], digest.as_str());
+    assert_eq!(container["imagePullPolicy"], "Always");
+}
+
+#[test]
+fn every_render_flag_has_help_and_help_names_exit_codes_and_variables() {
+    let out = run_gtc(&["deploy", "render", "--help"], &[], b"");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    // Each `--flag` line is followed by its description (long help format).
+    let lines: Vec<&str> = help.lines().map(str::trim_start).collect();
+    let mut flags = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if !line.starts_with("--") {
+            continue;
+        }
+        flags += 1;
+        let next = lines.get(i + 1).copied().unwrap_or_default();
+        assert!(
+            !next.is_empty() && !next.starts_with('-'),
+            "no help text for {line:?}:\n{help}"
+        );
+    }
+    assert!(flags >= 40, "{help}");
+    assert!(
+        !help.contains("--vault-namespace "),
+        "the old flag is hidden"
+    );
+    let out = run_gtc(&["--help"], &[], b"");
+    let top = String::from_utf8_lossy(&out.stdout);
+    for wanted in [
+        "Exit status: 0 ok, 1 runtime failure",
+        "2 bad configuration",
+        "GREENTIC_SECRETS_BACKEND",
+        "VAULT_CACERT",
+        "GREENTIC_VAULT_TIMEOUT",
+    ] {
+        assert!(top.contains(wanted), "{wanted}: {top}");
+    }
+}
+
+/// The demo (deploy.sh) and the image build (Dockerfile) need Docker and kind,
+/// which this machine lacks: these checks hold them to what they must do.
+#[test]
+fn demo_and_image_build_static_checks() {
+    let read = |path: &str| std::fs::read_to_string(root().join(path)).unwrap();
+    let ignore = read(".dockerignore");
+    let ignored: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for wanted in ["target", ".venv", ".greentic", ".git"] {
+        assert!(
+            ignored
+                .iter()
+                .any(|l| l.trim_start_matches("**/").trim_end_matches('/') == wanted),
+            ".dockerignore must exclude {wanted}: {ignored:?}"
+        );
+    }
+    let dockerfile = read("examples/k8s-vault-demo/Dockerfile");
+    assert!(dockerfile.contains("--locked"), "the image builds --locked");
+    assert!(
+        dockerfile.contains("strip") || dockerfile.contains("CARGO_PROFILE_RELEASE_STRIP"),
+        "the image ships a stripped binary"
+    );
+    assert!(dockerfile.contains("USER 65532:65532"));
+
+    let deploy = read("examples/k8s-vault-demo/deploy.sh");
+    let ok = Command::new("bash")
+        .arg("-n")
+        .arg(root().join("examples/k8s-vault-demo/deploy.sh"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "deploy.sh parses");
+    assert!(
+        !deploy.contains("sleep 2"),
+        "no racing sleep after port-forward"
+    );
+    for (wanted, why) in [
+        ("kind version", "checks the kind version"),
+        ("0.24", "kind >= 0.24 enforces NetworkPolicy"),
+        ("expect_status 200", "asserts the webhook's 200"),
+        (
+            "expect_status 503",
+            "asserts the 503 without the Vault policy",
+        ),
+        (
+            "delete networkpolicy allow-vault-ingress-from-workers",
+            "removes the policy",
+        ),
+        ("gtc doctor", "shows the doctor's line"),
+        (
+            "install-tools.sh",
+            "provides the bao CLI when neither vault nor bao is installed",
+        ),
+        (
+            "--vault-mode in-cluster",
+            "renders with an explicit Vault mode",
+        ),
+    ] {
+        assert!(deploy.contains(wanted), "deploy.sh: {why} ({wanted:?})");
+    }
+    // Removing allow-vault-ingress-from-workers must cut the workers off: Vault's
+    // pods stay isolated for ingress by another policy (a pod that no policy
+    // selects accepts everything, and the demo would show nothing).
+    let vault_objects = objects(&read("examples/k8s-vault-demo/vault.yaml"));
+    let vault_labels =
+        &find(&vault_objects, "Deployment", "vault")["spec"]["template"]["metadata"]["labels"];
+    let isolating: Vec<&Value> = vault_objects
+        .iter()
+        .filter(|o| o["kind"] == "NetworkPolicy" && o["metadata"]["namespace"] == "vault")
+        .filter(|o| o["metadata"]["name"] != "allow-vault-ingress-from-workers")
+        .filter(|o| {
+            let selects = o["spec"]["podSelector"]["matchLabels"]
+                .as_object()
+                .is_none_or(|wanted| wanted.iter().all(|(k, v)| &vault_labels[k] == v));
+            let ingress_type = o["spec"]["policyTypes"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "Ingress"));
+            selects && ingress_type
+        })
+        .collect();
+    assert!(
+        !isolating.is_empty(),
+        "vault.yaml needs a default-deny ingress policy"
+    );
+    for policy in isolating {
+        assert!(
+            policy["spec"]["ingress"]
+                .as_array()
+                .is_none_or(Vec::is_empty),
+            "without the workers' policy nothing may admit them: {policy}"
+        );
+    }
+    // expect_status fails the script on any other status.
+    let function = deploy
+        .split("expect_status() {")
+        .nth(1)
+        .and_then(|rest| rest.split("\n}").next())
+        .expect("deploy.sh defines expect_status");
+    assert!(
+        function.contains("exit 1") && function.contains("%{http_code}"),
+        "{function}"
+    );
+}
