@@ -480,7 +480,7 @@ async fn router_forwards_webhooks_and_keeps_host_endpoints_internal() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
     dev_put(&store, "local/_/webchat-bot/webhook-secret", b"router-key");
-    let bundle = write_bundle(dir.path(), "webchat-bot", "webchat-bot", &["/webhook"], "");
+    let bundle = webchat_bundle(dir.path());
     let worker = Gtc::serve(
         &[format!("--bundle={}", bundle.display())],
         &[("GREENTIC_DEV_STORE", store.display().to_string())],

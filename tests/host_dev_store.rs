@@ -105,8 +105,20 @@ async fn teams_see_their_own_and_tenant_wide_secrets_only() {
     seed(&store, "acme/_/probe/shared", b"shared-value");
     seed(&store, "acme/team-b/probe/shared", b"b-override");
     seed(&store, "other/_/probe/shared", b"other-tenant");
-    let a = write_bundle(dir.path(), "probe-a", "probe", &["/a"], "");
-    let b = write_bundle(dir.path(), "probe-b", "probe", &["/b"], "");
+    let a = write_bundle(
+        dir.path(),
+        "probe-a",
+        "probe",
+        &["/a"],
+        r#"secrets = ["probe/mine", "probe/shared", "probe/only-b"]"#,
+    );
+    let b = write_bundle(
+        dir.path(),
+        "probe-b",
+        "probe",
+        &["/b"],
+        r#"secrets = ["probe/shared", "probe/only-b"]"#,
+    );
     let gtc = Gtc::serve(
         &[
             format!("--bundle={}=team-a", a.display()),
@@ -148,10 +160,10 @@ async fn teams_see_their_own_and_tenant_wide_secrets_only() {
         value(&probe_get(&gtc, "/a", b"secrets://dev/acme/_/probe/shared").await).as_deref(),
         Some("shared-value")
     );
-    // Bare names use the bundle id as category.
+    // Bare names use the bundle id as category: `probe-a/mine` is not declared.
     assert_eq!(
         error(&probe_get(&gtc, "/a", b"mine").await).as_deref(),
-        Some("not-found")
+        Some("denied")
     );
     // Another tenant's secret can never be reached.
     assert_eq!(
@@ -165,7 +177,13 @@ async fn hostile_names_are_rejected_with_the_right_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
     seed(&store, "acme/team-a/probe/x", b"x-value");
-    let a = write_bundle(dir.path(), "probe", "probe", &["/p"], "");
+    let a = write_bundle(
+        dir.path(),
+        "probe",
+        "probe",
+        &["/p"],
+        r#"secrets = ["probe/x"]"#,
+    );
     let gtc = Gtc::serve(
         &[format!("--bundle={}=team-a", a.display())],
         &env_for(&store),
@@ -267,7 +285,10 @@ async fn sandbox_gives_nothing_and_limits_hold() {
         "probe",
         "probe",
         &["/p"],
-        &format!("[egress]\nallow = [\"{allowed}\"]\n[limits]\ntimeout_ms = 500\nmemory_mib = 16"),
+        &format!(
+            "secrets = [\"probe/x\"]\n[egress]\nallow = [\"{allowed}\"]\n\
+             [limits]\ntimeout_ms = 500\nmemory_mib = 16"
+        ),
     );
     let hello = write_bundle(dir.path(), "hello", "hello", &["/hello"], "");
     let mut env = env_for(&store);
@@ -422,8 +443,8 @@ async fn compiled_component_cache_serves_the_same_results() {
     let store = dir.path().join("store.json");
     seed(&store, "acme/_/webchat-bot/webhook-secret", SECRET);
     seed(&store, "acme/_/probe/x", b"cache-check-value");
-    let webchat = write_bundle(dir.path(), "webchat-bot", "webchat-bot", &["/webhook"], "");
-    let probe = write_bundle(dir.path(), "probe", "probe", &["/p"], "");
+    let webchat = webchat_bundle(dir.path());
+    let probe = write_bundle(dir.path(), "probe", "probe", &["/p"], r#"secrets = ["x"]"#);
     let cache = dir.path().join("compiled");
     let args = [
         format!("--bundle={}", webchat.display()),
@@ -447,4 +468,76 @@ async fn compiled_component_cache_serves_the_same_results() {
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[0].0.0, 200);
     assert_eq!(answers[0].2["value"], "cache-check-value");
+}
+
+#[tokio::test]
+async fn a_bundle_reads_only_the_secrets_its_manifest_declares() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    seed(&store, "acme/support/webchat-bot/webhook-secret", SECRET);
+    seed(&store, "acme/support/probe/own", b"probe-own-value");
+    let webchat = webchat_bundle(dir.path());
+    // A hostile bundle of the same team, declaring only its own secret.
+    let probe = write_bundle(
+        dir.path(),
+        "probe",
+        "probe",
+        &["/p"],
+        r#"secrets = ["own"]"#,
+    );
+    let bundles = [
+        format!("--bundle={}=support", webchat.display()),
+        format!("--bundle={}=support", probe.display()),
+    ];
+    let gtc = Gtc::serve(&bundles, &env_for(&store));
+    assert_eq!(
+        probe_get(&gtc, "/p", b"own").await["value"],
+        "probe-own-value"
+    );
+    for stolen in [
+        &b"webchat-bot/webhook-secret"[..],
+        b"secrets://dev/acme/support/webchat-bot/webhook-secret",
+        b"secrets://dev/acme/_/webchat-bot/webhook-secret",
+    ] {
+        let answer = probe_get(&gtc, "/p", stolen).await;
+        assert_eq!(answer["error"], "denied", "{answer}");
+    }
+    // The owner still reads it.
+    assert_eq!(webhook(&gtc, SECRET, r#"{"text":"hi"}"#).await.0, 200);
+    let log = gtc.stop();
+    let refused = log
+        .lines()
+        .find(|line| {
+            line.contains("gtc::audit")
+                && line.contains("bundle=probe")
+                && line.contains("webchat-bot/webhook-secret")
+        })
+        .unwrap_or_else(|| panic!("no audit line for the refused get: {log}"));
+    assert!(
+        refused.contains("outcome=\"denied\"") && refused.contains("undeclared"),
+        "{refused}"
+    );
+
+    // The operator's migration switch restores the old behaviour for that bundle only.
+    let mut migrating = bundles.to_vec();
+    migrating.push("--allow-undeclared-secrets=probe".into());
+    let gtc = Gtc::serve(&migrating, &env_for(&store));
+    let answer = probe_get(&gtc, "/p", b"webchat-bot/webhook-secret").await;
+    assert_eq!(answer["value"].as_str().map(str::as_bytes), Some(SECRET));
+    let log = gtc.stop();
+    assert!(log.contains("--allow-undeclared-secrets"), "{log}");
+
+    // A switch naming no served bundle is a configuration error.
+    let out = run_gtc(
+        &[
+            "serve",
+            "--listen=127.0.0.1:0",
+            &bundles[1],
+            "--allow-undeclared-secrets=nobody",
+        ],
+        &env_for(&store),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"));
 }

@@ -35,7 +35,7 @@ async fn hostile_guests_are_stopped_and_neighbours_unaffected() {
         "probe",
         &["/p"],
         &format!(
-            "[egress]\nallow = [\"{sink}\"]\n[limits]\ntimeout_ms = 1000\nmemory_mib = 32\nresponse_mib = 1"
+            "secrets = [\"probe/x\"]\n[egress]\nallow = [\"{sink}\"]\n[limits]\ntimeout_ms = 1000\nmemory_mib = 32\nresponse_mib = 1"
         ),
     );
     let hello = write_bundle(dir.path(), "hello", "hello", &["/hello"], "");

@@ -255,8 +255,9 @@ async fn envelopes_are_bound_to_their_path_and_tampering_is_caught() {
     // A raw `kv put` stores plaintext: refused.
     write("team-a/probe/raw", json!({"value": "plaintext-value"})).await;
 
-    let a = write_bundle(world.dir.path(), "probe-a", "probe", &["/p"], "");
-    let b = write_bundle(world.dir.path(), "probe-b", "probe", &["/q"], "");
+    let reads = r#"secrets = ["probe/key", "probe/tampered", "probe/raw", "probe/absent"]"#;
+    let a = write_bundle(world.dir.path(), "probe-a", "probe", &["/p"], reads);
+    let b = write_bundle(world.dir.path(), "probe-b", "probe", &["/q"], reads);
     let gtc = Gtc::serve(
         &[
             format!("--bundle={}=team-a", a.display()),

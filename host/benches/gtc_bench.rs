@@ -16,7 +16,7 @@ use bytes::Bytes;
 use gtc::backend::{DevStore, SecretsBackend, VaultBackend};
 use gtc::bundle::Manifest;
 use gtc::cache::{CachePolicy, SecretsService};
-use gtc::capability::{BundleSecrets, GetCounters};
+use gtc::capability::{BundleSecrets, DeclaredSecrets, GetCounters};
 use gtc::runtime::{LoadedBundle, Runtime, RuntimeConfig};
 use gtc::scope::{Scope, SecretPath, Segment, TeamSlot};
 use gtc::vault::session::{LoginConfig, Session};
@@ -133,6 +133,7 @@ fn load_probe(runtime: &Runtime, dir: &Path, service: Arc<SecretsService>) -> Ar
         service,
         Arc::new(GetCounters::default()),
         u32::MAX,
+        DeclaredSecrets::unrestricted(),
     ));
     Arc::new(runtime.load(manifest, secrets).unwrap())
 }
@@ -628,7 +629,7 @@ fn throughput(report: &mut Report) {
     }
     let env = [("GREENTIC_DEV_STORE", store.display().to_string())];
     let hello = write_bundle(dir.path(), "hello", "hello", &["/"], "");
-    let webchat = write_bundle(dir.path(), "webchat-bot", "webchat-bot", &["/webhook"], "");
+    let webchat = webchat_bundle(dir.path());
     let body = r#"{"text":"benchmark"}"#;
     let script = dir.path().join("post.lua");
     std::fs::write(
@@ -721,13 +722,7 @@ fn throughput(report: &mut Report) {
     // webchat-bot, cached secret, Vault backend.
     let world = VaultWorld::start("1h", "2h");
     world.put("acme/_/webchat-bot/webhook-secret", &secret);
-    let vault_bundle = write_bundle(
-        world.dir.path(),
-        "webchat-bot",
-        "webchat-bot",
-        &["/webhook"],
-        "",
-    );
+    let vault_bundle = webchat_bundle(world.dir.path());
     let (child, base, _) = start_gtc(
         &[format!("--bundle={}", vault_bundle.display())],
         &world.worker_env(),

@@ -453,7 +453,7 @@ async fn soak(seconds: u64) {
     );
 
     let proxy = start_proxy(bao.addr());
-    let bundle = write_bundle(dir.path(), "webchat-bot", "webchat-bot", &["/webhook"], "");
+    let bundle = webchat_bundle(dir.path());
     let worker_env = vec![
         ("GREENTIC_SECRETS_BACKEND", "vault".to_string()),
         ("GREENTIC_ENV", "dev".to_string()),

@@ -4,7 +4,9 @@
 use crate::backend::{DevStore, SecretsBackend, VaultBackend};
 use crate::bundle::{BundleError, BundleSpec, Manifest};
 use crate::cache::SecretsService;
-use crate::capability::{BundleSecrets, DEFAULT_MAX_GETS_PER_REQUEST, GetCounters};
+use crate::capability::{
+    BundleSecrets, DEFAULT_MAX_GETS_PER_REQUEST, DeclaredSecrets, GetCounters,
+};
 use crate::config::{self, BackendKind, ConfigError, Environment};
 use crate::ingress::{Host, RouteError};
 use crate::metrics::Metrics;
@@ -28,6 +30,13 @@ pub enum AppError {
     Backend(String),
     #[error("no bundles to serve: pass at least one --bundle DIR[=TEAM]")]
     NoBundles,
+    #[error("bundle {bundle}: {source}")]
+    Declaration {
+        bundle: String,
+        source: crate::capability::DeclarationError,
+    },
+    #[error("--allow-undeclared-secrets {0}: no bundle with that id is served")]
+    UnknownBundle(String),
 }
 
 /// Builds the configured secrets backend for a worker.
@@ -90,18 +99,52 @@ pub async fn build_host(
     let gets = Arc::new(GetCounters::default());
     let runtime = Runtime::with_metrics(&runtime_config, metrics.clone())?;
     let mut bundles = Vec::new();
-    for spec in specs {
-        let manifest = Manifest::load(&spec.dir)?;
+    let manifests = specs
+        .iter()
+        .map(|spec| Manifest::load(&spec.dir))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(unknown) = runtime_config
+        .allow_undeclared_secrets
+        .iter()
+        .find(|id| !manifests.iter().any(|m| &m.id == *id))
+    {
+        return Err(AppError::UnknownBundle(unknown.to_string()));
+    }
+    for (spec, manifest) in specs.iter().zip(manifests) {
+        let scope = Scope {
+            env: pod_env.clone(),
+            tenant: tenant.clone(),
+            team: spec.team.clone(),
+        };
+        let allow_undeclared = runtime_config
+            .allow_undeclared_secrets
+            .contains(&manifest.id);
+        if allow_undeclared {
+            tracing::warn!(
+                bundle = %manifest.id,
+                "this bundle may read secrets its manifest does not declare \
+                 (--allow-undeclared-secrets): a migration switch, remove it once the \
+                 manifest lists what the bundle reads"
+            );
+        }
+        let declared = DeclaredSecrets::new(
+            &scope,
+            &manifest.id,
+            manifest.secrets.iter().map(String::as_str),
+            std::iter::empty(),
+            allow_undeclared,
+        )
+        .map_err(|source| AppError::Declaration {
+            bundle: manifest.id.to_string(),
+            source,
+        })?;
         let secrets = Arc::new(BundleSecrets::new(
             manifest.id.clone(),
-            Scope {
-                env: pod_env.clone(),
-                tenant: tenant.clone(),
-                team: spec.team.clone(),
-            },
+            scope,
             service.clone(),
             gets.clone(),
             DEFAULT_MAX_GETS_PER_REQUEST,
+            declared,
         ));
         let started = std::time::Instant::now();
         let id = manifest.id.clone();

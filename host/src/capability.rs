@@ -9,12 +9,18 @@
 //! Every call emits one audit event (target `gtc::audit`): bundle, scope, the
 //! resolved URI (or only the length of a malformed name), outcome, cache use and
 //! latency. Never a value.
+//!
+//! Least privilege between the bundles of one team: a bundle reads only the names
+//! its manifest declares (`secrets`, plus the sealed list, whose values `get` never
+//! returns). Anything else is `denied` with the audit reason `undeclared`, unless
+//! the operator lets that one bundle read undeclared names for a migration
+//! (`gtc serve --allow-undeclared-secrets BUNDLE_ID`).
 
 use crate::backend::BackendError;
 use crate::cache::{CacheOutcome, SecretsService};
 use crate::scope::{NameError, Scope, SecretPath, Segment};
 use crate::secret_value::SecretBytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +75,99 @@ struct Candidate {
     uri: String,
 }
 
+/// What the manifest lets `get` do with a `category/name`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Declared in `secrets` (or the operator allows undeclared names).
+    Readable,
+    /// Not declared: denied, audit reason `undeclared`.
+    Undeclared,
+    /// Declared sealed: usable only by the host, denied to `get`, audit reason `sealed`.
+    Sealed,
+}
+
+impl Access {
+    fn refusal(self) -> Option<&'static str> {
+        match self {
+            Access::Readable => None,
+            Access::Undeclared => Some("undeclared"),
+            Access::Sealed => Some("sealed"),
+        }
+    }
+}
+
+/// The names a bundle may use, from its manifest, as `(category, name)` pairs in
+/// its own scope; built once when the bundle is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct DeclaredSecrets {
+    readable: HashSet<(Segment, Segment)>,
+    sealed: HashSet<(Segment, Segment)>,
+    /// The operator's migration switch: undeclared names are readable.
+    allow_undeclared: bool,
+}
+
+/// A declared name that cannot be used in the bundle's scope.
+#[derive(Debug, thiserror::Error)]
+#[error("declared secret {name:?}: {reason}")]
+pub struct DeclarationError {
+    pub name: String,
+    pub reason: String,
+}
+
+impl DeclaredSecrets {
+    /// Resolves the manifest's `secrets` and sealed names in `scope`.
+    pub fn new<'a>(
+        scope: &Scope,
+        bundle_id: &Segment,
+        readable: impl IntoIterator<Item = &'a str>,
+        sealed: impl IntoIterator<Item = &'a str>,
+        allow_undeclared: bool,
+    ) -> Result<Self, DeclarationError> {
+        let key = |name: &str| {
+            let paths = scope
+                .resolve(bundle_id, name)
+                .map_err(|e| DeclarationError {
+                    name: name.to_string(),
+                    reason: match e {
+                        NameError::Malformed(why) => why.to_string(),
+                        NameError::OutOfScope => "outside the bundle's scope".to_string(),
+                    },
+                })?;
+            let path = paths.first().ok_or_else(|| DeclarationError {
+                name: name.to_string(),
+                reason: "does not resolve".to_string(),
+            })?;
+            Ok((path.category.clone(), path.name.clone()))
+        };
+        let readable = readable.into_iter().map(key).collect::<Result<_, _>>()?;
+        let sealed: HashSet<_> = sealed.into_iter().map(key).collect::<Result<_, _>>()?;
+        Ok(Self {
+            readable,
+            sealed,
+            allow_undeclared,
+        })
+    }
+
+    /// Every name is readable (tests and tools that serve no manifest).
+    pub fn unrestricted() -> Self {
+        Self {
+            allow_undeclared: true,
+            ..Self::default()
+        }
+    }
+
+    fn access(&self, path: &SecretPath) -> Access {
+        let key = (path.category.clone(), path.name.clone());
+        if self.sealed.contains(&key) {
+            Access::Sealed
+        } else if self.allow_undeclared || self.readable.contains(&key) {
+            Access::Readable
+        } else {
+            Access::Undeclared
+        }
+    }
+}
+
 /// What one bundle's `secrets.get` needs, shared by all its requests.
 pub struct BundleSecrets {
     pub bundle_id: Segment,
@@ -76,10 +175,19 @@ pub struct BundleSecrets {
     pub service: Arc<SecretsService>,
     pub counters: Arc<GetCounters>,
     pub max_gets_per_request: u32,
-    /// Names already resolved in this scope → the paths to try. Resolution is
-    /// pure (scope and name only), so remembering it changes no answer; it keeps
-    /// parsing and URI formatting off the cached path.
-    resolved: RwLock<HashMap<String, Arc<[Candidate]>>>,
+    declared: DeclaredSecrets,
+    /// Names already resolved in this scope → what the manifest allows and the
+    /// paths to try. Resolution is pure (scope, manifest and name only), so
+    /// remembering it changes no answer; it keeps parsing and URI formatting off
+    /// the cached path.
+    resolved: RwLock<HashMap<String, Resolved>>,
+}
+
+/// A remembered resolution of one name.
+#[derive(Clone)]
+struct Resolved {
+    access: Access,
+    candidates: Arc<[Candidate]>,
 }
 
 /// The outcome of one `get`, before it is handed to the guest.
@@ -99,6 +207,7 @@ impl BundleSecrets {
         service: Arc<SecretsService>,
         counters: Arc<GetCounters>,
         max_gets_per_request: u32,
+        declared: DeclaredSecrets,
     ) -> Self {
         Self {
             bundle_id,
@@ -106,12 +215,13 @@ impl BundleSecrets {
             service,
             counters,
             max_gets_per_request,
+            declared,
             resolved: RwLock::new(HashMap::new()),
         }
     }
 
     /// The paths to try for `name`, remembered after the first resolution.
-    fn candidates(&self, name: &str) -> Result<Arc<[Candidate]>, NameError> {
+    fn candidates(&self, name: &str) -> Result<Resolved, NameError> {
         if let Some(known) = self
             .resolved
             .read()
@@ -129,18 +239,32 @@ impl BundleSecrets {
                 path,
             })
             .collect();
+        let access = candidates
+            .first()
+            .map_or(Access::Undeclared, |c| self.declared.access(&c.path));
+        let entry = Resolved { access, candidates };
         let mut resolved = self.resolved.write().unwrap_or_else(|e| e.into_inner());
         if resolved.len() < MAX_REMEMBERED_NAMES {
-            resolved.insert(name.to_string(), candidates.clone());
+            resolved.insert(name.to_string(), entry.clone());
         }
-        Ok(candidates)
+        Ok(entry)
     }
 
     /// Resolves `name` in this bundle's scope and reads it: team first, then
     /// tenant-wide.
     pub async fn resolve(&self, name: &str) -> Resolution {
         let candidates = match self.candidates(name) {
-            Ok(candidates) => candidates,
+            Ok(Resolved { access, candidates }) => match access.refusal() {
+                None => candidates,
+                Some(refusal) => {
+                    return Resolution {
+                        result: Err(GuestError::Denied),
+                        uri: candidates.first().map(|c| c.uri.clone()),
+                        cache: None,
+                        reason: Some(refusal.to_string()),
+                    };
+                }
+            },
             Err(NameError::Malformed(why)) => {
                 return Resolution {
                     result: Err(GuestError::InvalidName(why.to_string())),
@@ -332,6 +456,7 @@ mod tests {
             Arc::new(service),
             Arc::new(GetCounters::default()),
             DEFAULT_MAX_GETS_PER_REQUEST,
+            DeclaredSecrets::unrestricted(),
         )
     }
 
@@ -378,6 +503,50 @@ mod tests {
             summary(&remembered.resolve("shared").await).0,
             Ok(b"tenant".to_vec())
         );
+    }
+
+    #[tokio::test]
+    async fn only_declared_names_are_readable_and_sealed_ones_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut secrets = bundle(dir.path());
+        secrets.declared = DeclaredSecrets::new(
+            &secrets.scope,
+            &secrets.bundle_id,
+            ["own"],
+            ["bot/shared"],
+            false,
+        )
+        .unwrap();
+        let own = secrets.resolve("secrets://dev/acme/red/bot/own").await;
+        assert_eq!(summary(&own).0, Ok(b"team".to_vec()));
+        for (name, reason) in [
+            ("shared", "sealed"),
+            ("secrets://dev/acme/_/bot/shared", "sealed"),
+            ("other/own", "undeclared"),
+            ("missing", "undeclared"),
+        ] {
+            let refused = secrets.resolve(name).await;
+            assert!(matches!(refused.result, Err(GuestError::Denied)), "{name}");
+            assert_eq!(refused.reason.as_deref(), Some(reason), "{name}");
+        }
+        secrets.declared.allow_undeclared = true;
+        secrets.resolved.write().unwrap().clear();
+        assert_eq!(
+            summary(&secrets.resolve("other/own").await).0,
+            Err("Error::NotFound".into())
+        );
+        assert!(matches!(
+            secrets.resolve("shared").await.result,
+            Err(GuestError::Denied)
+        ));
+        let out_of_scope = DeclaredSecrets::new(
+            &secrets.scope,
+            &secrets.bundle_id,
+            ["secrets://dev/acme/blue/bot/own"],
+            [],
+            false,
+        );
+        assert!(out_of_scope.is_err());
     }
 
     #[tokio::test]

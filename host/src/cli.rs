@@ -341,6 +341,15 @@ pub struct ServeArgs {
     /// Directory for compiled components, so the next start skips compilation.
     #[arg(long, env = "GTC_COMPILE_CACHE")]
     pub compile_cache: Option<PathBuf>,
+    /// Migration switch: let the bundle with this id read secrets its manifest
+    /// does not declare (by default a `get` of an undeclared name is denied).
+    /// Sealed secrets stay sealed. Repeat for more bundles.
+    #[arg(long, value_name = "BUNDLE_ID", value_parser = bundle_id)]
+    pub allow_undeclared_secrets: Vec<crate::scope::Segment>,
+}
+
+fn bundle_id(text: &str) -> Result<crate::scope::Segment, String> {
+    crate::scope::Segment::parse(text).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]

@@ -75,6 +75,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ..Default::default()
                 }),
                 compile_cache: args.compile_cache,
+                allow_undeclared_secrets: args.allow_undeclared_secrets,
             };
             let (host, _runtime) =
                 gtc::app::build_host(&env, &args.bundles, &runtime_config).await?;
@@ -317,7 +318,9 @@ fn exit_status(error: &anyhow::Error) -> u8 {
             AppError::Config(_)
             | AppError::Bundle(_)
             | AppError::Route(_)
-            | AppError::NoBundles => true,
+            | AppError::NoBundles
+            | AppError::Declaration { .. }
+            | AppError::UnknownBundle(_) => true,
             AppError::Runtime(runtime) => runtime.is_configuration(),
             AppError::Backend(_) => false,
         }

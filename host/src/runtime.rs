@@ -84,6 +84,9 @@ pub struct RuntimeConfig {
     pub egress_guard: Arc<EgressGuard>,
     /// Compiled-component cache directory (`None`: compile at every start).
     pub compile_cache: Option<std::path::PathBuf>,
+    /// Bundles (by id) the operator lets read secrets their manifest does not
+    /// declare: a migration switch, empty by default.
+    pub allow_undeclared_secrets: Vec<crate::scope::Segment>,
 }
 
 impl Default for RuntimeConfig {
@@ -95,6 +98,7 @@ impl Default for RuntimeConfig {
             maxima: Limits::operator_default_maxima(),
             egress_guard: Arc::new(EgressGuard::default()),
             compile_cache: None,
+            allow_undeclared_secrets: Vec::new(),
         }
     }
 }
@@ -820,7 +824,11 @@ impl Drop for GuardedBody {
             return;
         };
         let outcome = self.outcome.take();
-        match (self.bodyless, outcome, tokio::runtime::Handle::try_current()) {
+        match (
+            self.bodyless,
+            outcome,
+            tokio::runtime::Handle::try_current(),
+        ) {
             // No body was ever due: account for the request when its instance ends.
             (true, Some(outcome), Ok(runtime)) => {
                 let (status, started) = (self.status, self.started);
