@@ -131,7 +131,7 @@ pub async fn build_host(
             &scope,
             &manifest.id,
             manifest.secrets.iter().map(String::as_str),
-            std::iter::empty(),
+            manifest.sealed.iter().map(|s| s.name.as_str()),
             allow_undeclared,
         )
         .map_err(|source| AppError::Declaration {

@@ -18,6 +18,20 @@
 //! timeout_ms = 5000
 //! response_mib = 16
 //! ```
+//!
+//! A bundle with sealed secrets (values the host uses for it but `get` never
+//! returns) writes its readable names under `[secrets] read` instead, because TOML
+//! cannot make `secrets` both a list and a table:
+//!
+//! ```toml
+//! [secrets]
+//! read = ["settings"]
+//! [[secrets.sealed]]
+//! name = "telegram/bot-token"         # resolved like `get` (team, then `_`)
+//! to = ["api.telegram.org:443"]       # where it may travel; each also in [egress].allow
+//! [[secrets.sealed]]
+//! name = "webhook-secret"             # no `to`: signature checks only
+//! ```
 
 use crate::scope::{Segment, TeamSlot};
 use serde::Deserialize;
@@ -48,11 +62,51 @@ struct ManifestFile {
     component: PathBuf,
     routes: Vec<String>,
     #[serde(default)]
-    secrets: Vec<String>,
+    secrets: SecretsFile,
     #[serde(default)]
     egress: EgressFile,
     #[serde(default)]
     limits: LimitsFile,
+}
+
+/// `secrets = [...]`, or the table form with sealed secrets.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SecretsFile {
+    List(Vec<String>),
+    Table(SecretsTable),
+}
+
+impl Default for SecretsFile {
+    fn default() -> Self {
+        Self::List(Vec::new())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretsTable {
+    #[serde(default)]
+    read: Vec<String>,
+    #[serde(default)]
+    sealed: Vec<SealedFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedFile {
+    name: String,
+    #[serde(default)]
+    to: Vec<String>,
+}
+
+/// A sealed secret: a name the guest may use only as a placeholder in outgoing
+/// requests to `to` (and for signature checks), never read. An empty `to` means
+/// it travels nowhere: signature checks only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    pub name: String,
+    pub to: Vec<crate::egress::Authority>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,7 +148,10 @@ pub struct Manifest {
     pub id: Segment,
     pub component: PathBuf,
     pub routes: Vec<String>,
+    /// Names the guest may read with `get`.
     pub secrets: Vec<String>,
+    /// Names the host uses on the guest's behalf; `get` never returns them.
+    pub sealed: Vec<SealedSecret>,
     pub egress_allow: Vec<crate::egress::Authority>,
     pub limits: Limits,
 }
@@ -133,6 +190,21 @@ impl Manifest {
                     .map_err(|why| format!("egress.allow: {text:?} must be host:port: {why}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let (secrets, sealed) = match file.secrets {
+            SecretsFile::List(read) => (read, Vec::new()),
+            SecretsFile::Table(table) => (table.read, table.sealed),
+        };
+        let sealed = sealed
+            .into_iter()
+            .map(|entry| sealed_secret(entry, &egress_allow))
+            .collect::<Result<Vec<_>, _>>()?;
+        for name in &secrets {
+            if sealed.iter().any(|s| &s.name == name) {
+                return Err(format!(
+                    "secrets: {name:?} is both readable and sealed; a sealed secret is never readable"
+                ));
+            }
+        }
         let mut limits = Limits::default();
         if let Some(mib) = file.limits.memory_mib {
             if mib == 0 || mib > MAX_MEMORY_MIB {
@@ -156,10 +228,75 @@ impl Manifest {
             id,
             component: dir.join(file.component),
             routes: file.routes,
-            secrets: file.secrets,
+            secrets,
+            sealed,
             egress_allow,
             limits,
         })
+    }
+}
+
+fn sealed_secret(
+    entry: SealedFile,
+    egress_allow: &[crate::egress::Authority],
+) -> Result<SealedSecret, String> {
+    let name = entry.name;
+    let to = entry
+        .to
+        .iter()
+        .map(|text| {
+            let authority = crate::egress::Authority::parse(text).map_err(|why| {
+                format!("secrets.sealed {name:?}: to {text:?} must be host:port: {why}")
+            })?;
+            if !egress_allow.contains(&authority) {
+                return Err(format!(
+                    "secrets.sealed {name:?}: {authority} must also be in [egress].allow"
+                ));
+            }
+            Ok(authority)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SealedSecret { name, to })
+}
+
+impl Manifest {
+    /// What an operator reviews before deploying a bundle (`gtc bundle inspect`):
+    /// everything the bundle may use and where its sealed secrets may travel.
+    pub fn review(&self) -> String {
+        let list = |items: Vec<String>| {
+            if items.is_empty() {
+                "(none)".to_string()
+            } else {
+                items.join(", ")
+            }
+        };
+        let mut out = format!(
+            "bundle {}\ncomponent {}\nroutes {}\nreadable secrets {}\n",
+            self.id,
+            self.component.display(),
+            list(self.routes.clone()),
+            list(self.secrets.clone()),
+        );
+        if self.sealed.is_empty() {
+            out.push_str("sealed secrets (none)\n");
+        }
+        for sealed in &self.sealed {
+            let to = if sealed.to.is_empty() {
+                "travels nowhere (signature checks only)".to_string()
+            } else {
+                let to: Vec<String> = sealed.to.iter().map(|a| format!("https://{a}")).collect();
+                format!("may travel to {}", to.join(", "))
+            };
+            out.push_str(&format!("sealed secret {} {to}\n", sealed.name));
+        }
+        out.push_str(&format!(
+            "egress {}\nlimits memory {} MiB, timeout {} ms, response {} MiB\n",
+            list(self.egress_allow.iter().map(ToString::to_string).collect()),
+            self.limits.memory_bytes >> 20,
+            self.limits.timeout.as_millis(),
+            self.limits.response_bytes >> 20,
+        ));
+        out
     }
 }
 
@@ -277,6 +414,36 @@ mod tests {
             "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]\n[limits]\nmemory_mib = 0",
         ] {
             assert!(Manifest::parse(bad, Path::new(".")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sealed_secrets_need_destinations_in_the_egress_allowlist() {
+        let base = "id = \"tg\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]\n";
+        let good = format!(
+            "{base}[secrets]\nread = [\"settings\"]\n[[secrets.sealed]]\n\
+             name = \"telegram/bot-token\"\nto = [\"API.telegram.org:443\"]\n\
+             [egress]\nallow = [\"api.telegram.org:443\"]"
+        );
+        let m = Manifest::parse(&good, Path::new(".")).unwrap();
+        assert_eq!(m.secrets, ["settings"]);
+        assert_eq!(m.sealed.len(), 1);
+        assert_eq!(m.sealed[0].name, "telegram/bot-token");
+        assert_eq!(m.sealed[0].to[0].to_string(), "api.telegram.org:443");
+        for bad in [
+            // not in [egress].allow
+            "[[secrets.sealed]]\nname = \"k\"\nto = [\"a.example:443\"]",
+            // no port
+            "[[secrets.sealed]]\nname = \"k\"\nto = [\"a.example\"]\n[egress]\nallow = [\"a.example:443\"]",
+            // both readable and sealed
+            "[secrets]\nread = [\"k\"]\n[[secrets.sealed]]\nname = \"k\"\nto = [\"a.example:443\"]\n\
+             [egress]\nallow = [\"a.example:443\"]",
+            // unknown key
+            "[[secrets.sealed]]\nname = \"k\"\nto = [\"a.example:443\"]\nscheme = \"http\"\n\
+             [egress]\nallow = [\"a.example:443\"]",
+        ] {
+            let text = format!("{base}{bad}");
+            assert!(Manifest::parse(&text, Path::new(".")).is_err(), "{bad}");
         }
     }
 

@@ -96,6 +96,29 @@ impl Access {
     }
 }
 
+/// Who a resolution is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// The guest's `get`: readable names only.
+    Get,
+    /// Readiness: every declared name, readable or sealed (never returned).
+    Readiness,
+    /// Host-side use of a sealed value (injection, signature checks): sealed only.
+    Sealed,
+}
+
+impl Use {
+    fn refusal(self, access: Access) -> Option<&'static str> {
+        match (self, access) {
+            (Use::Get, access) => access.refusal(),
+            (Use::Readiness, Access::Undeclared) => Some("undeclared"),
+            (Use::Readiness, _) => None,
+            (Use::Sealed, Access::Sealed) => None,
+            (Use::Sealed, _) => Some("not-sealed"),
+        }
+    }
+}
+
 /// The names a bundle may use, from its manifest, as `(category, name)` pairs in
 /// its own scope; built once when the bundle is loaded.
 #[derive(Debug, Clone, Default)]
@@ -250,11 +273,17 @@ impl BundleSecrets {
         Ok(entry)
     }
 
-    /// Resolves `name` in this bundle's scope and reads it: team first, then
-    /// tenant-wide.
+    /// Resolves `name` for the guest's `get` in this bundle's scope and reads it:
+    /// team first, then tenant-wide. Only declared, readable names are read.
     pub async fn resolve(&self, name: &str) -> Resolution {
+        self.resolve_for(name, Use::Get).await
+    }
+
+    /// Reads `name` for the host's own use of it on the guest's behalf (`Use`
+    /// says which names qualify); the value never goes back to the guest.
+    pub async fn resolve_for(&self, name: &str, purpose: Use) -> Resolution {
         let candidates = match self.candidates(name) {
-            Ok(Resolved { access, candidates }) => match access.refusal() {
+            Ok(Resolved { access, candidates }) => match purpose.refusal(access) {
                 None => candidates,
                 Some(refusal) => {
                     return Resolution {

@@ -71,6 +71,21 @@ pub enum Command {
     /// Check, step by step, that this pod can reach and read its secrets.
     #[command(after_help = EXIT_AND_ENV_HELP)]
     Doctor(DoctorArgs),
+    /// Review bundles before deploying them.
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Print what a bundle may use: routes, readable and sealed secrets (with the
+    /// destinations each sealed secret may travel to), egress and limits.
+    Inspect {
+        /// The bundle directory (holding bundle.toml).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]

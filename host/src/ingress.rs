@@ -171,8 +171,13 @@ impl Host {
             ));
         }
         for bundle in &self.bundles {
-            for name in &bundle.manifest().secrets {
-                let resolution = bundle.secrets().resolve(name).await;
+            let manifest = bundle.manifest();
+            let sealed = manifest.sealed.iter().map(|s| &s.name);
+            for name in manifest.secrets.iter().chain(sealed) {
+                let resolution = bundle
+                    .secrets()
+                    .resolve_for(name, crate::capability::Use::Readiness)
+                    .await;
                 if let Err(error) = resolution.result {
                     problems.push(format!(
                         "bundle {}: declared secret {name:?} does not resolve: {}",

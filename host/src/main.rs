@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use gtc::cli::{Cli, Command, DeployCommand, OpCommand, RenderArgs, SecretsCommand};
+use gtc::cli::{BundleCommand, Cli, Command, DeployCommand, OpCommand, RenderArgs, SecretsCommand};
 use gtc::config::ProcessEnv;
 use std::process::ExitCode;
 
@@ -97,6 +97,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Bundle {
+            command: BundleCommand::Inspect { dir },
+        } => {
+            let manifest = gtc::bundle::Manifest::load(&dir).map_err(gtc::app::AppError::from)?;
+            print!("{}", manifest.review());
+            Ok(())
+        }
         Command::Route(args) => {
             let router = std::sync::Arc::new(gtc::route::Router::new(&args.upstream)?);
             let listener = tokio::net::TcpListener::bind(args.listen)
