@@ -43,13 +43,7 @@ async fn webhook_signed_unsigned_and_backend_down() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
     seed(&store, "acme/support/webchat-bot/webhook-secret", SECRET);
-    let bundle = write_bundle(
-        dir.path(),
-        "webchat-bot",
-        "webchat-bot",
-        &["/webhook"],
-        "secrets = [\"webhook-secret\"]",
-    );
+    let bundle = webchat_bundle(dir.path());
     let gtc = Gtc::serve(
         &[format!("--bundle={}=support", bundle.display())],
         &env_for(&store),
@@ -476,6 +470,11 @@ async fn a_bundle_reads_only_the_secrets_its_manifest_declares() {
     let store = dir.path().join("store.json");
     seed(&store, "acme/support/webchat-bot/webhook-secret", SECRET);
     seed(&store, "acme/support/probe/own", b"probe-own-value");
+    seed(
+        &store,
+        "acme/support/other-bot/api-key",
+        b"other-bot-api-key",
+    );
     let webchat = webchat_bundle(dir.path());
     // A hostile bundle of the same team, declaring only its own secret.
     let probe = write_bundle(
@@ -513,19 +512,37 @@ async fn a_bundle_reads_only_the_secrets_its_manifest_declares() {
                 && line.contains("webchat-bot/webhook-secret")
         })
         .unwrap_or_else(|| panic!("no audit line for the refused get: {log}"));
-    assert!(
-        refused.contains("outcome=\"denied\"") && refused.contains("undeclared"),
-        "{refused}"
-    );
 
-    // The operator's migration switch restores the old behaviour for that bundle only.
+    assert!(
+        refused.contains("outcome=\"denied\"") && refused.contains("sealed"),
+        "webchat-bot seals its key: {refused}"
+    );
+    let undeclared = log
+        .lines()
+        .find(|line| line.contains("gtc::audit") && line.contains("other-bot/api-key"));
+    assert!(undeclared.is_none(), "not asked yet");
+
+    // The operator's migration switch restores the old behaviour for that bundle
+    // only, and never for a value another bundle sealed.
     let mut migrating = bundles.to_vec();
     migrating.push("--allow-undeclared-secrets=probe".into());
     let gtc = Gtc::serve(&migrating, &env_for(&store));
+    let answer = probe_get(&gtc, "/p", b"other-bot/api-key").await;
+    assert_eq!(answer["value"], "other-bot-api-key");
     let answer = probe_get(&gtc, "/p", b"webchat-bot/webhook-secret").await;
-    assert_eq!(answer["value"].as_str().map(str::as_bytes), Some(SECRET));
+    assert_eq!(answer["error"], "denied", "{answer}");
     let log = gtc.stop();
     assert!(log.contains("--allow-undeclared-secrets"), "{log}");
+    let gtc = Gtc::serve(&bundles, &env_for(&store));
+    let answer = probe_get(&gtc, "/p", b"other-bot/api-key").await;
+    assert_eq!(answer["error"], "denied", "{answer}");
+    let log = gtc.stop();
+    assert!(
+        log.lines().any(|line| line.contains("gtc::audit")
+            && line.contains("other-bot/api-key")
+            && line.contains("undeclared")),
+        "{log}"
+    );
 
     // A switch naming no served bundle is a configuration error.
     let out = run_gtc(

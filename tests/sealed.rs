@@ -76,7 +76,10 @@ async fn get_never_returns_a_sealed_value_and_readiness_counts_it() {
     assert!(ready.text().await.unwrap().contains("probe/token"));
     drop(gtc);
     dev_put(&store, "acme/_/probe/token", TOKEN);
-    let gtc = Gtc::serve(&[format!("--bundle={}", bundle.display())], &env_for(&store));
+    let gtc = Gtc::serve(
+        &[format!("--bundle={}", bundle.display())],
+        &env_for(&store),
+    );
     let ready = client().get(gtc.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 
@@ -102,6 +105,46 @@ async fn get_never_returns_a_sealed_value_and_readiness_counts_it() {
         refused
             .iter()
             .all(|l| l.contains("denied") && l.contains("sealed")),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn components_of_both_package_versions_serve_side_by_side() {
+    // probe is built against greentic:secrets@1.0.0, webchat-bot against 1.1.0
+    // (its webhook key sealed, checked by the host).
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(&store, "acme/_/webchat-bot/webhook-secret", TOKEN);
+    dev_put(&store, "acme/_/probe/plain", b"plain-value");
+    let webchat = webchat_bundle(dir.path());
+    let probe = write_bundle(
+        dir.path(),
+        "probe",
+        "probe",
+        &["/p"],
+        r#"secrets = ["plain"]"#,
+    );
+    let gtc = Gtc::serve(
+        &[
+            format!("--bundle={}", webchat.display()),
+            format!("--bundle={}", probe.display()),
+        ],
+        &env_for(&store),
+    );
+    assert_eq!(
+        probe_get(&gtc, "/p", b"plain").await["value"],
+        "plain-value"
+    );
+    let (status, body) = webhook(&gtc, TOKEN, r#"{"text":"sealed hi"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("you said: sealed hi"), "{body}");
+    assert_eq!(webhook(&gtc, b"not-the-key", "{}").await.0, 401);
+    let log = gtc.stop();
+    assert!(
+        log.lines().any(|l| l.contains("sealed.verify-hmac-sha256")
+            && l.contains("secrets://dev/acme/_/webchat-bot/webhook-secret")
+            && l.contains("outcome=\"ok\"")),
         "{log}"
     );
 }

@@ -110,34 +110,42 @@ pub async fn build_host(
     {
         return Err(AppError::UnknownBundle(unknown.to_string()));
     }
-    for (spec, manifest) in specs.iter().zip(manifests) {
-        let scope = Scope {
-            env: pod_env.clone(),
-            tenant: tenant.clone(),
-            team: spec.team.clone(),
-        };
-        let allow_undeclared = runtime_config
-            .allow_undeclared_secrets
-            .contains(&manifest.id);
-        if allow_undeclared {
-            tracing::warn!(
-                bundle = %manifest.id,
-                "this bundle may read secrets its manifest does not declare \
-                 (--allow-undeclared-secrets): a migration switch, remove it once the \
-                 manifest lists what the bundle reads"
-            );
-        }
-        let declared = DeclaredSecrets::new(
-            &scope,
-            &manifest.id,
-            manifest.secrets.iter().map(String::as_str),
-            manifest.sealed.iter().map(|s| s.name.as_str()),
-            allow_undeclared,
-        )
-        .map_err(|source| AppError::Declaration {
-            bundle: manifest.id.to_string(),
-            source,
-        })?;
+    let scope_of = |spec: &BundleSpec| Scope {
+        env: pod_env.clone(),
+        tenant: tenant.clone(),
+        team: spec.team.clone(),
+    };
+    let all_declared = specs
+        .iter()
+        .zip(&manifests)
+        .map(|(spec, manifest)| {
+            let allow_undeclared = runtime_config
+                .allow_undeclared_secrets
+                .contains(&manifest.id);
+            if allow_undeclared {
+                tracing::warn!(
+                    bundle = %manifest.id,
+                    "this bundle may read secrets its manifest does not declare \
+                     (--allow-undeclared-secrets): a migration switch, remove it once the \
+                     manifest lists what the bundle reads"
+                );
+            }
+            DeclaredSecrets::new(
+                &scope_of(spec),
+                &manifest.id,
+                manifest.secrets.iter().map(String::as_str),
+                manifest.sealed.iter().map(|s| s.name.as_str()),
+                allow_undeclared,
+            )
+            .map_err(|source| AppError::Declaration {
+                bundle: manifest.id.to_string(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for ((spec, manifest), mut declared) in specs.iter().zip(manifests).zip(all_declared.clone()) {
+        let scope = scope_of(spec);
+        declared.seal_also(&all_declared);
         let secrets = Arc::new(BundleSecrets::new(
             manifest.id.clone(),
             scope,

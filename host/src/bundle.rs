@@ -260,6 +260,13 @@ fn sealed_secret(
 }
 
 impl Manifest {
+    /// Every declared name, readable then sealed: what must resolve for the
+    /// bundle to be ready.
+    pub fn declared_names(&self) -> impl Iterator<Item = &str> {
+        let sealed = self.sealed.iter().map(|s| s.name.as_str());
+        self.secrets.iter().map(String::as_str).chain(sealed)
+    }
+
     /// What an operator reviews before deploying a bundle (`gtc bundle inspect`):
     /// everything the bundle may use and where its sealed secrets may travel.
     pub fn review(&self) -> String {

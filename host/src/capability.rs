@@ -27,6 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use wasmtime::component::{HasSelf, Linker};
 
+/// `greentic:secrets@1.0.0`: `secrets.get` only. Components built against it keep
+/// running: the host defines both versions under their exact names.
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -35,8 +37,33 @@ mod bindings {
     });
 }
 
-pub use bindings::greentic::secrets::secrets::Error as GuestError;
-use bindings::greentic::secrets::secrets::Host;
+/// `greentic:secrets@1.1.0`: the same `secrets`, plus `sealed`.
+mod bindings_1_1 {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        interfaces: "
+            import greentic:secrets/secrets@1.1.0;
+            import greentic:secrets/sealed@1.1.0;
+        ",
+        imports: { default: async | trappable },
+    });
+}
+
+pub use bindings::greentic::secrets1_0_0::secrets::Error as GuestError;
+use bindings::greentic::secrets1_0_0::secrets::Host;
+use bindings_1_1::greentic::secrets1_1_0::sealed::Host as SealedHost;
+use bindings_1_1::greentic::secrets1_1_0::secrets::{Error as GuestError11, Host as Host11};
+
+/// The 1.1.0 spelling of an error (the same cases as 1.0.0).
+fn error_1_1(error: GuestError) -> GuestError11 {
+    match error {
+        GuestError::NotFound => GuestError11::NotFound,
+        GuestError::Denied => GuestError11::Denied,
+        GuestError::InvalidName(why) => GuestError11::InvalidName(why),
+        GuestError::Unavailable => GuestError11::Unavailable,
+        GuestError::Internal => GuestError11::Internal,
+    }
+}
 
 /// Default cap on `secrets.get` calls in one request; past it the guest is stopped.
 pub const DEFAULT_MAX_GETS_PER_REQUEST: u32 = 1_000;
@@ -84,6 +111,8 @@ enum Access {
     Undeclared,
     /// Declared sealed: usable only by the host, denied to `get`, audit reason `sealed`.
     Sealed,
+    /// Sealed by another bundle of this host: denied, audit reason `sealed`.
+    SealedElsewhere,
 }
 
 impl Access {
@@ -91,7 +120,7 @@ impl Access {
         match self {
             Access::Readable => None,
             Access::Undeclared => Some("undeclared"),
-            Access::Sealed => Some("sealed"),
+            Access::Sealed | Access::SealedElsewhere => Some("sealed"),
         }
     }
 }
@@ -111,7 +140,7 @@ impl Use {
     fn refusal(self, access: Access) -> Option<&'static str> {
         match (self, access) {
             (Use::Get, access) => access.refusal(),
-            (Use::Readiness, Access::Undeclared) => Some("undeclared"),
+            (Use::Readiness, Access::Undeclared | Access::SealedElsewhere) => Some("undeclared"),
             (Use::Readiness, _) => None,
             (Use::Sealed, Access::Sealed) => None,
             (Use::Sealed, _) => Some("not-sealed"),
@@ -125,6 +154,9 @@ impl Use {
 pub struct DeclaredSecrets {
     readable: HashSet<(Segment, Segment)>,
     sealed: HashSet<(Segment, Segment)>,
+    /// Names other bundles of this host declared sealed: never readable here,
+    /// and not usable either (they are not this bundle's).
+    sealed_elsewhere: HashSet<(Segment, Segment)>,
     /// The operator's migration switch: undeclared names are readable.
     allow_undeclared: bool,
 }
@@ -167,8 +199,18 @@ impl DeclaredSecrets {
         Ok(Self {
             readable,
             sealed,
+            sealed_elsewhere: HashSet::new(),
             allow_undeclared,
         })
+    }
+
+    /// Seals names another bundle of this host declared sealed: a value sealed
+    /// by one bundle is sealed for all of them, whatever their manifests or the
+    /// operator's migration switch say.
+    pub fn seal_also(&mut self, others: &[DeclaredSecrets]) {
+        for other in others {
+            self.sealed_elsewhere.extend(other.sealed.iter().cloned());
+        }
     }
 
     /// Every name is readable (tests and tools that serve no manifest).
@@ -183,6 +225,8 @@ impl DeclaredSecrets {
         let key = (path.category.clone(), path.name.clone());
         if self.sealed.contains(&key) {
             Access::Sealed
+        } else if self.sealed_elsewhere.contains(&key) {
+            Access::SealedElsewhere
         } else if self.allow_undeclared || self.readable.contains(&key) {
             Access::Readable
         } else {
@@ -382,8 +426,15 @@ impl SecretsCtx {
     }
 }
 
-impl Host for SecretsCtx {
-    async fn get(&mut self, name: String) -> wasmtime::Result<Result<Vec<u8>, GuestError>> {
+impl SecretsCtx {
+    /// One counted, audited resolution of `name` for `operation`; the per-request
+    /// call budget covers every operation that reads a secret.
+    async fn fetch(
+        &mut self,
+        name: &str,
+        purpose: Use,
+        operation: &'static str,
+    ) -> wasmtime::Result<Result<SecretBytes, GuestError>> {
         let bundle = &self.bundle;
         self.gets += 1;
         if self.gets > bundle.max_gets_per_request {
@@ -399,7 +450,7 @@ impl Host for SecretsCtx {
             );
         }
         let started = Instant::now();
-        let resolution = bundle.resolve(&name).await;
+        let resolution = bundle.resolve_for(name, purpose).await;
         bundle.counters.count(&resolution.result);
         let latency_us = started.elapsed().as_micros() as u64;
         let outcome = outcome_name(&resolution.result);
@@ -413,7 +464,7 @@ impl Host for SecretsCtx {
                 outcome,
                 cache,
                 latency_us,
-                "secrets.get"
+                "{operation}"
             ),
             (secret, reason) => tracing::info!(
                 target: "gtc::audit",
@@ -427,19 +478,72 @@ impl Host for SecretsCtx {
                 cache,
                 latency_us,
                 reason = reason.as_deref().unwrap_or(""),
-                "secrets.get"
+                "{operation}"
             ),
         }
-        Ok(resolution.result.map(|value| value.expose().to_vec()))
+        Ok(resolution.result)
+    }
+
+    async fn get_bytes(&mut self, name: &str) -> wasmtime::Result<Result<Vec<u8>, GuestError>> {
+        let fetched = self.fetch(name, Use::Get, "secrets.get").await?;
+        Ok(fetched.map(|value| value.expose().to_vec()))
     }
 }
 
-/// Adds `greentic:secrets/secrets` to a linker; `get` finds the per-request state.
+impl Host for SecretsCtx {
+    async fn get(&mut self, name: String) -> wasmtime::Result<Result<Vec<u8>, GuestError>> {
+        self.get_bytes(&name).await
+    }
+}
+
+impl Host11 for SecretsCtx {
+    async fn get(&mut self, name: String) -> wasmtime::Result<Result<Vec<u8>, GuestError11>> {
+        Ok(self.get_bytes(&name).await?.map_err(error_1_1))
+    }
+}
+
+impl SealedHost for SecretsCtx {
+    async fn verify_hmac_sha256(
+        &mut self,
+        name: String,
+        message: Vec<u8>,
+        mac: Vec<u8>,
+    ) -> wasmtime::Result<Result<bool, GuestError11>> {
+        let key = self
+            .fetch(&name, Use::Sealed, "sealed.verify-hmac-sha256")
+            .await?;
+        Ok(key
+            .map(|key| verify_hmac_sha256(key.expose(), &message, &mac))
+            .map_err(error_1_1))
+    }
+}
+
+/// Constant-time check of an HMAC-SHA256 tag (`hmac`'s `verify_slice` compares
+/// with `subtle`); a tag of the wrong length is simply not valid.
+fn verify_hmac_sha256(key: &[u8], message: &[u8], mac: &[u8]) -> bool {
+    use hmac::Mac;
+    let Ok(mut hmac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        return false;
+    };
+    hmac.update(message);
+    hmac.verify_slice(mac).is_ok()
+}
+
+/// Adds `greentic:secrets` 1.0.0 and 1.1.0 to a linker, each under its exact
+/// name; `get` finds the per-request state.
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> &mut SecretsCtx,
 ) -> wasmtime::Result<()> {
-    bindings::greentic::secrets::secrets::add_to_linker::<T, HasSelf<SecretsCtx>>(linker, get)
+    bindings::greentic::secrets1_0_0::secrets::add_to_linker::<T, HasSelf<SecretsCtx>>(
+        linker, get,
+    )?;
+    bindings_1_1::greentic::secrets1_1_0::secrets::add_to_linker::<T, HasSelf<SecretsCtx>>(
+        linker, get,
+    )?;
+    bindings_1_1::greentic::secrets1_1_0::sealed::add_to_linker::<T, HasSelf<SecretsCtx>>(
+        linker, get,
+    )
 }
 
 /// A short operator-facing description of a guest error.

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 /// the sandbox gives a guest no directory and refuses every socket.
 pub const HOST_INTERFACES: &[(&str, &str)] = &[
     ("greentic:secrets/secrets", "1.0"),
+    ("greentic:secrets/secrets", "1.1"),
+    ("greentic:secrets/sealed", "1.1"),
     ("wasi:http/outgoing-handler", "0.2"),
     ("wasi:http/types", "0.2"),
     ("wasi:cli/environment", "0.2"),
@@ -201,6 +203,10 @@ mod tests {
         assert!(!provides("wasi:http/types@0.20.0"));
         assert!(!provides("wasi:keyvalue/store@0.2.0"));
         assert!(!provides("greentic:secrets/secrets@2.0.0"));
+        assert!(provides("greentic:secrets/secrets@1.1.0"));
+        assert!(provides("greentic:secrets/sealed@1.1.0"));
+        assert!(!provides("greentic:secrets/sealed@1.0.0"));
+        assert!(!provides("greentic:secrets/secrets@1.2.0"));
         assert!(!provides("wasi:http/types"));
         let list = provided_list();
         assert!(list.contains("greentic:secrets/secrets@1.0.x"), "{list}");
@@ -219,6 +225,35 @@ mod tests {
             let component = wasmtime::component::Component::from_file(&engine, &path).unwrap();
             assert_eq!(missing_imports(&engine, &component), Vec::<String>::new());
         }
+    }
+
+    #[test]
+    fn guests_built_against_1_0_0_import_1_0_0_and_webchat_bot_imports_1_1_0() {
+        // The compatibility proof rests on these imports: hello and probe are
+        // built against greentic:secrets@1.0.0 (the integration tests serve them
+        // next to webchat-bot), webchat-bot against 1.1.0's `sealed`.
+        let engine = wasmtime::Engine::default();
+        let imports = |guest: &str| -> Vec<String> {
+            let path = Path::new(env!("GTC_GUESTS_DIR")).join(format!("{guest}.wasm"));
+            let component = wasmtime::component::Component::from_file(&engine, &path).unwrap();
+            component
+                .component_type()
+                .imports(&engine)
+                .map(|(name, _)| name.to_string())
+                .filter(|name| name.starts_with("greentic:"))
+                .collect()
+        };
+        assert_eq!(imports("probe"), ["greentic:secrets/secrets@1.0.0"]);
+        assert_eq!(imports("hello"), Vec::<String>::new());
+        let webchat = imports("webchat_bot");
+        assert!(
+            webchat.contains(&"greentic:secrets/sealed@1.1.0".to_string()),
+            "{webchat:?}"
+        );
+        assert!(
+            !webchat.iter().any(|name| name.ends_with("@1.0.0")),
+            "{webchat:?}"
+        );
     }
 
     #[test]

@@ -122,7 +122,7 @@ fn declared(
             tenant: tenant.clone(),
             team: spec.team.clone(),
         };
-        for name in &manifest.secrets {
+        for name in manifest.declared_names() {
             let paths = scope
                 .resolve(&manifest.id, name)
                 .map_err(|e| format!("bundle {}: declared secret {name:?}: {e}", manifest.id))?;

@@ -171,9 +171,7 @@ impl Host {
             ));
         }
         for bundle in &self.bundles {
-            let manifest = bundle.manifest();
-            let sealed = manifest.sealed.iter().map(|s| &s.name);
-            for name in manifest.secrets.iter().chain(sealed) {
+            for name in bundle.manifest().declared_names() {
                 let resolution = bundle
                     .secrets()
                     .resolve_for(name, crate::capability::Use::Readiness)

@@ -440,13 +440,17 @@ pub async fn probe_get(gtc: &Gtc, prefix: &str, name: &[u8]) -> serde_json::Valu
     response.json().await.unwrap()
 }
 
-/// The webchat-bot bundle, declaring its `webhook-secret`, written into `dir`.
+/// The webchat-bot bundle, with its `webhook-secret` sealed (signature checks
+/// only), written into `dir`.
 pub fn webchat_bundle(dir: &Path) -> PathBuf {
     write_bundle(
         dir,
         "webchat-bot",
         "webchat-bot",
         &["/webhook"],
-        "secrets = [\"webhook-secret\"]",
+        WEBCHAT_SECRETS,
     )
 }
+
+/// webchat-bot's manifest lines declaring its sealed webhook secret.
+pub const WEBCHAT_SECRETS: &str = "[[secrets.sealed]]\nname = \"webhook-secret\"";

@@ -4,17 +4,48 @@
 //! Guests depend on this crate instead of generating bindings themselves so that all
 //! of them bind against exactly the WIT the host implements.
 
+// The existing guests bind against `greentic:secrets@1.0.0` (kept in
+// wit/deps/greentic-secrets-1.0.0): they are the proof that components built
+// against 1.0.0 keep running on a host that also provides 1.1.0.
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "greentic:secrets/bot",
+    world: "greentic:secrets/bot@1.0.0",
     generate_all,
     pub_export_macro: true,
     export_macro_name: "export_bot",
     default_bindings_module: "guest_common",
 });
 
+pub use wit_bindgen;
+
+/// Generates `mod sealed` in the calling guest: bindings of
+/// `greentic:secrets/sealed@1.1.0` (signature checks with a sealed key).
+///
+/// A macro, not a module of this crate: when two versions of the package meet in
+/// one crate, wit-component links the newest, so a module here would turn every
+/// guest into a 1.1.0 component. Only the guests that use `sealed` call it.
+#[macro_export]
+macro_rules! sealed_bindings {
+    () => {
+        pub mod sealed {
+            $crate::wit_bindgen::generate!({
+                inline: "
+                    package greentic:guest-sealed;
+                    world sealed-imports { import greentic:secrets/sealed@1.1.0; }
+                ",
+                path: "../../wit",
+                world: "greentic:guest-sealed/sealed-imports",
+                runtime_path: "guest_common::wit_bindgen::rt",
+                generate_all,
+            });
+            pub use greentic::secrets1_1_0::sealed::verify_hmac_sha256;
+            pub use greentic::secrets1_1_0::secrets::Error;
+        }
+    };
+}
+
 pub use exports::wasi::http::incoming_handler::{Guest, IncomingRequest, ResponseOutparam};
-pub use greentic::secrets::secrets::{self as secrets, Error as SecretError};
+pub use greentic::secrets1_0_0::secrets::{self as secrets, Error as SecretError};
 use wasi::http::types::{Fields, OutgoingBody, OutgoingResponse};
 
 /// Reads the whole request body, refusing more than `limit` bytes.

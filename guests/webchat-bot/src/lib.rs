@@ -1,17 +1,20 @@
 //! The example webchat bot: verifies that a webhook was signed with the bundle's
 //! `webhook-secret` and answers with a JSON reply.
 //!
-//! The signature is `x-greentic-signature: sha256=<hex HMAC-SHA256 of the body>`.
+//! The secret is sealed (its manifest says so): the bot never holds it. The host
+//! checks the signature with `greentic:secrets/sealed.verify-hmac-sha256`, in
+//! constant time. The signature is
+//! `x-greentic-signature: sha256=<hex HMAC-SHA256 of the body>`.
 //! A missing or wrong signature is 401; if the secret cannot be fetched because the
 //! secrets backend is down, the answer is 503, so an operator can tell "bad request"
 //! from "secrets are down".
 
+guest_common::sealed_bindings!();
+
+use sealed::{Error as SecretError, verify_hmac_sha256};
 use guest_common::{
-    Guest, IncomingRequest, ResponseOutparam, SecretError, error_kind, header, json_escape,
-    read_body, respond_json, secrets,
+    Guest, IncomingRequest, ResponseOutparam, header, json_escape, read_body, respond_json,
 };
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 const SIGNATURE_HEADER: &str = "x-greentic-signature";
 const MAX_BODY: usize = 256 * 1024;
@@ -25,8 +28,11 @@ impl Guest for WebchatBot {
             Ok(body) => body,
             Err(why) => return respond_json(out, 413, &error_json(why)),
         };
-        let secret = match secrets::get("webhook-secret") {
-            Ok(secret) => secret,
+        let Some(mac) = signature.as_deref().and_then(parse_signature) else {
+            return respond_json(out, 401, &error_json("bad signature"));
+        };
+        let valid = match verify_hmac_sha256("webhook-secret", &body, &mac) {
+            Ok(valid) => valid,
             Err(SecretError::Unavailable) => {
                 return respond_json(
                     out,
@@ -39,7 +45,7 @@ impl Guest for WebchatBot {
                 return respond_json(out, 500, &error_json(&message));
             }
         };
-        if !signature_matches(&secret, &body, signature.as_deref()) {
+        if !valid {
             return respond_json(out, 401, &error_json("bad signature"));
         }
         let text = extract_text(&body).unwrap_or_default();
@@ -55,19 +61,20 @@ fn error_json(message: &str) -> String {
     format!("{{\"ok\":false,\"error\":\"{}\"}}", json_escape(message))
 }
 
-/// Constant-time check of `sha256=<hex>` against the HMAC of the body.
-fn signature_matches(secret: &[u8], body: &[u8], signature: Option<&str>) -> bool {
-    let Some(hex) = signature.and_then(|s| s.strip_prefix("sha256=")) else {
-        return false;
-    };
-    let Some(expected) = decode_hex(hex.trim()) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(body);
-    mac.verify_slice(&expected).is_ok()
+/// The MAC bytes of `sha256=<hex>`.
+fn parse_signature(signature: &str) -> Option<Vec<u8>> {
+    decode_hex(signature.strip_prefix("sha256=")?.trim())
+}
+
+/// The kebab-case name of an error, as the reply reports it.
+fn error_kind(error: &SecretError) -> &'static str {
+    match error {
+        SecretError::NotFound => "not-found",
+        SecretError::Denied => "denied",
+        SecretError::InvalidName(_) => "invalid-name",
+        SecretError::Unavailable => "unavailable",
+        SecretError::Internal => "internal",
+    }
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
