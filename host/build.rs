@@ -37,6 +37,7 @@ fn main() {
         "guests/webchat-bot",
         "guests/probe",
         "guests/hostile",
+        "guests/sealed-probe",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());

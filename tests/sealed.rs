@@ -148,3 +148,221 @@ async fn components_of_both_package_versions_serve_side_by_side() {
         "{log}"
     );
 }
+
+/// Asks sealed-probe to send one request; returns what the guest saw.
+async fn send(
+    gtc: &Gtc,
+    scheme: &str,
+    authority: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &str,
+) -> serde_json::Value {
+    let mut request = client()
+        .post(gtc.url("/s/send"))
+        .header("x-scheme", scheme)
+        .header("x-authority", authority)
+        .header("x-path", path)
+        .body(body.to_string());
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    // Whatever the guest saw is guest-visible: it must never hold the value.
+    assert_no_leaks("a guest-visible response", &text);
+    serde_json::from_str(&text).unwrap()
+}
+
+fn denied(answer: &serde_json::Value) -> bool {
+    answer["sent"] == false
+        && answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HttpRequestDenied"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
+    use support::upstream::{Answer, TestCa, Upstream};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(&store, "acme/_/probe/token", TOKEN);
+    let ca = TestCa::new(dir.path());
+    let listed = Upstream::tls(&ca, Answer::Echo);
+    let other_port = Upstream::tls(&ca, Answer::Echo);
+    let unlisted = Upstream::plain(Answer::Echo);
+    let redirector = Upstream::tls(&ca, Answer::RedirectTo(other_port.addr));
+    let http_marked = Upstream::plain(Answer::Echo);
+    let (l, o, u, r, h) = (
+        listed.addr,
+        other_port.addr,
+        unlisted.addr,
+        redirector.addr,
+        http_marked.addr,
+    );
+    let bundle = write_bundle(
+        dir.path(),
+        "probe",
+        "sealed-probe",
+        &["/s"],
+        &format!(
+            "[[secrets.sealed]]\nname = \"probe/token\"\nto = [\"{l}\", \"{r}\", \"{h}\"]\n\
+             [egress]\nallow = [\"{l}\", \"{o}\", \"{u}\", \"{r}\", \"{h}\", \"localhost:{}\"]",
+            l.port()
+        ),
+    );
+    let gtc = Gtc::serve(
+        &[
+            format!("--bundle={}", bundle.display()),
+            "--egress-allow-loopback".into(),
+            format!("--egress-ca-file={}", ca.pem_file.display()),
+            format!("--sealed-allow-http={h}"),
+        ],
+        &env_for(&store),
+    );
+    let token = std::str::from_utf8(TOKEN).unwrap();
+    let placeholder = "{{secret:probe/token}}";
+    let (l, o, u, r, h) = (
+        l.to_string(),
+        o.to_string(),
+        u.to_string(),
+        r.to_string(),
+        h.to_string(),
+    );
+
+    // get: denied.
+    let answer = probe_get(&gtc, "/s", b"probe/token").await;
+    assert_eq!(answer["error"], "denied", "{answer}");
+
+    // The allowed use: https to a listed authority, in the path and a header. The
+    // upstream received the value; it echoes it back in headers and in a body
+    // sent in 7-byte chunks, and the guest sees only placeholders.
+    let auth = format!("Bearer {placeholder}");
+    let answer = send(
+        &gtc,
+        "https",
+        &l,
+        &format!("/bot{placeholder}/sendMessage"),
+        &[("x-auth", &auth)],
+        &format!("body keeps {placeholder}"),
+    )
+    .await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    let received = listed.requests();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].starts_with(&format!("POST /bot{token}/sendMessage ")));
+    assert!(received[0].contains(&format!("authorization: Bearer {token}")));
+    // Placeholders in a body are not substituted.
+    assert!(
+        received[0].ends_with(&format!("body keeps {placeholder}")),
+        "{}",
+        received[0]
+    );
+    let seen = format!("{}\n{}", answer["headers"], answer["body"]);
+    assert!(
+        seen.contains(&format!("x-echo-path: /bot{placeholder}/sendMessage")),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("x-echo-authorization: Bearer {placeholder}")),
+        "{seen}"
+    );
+    assert!(
+        answer["body"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/bot{placeholder}/"))
+    );
+    let listed_connections = listed.connections();
+
+    // Refused before anything is sent: another port of the listed host, an
+    // unlisted authority, the listed authority over http, a name spelled another
+    // way (authority spoofing), a placeholder naming no sealed secret.
+    let path = format!("/bot{placeholder}");
+    for (scheme, authority, path) in [
+        ("https", o.as_str(), path.as_str()),
+        ("http", u.as_str(), path.as_str()),
+        ("http", l.as_str(), path.as_str()),
+        (
+            "https",
+            &format!("localhost:{}", listed.addr.port()),
+            path.as_str(),
+        ),
+        ("https", l.as_str(), "/{{secret:probe/other}}"),
+        ("https", l.as_str(), "/{{secret:probe/token"),
+    ] {
+        let answer = send(&gtc, scheme, authority, path, &[], "").await;
+        assert!(denied(&answer), "{scheme}://{authority}{path}: {answer}");
+    }
+    // A Host header cannot be set at all (wasi-http forbids it).
+    let answer = send(&gtc, "https", &l, "/x", &[("x-host", "evil.example")], "").await;
+    assert_eq!(answer["host_refused"], true, "{answer}");
+    assert_eq!(other_port.connections(), 0);
+    assert_eq!(unlisted.connections(), 0);
+    // The refused http attempt and the spoofed name never reached the listed
+    // host either (only the plain /x request above did).
+    assert_eq!(listed.connections(), listed_connections + 1);
+    assert!(listed.requests().iter().skip(1).all(|r| !r.contains(token)));
+
+    // A redirect is not followed, and its Location comes back scrubbed.
+    let answer = send(&gtc, "https", &r, &format!("/go{placeholder}"), &[], "").await;
+    assert_eq!(answer["status"], 302, "{answer}");
+    let location = answer["headers"].as_str().unwrap();
+    assert!(
+        location.contains(&format!("/stolen?/go{placeholder}")),
+        "{location}"
+    );
+    assert!(redirector.requests()[0].contains(token));
+    assert_eq!(other_port.connections(), 0, "the redirect was followed");
+
+    // Plain http where the operator marked the authority.
+    let answer = send(&gtc, "http", &h, &format!("/x?t={placeholder}"), &[], "").await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert!(http_marked.requests()[0].starts_with(&format!("POST /x?t={token} ")));
+
+    // Signatures: only with a sealed key of this bundle, and no MAC comes back.
+    let mac = |key: &[u8]| sign(key, b"message")["sha256=".len()..].to_string();
+    let verify = |name: &'static str, mac: String| {
+        let request = client()
+            .post(gtc.url("/s/verify"))
+            .header("x-name", name)
+            .header("x-mac", mac)
+            .body("message");
+        async move {
+            request
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(verify("probe/token", mac(TOKEN)).await["valid"], true);
+    assert_eq!(verify("probe/token", mac(b"guess")).await["valid"], false);
+    assert_eq!(verify("probe/other", mac(TOKEN)).await["error"], "denied");
+
+    let log = gtc.stop();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("sealed.inject") && l.contains("refused"))
+        .collect();
+    assert!(
+        refusals
+            .iter()
+            .any(|line| line.contains("secrets://dev/acme/_/probe/token")
+                && line.contains(&format!("destination={o}"))
+                && line.contains("bundle=probe")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("sealed.inject") && l.contains("outcome=\"injected\"")),
+        "{log}"
+    );
+    // The upstreams' own logs hold the value only where it was allowed to go.
+    for other in [&other_port, &unlisted] {
+        assert!(other.requests().is_empty());
+    }
+}

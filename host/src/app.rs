@@ -37,6 +37,8 @@ pub enum AppError {
     },
     #[error("--allow-undeclared-secrets {0}: no bundle with that id is served")]
     UnknownBundle(String),
+    #[error(transparent)]
+    Sealed(#[from] crate::sealed::SealedConfigError),
 }
 
 /// Builds the configured secrets backend for a worker.

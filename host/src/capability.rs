@@ -317,6 +317,12 @@ impl BundleSecrets {
         Ok(entry)
     }
 
+    /// The canonical URI `name` resolves to first (for audit lines), if valid.
+    pub fn uri_of(&self, name: &str) -> Option<String> {
+        let resolved = self.candidates(name).ok()?;
+        resolved.candidates.first().map(|c| c.uri.clone())
+    }
+
     /// Resolves `name` for the guest's `get` in this bundle's scope and reads it:
     /// team first, then tenant-wide. Only declared, readable names are read.
     pub async fn resolve(&self, name: &str) -> Resolution {

@@ -361,6 +361,18 @@ pub struct ServeArgs {
     /// Sealed secrets stay sealed. Repeat for more bundles.
     #[arg(long, value_name = "BUNDLE_ID", value_parser = bundle_id)]
     pub allow_undeclared_secrets: Vec<crate::scope::Segment>,
+    /// Let sealed secrets travel over plain http to this authority (a local
+    /// sidecar, tests); everywhere else they go over https only. Repeatable.
+    #[arg(long, value_name = "HOST:PORT", value_parser = authority)]
+    pub sealed_allow_http: Vec<crate::egress::Authority>,
+    /// Extra CA certificates (PEM) trusted, besides the webpki roots, for
+    /// outgoing https requests that carry sealed secrets (the host's own client).
+    #[arg(long, value_name = "PEM_FILE", env = "GTC_EGRESS_CA_FILE")]
+    pub egress_ca_file: Option<PathBuf>,
+}
+
+fn authority(text: &str) -> Result<crate::egress::Authority, String> {
+    crate::egress::Authority::parse(text).map_err(|e| e.to_string())
 }
 
 fn bundle_id(text: &str) -> Result<crate::scope::Segment, String> {

@@ -17,8 +17,17 @@
 //!
 //! A refused request fails inside the guest with `HTTP-request-denied` (or
 //! `destination-IP-prohibited`) and is logged through the bundle's rate limiter.
+//!
+//! A request with a `{{secret:NAME}}` placeholder (see [`crate::sealed`]) passes
+//! the same checks, then the sealed-secret rules; the host then sends it itself
+//! (to the address the guard checked, also for https) and scrubs the response.
+//! A refusal there is also an audit event (target `gtc::audit`, `sealed.inject`)
+//! naming the bundle, the secret URI and the refused destination.
 
+use crate::bundle::SealedSecret;
+use crate::capability::{BundleSecrets, Use};
 use crate::log_limit::LogLimiter;
+use crate::sealed::{Injected, Refusal as SealedRefusal, ScrubbedBody, Scrubber, SealedEgress};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -232,13 +241,28 @@ fn is_link_local(ip: IpAddr) -> bool {
 }
 
 /// A bundle's egress rules, shared by its requests.
-#[derive(Debug)]
 pub struct EgressPolicy {
     pub bundle: Arc<str>,
     pub allow: Vec<Authority>,
     pub max_per_request: u32,
     pub guard: Arc<EgressGuard>,
     pub log: Arc<LogLimiter>,
+    /// The manifest's sealed secrets and where each may travel.
+    pub sealed: Vec<SealedSecret>,
+    /// The operator's sealed-egress settings (TLS roots, plain-http authorities).
+    pub sealed_egress: Option<Arc<SealedEgress>>,
+    /// Where sealed values are read from (same scope and cache as `get`).
+    pub secrets: Arc<BundleSecrets>,
+}
+
+impl std::fmt::Debug for EgressPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EgressPolicy")
+            .field("bundle", &self.bundle)
+            .field("allow", &self.allow)
+            .field("sealed", &self.sealed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EgressPolicy {
@@ -317,6 +341,29 @@ impl WasiHttpHooks for EgressHooks {
             );
             return refused(HttpError::ConnectionLimitReached);
         }
+        let https = request.uri().scheme_str() == Some("https");
+        let sealed_names = match policy.sealed_egress.as_deref() {
+            Some(settings) => {
+                match crate::sealed::plan(&request, &authority, https, &policy.sealed, settings) {
+                    Ok(None) => None,
+                    Ok(Some(used)) => Some(used.iter().map(|s| s.name.clone()).collect::<Vec<_>>()),
+                    Err(refusal) => {
+                        sealed_refused(&policy, &authority, &refusal);
+                        return refused(HttpError::HttpRequestDenied);
+                    }
+                }
+            }
+            None if has_placeholder(&request) => {
+                sealed_refused(&policy, &authority, &SealedRefusal::Malformed);
+                return refused(HttpError::HttpRequestDenied);
+            }
+            None => None,
+        };
+        if let Some(names) = sealed_names {
+            return Box::new(send_sealed(
+                policy, request, authority, https, names, options,
+            ));
+        }
         Box::new(async move {
             use http_body_util::BodyExt;
             let addr = match policy.guard.check(&authority).await {
@@ -351,6 +398,137 @@ impl WasiHttpHooks for EgressHooks {
             ))
         })
     }
+}
+
+/// Whether a request mentions a placeholder anywhere it could be substituted.
+fn has_placeholder(request: &http::Request<WasiBody>) -> bool {
+    let path = request.uri().path_and_query().map_or("", |p| p.as_str());
+    crate::sealed::mentions_placeholder(path.as_bytes())
+        || request
+            .headers()
+            .values()
+            .any(|v| crate::sealed::mentions_placeholder(v.as_bytes()))
+}
+
+/// Logs (rate-limited) and audits a refused sealed request; nothing was sent.
+fn sealed_refused(policy: &EgressPolicy, authority: &Authority, refusal: &SealedRefusal) {
+    let secret = refusal
+        .name()
+        .map(|name| {
+            policy
+                .secrets
+                .uri_of(name)
+                .unwrap_or_else(|| name.to_string())
+        })
+        .unwrap_or_default();
+    let why = refusal.reason();
+    tracing::info!(
+        target: "gtc::audit",
+        bundle = %policy.bundle,
+        secret = secret.as_str(),
+        destination = %authority,
+        outcome = "refused",
+        reason = why,
+        "sealed.inject"
+    );
+    crate::limited_warn!(
+        policy.log,
+        policy.bundle,
+        "sealed-refused",
+        secret = secret.as_str(),
+        destination = %authority,
+        "outgoing HTTP with a sealed secret refused before sending: {why}"
+    );
+}
+
+/// Checks the destination, reads the sealed values, substitutes them, sends the
+/// request from the host and scrubs the response.
+async fn send_sealed(
+    policy: Arc<EgressPolicy>,
+    mut request: http::Request<WasiBody>,
+    authority: Authority,
+    https: bool,
+    names: Vec<String>,
+    options: Option<RequestOptions>,
+) -> Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ),
+    HttpError,
+> {
+    use http_body_util::BodyExt;
+    let Some(settings) = policy.sealed_egress.clone() else {
+        return Err(HttpError::HttpRequestDenied);
+    };
+    let addr = match policy.guard.check(&authority).await {
+        Ok(addr) => addr,
+        Err(Refusal::Forbidden(why)) => {
+            crate::limited_warn!(
+                policy.log,
+                policy.bundle,
+                "egress-forbidden",
+                %authority,
+                "outgoing HTTP denied by the operator's egress policy: {why}"
+            );
+            return Err(HttpError::DestinationIpProhibited);
+        }
+        Err(Refusal::Unresolved) => return Err(HttpError::DestinationNotFound),
+    };
+    let mut injected = Vec::with_capacity(names.len());
+    for name in &names {
+        let started = std::time::Instant::now();
+        let resolution = policy.secrets.resolve_for(name, Use::Sealed).await;
+        let outcome = match &resolution.result {
+            Ok(_) => "injected",
+            Err(_) => "unavailable",
+        };
+        tracing::info!(
+            target: "gtc::audit",
+            bundle = %policy.bundle,
+            secret = resolution.uri.as_deref().unwrap_or(name),
+            destination = %authority,
+            outcome,
+            reason = resolution.reason.as_deref().unwrap_or(""),
+            latency_us = started.elapsed().as_micros() as u64,
+            "sealed.inject"
+        );
+        match resolution.result {
+            Ok(value) => injected.push(Injected::new(name, value.expose())),
+            Err(crate::capability::GuestError::Unavailable) => {
+                return Err(HttpError::DestinationUnavailable);
+            }
+            Err(_) => return Err(HttpError::InternalError(None)),
+        }
+    }
+    if let Err(error) = crate::sealed::substitute(&mut request, &injected) {
+        crate::limited_warn!(
+            policy.log,
+            policy.bundle,
+            "sealed-refused",
+            destination = %authority,
+            "outgoing HTTP with a sealed secret refused: {error}"
+        );
+        return Err(HttpError::HttpRequestDenied);
+    }
+    let scrubber = Arc::new(Scrubber::new(&injected));
+    drop(injected);
+    let (response, io) = crate::sealed::send(
+        request,
+        addr,
+        &authority,
+        https,
+        settings.tls.clone(),
+        options,
+    )
+    .await?;
+    let (mut parts, body) = response.into_parts();
+    scrubber.scrub_headers(&mut parts.headers);
+    let body = ScrubbedBody::new(body.map_err(HttpError::from), scrubber);
+    Ok((
+        http::Response::from_parts(parts, body.boxed_unsync()),
+        Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ))
 }
 
 #[cfg(test)]

@@ -48,5 +48,6 @@ pub mod response_limit;
 pub mod route;
 pub mod runtime;
 pub mod scope;
+pub mod sealed;
 pub mod secret_value;
 pub mod vault;

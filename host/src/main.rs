@@ -76,6 +76,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }),
                 compile_cache: args.compile_cache,
                 allow_undeclared_secrets: args.allow_undeclared_secrets,
+                sealed_egress: Some(std::sync::Arc::new(
+                    gtc::sealed::SealedEgress::new(
+                        args.sealed_allow_http,
+                        args.egress_ca_file.as_deref(),
+                    )
+                    .map_err(gtc::app::AppError::from)?,
+                )),
             };
             let (host, _runtime) =
                 gtc::app::build_host(&env, &args.bundles, &runtime_config).await?;
@@ -327,7 +334,8 @@ fn exit_status(error: &anyhow::Error) -> u8 {
             | AppError::Route(_)
             | AppError::NoBundles
             | AppError::Declaration { .. }
-            | AppError::UnknownBundle(_) => true,
+            | AppError::UnknownBundle(_)
+            | AppError::Sealed(_) => true,
             AppError::Runtime(runtime) => runtime.is_configuration(),
             AppError::Backend(_) => false,
         }

@@ -87,6 +87,9 @@ pub struct RuntimeConfig {
     /// Bundles (by id) the operator lets read secrets their manifest does not
     /// declare: a migration switch, empty by default.
     pub allow_undeclared_secrets: Vec<crate::scope::Segment>,
+    /// The operator's settings for requests carrying sealed secrets (`None`:
+    /// such requests are refused).
+    pub sealed_egress: Option<Arc<crate::sealed::SealedEgress>>,
 }
 
 impl Default for RuntimeConfig {
@@ -99,6 +102,7 @@ impl Default for RuntimeConfig {
             egress_guard: Arc::new(EgressGuard::default()),
             compile_cache: None,
             allow_undeclared_secrets: Vec::new(),
+            sealed_egress: None,
         }
     }
 }
@@ -299,6 +303,9 @@ impl Runtime {
             max_per_request: crate::egress::DEFAULT_MAX_OUTGOING_PER_REQUEST,
             guard: self.config.egress_guard.clone(),
             log: log.clone(),
+            sealed: manifest.sealed.clone(),
+            sealed_egress: self.config.sealed_egress.clone(),
+            secrets: secrets.clone(),
         });
         let pool = self.config.max_instances.max(1);
         let cap = self

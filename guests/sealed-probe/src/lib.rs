@@ -1,0 +1,157 @@
+//! A hostile test guest: it holds placeholders of sealed secrets and tries every
+//! way it has to learn their values (tests/sealed.rs drives it).
+//!
+//! Routes (the last path segment; all answer JSON):
+//! - `POST …/get` — the body is a secret name for `secrets.get` (1.0.0 import);
+//!   `{"value":"..."}` or `{"error":"<kind>"}`.
+//! - `POST …/send` — sends one outgoing request built from the incoming headers:
+//!   `x-scheme` (`http`/`https`), `x-authority`, `x-path` (path and query),
+//!   optional `x-auth` (sent as `authorization`), optional `x-host` (an attempt
+//!   to set `host`), and the incoming body as the outgoing body. Answers
+//!   `{"sent":true,"status":N,"headers":"...","body":"...","host_refused":B}` or
+//!   `{"sent":false,"error":"..."}`: everything the guest could see.
+//! - `POST …/verify` — `verify-hmac-sha256(x-name, body, hex(x-mac))`:
+//!   `{"valid":B}` or `{"error":"<kind>"}`.
+
+use guest_common::wasi::http::outgoing_handler;
+use guest_common::wasi::http::types::{Fields, OutgoingBody, OutgoingRequest, Scheme};
+use guest_common::{
+    Guest, IncomingRequest, ResponseOutparam, error_kind, header, json_escape, path, read_body,
+    respond_json, secrets,
+};
+
+guest_common::sealed_bindings!();
+
+struct SealedProbe;
+
+impl Guest for SealedProbe {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let full = path(&request);
+        let json = match full.rsplit('/').next().unwrap_or_default() {
+            "get" => get(&request),
+            "send" => send(&request),
+            "verify" => verify(&request),
+            _ => return respond_json(out, 404, "{\"error\":\"no such route\"}"),
+        };
+        respond_json(out, 200, &json);
+    }
+}
+
+fn get(request: &IncomingRequest) -> String {
+    let name = read_body(request, 4096).unwrap_or_default();
+    match secrets::get(&String::from_utf8_lossy(&name)) {
+        Ok(value) => format!(
+            "{{\"value\":\"{}\"}}",
+            json_escape(&String::from_utf8_lossy(&value))
+        ),
+        Err(error) => format!("{{\"error\":\"{}\"}}", error_kind(&error)),
+    }
+}
+
+fn verify(request: &IncomingRequest) -> String {
+    let name = header(request, "x-name").unwrap_or_default();
+    let mac = decode_hex(&header(request, "x-mac").unwrap_or_default()).unwrap_or_default();
+    let message = read_body(request, 64 * 1024).unwrap_or_default();
+    match sealed::verify_hmac_sha256(&name, &message, &mac) {
+        Ok(valid) => format!("{{\"valid\":{valid}}}"),
+        Err(error) => format!("{{\"error\":\"{}\"}}", sealed_error_kind(&error)),
+    }
+}
+
+fn sealed_error_kind(error: &sealed::Error) -> &'static str {
+    match error {
+        sealed::Error::NotFound => "not-found",
+        sealed::Error::Denied => "denied",
+        sealed::Error::InvalidName(_) => "invalid-name",
+        sealed::Error::Unavailable => "unavailable",
+        sealed::Error::Internal => "internal",
+    }
+}
+
+fn send(request: &IncomingRequest) -> String {
+    let scheme = match header(request, "x-scheme").as_deref() {
+        Some("http") => Scheme::Http,
+        _ => Scheme::Https,
+    };
+    let authority = header(request, "x-authority").unwrap_or_default();
+    let target = header(request, "x-path").unwrap_or_else(|| "/".to_string());
+    let body = read_body(request, 64 * 1024).unwrap_or_default();
+    let fields = Fields::new();
+    if let Some(auth) = header(request, "x-auth") {
+        let _ = fields.append("authorization", auth.as_bytes());
+    }
+    let host_refused = match header(request, "x-host") {
+        Some(host) => fields.append("host", host.as_bytes()).is_err(),
+        None => false,
+    };
+    let outgoing = OutgoingRequest::new(fields);
+    let _ = outgoing.set_method(&guest_common::wasi::http::types::Method::Post);
+    let _ = outgoing.set_scheme(Some(&scheme));
+    if outgoing.set_authority(Some(&authority)).is_err() {
+        return "{\"sent\":false,\"error\":\"authority refused by wasi-http\"}".to_string();
+    }
+    if outgoing.set_path_with_query(Some(&target)).is_err() {
+        return "{\"sent\":false,\"error\":\"path refused by wasi-http\"}".to_string();
+    }
+    let Ok(outgoing_body) = outgoing.body() else {
+        return "{\"sent\":false,\"error\":\"no body\"}".to_string();
+    };
+    let future = match outgoing_handler::handle(outgoing, None) {
+        Ok(future) => future,
+        Err(code) => return failed(&format!("{code:?}"), host_refused),
+    };
+    if let Ok(stream) = outgoing_body.write() {
+        for chunk in body.chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                break;
+            }
+        }
+        drop(stream);
+    }
+    let _ = OutgoingBody::finish(outgoing_body, None);
+    future.subscribe().block();
+    let response = match future.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(code))) => return failed(&format!("{code:?}"), host_refused),
+        _ => return failed("no response", host_refused),
+    };
+    let headers: Vec<String> = response
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(name, value)| format!("{name}: {}", String::from_utf8_lossy(&value)))
+        .collect();
+    let mut text = Vec::new();
+    if let Ok(incoming) = response.consume() {
+        if let Ok(stream) = incoming.stream() {
+            while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+                text.extend_from_slice(&chunk);
+            }
+        }
+    }
+    format!(
+        "{{\"sent\":true,\"status\":{},\"headers\":\"{}\",\"body\":\"{}\",\"host_refused\":{host_refused}}}",
+        response.status(),
+        json_escape(&headers.join("\n")),
+        json_escape(&String::from_utf8_lossy(&text)),
+    )
+}
+
+fn failed(error: &str, host_refused: bool) -> String {
+    format!(
+        "{{\"sent\":false,\"error\":\"{}\",\"host_refused\":{host_refused}}}",
+        json_escape(error)
+    )
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+guest_common::export_bot!(SealedProbe);

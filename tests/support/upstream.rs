@@ -1,0 +1,267 @@
+//! Loopback upstreams for the sealed-secrets tests: a test CA, TLS (or plain)
+//! HTTP/1.1 servers that keep their own log of every connection and request they
+//! received, and answer by echoing what they got (the request head and body, in
+//! the response headers and in a body sent in 7-byte chunks, so a value is split
+//! across chunks) or with a redirect. Their logs are the proof of what was sent
+//! where.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// A certificate authority for loopback TLS; its PEM is written to a file that
+/// `gtc serve --egress-ca-file` can trust.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    pub pem_file: PathBuf,
+}
+
+impl TestCa {
+    pub fn new(dir: &Path) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "gtc test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertifiedIssuer::self_signed(params, key).unwrap();
+        let pem_file = dir.join("test-ca.pem");
+        std::fs::write(&pem_file, ca.pem()).unwrap();
+        TestCa {
+            issuer: ca,
+            pem_file,
+        }
+    }
+
+    /// A server certificate for 127.0.0.1 signed by this CA.
+    fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        Arc::new(config)
+    }
+}
+
+/// How an upstream answers.
+#[derive(Clone, Copy, Debug)]
+pub enum Answer {
+    /// 200, echoing the request head and body (headers: `x-echo-path`,
+    /// `x-echo-authorization`; body in 7-byte chunks).
+    Echo,
+    /// 302 to `Location: https://<to>/stolen?<the request path>`.
+    RedirectTo(SocketAddr),
+}
+
+/// A loopback upstream and its own log.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    connections: Arc<Mutex<usize>>,
+    requests: Arc<Mutex<Vec<String>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Upstream {
+    /// A TLS upstream with a certificate for 127.0.0.1 from `ca`.
+    pub fn tls(ca: &TestCa, answer: Answer) -> Upstream {
+        Self::start(Some(ca.server_config()), answer)
+    }
+
+    /// A plain-HTTP upstream.
+    pub fn plain(answer: Answer) -> Upstream {
+        Self::start(None, answer)
+    }
+
+    fn start(tls: Option<Arc<rustls::ServerConfig>>, answer: Answer) -> Upstream {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(Mutex::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (seen_connections, seen_requests) = (connections.clone(), requests.clone());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let accepted = tokio::select! {
+                        _ = &mut stop_rx => return,
+                        accepted = listener.accept() => accepted,
+                    };
+                    let Ok((tcp, _)) = accepted else { continue };
+                    *seen_connections.lock().unwrap() += 1;
+                    let requests = seen_requests.clone();
+                    let tls = tls.clone();
+                    tokio::spawn(async move {
+                        match tls {
+                            Some(config) => {
+                                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                                if let Ok(stream) = acceptor.accept(tcp).await {
+                                    serve_one(stream, requests, answer).await;
+                                }
+                            }
+                            None => serve_one(tcp, requests, answer).await,
+                        }
+                    });
+                }
+            });
+        });
+        Upstream {
+            addr,
+            connections,
+            requests,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// TCP connections accepted so far (whether or not a request followed).
+    pub fn connections(&self) -> usize {
+        *self.connections.lock().unwrap()
+    }
+
+    /// Every request received: head and body, as text.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The data of a chunked body (no extensions, no trailers: what hyper sends).
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..line_end])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = line_end + 2;
+        let end = (start + size).min(body.len());
+        out.extend_from_slice(&body[start..end]);
+        body = &body[(end + 2).min(body.len())..];
+    }
+    out
+}
+
+async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    requests: Arc<Mutex<Vec<String>>>,
+    answer: Answer,
+) {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    loop {
+        let body = &data[head_end..];
+        let complete = if chunked {
+            body.starts_with(b"0\r\n\r\n") || body.windows(7).any(|w| w == b"\r\n0\r\n\r\n")
+        } else {
+            body.len() >= length
+        };
+        if complete {
+            break;
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = if chunked {
+        dechunk(&data[head_end..])
+    } else {
+        data[head_end..].to_vec()
+    };
+    let received = format!("{head}{}", String::from_utf8_lossy(&body));
+    requests.lock().unwrap().push(received.clone());
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    let path = head
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap_or("/")
+        .to_string();
+    let response = match answer {
+        Answer::Echo => {
+            let mut out = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-echo-path: {path}\r\n\
+                 x-echo-authorization: {}\r\ntransfer-encoding: chunked\r\n\
+                 connection: close\r\n\r\n",
+                header("authorization")
+            )
+            .into_bytes();
+            for chunk in received.as_bytes().chunks(7) {
+                out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                out.extend_from_slice(chunk);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+            out
+        }
+        Answer::RedirectTo(to) => format!(
+            "HTTP/1.1 302 Found\r\nlocation: https://{to}/stolen?{path}\r\n\
+             content-length: 0\r\nconnection: close\r\n\r\n"
+        )
+        .into_bytes(),
+    };
+    // Small writes, so the chunks also arrive separately.
+    for piece in response.chunks(64) {
+        if stream.write_all(piece).await.is_err() {
+            return;
+        }
+        let _ = stream.flush().await;
+    }
+    let _ = stream.shutdown().await;
+}
