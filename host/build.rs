@@ -38,6 +38,7 @@ fn main() {
         "guests/probe",
         "guests/hostile",
         "guests/sealed-probe",
+        "guests/telegram-bot",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());

@@ -366,3 +366,95 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
         assert!(other.requests().is_empty());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_telegram_example_answers_through_the_api_with_an_injected_token() {
+    use support::upstream::{Answer, TestCa, Upstream};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    let ca = TestCa::new(dir.path());
+    // The "Bot API": a loopback TLS server that logs what it receives and echoes it.
+    let api = Upstream::tls(&ca, Answer::Echo);
+    let token = b"123456789:AAH-sealed_telegram-token";
+    dev_put(&store, "acme/support/telegram/bot-token", token);
+    // A setting, not a secret (so not registered with the leak scan).
+    let put = run_gtc(
+        &[
+            "op",
+            "secrets",
+            "put",
+            "acme/support/telegram-bot/api-authority",
+        ],
+        &env_for(&store),
+        api.addr.to_string().as_bytes(),
+    );
+    assert!(put.status.success());
+    // The example's manifest, with the API's authority swapped for the loopback one.
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/telegram-bot/bundle.toml"),
+    )
+    .unwrap();
+    let manifest: String = example
+        .lines()
+        .filter(|l| !l.starts_with("component"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("api.telegram.org:443", &api.addr.to_string());
+    let bundle = dir.path().join("telegram-bot");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(
+        bundle.join("bundle.toml"),
+        format!(
+            "component = {:?}\n{manifest}",
+            guest("telegram-bot").display().to_string()
+        ),
+    )
+    .unwrap();
+    let gtc = Gtc::serve(
+        &[
+            format!("--bundle={}=support", bundle.display()),
+            "--egress-allow-loopback".into(),
+            format!("--egress-ca-file={}", ca.pem_file.display()),
+        ],
+        &env_for(&store),
+    );
+    let update = r#"{"update_id":1,"message":{"chat":{"id":4242},"text":"hello bot"}}"#;
+    let response = client()
+        .post(gtc.url("/telegram"))
+        .body(update)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let reply = response.text().await.unwrap();
+    assert_no_leaks("the bot's reply", &reply);
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["api_status"], 200, "{reply}");
+    // The provider received the token where Telegram wants it...
+    let received = api.requests();
+    assert_eq!(received.len(), 1);
+    let token = std::str::from_utf8(token).unwrap();
+    assert!(
+        received[0].starts_with(&format!("POST /bot{token}/sendMessage ")),
+        "{}",
+        received[0]
+    );
+    assert!(received[0].contains(r#"{"chat_id":4242,"text":"you said: hello bot"}"#));
+    // ...and its echo came back to the bot with the placeholder instead.
+    let echoed = reply["api_answer"].as_str().unwrap();
+    assert!(
+        echoed.starts_with("POST /bot{{secret:telegram/bot-token}}/sendMessage "),
+        "{echoed}"
+    );
+    gtc.stop();
+
+    // The shipped example manifest is what an operator reviews.
+    let out = run_gtc(&["bundle", "inspect", "../examples/telegram-bot"], &[], b"");
+    let review = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        review.contains(
+            "sealed secret telegram/bot-token may travel to https://api.telegram.org:443"
+        ),
+        "{review}"
+    );
+}
