@@ -87,14 +87,16 @@ async fn get_never_returns_a_sealed_value_and_readiness_counts_it() {
         probe_get(&gtc, "/p", b"probe/plain").await["value"],
         "plain-value"
     );
-    for name in [
-        &b"probe/token"[..],
-        b"token",
-        b"secrets://dev/acme/_/probe/token",
-    ] {
-        let answer = probe_get(&gtc, "/p", name).await;
-        assert_eq!(answer["error"], "denied", "{answer}");
-    }
+    assert_denied(
+        &gtc,
+        "/p",
+        &[
+            b"probe/token",
+            b"token",
+            b"secrets://dev/acme/_/probe/token",
+        ],
+    )
+    .await;
     let log = gtc.stop();
     let refused: Vec<&str> = log
         .lines()

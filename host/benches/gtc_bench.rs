@@ -7,7 +7,7 @@
 //! several repetitions with min–max; ratios compare figures of the same run.
 //! Set GTC_BENCH_QUICK=1 for a short smoke run, GTC_BENCH_ONLY=a,b to run some
 //! parts (cached-get, cached-get-logged, cache-size, cold-get, scale, in-flight,
-//! throughput).
+//! throughput, sealed).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -210,6 +210,163 @@ async fn cached_get_logged(report: &mut Report) {
         "cached secrets.get with the audit log on (JSON to a sink)",
         "ns/call",
         stat(guest),
+    );
+}
+
+/// A response body delivered in the given chunks.
+struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|c| Ok(http_body::Frame::data(c))))
+    }
+}
+
+/// Reads a body to its end (every frame is ready at once); returns its length.
+fn drain(mut body: impl http_body::Body<Data = Bytes> + Unpin) -> usize {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut length = 0;
+    while let std::task::Poll::Ready(Some(Ok(frame))) =
+        std::pin::Pin::new(&mut body).poll_frame(&mut cx)
+    {
+        length += frame.into_data().map_or(0, |d| d.len());
+    }
+    length
+}
+
+/// Part 6: what injecting a sealed secret and scrubbing a 1 KiB response adds to
+/// one outgoing request, next to the same request unsealed. Measures the host's
+/// own per-request work (the rules, the cached value, substitution, the scrubbed
+/// headers and a 1 KiB body in 4 chunks that echoes the value once), not the
+/// network, which is the same either way.
+async fn sealed_injection(report: &mut Report) {
+    use gtc::sealed::{Injected, ScrubbedBody, Scrubber, SealedEgress};
+    let dir = tempfile::tempdir().unwrap();
+    let store = DevStore::new(dir.path().join("store.json"));
+    let token = b"123456789:AAH-bench_telegram-token-0123456789";
+    store
+        .put(
+            &SecretPath::parse_uri("secrets://dev/acme/_/bot/token").unwrap(),
+            token,
+        )
+        .unwrap();
+    let service = Arc::new(SecretsService::new(
+        SecretsBackend::DevStore(store),
+        CachePolicy::default(),
+    ));
+    let id = Segment::parse("bot").unwrap();
+    let declared = DeclaredSecrets::new(&scope("_"), &id, [], ["token"], false).unwrap();
+    let secrets = BundleSecrets::new(
+        id,
+        scope("_"),
+        service,
+        Arc::new(GetCounters::default()),
+        u32::MAX,
+        declared,
+    );
+    let authority = gtc::egress::Authority::parse("api.telegram.org:443").unwrap();
+    let sealed = [gtc::bundle::SealedSecret {
+        name: "token".into(),
+        to: vec![authority.clone()],
+    }];
+    let settings = SealedEgress::new(Vec::new(), None).unwrap();
+    let request = |path: &str| {
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("https://api.telegram.org{path}"))
+            .header("content-type", "application/json")
+            .header("user-agent", "bench")
+            .body(())
+            .unwrap()
+    };
+    let sealed_request = request("/bot{{secret:token}}/sendMessage");
+    let plain_request = request("/bot123456789:AAH-plain/sendMessage");
+    let mut body = format!(
+        r#"{{"ok":true,"echo":"{}","pad":""#,
+        String::from_utf8_lossy(token)
+    );
+    body.push_str(&"x".repeat(1024 - body.len() - 2));
+    body.push_str(r#""}"#);
+    assert_eq!(body.len(), 1024);
+    let chunks: Vec<Bytes> = body
+        .as_bytes()
+        .chunks(256)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    let mut response_headers = http::HeaderMap::new();
+    for (name, value) in [
+        ("content-type", "application/json"),
+        ("content-length", "1024"),
+        ("server", "nginx"),
+        ("date", "Sun, 29 Nov 2026 02:00:00 GMT"),
+        ("strict-transport-security", "max-age=31536000"),
+    ] {
+        response_headers.insert(name, http::HeaderValue::from_static(value));
+    }
+    secrets
+        .resolve_for("token", gtc::capability::Use::Sealed)
+        .await; // cache it
+    let n = if quick() { 2_000 } else { 100_000 };
+    let (mut plain_ns, mut sealed_ns) = (Vec::new(), Vec::new());
+    for _ in 0..reps(9) {
+        let started = Instant::now();
+        for _ in 0..n {
+            let req = plain_request.clone();
+            let plan = gtc::sealed::plan(&req, &authority, true, &sealed, &settings).unwrap();
+            assert!(plan.is_none());
+            let mut headers = response_headers.clone();
+            headers.remove(http::header::CONNECTION);
+            let length = drain(Chunks(chunks.iter().cloned().collect()));
+            std::hint::black_box((req, headers, length));
+        }
+        plain_ns.push(started.elapsed().as_nanos() as f64 / n as f64);
+        let started = Instant::now();
+        for _ in 0..n {
+            let mut req = sealed_request.clone();
+            let plan = gtc::sealed::plan(&req, &authority, true, &sealed, &settings).unwrap();
+            let mut injected = Vec::new();
+            for secret in plan.unwrap() {
+                let value = secrets
+                    .resolve_for(&secret.name, gtc::capability::Use::Sealed)
+                    .await
+                    .result
+                    .unwrap();
+                injected.push(Injected::new(&secret.name, value.expose()));
+            }
+            gtc::sealed::substitute(&mut req, &injected).unwrap();
+            let scrubber = Arc::new(Scrubber::new(&injected));
+            let mut headers = response_headers.clone();
+            scrubber.scrub_headers(&mut headers);
+            let body = ScrubbedBody::new(Chunks(chunks.iter().cloned().collect()), scrubber);
+            let length = drain(body);
+            std::hint::black_box((req, headers, length));
+        }
+        sealed_ns.push(started.elapsed().as_nanos() as f64 / n as f64);
+    }
+    let added: Vec<f64> = sealed_ns
+        .iter()
+        .zip(&plain_ns)
+        .map(|(s, p)| s - p)
+        .collect();
+    report.add(
+        "outgoing request, unsealed: rules + headers + 1 KiB body in 4 chunks (host work)",
+        "ns/request",
+        stat(plain_ns),
+    );
+    report.add(
+        "the same, sealed: + cached value, substitution, scrubbing (host work)",
+        "ns/request",
+        stat(sealed_ns),
+    );
+    report.add(
+        "added by injection + scrubbing (1 KiB response)",
+        "ns/request",
+        stat(added),
     );
 }
 
@@ -771,6 +928,9 @@ fn main() {
     // Last of the in-process parts: it installs a global log subscriber.
     if wanted("cached-get-logged") {
         runtime.block_on(cached_get_logged(&mut report));
+    }
+    if wanted("sealed") {
+        runtime.block_on(sealed_injection(&mut report));
     }
     if wanted("scale") {
         scale(&mut report);

@@ -366,20 +366,7 @@ impl WasiHttpHooks for EgressHooks {
         }
         Box::new(async move {
             use http_body_util::BodyExt;
-            let addr = match policy.guard.check(&authority).await {
-                Ok(addr) => addr,
-                Err(Refusal::Forbidden(why)) => {
-                    crate::limited_warn!(
-                        policy.log,
-                        policy.bundle,
-                        "egress-forbidden",
-                        %authority,
-                        "outgoing HTTP denied by the operator's egress policy: {why}"
-                    );
-                    return Err(HttpError::DestinationIpProhibited);
-                }
-                Err(Refusal::Unresolved) => return Err(HttpError::DestinationNotFound),
-            };
+            let addr = checked_addr(&policy, &authority).await?;
             // Plain http goes to the address that was checked (the Host header
             // keeps the name); https connects by name for the certificate check.
             if request.uri().scheme_str() == Some("http") {
@@ -397,6 +384,27 @@ impl WasiHttpHooks for EgressHooks {
                 Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
             ))
         })
+    }
+}
+
+/// The address to connect to, after the operator's guard (refusals logged).
+async fn checked_addr(
+    policy: &EgressPolicy,
+    authority: &Authority,
+) -> Result<SocketAddr, HttpError> {
+    match policy.guard.check(authority).await {
+        Ok(addr) => Ok(addr),
+        Err(Refusal::Forbidden(why)) => {
+            crate::limited_warn!(
+                policy.log,
+                policy.bundle,
+                "egress-forbidden",
+                %authority,
+                "outgoing HTTP denied by the operator's egress policy: {why}"
+            );
+            Err(HttpError::DestinationIpProhibited)
+        }
+        Err(Refusal::Unresolved) => Err(HttpError::DestinationNotFound),
     }
 }
 
@@ -461,20 +469,7 @@ async fn send_sealed(
     let Some(settings) = policy.sealed_egress.clone() else {
         return Err(HttpError::HttpRequestDenied);
     };
-    let addr = match policy.guard.check(&authority).await {
-        Ok(addr) => addr,
-        Err(Refusal::Forbidden(why)) => {
-            crate::limited_warn!(
-                policy.log,
-                policy.bundle,
-                "egress-forbidden",
-                %authority,
-                "outgoing HTTP denied by the operator's egress policy: {why}"
-            );
-            return Err(HttpError::DestinationIpProhibited);
-        }
-        Err(Refusal::Unresolved) => return Err(HttpError::DestinationNotFound),
-    };
+    let addr = checked_addr(&policy, &authority).await?;
     let mut injected = Vec::with_capacity(names.len());
     for name in &names {
         let started = std::time::Instant::now();

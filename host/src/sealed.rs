@@ -303,6 +303,8 @@ pub fn substitute<B>(
 pub struct Scrubber {
     /// (needle, replacement); raw and path-encoded forms.
     needles: Vec<(Zeroizing<Vec<u8>>, Vec<u8>)>,
+    /// The distinct first bytes of the needles.
+    firsts: Vec<u8>,
     longest: usize,
 }
 
@@ -319,7 +321,17 @@ impl Scrubber {
             }
         }
         let longest = needles.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
-        Self { needles, longest }
+        let mut firsts: Vec<u8> = needles
+            .iter()
+            .filter_map(|(n, _)| n.first().copied())
+            .collect();
+        firsts.sort_unstable();
+        firsts.dedup();
+        Self {
+            needles,
+            firsts,
+            longest,
+        }
     }
 
     fn match_at(&self, data: &[u8], at: usize) -> Option<&(Zeroizing<Vec<u8>>, Vec<u8>)> {
@@ -337,21 +349,39 @@ impl Scrubber {
         } else {
             self.longest.saturating_sub(1)
         };
+        // Before `settled`, a whole value fits in `data`, so a match is decided.
         let settled = data.len().saturating_sub(keep);
         let mut at = 0;
-        while at < data.len() {
-            if let Some((needle, placeholder)) = self.match_at(data, at) {
+        loop {
+            // Only a byte that begins some value can begin a match.
+            let Some(candidate) = self.next_start(&data[at..]).map(|i| at + i) else {
+                out.extend_from_slice(&data[at..]);
+                return data.len();
+            };
+            out.extend_from_slice(&data[at..candidate]);
+            if let Some((needle, placeholder)) = self.match_at(data, candidate) {
                 out.extend_from_slice(placeholder);
-                at += needle.len();
-                continue;
+                at = candidate + needle.len();
+            } else if candidate >= settled {
+                // May be the start of a value cut by the chunk's end: wait.
+                return candidate;
+            } else {
+                out.push(data[candidate]);
+                at = candidate + 1;
             }
-            if at >= settled {
-                break;
-            }
-            out.push(data[at]);
-            at += 1;
         }
-        at
+    }
+
+    /// Where the next byte that begins a value is (SIMD search for up to three
+    /// distinct first bytes).
+    fn next_start(&self, data: &[u8]) -> Option<usize> {
+        match self.firsts.as_slice() {
+            [] => None,
+            [a] => memchr::memchr(*a, data),
+            [a, b] => memchr::memchr2(*a, *b, data),
+            [a, b, c] => memchr::memchr3(*a, *b, *c, data),
+            firsts => data.iter().position(|byte| firsts.contains(byte)),
+        }
     }
 
     /// `data` with every value replaced (for header values and trailers).
@@ -664,6 +694,26 @@ mod tests {
             );
         }
         assert_eq!(scrubber.scrub(b"xs3cr3t/vx"), b"x{{secret:k}}x");
+        // Every two-chunk cut of a text full of near misses.
+        let text = b"ss3s3cs3cr3t/vs3cr3t/s3cr3t/vvs3cr3t%2Fvs".to_vec();
+        let want = String::from_utf8_lossy(&scrubber.scrub(&text)).into_owned();
+        assert!(
+            want.starts_with("ss3s3c{{secret:k}}s3cr3t/{{secret:k}}v{{secret:k}}s"),
+            "{want}"
+        );
+        for cut in 0..=text.len() {
+            let chunks = vec![
+                Bytes::copy_from_slice(&text[..cut]),
+                Bytes::copy_from_slice(&text[cut..]),
+            ];
+            let mut body = ScrubbedBody::new(Chunks(chunks.into()), scrubber.clone());
+            let mut out = Vec::new();
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            while let Poll::Ready(Some(frame)) = Pin::new(&mut body).poll_frame(&mut cx) {
+                out.extend_from_slice(&frame.unwrap().into_data().unwrap());
+            }
+            assert_eq!(String::from_utf8_lossy(&out), want, "cut at {cut}");
+        }
     }
 
     struct Chunks(std::collections::VecDeque<Bytes>);

@@ -441,6 +441,19 @@ pub async fn probe_get(gtc: &Gtc, prefix: &str, name: &[u8]) -> serde_json::Valu
     response.json().await.unwrap()
 }
 
+/// Asserts that the probe mounted at `prefix` is `denied` every one of `names`.
+pub async fn assert_denied(gtc: &Gtc, prefix: &str, names: &[&[u8]]) {
+    for name in names {
+        let answer = probe_get(gtc, prefix, name).await;
+        assert_eq!(
+            answer["error"],
+            "denied",
+            "{}: {answer}",
+            String::from_utf8_lossy(name)
+        );
+    }
+}
+
 /// The webchat-bot bundle, with its `webhook-secret` sealed (signature checks
 /// only), written into `dir`.
 pub fn webchat_bundle(dir: &Path) -> PathBuf {

@@ -40,6 +40,17 @@ macro_rules! sealed_bindings {
             });
             pub use greentic::secrets1_1_0::sealed::verify_hmac_sha256;
             pub use greentic::secrets1_1_0::secrets::Error;
+
+            /// The kebab-case name of an error, as guests report it.
+            pub fn error_kind(error: &Error) -> &'static str {
+                match error {
+                    Error::NotFound => "not-found",
+                    Error::Denied => "denied",
+                    Error::InvalidName(_) => "invalid-name",
+                    Error::Unavailable => "unavailable",
+                    Error::Internal => "internal",
+                }
+            }
         }
     };
 }
@@ -137,6 +148,17 @@ pub fn json_escape(text: &str) -> String {
         }
     }
     escaped
+}
+
+/// Bytes from hex text (e.g. a signature header); `None` if it is not hex.
+pub fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// The kebab-case name of a secrets error, as guests report it.

@@ -16,8 +16,8 @@
 use guest_common::wasi::http::outgoing_handler;
 use guest_common::wasi::http::types::{Fields, OutgoingBody, OutgoingRequest, Scheme};
 use guest_common::{
-    Guest, IncomingRequest, ResponseOutparam, error_kind, header, json_escape, path, read_body,
-    respond_json, secrets,
+    Guest, IncomingRequest, ResponseOutparam, decode_hex, error_kind, header, json_escape, path,
+    read_body, respond_json, secrets,
 };
 
 guest_common::sealed_bindings!();
@@ -54,19 +54,10 @@ fn verify(request: &IncomingRequest) -> String {
     let message = read_body(request, 64 * 1024).unwrap_or_default();
     match sealed::verify_hmac_sha256(&name, &message, &mac) {
         Ok(valid) => format!("{{\"valid\":{valid}}}"),
-        Err(error) => format!("{{\"error\":\"{}\"}}", sealed_error_kind(&error)),
+        Err(error) => format!("{{\"error\":\"{}\"}}", sealed::error_kind(&error)),
     }
 }
 
-fn sealed_error_kind(error: &sealed::Error) -> &'static str {
-    match error {
-        sealed::Error::NotFound => "not-found",
-        sealed::Error::Denied => "denied",
-        sealed::Error::InvalidName(_) => "invalid-name",
-        sealed::Error::Unavailable => "unavailable",
-        sealed::Error::Internal => "internal",
-    }
-}
 
 fn send(request: &IncomingRequest) -> String {
     let scheme = match header(request, "x-scheme").as_deref() {
@@ -142,16 +133,6 @@ fn failed(error: &str, host_refused: bool) -> String {
         "{{\"sent\":false,\"error\":\"{}\",\"host_refused\":{host_refused}}}",
         json_escape(error)
     )
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 guest_common::export_bot!(SealedProbe);

@@ -11,9 +11,10 @@
 
 guest_common::sealed_bindings!();
 
-use sealed::{Error as SecretError, verify_hmac_sha256};
+use sealed::{Error as SecretError, error_kind, verify_hmac_sha256};
 use guest_common::{
-    Guest, IncomingRequest, ResponseOutparam, header, json_escape, read_body, respond_json,
+    Guest, IncomingRequest, ResponseOutparam, decode_hex, header, json_escape, read_body,
+    respond_json,
 };
 
 const SIGNATURE_HEADER: &str = "x-greentic-signature";
@@ -66,26 +67,6 @@ fn parse_signature(signature: &str) -> Option<Vec<u8>> {
     decode_hex(signature.strip_prefix("sha256=")?.trim())
 }
 
-/// The kebab-case name of an error, as the reply reports it.
-fn error_kind(error: &SecretError) -> &'static str {
-    match error {
-        SecretError::NotFound => "not-found",
-        SecretError::Denied => "denied",
-        SecretError::InvalidName(_) => "invalid-name",
-        SecretError::Unavailable => "unavailable",
-        SecretError::Internal => "internal",
-    }
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
-}
 
 /// The `text` field of a JSON body such as `{"text":"hi"}`, found without a JSON
 /// parser (the reply only echoes it; escapes are kept as they were sent).
