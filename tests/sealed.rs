@@ -58,6 +58,37 @@ fn operators_see_every_sealed_secret_and_where_it_may_travel() {
     let out = run_gtc(&["bundle", "inspect", bundle.to_str().unwrap()], &[], b"");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("[egress].allow"));
+
+    // Operator settings for sealed egress are configuration: a bad one is exit 2.
+    let hello = write_bundle(dir.path(), "hello", "hello", &["/hello"], "");
+    let not_pem = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    for (flag, needle) in [
+        (
+            format!("--egress-ca-file={}", not_pem.display()),
+            "--egress-ca-file",
+        ),
+        (
+            "--sealed-allow-http=user@evil:80".to_string(),
+            "--sealed-allow-http",
+        ),
+    ] {
+        let out = run_gtc(
+            &[
+                "serve",
+                "--listen=127.0.0.1:0",
+                &format!("--bundle={}", hello.display()),
+                &flag,
+            ],
+            &[],
+            b"",
+        );
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{flag}"
+        );
+    }
 }
 
 #[tokio::test]
