@@ -476,7 +476,6 @@ async fn soak(seconds: u64) {
         &[
             format!("--bundle={}=support", bundle.display()),
             format!("--bundle={}=support", hostile.display()),
-            "--header-read-timeout=2s".to_string(),
         ],
         &worker_env,
     );
@@ -659,7 +658,9 @@ async fn soak(seconds: u64) {
     )
     .await;
     let suppressed = metric(&base, "gtc_log_lines_suppressed_total{bundle=\"hostile\"}").await;
-    let log_bytes = gtc.log().len();
+    let worker_log = gtc.log();
+    let log_bytes = worker_log.len();
+    let _ = std::fs::write(root().join("target/soak-gtc.log"), &worker_log);
     drop(gtc);
 
     let samples = samples.lock().unwrap().clone();
@@ -803,7 +804,8 @@ fn start_attack(
             }
         }));
     }
-    // Idle, half-sent connections: 50 more every second, each held 3 s.
+    // Idle, half-sent connections: 50 more every second, each held 12 s (past the
+    // host's 10 s header-read timeout).
     let (addr, stop) = (base.trim_start_matches("http://").to_string(), stop.clone());
     tasks.push(tokio::spawn(async move {
         use tokio::io::AsyncWriteExt as _;
@@ -819,7 +821,7 @@ fn start_attack(
             }
             while held
                 .front()
-                .is_some_and(|(at, _)| at.elapsed() > Duration::from_secs(3))
+                .is_some_and(|(at, _)| at.elapsed() > Duration::from_secs(12))
             {
                 held.pop_front();
             }

@@ -312,10 +312,14 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// An HTTP client that never uses a proxy (all traffic stays on loopback).
+/// An HTTP client that never uses a proxy (all traffic stays on loopback). Its
+/// pooled connections idle at most 5 s, below the host's keep-alive idle timeout
+/// (the header-read timeout, 10 s by default), as a router's must: otherwise a
+/// request can go out on a connection the host is closing at that moment.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
+        .pool_idle_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
