@@ -249,7 +249,10 @@ async fn failures_after_the_head_abort_the_response() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let metrics = gtc.metrics().await;
     assert_eq!(
-        metric(&metrics, "gtc_requests_total{bundle=\"hello\",status=\"200\"}"),
+        metric(
+            &metrics,
+            "gtc_requests_total{bundle=\"hello\",status=\"200\"}"
+        ),
         66.0,
         "{metrics}"
     );
@@ -474,7 +477,7 @@ async fn idle_connections_cannot_shut_the_host_out() {
     let gtc = host(
         dir.path(),
         "",
-        &["--max-connections=100", "--header-read-timeout=1s"],
+        &["--max-connections=100", "--header-read-timeout=3s"],
     );
     neighbour(&gtc.base, 5).await;
     let baseline = neighbour(&gtc.base, 30).await;
@@ -494,7 +497,7 @@ async fn idle_connections_cannot_shut_the_host_out() {
     );
     assert_unhurt(&baseline, &during);
     // The header-read timeout frees the slots the idle connections held.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(closed_by_server(&mut idle).await, idle.len());
     let fresh = client.get(gtc.url("/hello")).send().await.unwrap();
     assert_eq!(fresh.status(), 200);
