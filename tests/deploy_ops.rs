@@ -36,14 +36,7 @@ const VAULT_RENDER: [&str; 12] = [
     "hello",
 ];
 
-/// Validates a manifest file with kubernetes-validate (strict) for a version.
-fn validate(file: &std::path::Path, version: &str) -> std::process::Output {
-    Command::new(root().join(".venv/bin/kubernetes-validate"))
-        .args(["--strict", "--quiet", "-k", version])
-        .arg(file)
-        .output()
-        .expect("kubernetes-validate is installed by tests/install-tools.sh")
-}
+use support::kubernetes_validate as validate;
 
 #[test]
 fn rendered_manifests_validate_against_kubernetes_schemas() {
@@ -72,7 +65,7 @@ fn rendered_manifests_validate_against_kubernetes_schemas() {
     for (name, yaml) in [("vault.yaml", &vault), ("dev.yaml", &dev)] {
         let file = dir.path().join(name);
         std::fs::write(&file, yaml).unwrap();
-        for version in ["1.33.0", "1.35.0", "1.37.0"] {
+        for version in KUBERNETES_VERSIONS {
             let out = validate(&file, version);
             assert!(
                 out.status.success(),
@@ -121,7 +114,7 @@ fn rendered_manifests_validate_against_kubernetes_schemas() {
     .unwrap();
     assert!(!validate(&bad, "1.35.0").status.success());
     // The dev-store render still ships its Secret.
-    assert!(dev.contains("kind: Secret") && dev.contains("name: gtc-dev-secrets"));
+    assert!(dev.contains("kind: Secret") && dev.contains("name: gtc-dev-secrets-dev-acme"));
 }
 
 /// Splits a rendered stream into (kind, name, document) triples.
@@ -178,15 +171,20 @@ fn vault_render_has_no_secret_and_only_the_worker_has_a_token() {
         );
         assert!(doc.contains("readOnlyRootFilesystem: true") && doc.contains("runAsNonRoot: true"));
         assert!(doc.contains("path: /healthz") && doc.contains("path: /readyz"));
+        // Env and tenant are in every name and in the labels.
+        assert!(
+            doc.contains("greentic.ai/env: prod") && doc.contains("greentic.ai/tenant: acme"),
+            "{doc}"
+        );
         match name.as_str() {
-            "gtc-worker" => {
-                assert!(doc.contains("serviceAccountName: gtc-worker"));
+            "gtc-worker-prod-acme" => {
+                assert!(doc.contains("serviceAccountName: gtc-worker-prod-acme\n"));
                 assert!(doc.contains("serviceAccountToken:") && doc.contains("audience: vault"));
                 assert!(doc.contains("expirationSeconds: 600"));
                 assert!(doc.contains("GREENTIC_SECRETS_BACKEND") && doc.contains("value: vault"));
                 assert!(doc.contains("gtc-worker-prod-acme"));
             }
-            "gtc-router" => {
+            "gtc-router-prod-acme" => {
                 assert!(!doc.contains("serviceAccountName"), "{doc}");
                 assert!(!doc.contains("serviceAccountToken"), "{doc}");
                 assert!(!doc.contains("VAULT_"), "{doc}");
@@ -206,7 +204,11 @@ fn vault_render_has_no_secret_and_only_the_worker_has_a_token() {
         "allow-worker-ingress-from-router",
         "allow-worker-egress-to-vault",
     ] {
-        assert!(policies.contains(&wanted), "{wanted} missing: {policies:?}");
+        let wanted = format!("{wanted}-prod-acme");
+        assert!(
+            policies.contains(&wanted.as_str()),
+            "{wanted} missing: {policies:?}"
+        );
     }
 }
 
@@ -428,7 +430,7 @@ fn local_demo_runs_to_completion() {
     );
     assert!(stdout.contains("webhook answered 200"), "{stdout}");
     assert!(
-        stdout.contains("auth/kubernetes/login -> secret/data/greentic/dev/demo/support/webchat-bot/webhook-secret -> transit/decrypt/greentic"),
+        stdout.contains("auth/kubernetes/login -> secret/data/greentic/dev/demo/support/webchat-bot/webhook-secret -> transit/decrypt/greentic-dev-demo"),
         "{stdout}"
     );
 }

@@ -41,9 +41,11 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct RouteArgs {
-    /// The worker's base URL, e.g. http://gtc-worker.greentic.svc:8080
-    #[arg(long)]
-    pub upstream: String,
+    /// Where to forward: a worker's base URL for every path (e.g.
+    /// http://gtc-worker-prod-acme.greentic.svc:8080), or PREFIX=URL for the paths
+    /// under PREFIX (repeat; the longest matching prefix wins).
+    #[arg(long = "upstream", value_name = "[PREFIX=]URL", required = true)]
+    pub upstreams: Vec<String>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
@@ -114,6 +116,22 @@ pub struct RenderArgs {
     /// Default: gtc-worker-ENV-TENANT (what vault-bootstrap.sh creates).
     #[arg(long)]
     pub vault_role: Option<String>,
+    /// The worker's ServiceAccount. Default: gtc-worker-ENV-TENANT (what
+    /// vault-bootstrap.sh binds); `gtc-worker` for one tenant alone in a namespace.
+    #[arg(long)]
+    pub service_account: Option<String>,
+    /// One worker, ServiceAccount, Service and Vault role per team; the router sends
+    /// each bundle's routes to its team's worker. Default when the bundles belong to
+    /// more than one team. Needs --bundles-dir.
+    #[arg(long, conflicts_with = "shared_worker")]
+    pub isolate_teams: bool,
+    /// One worker for the whole tenant, even when the bundles belong to several teams.
+    #[arg(long)]
+    pub shared_worker: bool,
+    /// A local copy of the bundles baked into the image (DIR/NAME/bundle.toml): their
+    /// routes tell the router which team's worker serves what.
+    #[arg(long)]
+    pub bundles_dir: Option<PathBuf>,
     /// Namespace of Vault's pods, for the worker's egress policy.
     #[arg(long, default_value = "vault")]
     pub vault_namespace: String,
@@ -123,8 +141,12 @@ pub struct RenderArgs {
     pub kv_prefix: String,
     #[arg(long, default_value = "transit")]
     pub transit_mount: String,
-    #[arg(long, default_value = "greentic")]
-    pub transit_key: String,
+    /// Default: the tenant's own key, greentic-ENV-TENANT.
+    #[arg(long)]
+    pub transit_key: Option<String>,
+    /// A transit key still accepted while migrating (e.g. the shared `greentic`).
+    #[arg(long)]
+    pub transit_legacy_key: Option<String>,
     /// A bundle baked into the image and its team: NAME=TEAM (repeat).
     #[arg(long = "bundle", value_name = "NAME[=TEAM]", required = true)]
     pub bundles: Vec<crate::deploy::DeployedBundle>,
@@ -205,5 +227,22 @@ pub enum SecretsCommand {
         /// The environment (default: GREENTIC_ENV, or `dev` outside a pod).
         #[arg(long)]
         env: Option<String>,
+        /// Vault: also say, per entry, whether its envelope is current (v2, the
+        /// tenant's transit key) or upgradable by `rewrap` (nothing is decrypted).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Vault: upgrade every entry of a tenant (optionally one team) to envelope v2
+    /// under the tenant's own transit key, as new KV versions. Values are opened and
+    /// sealed again inside this process only.
+    Rewrap {
+        /// TENANT or TENANT/TEAM|_
+        prefix: String,
+        /// The environment (default: GREENTIC_ENV, or `dev` outside a pod).
+        #[arg(long)]
+        env: Option<String>,
+        /// The transit key that wrapped v1 envelopes (they do not name it).
+        #[arg(long, value_name = "KEY", default_value = "greentic")]
+        from_key: String,
     },
 }

@@ -97,13 +97,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Route(args) => {
-            let router = std::sync::Arc::new(gtc::route::Router::new(&args.upstream)?);
+            let router = std::sync::Arc::new(gtc::route::Router::new(&args.upstreams)?);
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             let addr = listener.local_addr()?;
             println!("gtc route listening on http://{addr}");
-            tracing::info!(%addr, upstream = %args.upstream, "routing");
+            tracing::info!(%addr, upstreams = ?args.upstreams, "routing");
             gtc::route::serve(
                 listener,
                 router,
@@ -141,11 +141,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             SecretsCommand::Ls {
                 prefix,
                 env: env_flag,
+                check,
             } => {
-                for uri in gtc::op::list(&env, &prefix, env_flag.as_deref()).await? {
-                    println!("{uri}");
+                let lines = if check {
+                    gtc::op::check(&env, &prefix, env_flag.as_deref()).await?
+                } else {
+                    gtc::op::list(&env, &prefix, env_flag.as_deref()).await?
+                };
+                for line in lines {
+                    println!("{line}");
                 }
                 Ok(())
+            }
+            SecretsCommand::Rewrap {
+                prefix,
+                env: env_flag,
+                from_key,
+            } => {
+                let (report, all_ok) =
+                    gtc::op::rewrap(&env, &prefix, env_flag.as_deref(), Some(&from_key)).await?;
+                print!("{report}");
+                if all_ok {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(
+                        "some entries could not be rewrapped (see above)"
+                    ))
+                }
             }
         },
     }
@@ -167,6 +189,21 @@ fn render(args: RenderArgs) -> anyhow::Result<String> {
         ),
         None => None,
     };
+    let mut routes = std::collections::BTreeMap::new();
+    if let Some(dir) = &args.bundles_dir {
+        for bundle in &args.bundles {
+            let manifest = gtc::bundle::Manifest::load(&dir.join(bundle.name.as_str()))
+                .map_err(|e| gtc::deploy::RenderError::Invalid(format!("--bundles-dir: {e}")))?;
+            routes.insert(bundle.name.clone(), manifest.routes);
+        }
+    }
+    let team_workers = if args.isolate_teams {
+        gtc::deploy::TeamWorkers::Isolated
+    } else if args.shared_worker {
+        gtc::deploy::TeamWorkers::Shared
+    } else {
+        gtc::deploy::TeamWorkers::Auto
+    };
     let config = gtc::deploy::DeployConfig {
         env: segment("env", &args.env)?,
         tenant: segment("tenant", &args.tenant)?,
@@ -175,14 +212,18 @@ fn render(args: RenderArgs) -> anyhow::Result<String> {
         backend: gtc::config::BackendKind::parse(&args.backend)?,
         vault_addr: args.vault_addr,
         vault_role: args.vault_role,
+        service_account: args.service_account,
         vault_namespace: args.vault_namespace,
         layout: gtc::backend::VaultLayout {
             kv_mount: args.kv_mount,
             kv_prefix: args.kv_prefix,
             transit_mount: args.transit_mount,
             transit_key: args.transit_key,
+            legacy_transit_key: args.transit_legacy_key,
         },
         bundles: args.bundles,
+        routes,
+        team_workers,
         replicas: args.replicas,
         dev_store,
     };
