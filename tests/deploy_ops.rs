@@ -466,3 +466,114 @@ async fn tls_with_a_custom_ca_works_and_doctor_names_a_missing_ca() {
         "{report}"
     );
 }
+
+#[test]
+fn two_tenants_render_into_one_namespace_without_overwriting_each_other() {
+    let tenant = |env: &str, tenant: &str| {
+        render(&[
+            "--env",
+            env,
+            "--tenant",
+            tenant,
+            "--namespace",
+            "shared",
+            "--image",
+            "registry.example/gtc:0.1.0",
+            "--vault-addr",
+            "https://vault.vault.svc:8200",
+            "--bundle",
+            "webchat-bot=support",
+        ])
+    };
+    let renders = [
+        ("prod", "acme", tenant("prod", "acme")),
+        ("prod", "globex", tenant("prod", "globex")),
+        ("dev", "acme", tenant("dev", "acme")),
+    ];
+    let mut seen = std::collections::BTreeMap::new();
+    for (env, tenant, yaml) in &renders {
+        for (kind, name, doc) in documents(yaml) {
+            // Every object names its scope and is labelled with it.
+            assert!(name.ends_with(&format!("-{env}-{tenant}")), "{kind} {name}");
+            assert!(
+                doc.contains(&format!("greentic.ai/env: {env}\n"))
+                    && doc.contains(&format!("greentic.ai/tenant: {tenant}\n")),
+                "{doc}"
+            );
+            if let Some(other) = seen.insert((kind.clone(), name.clone()), *tenant) {
+                panic!("{kind} {name} rendered for {other} and {tenant}");
+            }
+            // Every selector (workloads, services, network policies) names the scope,
+            // so one scope's policies never select another scope's pods.
+            for selector in doc.split("matchLabels:").skip(1) {
+                let block: String = selector.lines().take(6).collect::<Vec<_>>().join("\n");
+                if block.contains("kubernetes.io/metadata.name") || block.contains("k8s-app") {
+                    continue; // a namespace or kube-dns selector, not our pods
+                }
+                if block.contains("app.kubernetes.io/name: vault") {
+                    continue;
+                }
+                assert!(
+                    block.contains(&format!("greentic.ai/tenant: {tenant}")),
+                    "{kind} {name}: selector without the tenant:\n{block}"
+                );
+            }
+        }
+    }
+    // The three scopes' workers have three identities (what Vault binds).
+    let accounts: Vec<String> = renders
+        .iter()
+        .flat_map(|(_, _, yaml)| {
+            yaml.lines()
+                .filter_map(|l| l.trim().strip_prefix("serviceAccountName: "))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        accounts,
+        [
+            "gtc-worker-prod-acme",
+            "gtc-worker-prod-globex",
+            "gtc-worker-dev-acme"
+        ]
+    );
+    // Applied together, they are one valid stream.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shared.yaml");
+    let all: String = renders.iter().map(|(_, _, yaml)| yaml.as_str()).collect();
+    std::fs::write(&file, all).unwrap();
+    for version in KUBERNETES_VERSIONS {
+        let out = validate(&file, version);
+        assert!(
+            out.status.success(),
+            "{version}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // A name Kubernetes would refuse is refused with the reason, not rendered.
+    let out = run_gtc(
+        &[
+            "deploy",
+            "render",
+            "--env",
+            "prod",
+            "--tenant",
+            "acme.eu",
+            "--image",
+            "gtc:1",
+            "--vault-addr",
+            "http://vault:8200",
+            "--bundle",
+            "webchat-bot",
+        ],
+        &[],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be part of a Kubernetes object name"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -486,3 +486,63 @@ pub enum Rewrap {
     },
     Deleted,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(uri: &str) -> SecretPath {
+        SecretPath::parse_uri(uri).unwrap()
+    }
+
+    fn envelope(key: Option<&str>) -> Envelope {
+        let dek = SecretBytes::new(vec![1; 32]);
+        let uri = "secrets://dev/acme/_/bot/key";
+        match key {
+            Some(key) => Envelope::seal(b"v", &dek, "vault:v1:x".into(), key, uri, 1),
+            None => Envelope::seal_v1(b"v", &dek, "vault:v1:x".into(), uri),
+        }
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_tenants_own_key_or_the_configured_legacy_key_unwraps() {
+        let own = path("secrets://dev/acme/_/bot/key");
+        let mut layout = VaultLayout::default();
+        assert_eq!(layout.transit_key_for(&own), "greentic-dev-acme");
+        assert_eq!(
+            layout.unwrap_key(&envelope(Some("greentic-dev-acme")), &own),
+            Ok("greentic-dev-acme".to_string())
+        );
+        // Another tenant's key named in an envelope: refused before Vault is asked.
+        let error = layout
+            .unwrap_key(&envelope(Some("greentic-dev-globex")), &own)
+            .unwrap_err();
+        assert!(error.contains("does not accept"), "{error}");
+        // v1 names no key: only with a legacy key configured.
+        let error = layout.unwrap_key(&envelope(None), &own).unwrap_err();
+        assert!(error.contains("gtc op secrets rewrap"), "{error}");
+        assert!(
+            layout
+                .unwrap_key(&envelope(Some("greentic")), &own)
+                .is_err()
+        );
+        layout.legacy_transit_key = Some("greentic".into());
+        assert_eq!(
+            layout.unwrap_key(&envelope(None), &own),
+            Ok("greentic".to_string())
+        );
+        assert_eq!(
+            layout.unwrap_key(&envelope(Some("greentic")), &own),
+            Ok("greentic".to_string())
+        );
+        // An explicit key replaces the tenant default.
+        layout.transit_key = Some("custom".into());
+        assert_eq!(layout.transit_key_for(&own), "custom");
+        assert!(
+            layout
+                .unwrap_key(&envelope(Some("greentic-dev-acme")), &own)
+                .is_err()
+        );
+    }
+}
