@@ -441,30 +441,14 @@ async fn isolated_teams_render_bootstrap_route_and_are_enforced_by_vault() {
     assert_eq!(status, 200);
     let token_a = token_a.unwrap();
     let a = Some(token_a.as_str());
-    assert_eq!(
-        world
-            .bao
-            .api("GET", &kv("dev", "acme/team-a/probe/key"), a, None)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        world
-            .bao
-            .api("GET", &kv("dev", "acme/_/probe/shared"), a, None)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        world
-            .bao
-            .api("GET", &kv("dev", "acme/team-b/probe/key"), a, None)
-            .await
-            .0,
-        403
-    );
+    for (rest, wanted) in [
+        ("acme/team-a/probe/key", 200),
+        ("acme/_/probe/shared", 200),
+        ("acme/team-b/probe/key", 403),
+    ] {
+        let status = world.bao.api("GET", &kv("dev", rest), a, None).await.0;
+        assert_eq!(status, wanted, "team A's token reading {rest}");
+    }
     assert_eq!(
         login_as(&world, &service_accounts[0], &roles[1]).await.0,
         403

@@ -52,6 +52,17 @@ pub enum RouteError {
     Client(String),
 }
 
+/// Whether a route `prefix` (without trailing '/') covers `path`: the prefix
+/// itself or anything below it on a '/' boundary (`/webhook` covers `/webhook/x`,
+/// not `/webhookx`). The worker matches bundle routes the same way.
+pub fn serves(prefix: &str, path: &str) -> bool {
+    prefix.is_empty()
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 fn base_url(arg: &str, url: &str) -> Result<String, RouteError> {
     let parsed = reqwest::Url::parse(url).map_err(|_| RouteError::Upstream(arg.into()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -116,13 +127,7 @@ impl Router {
     pub fn upstream_for(&self, path: &str) -> Option<&str> {
         self.prefixed
             .iter()
-            .find(|(prefix, _)| {
-                prefix.is_empty()
-                    || path == prefix
-                    || path
-                        .strip_prefix(prefix.as_str())
-                        .is_some_and(|rest| rest.starts_with('/'))
-            })
+            .find(|(prefix, _)| serves(prefix, path))
             .map(|(_, upstream)| upstream.as_str())
             .or(self.fallback.as_deref())
     }
