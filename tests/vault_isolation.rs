@@ -49,6 +49,14 @@ async fn login_as(world: &VaultWorld, service_account: &str, role: &str) -> (u16
     (status, token)
 }
 
+/// Workers of one test share compiled components: only the first start compiles.
+fn compile_cache(world: &VaultWorld) -> String {
+    format!(
+        "--compile-cache={}",
+        world.dir.path().join("compiled").display()
+    )
+}
+
 fn kv(env: &str, rest: &str) -> String {
     format!("secret/data/greentic/{env}/{rest}")
 }
@@ -246,6 +254,22 @@ async fn three_scopes_in_one_namespace_are_separated_by_vault_itself() {
         ("WORKER_NAMESPACE", "hooli-workers"),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // A hand-written role binding patterns counts too: it would admit the new scope's
+    // worker, so the bootstrap refuses.
+    world.bao.cli_ok(&[
+        "write",
+        "auth/kubernetes/role/hand-made",
+        "bound_service_account_names=gtc-worker-*",
+        "bound_service_account_namespaces=greentic-*",
+        "token_policies=gtc-read-dev-acme",
+    ]);
+    let out = world.run_bootstrap(&[("GREENTIC_TENANT", "umbrella")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("already bound by role hand-made"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test]
@@ -494,10 +518,10 @@ async fn isolated_teams_render_bootstrap_route_and_are_enforced_by_vault() {
             Some(token_file.to_str().unwrap()),
         );
         Gtc::serve(
-            &[format!(
-                "--bundle={}={bundle_team}",
-                bundles.join(bundle).display()
-            )],
+            &[
+                format!("--bundle={}={bundle_team}", bundles.join(bundle).display()),
+                compile_cache(&world),
+            ],
             &env,
         )
     };
@@ -621,6 +645,7 @@ async fn v1_entries_migrate_and_a_rolled_back_version_is_refused() {
             &[
                 format!("--bundle={}=team-a", a.display()),
                 format!("--bundle={}=team-b", b.display()),
+                compile_cache(&world),
             ],
             &env,
         )

@@ -133,7 +133,16 @@ json_list() {
     /\[[[:space:]]*$/ { inside = 1 }' <<<"$1"
 }
 json_string() { sed -n "s/^[[:space:]]*\"$2\": \"\\(.*\\)\",\\{0,1\\}$/\\1/p" <<<"$1" | head -n 1; }
-in_list() { grep -qxF -e "$2" -e '*' <<<"$1"; }
+# Whether name $2 is bound by a list $1 of names or glob patterns (`*`, `gtc-*`),
+# which Vault's Kubernetes auth accepts for both ServiceAccounts and namespaces.
+in_list() {
+  local pattern
+  while IFS= read -r pattern; do
+    # shellcheck disable=SC2053  # unquoted on purpose: a glob pattern
+    [ -n "$pattern" ] && [[ "$2" == $pattern ]] && return 0
+  done <<<"$1"
+  return 1
+}
 # The scope a policy written by this script belongs to (its first line says).
 scope_line() { printf '# gtc-scope: env=%s tenant=%s team=%s' "$env_name" "$tenant" "$1"; }
 
