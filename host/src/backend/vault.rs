@@ -279,7 +279,8 @@ impl VaultAdmin {
                     mut errors,
                 } => {
                     errors.push(format!(
-                        "does transit key {key} exist? vault-bootstrap.sh creates it for                          env {} and tenant {}",
+                        "does transit key {key} exist? vault-bootstrap.sh creates it for \
+                         env {} and tenant {}",
                         path.env, path.tenant
                     ));
                     VaultError::Status {
