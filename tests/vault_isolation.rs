@@ -131,16 +131,22 @@ async fn three_scopes_in_one_namespace_are_separated_by_vault_itself() {
         let token = Some(token.as_str());
         let own = kv(env, &format!("{tenant}/_/bot/key"));
         assert_eq!(world.bao.api("GET", &own, token, None).await.0, 200);
-        let (status, _) = world
-            .bao
-            .api(
-                "POST",
-                &format!("transit/decrypt/greentic-{env}-{tenant}"),
-                token,
-                Some(json!({"ciphertext": wrapped[&(env, tenant)]})),
-            )
-            .await;
-        assert_eq!(status, 200, "{identity} unwraps its own data key");
+        // Transit decrypt with `key_of`'s key of `dek_of`'s wrapped data key.
+        type Scope = (&'static str, &'static str);
+        let decrypt = |key_of: Scope, dek_of: Scope| {
+            let (bao, wrapped) = (&world.bao, &wrapped);
+            async move {
+                let key = format!("transit/decrypt/greentic-{}-{}", key_of.0, key_of.1);
+                let body = json!({"ciphertext": wrapped[&dek_of]});
+                bao.api("POST", &key, token, Some(body)).await.0
+            }
+        };
+        let own_scope = (env, tenant);
+        assert_eq!(
+            decrypt(own_scope, own_scope).await,
+            200,
+            "{identity} unwraps its own data key"
+        );
         for (other_env, other_tenant) in scopes {
             if (other_env, other_tenant) == (env, tenant) {
                 continue;
@@ -159,29 +165,18 @@ async fn three_scopes_in_one_namespace_are_separated_by_vault_itself() {
                 403,
                 "{identity} read {path}"
             );
-            let (status, _) = world
-                .bao
-                .api(
-                    "POST",
-                    &format!("transit/decrypt/greentic-{other_env}-{other_tenant}"),
-                    token,
-                    Some(json!({"ciphertext": wrapped[&(other_env, other_tenant)]})),
-                )
-                .await;
-            assert_eq!(status, 403, "{identity} decrypt with {other}'s key");
-            // And its own key cannot unwrap another tenant's data key (tenant-bound keys).
-            if other_tenant != tenant || other_env != env {
-                let (status, _) = world
-                    .bao
-                    .api(
-                        "POST",
-                        &format!("transit/decrypt/greentic-{env}-{tenant}"),
-                        token,
-                        Some(json!({"ciphertext": wrapped[&(other_env, other_tenant)]})),
-                    )
-                    .await;
-                assert_eq!(status, 400, "{identity}'s key opened {other}'s data key");
-            }
+            let other_scope = (other_env, other_tenant);
+            assert_eq!(
+                decrypt(other_scope, other_scope).await,
+                403,
+                "{identity} decrypt with {other}'s key"
+            );
+            // And its own key cannot unwrap another scope's data key (keys per tenant).
+            assert_eq!(
+                decrypt(own_scope, other_scope).await,
+                400,
+                "{identity}'s key opened {other}'s data key"
+            );
         }
     }
 
