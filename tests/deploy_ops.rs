@@ -577,3 +577,22 @@ fn two_tenants_render_into_one_namespace_without_overwriting_each_other() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_router_refuses_ambiguous_upstreams_as_bad_configuration() {
+    for upstreams in [
+        &["--upstream=/a=http://x:1", "--upstream=/a/=http://y:1"][..],
+        &["--upstream=http://x:1", "--upstream=http://y:1"][..],
+        &["--upstream=/a=ftp://x"][..],
+    ] {
+        let mut args = vec!["route", "--listen=127.0.0.1:0"];
+        args.extend_from_slice(upstreams);
+        let out = run_gtc(&args, &[], b"");
+        assert_eq!(out.status.code(), Some(2), "{upstreams:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--upstream"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -257,6 +257,9 @@ fn main() -> ExitCode {
                 )
             }) || error.downcast_ref::<gtc::op::OpError>().is_some()
                 || error.downcast_ref::<gtc::deploy::RenderError>().is_some()
+                || error
+                    .downcast_ref::<gtc::route::RouteError>()
+                    .is_some_and(|e| !matches!(e, gtc::route::RouteError::Client(_)))
                 || error.downcast_ref::<gtc::config::ConfigError>().is_some();
             ExitCode::from(if config_error { 2 } else { 1 })
         }
