@@ -78,6 +78,11 @@ fn env_of(deployment: &Value, var: &str) -> Option<String> {
 
 const VAULT_IN_CLUSTER: &str = "http://vault.vault.svc:8200";
 
+/// The scope's worker and router (`--env prod --tenant acme`): every object is
+/// named per scope.
+const WORKER: &str = "gtc-worker-prod-acme";
+const ROUTER: &str = "gtc-router-prod-acme";
+
 /// A Vault outside the cluster, at two address blocks.
 const VAULT_EXTERNAL: [&str; 8] = [
     "--vault-addr",
@@ -227,7 +232,12 @@ fn every_render_validates_on_the_oldest_and_newest_schemas() {
 /// The worker's egress rule to Vault in the render with `args`.
 fn vault_rule(args: &[&str]) -> Value {
     let objs = objects(&render(args));
-    find(&objs, "NetworkPolicy", "allow-worker-egress-to-vault")["spec"]["egress"][0].clone()
+    find(
+        &objs,
+        "NetworkPolicy",
+        "allow-worker-egress-to-vault-prod-acme",
+    )["spec"]["egress"][0]
+        .clone()
 }
 
 #[test]
@@ -325,7 +335,7 @@ fn vault_ca_and_enterprise_namespace_reach_the_worker() {
         "--vault-enterprise-namespace",
         "team-a/prod",
     ]));
-    let worker = find(&objs, "Deployment", "gtc-worker");
+    let worker = find(&objs, "Deployment", WORKER);
     let cacert = env_of(worker, "VAULT_CACERT").expect("VAULT_CACERT");
     assert_eq!(
         env_of(worker, "VAULT_NAMESPACE").as_deref(),
@@ -360,7 +370,7 @@ fn vault_ca_and_enterprise_namespace_reach_the_worker() {
     let plain = find(
         &objects(&render(&["--vault-addr", VAULT_IN_CLUSTER])),
         "Deployment",
-        "gtc-worker",
+        WORKER,
     )
     .clone();
     assert!(
@@ -393,13 +403,13 @@ fn readable_by_pod(pod: &Value, mode: i64) -> bool {
 #[test]
 fn the_dev_store_secret_is_readable_by_the_worker_and_nobody_else() {
     let objs = objects(&dev_store_render(b"readable-dev-value"));
-    let pod = &find(&objs, "Deployment", "gtc-worker")["spec"]["template"]["spec"];
+    let pod = &find(&objs, "Deployment", WORKER)["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsUser"], 65532);
     let volume = pod["volumes"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["secret"]["secretName"] == "gtc-dev-secrets")
+        .find(|v| v["secret"]["secretName"] == "gtc-dev-secrets-prod-acme")
         .unwrap();
     let mode = volume["secret"]["defaultMode"].as_i64().unwrap();
     assert!(
@@ -425,25 +435,29 @@ fn prometheus_gets_a_policy_and_a_monitor_that_fits_the_service() {
         "monitoring",
         "--prometheus-operator",
     ]));
-    let policy = &find(&objs, "NetworkPolicy", "allow-metrics-scrape-to-worker")["spec"];
+    let policy = &find(
+        &objs,
+        "NetworkPolicy",
+        "allow-metrics-scrape-to-worker-prod-acme",
+    )["spec"];
     assert_eq!(
         policy["podSelector"]["matchLabels"],
-        json!({"app.kubernetes.io/name": "gtc-worker"})
+        json!({"app.kubernetes.io/name": "gtc-worker", "greentic.ai/env": "prod", "greentic.ai/tenant": "acme"})
     );
     let rule = &policy["ingress"][0];
     assert_eq!(
         rule["from"][0]["namespaceSelector"]["matchLabels"],
         json!({"kubernetes.io/metadata.name": "monitoring"})
     );
-    let worker = find(&objs, "Deployment", "gtc-worker");
+    let worker = find(&objs, "Deployment", WORKER);
     let container_port = &worker["spec"]["template"]["spec"]["containers"][0]["ports"][0];
     assert_eq!(rule["ports"][0]["port"], container_port["containerPort"]);
 
     // The ServiceMonitor (a CRD, so checked here rather than by the validator):
     // it selects the worker Service, in its namespace, on a port the Service has.
-    let monitor = find(&objs, "ServiceMonitor", "gtc-worker");
+    let monitor = find(&objs, "ServiceMonitor", WORKER);
     assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
-    let service = find(&objs, "Service", "gtc-worker");
+    let service = find(&objs, "Service", WORKER);
     for (key, value) in monitor["spec"]["selector"]["matchLabels"]
         .as_object()
         .unwrap()
@@ -475,7 +489,7 @@ fn prometheus_gets_a_policy_and_a_monitor_that_fits_the_service() {
         "--prometheus-operator",
         "pod-monitor",
     ]));
-    let monitor = find(&objs, "PodMonitor", "gtc-worker");
+    let monitor = find(&objs, "PodMonitor", WORKER);
     assert_eq!(
         monitor["spec"]["podMetricsEndpoints"][0]["port"],
         container_port["name"]
@@ -484,7 +498,7 @@ fn prometheus_gets_a_policy_and_a_monitor_that_fits_the_service() {
     assert!(!has(
         &objects(&render(&["--vault-addr", VAULT_IN_CLUSTER])),
         "NetworkPolicy",
-        "allow-metrics-scrape-to-worker"
+        "allow-metrics-scrape-to-worker-prod-acme"
     ));
     let (code, _, stderr) =
         render_raw(&["--vault-addr", VAULT_IN_CLUSTER, "--prometheus-operator"]);
@@ -532,11 +546,11 @@ fn bundle_egress_becomes_rules_for_the_blocks_the_operator_names() {
     let policy = find(
         &objs,
         "NetworkPolicy",
-        "allow-worker-egress-to-bundle-destinations",
+        "allow-worker-egress-to-bundle-destinations-prod-acme",
     );
     assert_eq!(
         policy["spec"]["podSelector"]["matchLabels"],
-        json!({"app.kubernetes.io/name": "gtc-worker"})
+        json!({"app.kubernetes.io/name": "gtc-worker", "greentic.ai/env": "prod", "greentic.ai/tenant": "acme"})
     );
     assert_eq!(
         policy["spec"]["egress"],
@@ -564,14 +578,14 @@ fn bundle_egress_becomes_rules_for_the_blocks_the_operator_names() {
     assert!(!has(
         &objects(&render(&["--vault-addr", VAULT_IN_CLUSTER])),
         "NetworkPolicy",
-        "allow-worker-egress-to-bundle-destinations"
+        "allow-worker-egress-to-bundle-destinations-prod-acme"
     ));
 }
 
 #[test]
 fn dns_selector_scale_and_resources_follow_the_flags() {
     let defaults = objects(&render(&["--vault-addr", VAULT_IN_CLUSTER]));
-    let dns = &find(&defaults, "NetworkPolicy", "allow-dns-egress")["spec"]["egress"][0];
+    let dns = &find(&defaults, "NetworkPolicy", "allow-dns-egress-prod-acme")["spec"]["egress"][0];
     assert_eq!(
         dns["to"],
         json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
@@ -582,7 +596,7 @@ fn dns_selector_scale_and_resources_follow_the_flags() {
         json!([{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}])
     );
     // Production defaults: a PDB, spread, requests and limits, no HPA.
-    for name in ["gtc-worker", "gtc-router"] {
+    for name in [WORKER, ROUTER] {
         let pdb = find(&defaults, "PodDisruptionBudget", name);
         assert_eq!(pdb["spec"]["maxUnavailable"], 1);
         assert_eq!(
@@ -595,7 +609,7 @@ fn dns_selector_scale_and_resources_follow_the_flags() {
         assert_eq!(spread.as_array().unwrap().len(), 2, "{name}");
         assert!(!has(&defaults, "HorizontalPodAutoscaler", name));
     }
-    let worker = find(&defaults, "Deployment", "gtc-worker");
+    let worker = find(&defaults, "Deployment", WORKER);
     assert_eq!(
         worker["spec"]["template"]["spec"]["containers"][0]["resources"],
         json!({"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "512Mi"}})
@@ -627,7 +641,7 @@ fn dns_selector_scale_and_resources_follow_the_flags() {
         ]
         .concat(),
     ));
-    let dns = &find(&objs, "NetworkPolicy", "allow-dns-egress")["spec"]["egress"][0];
+    let dns = &find(&objs, "NetworkPolicy", "allow-dns-egress-prod-acme")["spec"]["egress"][0];
     assert_eq!(
         dns["to"],
         json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "openshift-dns"}},
@@ -638,20 +652,20 @@ fn dns_selector_scale_and_resources_follow_the_flags() {
         dns["ports"],
         json!([{"protocol": "UDP", "port": 5353}, {"protocol": "TCP", "port": 5353}])
     );
-    let hpa = find(&objs, "HorizontalPodAutoscaler", "gtc-worker");
+    let hpa = find(&objs, "HorizontalPodAutoscaler", WORKER);
     assert_eq!(hpa["apiVersion"], "autoscaling/v2");
     assert_eq!(
         hpa["spec"],
-        json!({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gtc-worker"},
+        json!({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": WORKER},
                "minReplicas": 3, "maxReplicas": 12,
                "metrics": [{"type": "Resource", "resource": {"name": "cpu",
                             "target": {"type": "Utilization", "averageUtilization": 60}}}]})
     );
-    let worker = find(&objs, "Deployment", "gtc-worker");
+    let worker = find(&objs, "Deployment", WORKER);
     // The autoscaler owns the count: re-applying must not reset it.
     assert!(worker["spec"].get("replicas").is_none());
     assert_eq!(
-        find(&objs, "PodDisruptionBudget", "gtc-worker")["spec"]["maxUnavailable"],
+        find(&objs, "PodDisruptionBudget", WORKER)["spec"]["maxUnavailable"],
         2
     );
     let pod = &worker["spec"]["template"]["spec"];
@@ -673,9 +687,9 @@ fn dns_selector_scale_and_resources_follow_the_flags() {
         "--topology-spread",
         "off",
     ]));
-    assert!(!has(&objs, "PodDisruptionBudget", "gtc-worker"));
+    assert!(!has(&objs, "PodDisruptionBudget", WORKER));
     assert!(
-        find(&objs, "Deployment", "gtc-worker")["spec"]["template"]["spec"]
+        find(&objs, "Deployment", WORKER)["spec"]["template"]["spec"]
             .get("topologySpreadConstraints")
             .is_none()
     );
@@ -749,8 +763,7 @@ fn bad_arguments_exit_2_and_name_the_flag() {
         "--image-pull-policy",
         "always",
     ]));
-    let container =
-        &find(&objs, "Deployment", "gtc-worker")["spec"]["template"]["spec"]["containers"][0];
+    let container = &find(&objs, "Deployment", WORKER)["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], digest.as_str());
     assert_eq!(container["imagePullPolicy"], "Always");
 }

@@ -249,7 +249,10 @@ async fn failures_after_the_head_abort_the_response() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let metrics = gtc.metrics().await;
     assert_eq!(
-        metric(&metrics, "gtc_requests_total{bundle=\"hello\",status=\"200\"}"),
+        metric(
+            &metrics,
+            "gtc_requests_total{bundle=\"hello\",status=\"200\"}"
+        ),
         66.0,
         "{metrics}"
     );

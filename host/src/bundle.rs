@@ -291,7 +291,10 @@ mod tests {
         assert_eq!(limits.memory_bytes, 512 << 20);
         assert_eq!(limits.timeout, std::time::Duration::from_secs(30));
         assert_eq!(limits.response_bytes, 16 << 20);
-        assert_eq!(capped, ["memory 4096 MiB -> 512 MiB", "timeout 600s -> 30s"]);
+        assert_eq!(
+            capped,
+            ["memory 4096 MiB -> 512 MiB", "timeout 600s -> 30s"]
+        );
         let (same, none) = Limits::default().capped(&Limits::operator_default_maxima());
         assert!(none.is_empty());
         assert_eq!(same.timeout, Limits::default().timeout);

@@ -342,9 +342,9 @@ async fn vault(env: &dyn Environment, secrets: &[(String, Vec<SecretPath>)], rep
     let mut opened = Vec::new();
     for (label, paths) in secrets {
         match read_first(&client, &token, &settings.layout, paths).await {
-            Ok(Some((path, envelope))) => {
+            Ok(Some((path, envelope, version))) => {
                 report.pass("read", format!("{label}: {} is an envelope", path.uri()));
-                opened.push((label, path, envelope));
+                opened.push((label, path, envelope, version));
             }
             Ok(None) => {
                 report.fail(
@@ -363,23 +363,29 @@ async fn vault(env: &dyn Environment, secrets: &[(String, Vec<SecretPath>)], rep
             }
         }
     }
-    for (label, path, envelope) in opened {
+    for (label, path, envelope, version) in opened {
         let layout = &settings.layout;
+        let key = match envelope
+            .check_version(version)
+            .map_err(|e| e.to_string())
+            .and_then(|()| layout.unwrap_key(&envelope, &path))
+        {
+            Ok(key) => key,
+            Err(why) => {
+                report.fail("decrypt", format!("{label}: {why}"), &[]);
+                continue;
+            }
+        };
         match client
-            .transit_decrypt(
-                &token,
-                &layout.transit_mount,
-                &layout.transit_key,
-                &envelope.wrapped_dek,
-            )
+            .transit_decrypt(&token, &layout.transit_mount, &key, &envelope.wrapped_dek)
             .await
         {
-            Ok(dek) => match envelope.open(&dek, &path.uri()) {
+            Ok(dek) => match envelope.open(&dek, &path.uri(), version) {
                 Ok(_) => report.pass(
                     "decrypt",
                     format!(
-                        "{label}: data key unwrapped by {}/decrypt/{} and value opened",
-                        layout.transit_mount, layout.transit_key
+                        "{label}: data key unwrapped by {}/decrypt/{key} and value opened",
+                        layout.transit_mount
                     ),
                 ),
                 Err(error) => report.fail("decrypt", format!("{label}: {error}"), &[]),
@@ -387,8 +393,8 @@ async fn vault(env: &dyn Environment, secrets: &[(String, Vec<SecretPath>)], rep
             Err(error) => report.fail(
                 "decrypt",
                 format!(
-                    "{label}: {error} — the policy must grant update on {}/decrypt/{}",
-                    layout.transit_mount, layout.transit_key
+                    "{label}: {error} — the policy must grant update on {}/decrypt/{key}",
+                    layout.transit_mount
                 ),
                 &[],
             ),
@@ -411,7 +417,7 @@ async fn login(client: &VaultClient, login: &LoginConfig) -> Result<VaultToken, 
         .map_err(|error| match error {
             VaultError::Status { addr, operation, status, mut errors } if status == 400 || status == 403 => {
                 errors.push(format!(
-                    "check that the token file holds a token of ServiceAccount gtc-worker with audience vault, and that auth/{}/role/{} binds it",
+                    "check that the token file holds a token of the ServiceAccount the role binds (gtc-worker-<env>-<tenant> by default) with audience vault, and that auth/{}/role/{} binds it",
                     login.mount, login.role
                 ));
                 VaultError::Status { addr, operation, status, errors }
@@ -425,7 +431,7 @@ async fn read_first(
     token: &VaultToken,
     layout: &VaultLayout,
     paths: &[SecretPath],
-) -> Result<Option<(SecretPath, Envelope)>, String> {
+) -> Result<Option<(SecretPath, Envelope, Option<u64>)>, String> {
     for path in paths {
         let entry = client
             .kv2_read(token, &layout.kv_mount, &layout.kv_path(path))
@@ -444,7 +450,7 @@ async fn read_first(
         if let Some(data) = entry.data {
             let envelope =
                 Envelope::from_kv_data(&data).map_err(|e| format!("{}: {e}", path.uri()))?;
-            return Ok(Some((path.clone(), envelope)));
+            return Ok(Some((path.clone(), envelope, entry.version)));
         }
     }
     Ok(None)

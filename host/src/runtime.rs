@@ -820,7 +820,11 @@ impl Drop for GuardedBody {
             return;
         };
         let outcome = self.outcome.take();
-        match (self.bodyless, outcome, tokio::runtime::Handle::try_current()) {
+        match (
+            self.bodyless,
+            outcome,
+            tokio::runtime::Handle::try_current(),
+        ) {
             // No body was ever due: account for the request when its instance ends.
             (true, Some(outcome), Ok(runtime)) => {
                 let (status, started) = (self.status, self.started);

@@ -10,7 +10,7 @@
 //! needs `--vault-mode external --vault-cidr ...` (or `--vault-mode in-cluster`).
 
 use super::validate;
-use super::{RenderError, WORKER, labels, policy, selector, tcp};
+use super::{RenderError, ScopeNames, WORKER, policy, tcp};
 use crate::deploy::k8s::*;
 use crate::egress::Authority;
 use std::collections::BTreeMap;
@@ -297,8 +297,10 @@ pub struct MetricsFlags {
 
 /// The ingress policy admitting Prometheus to the worker's port, and the
 /// ServiceMonitor/PodMonitor when asked for.
+/// Both select every worker of the scope (one per team with isolated teams).
 pub fn metrics_objects(
     config: &super::DeployConfig,
+    names: &ScopeNames,
     port: i32,
 ) -> Result<Vec<Object>, RenderError> {
     let metrics = &config.metrics;
@@ -320,9 +322,10 @@ pub fn metrics_objects(
     }
     let mut out = vec![policy(
         config,
+        names,
         "allow-metrics-scrape-to-worker",
         NetworkPolicySpec {
-            pod_selector: selector(WORKER),
+            pod_selector: names.component(WORKER),
             policy_types: vec!["Ingress".into()],
             ingress: vec![PolicyRule {
                 from: Some(vec![PolicyPeer {
@@ -347,12 +350,14 @@ pub fn metrics_objects(
             MonitorKind::ServiceMonitor => ("ServiceMonitor", Some(vec![endpoint]), None),
             MonitorKind::PodMonitor => ("PodMonitor", None, Some(vec![endpoint])),
         };
+        // Named like the scope's (shared) worker; selects all its workers.
+        let name = names.worker(None)?;
         out.push(Object::Monitor(Monitor {
             api_version: "monitoring.coreos.com/v1".into(),
             kind: kind_name.into(),
-            metadata: super::meta(config, WORKER, WORKER),
+            metadata: super::meta(config, &name, names.labels(WORKER, &name, None)),
             spec: MonitorSpec {
-                selector: match_labels(labels(WORKER)),
+                selector: names.component(WORKER),
                 namespace_selector: MonitorNamespaces {
                     match_names: vec![config.namespace.clone()],
                 },
@@ -404,6 +409,7 @@ pub const HOSTNAME_NOTE: &str = "NetworkPolicy matches IP blocks, not host names
 /// operator pointed at the manifests), every entry must have a block.
 pub fn bundle_egress_policy(
     config: &super::DeployConfig,
+    names: &ScopeNames,
     allowlists: &[(String, Vec<Authority>)],
 ) -> Result<Option<Object>, RenderError> {
     let grants = &config.egress;
@@ -448,11 +454,8 @@ pub fn bundle_egress_policy(
         .map(|((authority, _), cidrs)| format!("{authority} -> {}", cidrs.join(" ")))
         .collect::<Vec<_>>()
         .join("; ");
-    let mut metadata = super::meta(
-        config,
-        "allow-worker-egress-to-bundle-destinations",
-        "gtc-network",
-    );
+    let name = names.policy("allow-worker-egress-to-bundle-destinations");
+    let mut metadata = super::meta(config, &name, names.labels("gtc-network", &name, None));
     metadata.annotations = BTreeMap::from([
         ("greentic.ai/egress-destinations".to_string(), mapping),
         (
@@ -465,7 +468,7 @@ pub fn bundle_egress_policy(
         kind: "NetworkPolicy".into(),
         metadata,
         spec: NetworkPolicySpec {
-            pod_selector: selector(WORKER),
+            pod_selector: names.component(WORKER),
             policy_types: vec!["Egress".into()],
             ingress: vec![],
             egress: rules,
