@@ -186,7 +186,33 @@ fn every_render() -> Vec<(&'static str, String)> {
             ]),
         ),
         ("dev-store", dev_store_render(b"render-dev-value")),
+        (
+            "isolated-teams",
+            teams_render(&["--autoscale-max", "4", "--prometheus-operator"]),
+        ),
     ]
+}
+
+/// A render with two teams (webchat-bot=support, hello=sales), so one worker per
+/// team, plus metrics and bundle egress; ARGS are added.
+fn teams_render(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    write_bundle(dir.path(), "webchat-bot", "webchat-bot", &["/webhook"], "");
+    write_bundle(dir.path(), "hello", "hello", &["/hello"], "");
+    let mut all = vec![
+        "--vault-addr",
+        VAULT_IN_CLUSTER,
+        "--bundle",
+        "hello=sales",
+        "--bundles-dir",
+        dir.path().to_str().unwrap(),
+        "--metrics-from-namespace",
+        "monitoring",
+        "--egress-cidr",
+        "api.example.com:443=203.0.113.0/24",
+    ];
+    all.extend_from_slice(args);
+    render(&all)
 }
 
 fn validate(files: &[std::path::PathBuf], version: &str) -> std::process::Output {
@@ -695,6 +721,98 @@ fn dns_selector_scale_and_resources_follow_the_flags() {
     );
 }
 
+/// Whether `selector` (matchLabels) picks a pod labelled `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector["matchLabels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .all(|(key, value)| &labels[key] == value)
+}
+
+fn pod_labels(deployment: &Value) -> &Value {
+    &deployment["spec"]["template"]["metadata"]["labels"]
+}
+
+#[test]
+fn isolated_teams_get_their_own_pdb_hpa_and_spread_and_the_scope_policies_select_every_worker() {
+    let objs = objects(&teams_render(&[
+        "--autoscale-max",
+        "4",
+        "--prometheus-operator",
+        "pod-monitor",
+    ]));
+    let router = find(&objs, "Deployment", ROUTER);
+    let teams = ["sales", "support"];
+    for team in teams {
+        let name = format!("{WORKER}-{team}");
+        let worker = find(&objs, "Deployment", &name);
+        let selector = &worker["spec"]["selector"];
+        assert_eq!(pod_labels(worker)["greentic.ai/team"], team);
+        // Its PDB and HPA are named like it, carry its team and pick only its pods.
+        let pdb = find(&objs, "PodDisruptionBudget", &name);
+        assert_eq!(&pdb["spec"]["selector"], selector, "{name}");
+        assert_eq!(pdb["metadata"]["labels"]["greentic.ai/team"], team);
+        let hpa = find(&objs, "HorizontalPodAutoscaler", &name);
+        assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], name.as_str());
+        assert_eq!(hpa["metadata"]["labels"]["greentic.ai/team"], team);
+        assert!(worker["spec"].get("replicas").is_none());
+        for constraint in worker["spec"]["template"]["spec"]["topologySpreadConstraints"]
+            .as_array()
+            .unwrap()
+        {
+            assert_eq!(&constraint["labelSelector"], selector, "{name}");
+        }
+        for other in teams.iter().filter(|t| **t != team) {
+            let other = find(&objs, "Deployment", &format!("{WORKER}-{other}"));
+            assert!(!selects(&pdb["spec"]["selector"], pod_labels(other)));
+        }
+        // The scope's policies reach every team's worker (and not the router).
+        for policy in [
+            "allow-worker-egress-to-vault-prod-acme",
+            "allow-metrics-scrape-to-worker-prod-acme",
+            "allow-worker-egress-to-bundle-destinations-prod-acme",
+            "allow-worker-ingress-from-router-prod-acme",
+        ] {
+            let selector = &find(&objs, "NetworkPolicy", policy)["spec"]["podSelector"];
+            assert!(selects(selector, pod_labels(worker)), "{policy} {name}");
+            assert!(!selects(selector, pod_labels(router)), "{policy}");
+        }
+        let monitor = find(&objs, "PodMonitor", WORKER);
+        assert!(selects(&monitor["spec"]["selector"], pod_labels(worker)));
+        assert!(!selects(&monitor["spec"]["selector"], pod_labels(router)));
+    }
+    // The router's own PDB and HPA, per scope.
+    assert_eq!(
+        &find(&objs, "PodDisruptionBudget", ROUTER)["spec"]["selector"],
+        &router["spec"]["selector"]
+    );
+    assert!(has(&objs, "HorizontalPodAutoscaler", ROUTER));
+    // No object of the shared worker's name but the monitor; no unscoped names.
+    assert!(!has(&objs, "Deployment", WORKER));
+    assert!(
+        objs.iter().all(|o| o["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .contains("prod-acme")),
+        "every name carries the scope"
+    );
+    // A team that cannot be part of an object name is refused, naming the flag.
+    let dir = tempfile::tempdir().unwrap();
+    write_bundle(dir.path(), "webchat-bot", "webchat-bot", &["/webhook"], "");
+    write_bundle(dir.path(), "hello", "hello", &["/hello"], "");
+    let (code, _, stderr) = render_raw(&[
+        "--vault-addr",
+        VAULT_IN_CLUSTER,
+        "--bundle",
+        "hello=sales.eu",
+        "--bundles-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--bundle team \"sales.eu\""), "{stderr}");
+}
+
 #[test]
 fn bad_arguments_exit_2_and_name_the_flag() {
     let long = "a".repeat(64);
@@ -741,6 +859,12 @@ fn bad_arguments_exit_2_and_name_the_flag() {
             "--vault-cacert-configmap",
         ),
         (vec!["--bundle", "Web_Chat"], "--bundle"),
+        (vec!["--service-account", "Bad_Name"], "--service-account"),
+        (vec!["--transit-key", "greentic/../x"], "--transit-key"),
+        (
+            vec!["--transit-legacy-key", "greentic/../x"],
+            "--transit-legacy-key",
+        ),
     ];
     for (extra, flag) in cases {
         let mut args = vec!["--vault-addr", "https://vault.vault.svc"];

@@ -225,6 +225,13 @@ async fn vault(env: &dyn Environment, secrets: &[(String, Vec<SecretPath>)], rep
         );
         return;
     };
+    // The rendered policies are named per scope (`deploy::names`).
+    let scope = format!(
+        "{}-{}",
+        env.var("GREENTIC_ENV").unwrap_or_else(|| "ENV".into()),
+        env.var("GREENTIC_TENANT")
+            .unwrap_or_else(|| "TENANT".into())
+    );
     report.pass(
         "config",
         format!("backend vault at {addr}, role {}", settings.login.role),
@@ -245,11 +252,11 @@ async fn vault(env: &dyn Environment, secrets: &[(String, Vec<SecretPath>)], rep
     {
         Ok(Ok(found)) => found.collect::<Vec<_>>(),
         Ok(Err(error)) => {
-            report.fail("dns", format!("cannot resolve {host}: {error} — check VAULT_ADDR and the pod's DNS egress (NetworkPolicy allow-dns-egress)"), &after("dns"));
+            report.fail("dns", format!("cannot resolve {host}: {error} — check VAULT_ADDR and the pod's DNS egress (NetworkPolicy allow-dns-egress-{scope})"), &after("dns"));
             return;
         }
         Err(_) => {
-            report.fail("dns", format!("resolving {host} timed out — check the pod's DNS egress (NetworkPolicy allow-dns-egress)"), &after("dns"));
+            report.fail("dns", format!("resolving {host} timed out — check the pod's DNS egress (NetworkPolicy allow-dns-egress-{scope})"), &after("dns"));
             return;
         }
     };
@@ -276,7 +283,7 @@ async fn vault(env: &dyn Environment, secrets: &[(String, Vec<SecretPath>)], rep
             return;
         }
         Err(_) => {
-            report.fail("tcp", format!("connect to {first} timed out — check the NetworkPolicy that admits worker pods to Vault (allow-worker-egress-to-vault, and Vault's own ingress policy)"), &after("tcp"));
+            report.fail("tcp", format!("connect to {first} timed out — check the NetworkPolicy that admits worker pods to Vault (allow-worker-egress-to-vault-{scope}, and Vault's own ingress policy)"), &after("tcp"));
             return;
         }
     }

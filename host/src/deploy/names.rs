@@ -89,7 +89,7 @@ impl ScopeNames {
         match team {
             None => check_name(base),
             Some(team) => {
-                check_part("team", team.as_str())?;
+                check_part("--bundle team", team.as_str())?;
                 check_name(format!("{base}-{team}"))
             }
         }
