@@ -797,10 +797,70 @@ fn isolated_teams_get_their_own_pdb_hpa_and_spread_and_the_scope_policies_select
             .contains("prod-acme")),
         "every name carries the scope"
     );
-    // A team that cannot be part of an object name is refused, naming the flag.
+    // With the manifests at hand, each team's worker is admitted only to its own
+    // bundles' destinations (hello=sales calls nothing: no policy for it).
     let dir = tempfile::tempdir().unwrap();
-    write_bundle(dir.path(), "webchat-bot", "webchat-bot", &["/webhook"], "");
+    write_bundle(
+        dir.path(),
+        "webchat-bot",
+        "webchat-bot",
+        &["/webhook"],
+        "[egress]\nallow = [\"api.example.com:443\"]",
+    );
     write_bundle(dir.path(), "hello", "hello", &["/hello"], "");
+    let bundles = dir.path().to_str().unwrap();
+    let with_manifests = |extra: &[&str]| {
+        let mut args = vec![
+            "--vault-addr",
+            VAULT_IN_CLUSTER,
+            "--bundle",
+            "hello=sales",
+            "--bundles-dir",
+            bundles,
+            "--bundle-manifests",
+            bundles,
+            "--egress-cidr",
+            "api.example.com:443=203.0.113.0/24",
+        ];
+        args.extend_from_slice(extra);
+        render_raw(&args)
+    };
+    let (code, yaml, stderr) = with_manifests(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    let objs = objects(&yaml);
+    let egress: Vec<&Value> = objs
+        .iter()
+        .filter(|o| {
+            o["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("allow-worker-egress-to-bundle-destinations")
+        })
+        .collect();
+    assert_eq!(egress.len(), 1, "{egress:#?}");
+    assert_eq!(
+        egress[0]["metadata"]["name"],
+        "allow-worker-egress-to-bundle-destinations-prod-acme-support"
+    );
+    let support = find(&objs, "Deployment", &format!("{WORKER}-support"));
+    let sales = find(&objs, "Deployment", &format!("{WORKER}-sales"));
+    let selector = &egress[0]["spec"]["podSelector"];
+    assert!(selects(selector, pod_labels(support)));
+    assert!(!selects(selector, pod_labels(sales)));
+    assert_eq!(
+        egress[0]["spec"]["egress"],
+        json!([{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}],
+                "ports": [{"protocol": "TCP", "port": 443}]}])
+    );
+    // A block for a destination no bundle lists would admit no one: refused.
+    let (code, _, stderr) = with_manifests(&["--egress-cidr", "other.example.com:443=10.0.0.0/8"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--egress-cidr other.example.com:443"),
+        "{stderr}"
+    );
+
+    // A team that cannot be part of an object name is refused, naming the flag.
     let (code, _, stderr) = render_raw(&[
         "--vault-addr",
         VAULT_IN_CLUSTER,

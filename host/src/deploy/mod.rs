@@ -317,6 +317,7 @@ fn tcp(port: i32) -> PolicyPort {
 fn network_policies(
     config: &DeployConfig,
     names: &ScopeNames,
+    workers: &[WorkerPlan<'_>],
     vault: Option<&network::VaultNetwork>,
 ) -> Result<Vec<Object>, RenderError> {
     let both = |types: &[&str]| types.iter().map(|t| t.to_string()).collect::<Vec<_>>();
@@ -402,9 +403,10 @@ fn network_policies(
         ));
     }
     out.extend(network::metrics_objects(config, names, PORT)?);
-    out.extend(network::bundle_egress_policy(
+    out.extend(network::bundle_egress_policies(
         config,
         names,
+        workers,
         &config.egress_allowlists,
     )?);
     Ok(out)
@@ -670,7 +672,12 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
         None,
     )));
     objects.extend(scale::objects(config, &names, ROUTER, &router_name, None));
-    objects.extend(network_policies(config, &names, vault_network.as_ref())?);
+    objects.extend(network_policies(
+        config,
+        &names,
+        &workers,
+        vault_network.as_ref(),
+    )?);
     Ok(objects)
 }
 
