@@ -422,6 +422,8 @@ async fn soak(seconds: u64) {
         .env("VAULT_TOKEN", &bao.root_token)
         .env("GREENTIC_ENV", "dev")
         .env("GREENTIC_TENANT", "acme")
+        // One tenant alone in its namespace: the generic ServiceAccount name still works.
+        .env("WORKER_SERVICE_ACCOUNT", "gtc-worker")
         .env("WORKER_NAMESPACE", WORKER_NAMESPACE)
         .env("K8S_HOST", &k8s.addr)
         .env("K8S_CA_CERT_FILE", &ca)
@@ -582,7 +584,10 @@ async fn soak(seconds: u64) {
     log(&mut events, "ServiceAccount token file replaced");
 
     wait_until(at(0.50)).await;
-    let out = bao.cli(true, &["write", "-f", "transit/keys/greentic/rotate"]);
+    let out = bao.cli(
+        true,
+        &["write", "-f", "transit/keys/greentic-dev-acme/rotate"],
+    );
     assert!(out.status.success());
     let put = run_gtc(
         &["op", "secrets", "put", "acme/_/webchat-bot/webhook-secret"],

@@ -361,8 +361,15 @@ pub struct Router {
 
 impl Router {
     pub fn start(upstream: &str) -> Router {
+        Self::start_with(&[upstream.to_string()])
+    }
+
+    /// `gtc route` with several `--upstream [PREFIX=]URL`.
+    pub fn start_with(upstreams: &[String]) -> Router {
+        let mut args = vec!["route".to_string(), "--listen=127.0.0.1:0".to_string()];
+        args.extend(upstreams.iter().map(|u| format!("--upstream={u}")));
         let mut child = base_command(&[])
-            .args(["route", "--listen", "127.0.0.1:0", "--upstream", upstream])
+            .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -434,8 +441,13 @@ pub fn with_env(
 /// Asks the `probe` guest mounted at `prefix` for secret `name` (sent verbatim):
 /// `{"value": ...}` or `{"error": kind, "detail": ...}`.
 pub async fn probe_get(gtc: &Gtc, prefix: &str, name: &[u8]) -> serde_json::Value {
+    probe_get_at(&gtc.base, prefix, name).await
+}
+
+/// [`probe_get`] through any base URL (e.g. a router in front of workers).
+pub async fn probe_get_at(base: &str, prefix: &str, name: &[u8]) -> serde_json::Value {
     let response = client()
-        .post(gtc.url(&format!("{prefix}/get")))
+        .post(format!("{base}{prefix}/get"))
         .body(name.to_vec())
         .send()
         .await
@@ -454,3 +466,15 @@ pub fn webchat_bundle(dir: &Path) -> PathBuf {
         "secrets = [\"webhook-secret\"]",
     )
 }
+
+/// Validates a manifest file with kubernetes-validate (strict) for a version.
+pub fn kubernetes_validate(file: &Path, version: &str) -> Output {
+    Command::new(vault::root().join(".venv/bin/kubernetes-validate"))
+        .args(["--strict", "--quiet", "-k", version])
+        .arg(file)
+        .output()
+        .expect("kubernetes-validate is installed by tests/install-tools.sh")
+}
+
+/// The Kubernetes versions manifests are validated for.
+pub const KUBERNETES_VERSIONS: [&str; 3] = ["1.33.0", "1.35.0", "1.37.0"];
