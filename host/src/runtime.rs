@@ -38,16 +38,14 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// How often the epoch advances.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// Ticks a guest runs before the host first looks at it: then it yields to other
-/// tasks (fairness) and is stopped if its time is up. Short requests (the common
-/// case) never get there: yielding every tick put them at the back of the run queue
-/// and cost a 20 ms p99 under load (BENCHMARKS.md). Time limits are enforced to
-/// within this many ticks (50 ms).
+/// Ticks a guest runs before the host looks at it: then it yields to other tasks
+/// (fairness) and is stopped if its time is up. Short requests (the common case)
+/// never get there: yielding every tick put them at the back of the run queue and
+/// cost a 20 ms p99 under load (BENCHMARKS.md). Time limits are enforced to within
+/// this many ticks (50 ms). Shorter later slices (10 ms) and tokio's deferred
+/// yield were both measured against hostile neighbours and made the neighbour's
+/// median worse (RELIABILITY.md), so every slice is this long.
 const CHECK_EVERY_TICKS: u64 = 5;
-/// Ticks between later yields of a guest that has already run past its first
-/// slice: a long-running (or hostile, CPU-bound) request then gives way every
-/// 10 ms, so a short request of a neighbour waits behind 10 ms slices, not 50 ms.
-const LONG_RUNNER_SLICE_TICKS: u64 = 1;
 /// Memory of a recycled instance slot that is wiped with `memset` and kept mapped,
 /// instead of being returned to the kernel: no page faults on reuse and no TLB
 /// shootdowns on release for the pages a typical request touches (a Rust guest's
@@ -478,14 +476,14 @@ impl LoadedBundle {
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
-        // After CHECK_EVERY_TICKS of running, then every LONG_RUNNER_SLICE_TICKS:
-        // yield to other tasks while time is left, stop the guest once it is spent.
+        // Every CHECK_EVERY_TICKS of running: yield to other tasks while time is
+        // left, stop the guest once it is spent.
         store.set_epoch_deadline(CHECK_EVERY_TICKS);
         store.epoch_deadline_callback(|ctx| {
             if Instant::now() >= ctx.data().deadline {
                 Ok(UpdateDeadline::Interrupt)
             } else {
-                Ok(UpdateDeadline::Yield(LONG_RUNNER_SLICE_TICKS))
+                Ok(UpdateDeadline::Yield(CHECK_EVERY_TICKS))
             }
         });
         store
