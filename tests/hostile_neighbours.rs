@@ -358,11 +358,13 @@ async fn a_log_flood_is_rate_limited() {
         .unwrap();
     assert_unhurt(&baseline, &during);
     let metrics = gtc.metrics().await;
+    // How many attempts fit in the time limit depends on the machine (a loaded
+    // 2-core machine managed ~600); far more than the lines the log may take.
     assert!(
         metric(
             &metrics,
             "gtc_log_lines_suppressed_total{bundle=\"hostile\"}"
-        ) > 1000.0,
+        ) > 200.0,
         "{metrics}"
     );
     let log = gtc.stop();
