@@ -36,14 +36,7 @@ const VAULT_RENDER: [&str; 12] = [
     "hello",
 ];
 
-/// Validates a manifest file with kubernetes-validate (strict) for a version.
-fn validate(file: &std::path::Path, version: &str) -> std::process::Output {
-    Command::new(root().join(".venv/bin/kubernetes-validate"))
-        .args(["--strict", "--quiet", "-k", version])
-        .arg(file)
-        .output()
-        .expect("kubernetes-validate is installed by tests/install-tools.sh")
-}
+use support::kubernetes_validate as validate;
 
 #[test]
 fn rendered_manifests_validate_against_kubernetes_schemas() {
@@ -72,7 +65,7 @@ fn rendered_manifests_validate_against_kubernetes_schemas() {
     for (name, yaml) in [("vault.yaml", &vault), ("dev.yaml", &dev)] {
         let file = dir.path().join(name);
         std::fs::write(&file, yaml).unwrap();
-        for version in ["1.33.0", "1.35.0", "1.37.0"] {
+        for version in KUBERNETES_VERSIONS {
             let out = validate(&file, version);
             assert!(
                 out.status.success(),
@@ -121,7 +114,7 @@ fn rendered_manifests_validate_against_kubernetes_schemas() {
     .unwrap();
     assert!(!validate(&bad, "1.35.0").status.success());
     // The dev-store render still ships its Secret.
-    assert!(dev.contains("kind: Secret") && dev.contains("name: gtc-dev-secrets"));
+    assert!(dev.contains("kind: Secret") && dev.contains("name: gtc-dev-secrets-dev-acme"));
 }
 
 /// Splits a rendered stream into (kind, name, document) triples.
@@ -178,15 +171,20 @@ fn vault_render_has_no_secret_and_only_the_worker_has_a_token() {
         );
         assert!(doc.contains("readOnlyRootFilesystem: true") && doc.contains("runAsNonRoot: true"));
         assert!(doc.contains("path: /healthz") && doc.contains("path: /readyz"));
+        // Env and tenant are in every name and in the labels.
+        assert!(
+            doc.contains("greentic.ai/env: prod") && doc.contains("greentic.ai/tenant: acme"),
+            "{doc}"
+        );
         match name.as_str() {
-            "gtc-worker" => {
-                assert!(doc.contains("serviceAccountName: gtc-worker"));
+            "gtc-worker-prod-acme" => {
+                assert!(doc.contains("serviceAccountName: gtc-worker-prod-acme\n"));
                 assert!(doc.contains("serviceAccountToken:") && doc.contains("audience: vault"));
                 assert!(doc.contains("expirationSeconds: 600"));
                 assert!(doc.contains("GREENTIC_SECRETS_BACKEND") && doc.contains("value: vault"));
                 assert!(doc.contains("gtc-worker-prod-acme"));
             }
-            "gtc-router" => {
+            "gtc-router-prod-acme" => {
                 assert!(!doc.contains("serviceAccountName"), "{doc}");
                 assert!(!doc.contains("serviceAccountToken"), "{doc}");
                 assert!(!doc.contains("VAULT_"), "{doc}");
@@ -206,7 +204,11 @@ fn vault_render_has_no_secret_and_only_the_worker_has_a_token() {
         "allow-worker-ingress-from-router",
         "allow-worker-egress-to-vault",
     ] {
-        assert!(policies.contains(&wanted), "{wanted} missing: {policies:?}");
+        let wanted = format!("{wanted}-prod-acme");
+        assert!(
+            policies.contains(&wanted.as_str()),
+            "{wanted} missing: {policies:?}"
+        );
     }
 }
 
@@ -540,7 +542,7 @@ fn local_demo_runs_to_completion() {
     );
     assert!(stdout.contains("webhook answered 200"), "{stdout}");
     assert!(
-        stdout.contains("auth/kubernetes/login -> secret/data/greentic/dev/demo/support/webchat-bot/webhook-secret -> transit/decrypt/greentic"),
+        stdout.contains("auth/kubernetes/login -> secret/data/greentic/dev/demo/support/webchat-bot/webhook-secret -> transit/decrypt/greentic-dev-demo"),
         "{stdout}"
     );
 }
@@ -591,4 +593,134 @@ async fn tls_with_a_custom_ca_works_and_doctor_names_a_missing_ca() {
         report.contains("TLS/protocol mismatch") && report.contains("use https://"),
         "{report}"
     );
+}
+
+#[test]
+fn two_tenants_render_into_one_namespace_without_overwriting_each_other() {
+    let tenant = |env: &str, tenant: &str| {
+        render(&[
+            "--env",
+            env,
+            "--tenant",
+            tenant,
+            "--namespace",
+            "shared",
+            "--image",
+            "registry.example/gtc:0.1.0",
+            "--vault-addr",
+            "https://vault.vault.svc:8200",
+            "--bundle",
+            "webchat-bot=support",
+        ])
+    };
+    let renders = [
+        ("prod", "acme", tenant("prod", "acme")),
+        ("prod", "globex", tenant("prod", "globex")),
+        ("dev", "acme", tenant("dev", "acme")),
+    ];
+    let mut seen = std::collections::BTreeMap::new();
+    for (env, tenant, yaml) in &renders {
+        for (kind, name, doc) in documents(yaml) {
+            // Every object names its scope and is labelled with it.
+            assert!(name.ends_with(&format!("-{env}-{tenant}")), "{kind} {name}");
+            assert!(
+                doc.contains(&format!("greentic.ai/env: {env}\n"))
+                    && doc.contains(&format!("greentic.ai/tenant: {tenant}\n")),
+                "{doc}"
+            );
+            if let Some(other) = seen.insert((kind.clone(), name.clone()), *tenant) {
+                panic!("{kind} {name} rendered for {other} and {tenant}");
+            }
+            // Every selector (workloads, services, network policies) names the scope,
+            // so one scope's policies never select another scope's pods.
+            for selector in doc.split("matchLabels:").skip(1) {
+                let block: String = selector.lines().take(6).collect::<Vec<_>>().join("\n");
+                if block.contains("kubernetes.io/metadata.name") || block.contains("k8s-app") {
+                    continue; // a namespace or kube-dns selector, not our pods
+                }
+                if block.contains("app.kubernetes.io/name: vault") {
+                    continue;
+                }
+                assert!(
+                    block.contains(&format!("greentic.ai/tenant: {tenant}")),
+                    "{kind} {name}: selector without the tenant:\n{block}"
+                );
+            }
+        }
+    }
+    // The three scopes' workers have three identities (what Vault binds).
+    let accounts: Vec<String> = renders
+        .iter()
+        .flat_map(|(_, _, yaml)| {
+            yaml.lines()
+                .filter_map(|l| l.trim().strip_prefix("serviceAccountName: "))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        accounts,
+        [
+            "gtc-worker-prod-acme",
+            "gtc-worker-prod-globex",
+            "gtc-worker-dev-acme"
+        ]
+    );
+    // Applied together, they are one valid stream.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shared.yaml");
+    let all: String = renders.iter().map(|(_, _, yaml)| yaml.as_str()).collect();
+    std::fs::write(&file, all).unwrap();
+    for version in KUBERNETES_VERSIONS {
+        let out = validate(&file, version);
+        assert!(
+            out.status.success(),
+            "{version}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // A name Kubernetes would refuse is refused with the reason, not rendered.
+    let out = run_gtc(
+        &[
+            "deploy",
+            "render",
+            "--env",
+            "prod",
+            "--tenant",
+            "acme.eu",
+            "--image",
+            "gtc:1",
+            "--vault-addr",
+            "http://vault:8200",
+            "--bundle",
+            "webchat-bot",
+        ],
+        &[],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be part of a Kubernetes object name"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_router_refuses_ambiguous_upstreams_as_bad_configuration() {
+    for upstreams in [
+        &["--upstream=/a=http://x:1", "--upstream=/a/=http://y:1"][..],
+        &["--upstream=http://x:1", "--upstream=http://y:1"][..],
+        &["--upstream=/a=ftp://x"][..],
+    ] {
+        let mut args = vec!["route", "--listen=127.0.0.1:0"];
+        args.extend_from_slice(upstreams);
+        let out = run_gtc(&args, &[], b"");
+        assert_eq!(out.status.code(), Some(2), "{upstreams:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--upstream"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -39,6 +39,13 @@ fn render_raw(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs a render that must be refused as bad configuration (exit 2); its stderr.
+fn refused(args: &[&str]) -> String {
+    let (code, _, stderr) = render_raw(args);
+    assert_eq!(code, 2, "{args:?}: {stderr}");
+    stderr
+}
+
 fn render(args: &[&str]) -> String {
     let (code, yaml, stderr) = render_raw(args);
     assert_eq!(code, 0, "render {args:?} failed: {stderr}");
@@ -77,6 +84,11 @@ fn env_of(deployment: &Value, var: &str) -> Option<String> {
 }
 
 const VAULT_IN_CLUSTER: &str = "http://vault.vault.svc:8200";
+
+/// The scope's worker and router (`--env prod --tenant acme`): every object is
+/// named per scope.
+const WORKER: &str = "gtc-worker-prod-acme";
+const ROUTER: &str = "gtc-router-prod-acme";
 
 /// A Vault outside the cluster, at two address blocks.
 const VAULT_EXTERNAL: [&str; 8] = [
@@ -181,7 +193,33 @@ fn every_render() -> Vec<(&'static str, String)> {
             ]),
         ),
         ("dev-store", dev_store_render(b"render-dev-value")),
+        (
+            "isolated-teams",
+            teams_render(&["--autoscale-max", "4", "--prometheus-operator"]),
+        ),
     ]
+}
+
+/// A render with two teams (webchat-bot=support, hello=sales), so one worker per
+/// team, plus metrics and bundle egress; ARGS are added.
+fn teams_render(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    write_bundle(dir.path(), "webchat-bot", "webchat-bot", &["/webhook"], "");
+    write_bundle(dir.path(), "hello", "hello", &["/hello"], "");
+    let mut all = vec![
+        "--vault-addr",
+        VAULT_IN_CLUSTER,
+        "--bundle",
+        "hello=sales",
+        "--bundles-dir",
+        dir.path().to_str().unwrap(),
+        "--metrics-from-namespace",
+        "monitoring",
+        "--egress-cidr",
+        "api.example.com:443=203.0.113.0/24",
+    ];
+    all.extend_from_slice(args);
+    render(&all)
 }
 
 fn validate(files: &[std::path::PathBuf], version: &str) -> std::process::Output {
@@ -227,7 +265,12 @@ fn every_render_validates_on_the_oldest_and_newest_schemas() {
 /// The worker's egress rule to Vault in the render with `args`.
 fn vault_rule(args: &[&str]) -> Value {
     let objs = objects(&render(args));
-    find(&objs, "NetworkPolicy", "allow-worker-egress-to-vault")["spec"]["egress"][0].clone()
+    find(
+        &objs,
+        "NetworkPolicy",
+        "allow-worker-egress-to-vault-prod-acme",
+    )["spec"]["egress"][0]
+        .clone()
 }
 
 #[test]
@@ -282,29 +325,26 @@ fn vault_egress_targets_pods_in_cluster_and_cidrs_outside() {
 
     // Refuse to guess: an address that is not a Service name, without a mode.
     for addr in ["https://vault.example.com", "http://10.0.0.5:8200"] {
-        let (code, _, stderr) = render_raw(&["--vault-addr", addr]);
-        assert_eq!(code, 2, "{addr}: {stderr}");
+        let stderr = refused(&["--vault-addr", addr]);
         assert!(
             stderr.contains("--vault-mode external --vault-cidr"),
             "{addr}: {stderr}"
         );
     }
-    let (code, _, stderr) = render_raw(&[
+    let stderr = refused(&[
         "--vault-addr",
         "https://vault.example.com",
         "--vault-mode",
         "external",
     ]);
-    assert_eq!(code, 2);
     assert!(stderr.contains("host names"), "{stderr}");
     // The old flag is refused with its new names.
-    let (code, _, stderr) = render_raw(&[
+    let stderr = refused(&[
         "--vault-addr",
         VAULT_IN_CLUSTER,
         "--vault-namespace",
         "vault",
     ]);
-    assert_eq!(code, 2);
     assert!(
         stderr.contains("--vault-k8s-namespace") && stderr.contains("--vault-enterprise-namespace"),
         "{stderr}"
@@ -325,7 +365,7 @@ fn vault_ca_and_enterprise_namespace_reach_the_worker() {
         "--vault-enterprise-namespace",
         "team-a/prod",
     ]));
-    let worker = find(&objs, "Deployment", "gtc-worker");
+    let worker = find(&objs, "Deployment", WORKER);
     let cacert = env_of(worker, "VAULT_CACERT").expect("VAULT_CACERT");
     assert_eq!(
         env_of(worker, "VAULT_NAMESPACE").as_deref(),
@@ -360,19 +400,18 @@ fn vault_ca_and_enterprise_namespace_reach_the_worker() {
     let plain = find(
         &objects(&render(&["--vault-addr", VAULT_IN_CLUSTER])),
         "Deployment",
-        "gtc-worker",
+        WORKER,
     )
     .clone();
     assert!(
         env_of(&plain, "VAULT_CACERT").is_none() && env_of(&plain, "VAULT_NAMESPACE").is_none()
     );
-    let (code, _, stderr) = render_raw(&[
+    refused(&[
         "--vault-addr",
         VAULT_IN_CLUSTER,
         "--vault-cacert-configmap",
         "corp-ca",
     ]);
-    assert_eq!(code, 2, "{stderr}");
 }
 
 /// Whether a file in a volume is readable by the pod's user, by the kubelet's
@@ -393,13 +432,13 @@ fn readable_by_pod(pod: &Value, mode: i64) -> bool {
 #[test]
 fn the_dev_store_secret_is_readable_by_the_worker_and_nobody_else() {
     let objs = objects(&dev_store_render(b"readable-dev-value"));
-    let pod = &find(&objs, "Deployment", "gtc-worker")["spec"]["template"]["spec"];
+    let pod = &find(&objs, "Deployment", WORKER)["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsUser"], 65532);
     let volume = pod["volumes"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["secret"]["secretName"] == "gtc-dev-secrets")
+        .find(|v| v["secret"]["secretName"] == "gtc-dev-secrets-prod-acme")
         .unwrap();
     let mode = volume["secret"]["defaultMode"].as_i64().unwrap();
     assert!(
@@ -425,25 +464,29 @@ fn prometheus_gets_a_policy_and_a_monitor_that_fits_the_service() {
         "monitoring",
         "--prometheus-operator",
     ]));
-    let policy = &find(&objs, "NetworkPolicy", "allow-metrics-scrape-to-worker")["spec"];
+    let policy = &find(
+        &objs,
+        "NetworkPolicy",
+        "allow-metrics-scrape-to-worker-prod-acme",
+    )["spec"];
     assert_eq!(
         policy["podSelector"]["matchLabels"],
-        json!({"app.kubernetes.io/name": "gtc-worker"})
+        json!({"app.kubernetes.io/name": "gtc-worker", "greentic.ai/env": "prod", "greentic.ai/tenant": "acme"})
     );
     let rule = &policy["ingress"][0];
     assert_eq!(
         rule["from"][0]["namespaceSelector"]["matchLabels"],
         json!({"kubernetes.io/metadata.name": "monitoring"})
     );
-    let worker = find(&objs, "Deployment", "gtc-worker");
+    let worker = find(&objs, "Deployment", WORKER);
     let container_port = &worker["spec"]["template"]["spec"]["containers"][0]["ports"][0];
     assert_eq!(rule["ports"][0]["port"], container_port["containerPort"]);
 
     // The ServiceMonitor (a CRD, so checked here rather than by the validator):
     // it selects the worker Service, in its namespace, on a port the Service has.
-    let monitor = find(&objs, "ServiceMonitor", "gtc-worker");
+    let monitor = find(&objs, "ServiceMonitor", WORKER);
     assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
-    let service = find(&objs, "Service", "gtc-worker");
+    let service = find(&objs, "Service", WORKER);
     for (key, value) in monitor["spec"]["selector"]["matchLabels"]
         .as_object()
         .unwrap()
@@ -475,7 +518,7 @@ fn prometheus_gets_a_policy_and_a_monitor_that_fits_the_service() {
         "--prometheus-operator",
         "pod-monitor",
     ]));
-    let monitor = find(&objs, "PodMonitor", "gtc-worker");
+    let monitor = find(&objs, "PodMonitor", WORKER);
     assert_eq!(
         monitor["spec"]["podMetricsEndpoints"][0]["port"],
         container_port["name"]
@@ -484,11 +527,9 @@ fn prometheus_gets_a_policy_and_a_monitor_that_fits_the_service() {
     assert!(!has(
         &objects(&render(&["--vault-addr", VAULT_IN_CLUSTER])),
         "NetworkPolicy",
-        "allow-metrics-scrape-to-worker"
+        "allow-metrics-scrape-to-worker-prod-acme"
     ));
-    let (code, _, stderr) =
-        render_raw(&["--vault-addr", VAULT_IN_CLUSTER, "--prometheus-operator"]);
-    assert_eq!(code, 2);
+    let stderr = refused(&["--vault-addr", VAULT_IN_CLUSTER, "--prometheus-operator"]);
     assert!(stderr.contains("--metrics-from-namespace"), "{stderr}");
 }
 
@@ -504,7 +545,7 @@ fn bundle_egress_becomes_rules_for_the_blocks_the_operator_names() {
     );
     let manifests = dir.path().to_str().unwrap();
     // A destination without a block: refused, saying why.
-    let (code, _, stderr) = render_raw(&[
+    let stderr = refused(&[
         "--vault-addr",
         VAULT_IN_CLUSTER,
         "--bundle-manifests",
@@ -512,7 +553,6 @@ fn bundle_egress_becomes_rules_for_the_blocks_the_operator_names() {
         "--egress-cidr",
         "api.example.com:443=203.0.113.0/24",
     ]);
-    assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("webchat-bot: hooks.example.net:8443") && stderr.contains("host names"),
         "{stderr}"
@@ -532,11 +572,11 @@ fn bundle_egress_becomes_rules_for_the_blocks_the_operator_names() {
     let policy = find(
         &objs,
         "NetworkPolicy",
-        "allow-worker-egress-to-bundle-destinations",
+        "allow-worker-egress-to-bundle-destinations-prod-acme",
     );
     assert_eq!(
         policy["spec"]["podSelector"]["matchLabels"],
-        json!({"app.kubernetes.io/name": "gtc-worker"})
+        json!({"app.kubernetes.io/name": "gtc-worker", "greentic.ai/env": "prod", "greentic.ai/tenant": "acme"})
     );
     assert_eq!(
         policy["spec"]["egress"],
@@ -564,14 +604,14 @@ fn bundle_egress_becomes_rules_for_the_blocks_the_operator_names() {
     assert!(!has(
         &objects(&render(&["--vault-addr", VAULT_IN_CLUSTER])),
         "NetworkPolicy",
-        "allow-worker-egress-to-bundle-destinations"
+        "allow-worker-egress-to-bundle-destinations-prod-acme"
     ));
 }
 
 #[test]
 fn dns_selector_scale_and_resources_follow_the_flags() {
     let defaults = objects(&render(&["--vault-addr", VAULT_IN_CLUSTER]));
-    let dns = &find(&defaults, "NetworkPolicy", "allow-dns-egress")["spec"]["egress"][0];
+    let dns = &find(&defaults, "NetworkPolicy", "allow-dns-egress-prod-acme")["spec"]["egress"][0];
     assert_eq!(
         dns["to"],
         json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
@@ -582,7 +622,7 @@ fn dns_selector_scale_and_resources_follow_the_flags() {
         json!([{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}])
     );
     // Production defaults: a PDB, spread, requests and limits, no HPA.
-    for name in ["gtc-worker", "gtc-router"] {
+    for name in [WORKER, ROUTER] {
         let pdb = find(&defaults, "PodDisruptionBudget", name);
         assert_eq!(pdb["spec"]["maxUnavailable"], 1);
         assert_eq!(
@@ -595,7 +635,7 @@ fn dns_selector_scale_and_resources_follow_the_flags() {
         assert_eq!(spread.as_array().unwrap().len(), 2, "{name}");
         assert!(!has(&defaults, "HorizontalPodAutoscaler", name));
     }
-    let worker = find(&defaults, "Deployment", "gtc-worker");
+    let worker = find(&defaults, "Deployment", WORKER);
     assert_eq!(
         worker["spec"]["template"]["spec"]["containers"][0]["resources"],
         json!({"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "512Mi"}})
@@ -627,7 +667,7 @@ fn dns_selector_scale_and_resources_follow_the_flags() {
         ]
         .concat(),
     ));
-    let dns = &find(&objs, "NetworkPolicy", "allow-dns-egress")["spec"]["egress"][0];
+    let dns = &find(&objs, "NetworkPolicy", "allow-dns-egress-prod-acme")["spec"]["egress"][0];
     assert_eq!(
         dns["to"],
         json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "openshift-dns"}},
@@ -638,20 +678,20 @@ fn dns_selector_scale_and_resources_follow_the_flags() {
         dns["ports"],
         json!([{"protocol": "UDP", "port": 5353}, {"protocol": "TCP", "port": 5353}])
     );
-    let hpa = find(&objs, "HorizontalPodAutoscaler", "gtc-worker");
+    let hpa = find(&objs, "HorizontalPodAutoscaler", WORKER);
     assert_eq!(hpa["apiVersion"], "autoscaling/v2");
     assert_eq!(
         hpa["spec"],
-        json!({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gtc-worker"},
+        json!({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": WORKER},
                "minReplicas": 3, "maxReplicas": 12,
                "metrics": [{"type": "Resource", "resource": {"name": "cpu",
                             "target": {"type": "Utilization", "averageUtilization": 60}}}]})
     );
-    let worker = find(&objs, "Deployment", "gtc-worker");
+    let worker = find(&objs, "Deployment", WORKER);
     // The autoscaler owns the count: re-applying must not reset it.
     assert!(worker["spec"].get("replicas").is_none());
     assert_eq!(
-        find(&objs, "PodDisruptionBudget", "gtc-worker")["spec"]["maxUnavailable"],
+        find(&objs, "PodDisruptionBudget", WORKER)["spec"]["maxUnavailable"],
         2
     );
     let pod = &worker["spec"]["template"]["spec"];
@@ -673,12 +713,163 @@ fn dns_selector_scale_and_resources_follow_the_flags() {
         "--topology-spread",
         "off",
     ]));
-    assert!(!has(&objs, "PodDisruptionBudget", "gtc-worker"));
+    assert!(!has(&objs, "PodDisruptionBudget", WORKER));
     assert!(
-        find(&objs, "Deployment", "gtc-worker")["spec"]["template"]["spec"]
+        find(&objs, "Deployment", WORKER)["spec"]["template"]["spec"]
             .get("topologySpreadConstraints")
             .is_none()
     );
+}
+
+/// Whether `selector` (matchLabels) picks a pod labelled `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector["matchLabels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .all(|(key, value)| &labels[key] == value)
+}
+
+fn pod_labels(deployment: &Value) -> &Value {
+    &deployment["spec"]["template"]["metadata"]["labels"]
+}
+
+#[test]
+fn isolated_teams_get_their_own_pdb_hpa_and_spread_and_the_scope_policies_select_every_worker() {
+    let objs = objects(&teams_render(&[
+        "--autoscale-max",
+        "4",
+        "--prometheus-operator",
+        "pod-monitor",
+    ]));
+    let router = find(&objs, "Deployment", ROUTER);
+    let teams = ["sales", "support"];
+    for team in teams {
+        let name = format!("{WORKER}-{team}");
+        let worker = find(&objs, "Deployment", &name);
+        let selector = &worker["spec"]["selector"];
+        assert_eq!(pod_labels(worker)["greentic.ai/team"], team);
+        // Its PDB and HPA are named like it, carry its team and pick only its pods.
+        let pdb = find(&objs, "PodDisruptionBudget", &name);
+        assert_eq!(&pdb["spec"]["selector"], selector, "{name}");
+        assert_eq!(pdb["metadata"]["labels"]["greentic.ai/team"], team);
+        let hpa = find(&objs, "HorizontalPodAutoscaler", &name);
+        assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], name.as_str());
+        assert_eq!(hpa["metadata"]["labels"]["greentic.ai/team"], team);
+        assert!(worker["spec"].get("replicas").is_none());
+        for constraint in worker["spec"]["template"]["spec"]["topologySpreadConstraints"]
+            .as_array()
+            .unwrap()
+        {
+            assert_eq!(&constraint["labelSelector"], selector, "{name}");
+        }
+        for other in teams.iter().filter(|t| **t != team) {
+            let other = find(&objs, "Deployment", &format!("{WORKER}-{other}"));
+            assert!(!selects(&pdb["spec"]["selector"], pod_labels(other)));
+        }
+        // The scope's policies reach every team's worker (and not the router).
+        for policy in [
+            "allow-worker-egress-to-vault-prod-acme",
+            "allow-metrics-scrape-to-worker-prod-acme",
+            "allow-worker-egress-to-bundle-destinations-prod-acme",
+            "allow-worker-ingress-from-router-prod-acme",
+        ] {
+            let selector = &find(&objs, "NetworkPolicy", policy)["spec"]["podSelector"];
+            assert!(selects(selector, pod_labels(worker)), "{policy} {name}");
+            assert!(!selects(selector, pod_labels(router)), "{policy}");
+        }
+        let monitor = find(&objs, "PodMonitor", WORKER);
+        assert!(selects(&monitor["spec"]["selector"], pod_labels(worker)));
+        assert!(!selects(&monitor["spec"]["selector"], pod_labels(router)));
+    }
+    // The router's own PDB and HPA, per scope.
+    assert_eq!(
+        &find(&objs, "PodDisruptionBudget", ROUTER)["spec"]["selector"],
+        &router["spec"]["selector"]
+    );
+    assert!(has(&objs, "HorizontalPodAutoscaler", ROUTER));
+    // No object of the shared worker's name but the monitor; no unscoped names.
+    assert!(!has(&objs, "Deployment", WORKER));
+    assert!(
+        objs.iter().all(|o| o["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .contains("prod-acme")),
+        "every name carries the scope"
+    );
+    // With the manifests at hand, each team's worker is admitted only to its own
+    // bundles' destinations (hello=sales calls nothing: no policy for it).
+    let dir = tempfile::tempdir().unwrap();
+    write_bundle(
+        dir.path(),
+        "webchat-bot",
+        "webchat-bot",
+        &["/webhook"],
+        "[egress]\nallow = [\"api.example.com:443\"]",
+    );
+    write_bundle(dir.path(), "hello", "hello", &["/hello"], "");
+    let bundles = dir.path().to_str().unwrap();
+    let with_manifests = |extra: &[&str]| {
+        let mut args = vec![
+            "--vault-addr",
+            VAULT_IN_CLUSTER,
+            "--bundle",
+            "hello=sales",
+            "--bundles-dir",
+            bundles,
+            "--bundle-manifests",
+            bundles,
+            "--egress-cidr",
+            "api.example.com:443=203.0.113.0/24",
+        ];
+        args.extend_from_slice(extra);
+        render_raw(&args)
+    };
+    let (code, yaml, stderr) = with_manifests(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    let objs = objects(&yaml);
+    let egress: Vec<&Value> = objs
+        .iter()
+        .filter(|o| {
+            o["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("allow-worker-egress-to-bundle-destinations")
+        })
+        .collect();
+    assert_eq!(egress.len(), 1, "{egress:#?}");
+    assert_eq!(
+        egress[0]["metadata"]["name"],
+        "allow-worker-egress-to-bundle-destinations-prod-acme-support"
+    );
+    let support = find(&objs, "Deployment", &format!("{WORKER}-support"));
+    let sales = find(&objs, "Deployment", &format!("{WORKER}-sales"));
+    let selector = &egress[0]["spec"]["podSelector"];
+    assert!(selects(selector, pod_labels(support)));
+    assert!(!selects(selector, pod_labels(sales)));
+    assert_eq!(
+        egress[0]["spec"]["egress"],
+        json!([{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}],
+                "ports": [{"protocol": "TCP", "port": 443}]}])
+    );
+    // A block for a destination no bundle lists would admit no one: refused.
+    let (code, _, stderr) = with_manifests(&["--egress-cidr", "other.example.com:443=10.0.0.0/8"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--egress-cidr other.example.com:443=10.0.0.0/8"),
+        "{stderr}"
+    );
+
+    // A team that cannot be part of an object name is refused, naming the flag.
+    let stderr = refused(&[
+        "--vault-addr",
+        VAULT_IN_CLUSTER,
+        "--bundle",
+        "hello=sales.eu",
+        "--bundles-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("--bundle team \"sales.eu\""), "{stderr}");
 }
 
 #[test]
@@ -727,6 +918,12 @@ fn bad_arguments_exit_2_and_name_the_flag() {
             "--vault-cacert-configmap",
         ),
         (vec!["--bundle", "Web_Chat"], "--bundle"),
+        (vec!["--service-account", "Bad_Name"], "--service-account"),
+        (vec!["--transit-key", "greentic/../x"], "--transit-key"),
+        (
+            vec!["--transit-legacy-key", "greentic/../x"],
+            "--transit-legacy-key",
+        ),
     ];
     for (extra, flag) in cases {
         let mut args = vec!["--vault-addr", "https://vault.vault.svc"];
@@ -749,8 +946,7 @@ fn bad_arguments_exit_2_and_name_the_flag() {
         "--image-pull-policy",
         "always",
     ]));
-    let container =
-        &find(&objs, "Deployment", "gtc-worker")["spec"]["template"]["spec"]["containers"][0];
+    let container = &find(&objs, "Deployment", WORKER)["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], digest.as_str());
     assert_eq!(container["imagePullPolicy"], "Always");
 }

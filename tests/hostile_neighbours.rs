@@ -358,11 +358,13 @@ async fn a_log_flood_is_rate_limited() {
         .unwrap();
     assert_unhurt(&baseline, &during);
     let metrics = gtc.metrics().await;
+    // How many attempts fit in the time limit depends on the machine (a loaded
+    // 2-core machine managed ~600); far more than the lines the log may take.
     assert!(
         metric(
             &metrics,
             "gtc_log_lines_suppressed_total{bundle=\"hostile\"}"
-        ) > 1000.0,
+        ) > 200.0,
         "{metrics}"
     );
     let log = gtc.stop();
@@ -477,7 +479,7 @@ async fn idle_connections_cannot_shut_the_host_out() {
     let gtc = host(
         dir.path(),
         "",
-        &["--max-connections=100", "--header-read-timeout=1s"],
+        &["--max-connections=100", "--header-read-timeout=3s"],
     );
     neighbour(&gtc.base, 5).await;
     let baseline = neighbour(&gtc.base, 30).await;
@@ -497,7 +499,7 @@ async fn idle_connections_cannot_shut_the_host_out() {
     );
     assert_unhurt(&baseline, &during);
     // The header-read timeout frees the slots the idle connections held.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(closed_by_server(&mut idle).await, idle.len());
     let fresh = client.get(gtc.url("/hello")).send().await.unwrap();
     assert_eq!(fresh.status(), 200);

@@ -52,7 +52,14 @@ async fn live_demo_bootstrap_seed_serve_and_audit_chain() {
     assert_eq!(strip(&role_after), strip(&role_before));
     assert!(
         policy_before.contains("secret/data/greentic/dev/acme/*")
-            && policy_before.contains("transit/decrypt/greentic")
+            && policy_before.contains("transit/decrypt/greentic-dev-acme\"")
+            && policy_before.contains("auth/token/renew-self")
+    );
+    let role: Value = serde_json::from_str(&role_before).unwrap();
+    assert_eq!(role["data"]["token_no_default_policy"], true, "{role}");
+    assert_eq!(
+        role["data"]["bound_service_account_names"],
+        json!([SERVICE_ACCOUNT])
     );
 
     world.put(SECRET_PATH, SECRET);
@@ -70,6 +77,13 @@ async fn live_demo_bootstrap_seed_serve_and_audit_chain() {
     assert_eq!(status, 200);
     let raw_text = raw.to_string();
     assert_eq!(raw["data"]["data"]["format"], "greentic.secrets.envelope");
+    // Envelope v2: names the tenant's transit key and the KV version it was written as.
+    assert_eq!(raw["data"]["data"]["version"], 2);
+    assert_eq!(raw["data"]["data"]["transit_key"], "greentic-dev-acme");
+    assert_eq!(
+        raw["data"]["data"]["kv_version"],
+        raw["data"]["metadata"]["version"]
+    );
     assert!(
         raw["data"]["data"]["wrapped_dek"]
             .as_str()
@@ -127,14 +141,16 @@ async fn live_demo_bootstrap_seed_serve_and_audit_chain() {
     let login_at = audit.iter().position(|e| std::ptr::eq(e, login)).unwrap();
     let read_at = position("secret/data/greentic/dev/acme/support/webchat-bot/webhook-secret")
         .expect("KV read by the worker");
-    let decrypt_at = position("transit/decrypt/greentic").expect("transit decrypt by the worker");
+    let decrypt_at =
+        position("transit/decrypt/greentic-dev-acme").expect("transit decrypt by the worker");
     assert!(
         login_at < read_at && read_at < decrypt_at,
         "{login_at} {read_at} {decrypt_at}"
     );
+    // Only the scope's policy: no `default` policy.
     assert_eq!(
         login["auth"]["policies"],
-        json!(["default", "gtc-read-dev-acme"]),
+        json!(["gtc-read-dev-acme"]),
         "{login}"
     );
 }
@@ -142,6 +158,8 @@ async fn live_demo_bootstrap_seed_serve_and_audit_chain() {
 #[tokio::test]
 async fn vault_enforces_the_boundary_and_refuses_other_service_accounts() {
     let world = VaultWorld::start("20m", "1h");
+    let globex = world.run_bootstrap(&[("GREENTIC_TENANT", "globex")]);
+    assert!(globex.status.success());
     world.put(SECRET_PATH, SECRET);
     world.put(
         "globex/_/webchat-bot/webhook-secret",
@@ -149,7 +167,7 @@ async fn vault_enforces_the_boundary_and_refuses_other_service_accounts() {
     );
     let jwt = world.k8s.mint(
         WORKER_NAMESPACE,
-        "gtc-worker",
+        SERVICE_ACCOUNT,
         "vault",
         Duration::from_secs(600),
     );
@@ -181,16 +199,28 @@ async fn vault_enforces_the_boundary_and_refuses_other_service_accounts() {
         ("LIST", "secret/metadata/greentic/dev/acme", None),
         (
             "POST",
-            "transit/encrypt/greentic",
+            "transit/encrypt/greentic-dev-acme",
             Some(json!({"plaintext": "eA=="})),
         ),
-        ("POST", "transit/keys/greentic/rotate", None),
+        ("POST", "transit/keys/greentic-dev-acme/rotate", None),
         ("GET", "sys/policies/acl/gtc-read-dev-acme", None),
+        // No `default` policy: no token lookup, cubbyhole or response wrapping.
+        ("GET", "auth/token/lookup-self", None),
+        ("GET", "cubbyhole/anything", None),
+        ("POST", "sys/wrapping/wrap", Some(json!({"x": "y"}))),
     ] {
         let (status, _) = world.bao.api(method, path, token, body).await;
         assert_eq!(status, 403, "{method} {path} should be denied");
     }
 
+    // The generic name `gtc-worker` is not this scope's identity: refused at login.
+    let generic = world.k8s.mint(
+        WORKER_NAMESPACE,
+        "gtc-worker",
+        "vault",
+        Duration::from_secs(600),
+    );
+    assert_eq!(world.worker_login(&generic).await.0, 403);
     // A pod under the `default` ServiceAccount is refused by Vault at login...
     let default_jwt = world.k8s.mint(
         WORKER_NAMESPACE,
@@ -344,7 +374,7 @@ async fn short_lived_tokens_renew_and_relogin_without_failures() {
         sent += 1;
         if replaced_jti.is_none() && started.elapsed() > Duration::from_secs(6) {
             // The kubelet rotates the projected token: the next login must use it.
-            replaced_jti = Some(jti_of(&world.set_sa_token("gtc-worker")));
+            replaced_jti = Some(jti_of(&world.set_sa_token(SERVICE_ACCOUNT)));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -71,11 +71,19 @@ fn envelope_seal_and_open_leave_no_plaintext_or_key_behind() {
     let found = unwiped_frees(|| {
         // The marker as the value, and (separately) as the data key.
         let dek = SecretBytes::new(MARKER.to_vec());
-        let sealed = Envelope::seal(MARKER, &dek, "vault:v1:x".into(), uri).unwrap();
-        let opened = sealed.open(&dek, uri).unwrap();
+        let sealed = Envelope::seal(
+            MARKER,
+            &dek,
+            "vault:v1:x".into(),
+            "greentic-dev-acme",
+            uri,
+            1,
+        )
+        .unwrap();
+        let opened = sealed.open(&dek, uri, Some(1)).unwrap();
         assert_eq!(opened.expose(), MARKER);
         let parsed = Envelope::from_kv_data(sealed.to_kv_data().as_object().unwrap()).unwrap();
-        assert_eq!(parsed.open(&dek, uri).unwrap().expose(), MARKER);
+        assert_eq!(parsed.open(&dek, uri, Some(1)).unwrap().expose(), MARKER);
         drop((dek, opened, parsed, sealed));
     });
     assert_eq!(

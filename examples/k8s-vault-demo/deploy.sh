@@ -11,13 +11,18 @@
 # NetworkPolicy; older kind ignores policies, so the demo could not show the bug
 # it is about), kubectl, curl, openssl, a Rust toolchain (first build: several
 # minutes), python3 (for the bao CLI, when neither vault nor bao is installed).
-# CLUSTER (gtc-demo), GREENTIC_ENV (dev), GREENTIC_TENANT (demo) may be set.
+# CLUSTER (gtc-demo), GREENTIC_ENV (dev), GREENTIC_TENANT (demo), NAMESPACE (greentic)
+# may be set; several tenants can be deployed into one namespace.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 cluster="${CLUSTER:-gtc-demo}"
 export GREENTIC_ENV="${GREENTIC_ENV:-dev}" GREENTIC_TENANT="${GREENTIC_TENANT:-demo}"
 fail() { echo "deploy.sh: $*" >&2; exit 1; }
+namespace="${NAMESPACE:-greentic}"
+scope="$GREENTIC_ENV-$GREENTIC_TENANT"
+# This scope's worker pods (another tenant's may share the namespace).
+workers="app.kubernetes.io/name=gtc-worker,greentic.ai/env=$GREENTIC_ENV,greentic.ai/tenant=$GREENTIC_TENANT"
 for tool in docker kind kubectl curl openssl cargo; do
   command -v "$tool" >/dev/null || { echo "deploy.sh: $tool is required" >&2; exit 2; }
 done
@@ -64,7 +69,7 @@ port_forward() {
 running_worker() {
   local name
   for _ in $(seq 240); do
-    name="$(kubectl -n greentic get pod -l app.kubernetes.io/name=gtc-worker \
+    name="$(kubectl -n "$namespace" get pod -l "$workers" \
       --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.name}' 2>/dev/null || true)"
     [ -n "$name" ] && { echo "$name"; return 0; }
     sleep 0.5
@@ -103,7 +108,7 @@ export VAULT_ADDR=http://127.0.0.1:18200
 port_forward vault svc/vault 18200:8200 "$VAULT_ADDR/v1/sys/health"
 
 step "bootstrapping Vault (idempotent)"
-VAULT_TOKEN=root WORKER_NAMESPACE=greentic K8S_HOST=https://kubernetes.default.svc \
+VAULT_TOKEN=root WORKER_NAMESPACE="$namespace" K8S_HOST=https://kubernetes.default.svc \
   examples/k8s-vault-demo/vault-bootstrap.sh
 
 step "seeding the webhook secret"
@@ -112,41 +117,43 @@ printf '%s' "$secret" | GREENTIC_SECRETS_BACKEND=vault VAULT_TOKEN=root \
   "$gtc" op secrets put "$GREENTIC_TENANT/support/webchat-bot/webhook-secret"
 
 step "deploying gtc (vault backend)"
-kubectl get namespace greentic >/dev/null 2>&1 || kubectl create namespace greentic
-"$gtc" deploy render --env "$GREENTIC_ENV" --tenant "$GREENTIC_TENANT" --namespace greentic \
+kubectl get namespace "$namespace" >/dev/null 2>&1 || kubectl create namespace "$namespace"
+# vault.yaml admits workers from namespaces carrying this label (any number of them).
+kubectl label --overwrite namespace "$namespace" greentic.ai/gtc-workers=true >/dev/null
+"$gtc" deploy render --env "$GREENTIC_ENV" --tenant "$GREENTIC_TENANT" --namespace "$namespace" \
   --image gtc:demo --backend vault --vault-addr http://vault.vault.svc:8200 \
   --vault-mode in-cluster --vault-k8s-namespace vault \
   --bundle webchat-bot=support --replicas 1 | kubectl apply -f -
-kubectl -n greentic rollout status deploy/gtc-worker --timeout=180s
-kubectl -n greentic rollout status deploy/gtc-router --timeout=180s
+kubectl -n "$namespace" rollout status "deploy/gtc-worker-$scope" --timeout=180s
+kubectl -n "$namespace" rollout status "deploy/gtc-router-$scope" --timeout=180s
 
 step "sending a signed webhook through the router (must be 200)"
-port_forward greentic svc/gtc-router 18080:8080 http://127.0.0.1:18080/
+port_forward "$namespace" "svc/gtc-router-$scope" 18080:8080 http://127.0.0.1:18080/
 body='{"text":"hello from kind"}'
 expect_status 200 http://127.0.0.1:18080/webhook "$body" "$secret"
 
-step "kubectl get secrets -n greentic (nothing sensitive: no Secret was rendered)"
-kubectl -n greentic get secrets
+step "kubectl get secrets -n $namespace (nothing sensitive: no Secret was rendered)"
+kubectl -n "$namespace" get secrets
 
 step "Vault's audit chain"
 kubectl -n vault logs deploy/vault | grep -o '"path":"\(auth/kubernetes/login\|secret/data/greentic/[^"]*\|transit/decrypt/[^"]*\)"' | uniq
 
 step "removing allow-vault-ingress-from-workers: a fresh worker cannot reach Vault"
 kubectl -n vault delete networkpolicy allow-vault-ingress-from-workers
-kubectl -n greentic delete pod -l app.kubernetes.io/name=gtc-worker --wait=true
+kubectl -n "$namespace" delete pod -l "$workers" --wait=true
 pod="$(running_worker)"
 # Straight to the pod: it is not ready (its /readyz says why), so the Service
 # has no endpoint for it.
-port_forward greentic "pod/$pod" 18081:8080 http://127.0.0.1:18081/healthz
+port_forward "$namespace" "pod/$pod" 18081:8080 http://127.0.0.1:18081/healthz
 expect_status 503 http://127.0.0.1:18081/webhook "$body" "$secret"
 echo "/readyz: $(curl -s --max-time 10 http://127.0.0.1:18081/readyz)"
 echo "kubectl exec $pod -- gtc doctor --bundle=/bundles/webchat-bot=support:"
-doctor="$(kubectl -n greentic exec "$pod" -- gtc doctor --bundle=/bundles/webchat-bot=support || true)"
+doctor="$(kubectl -n "$namespace" exec "$pod" -- gtc doctor --bundle=/bundles/webchat-bot=support || true)"
 echo "$doctor"
 grep -q '^\[FAIL\] tcp' <<<"$doctor" || fail "gtc doctor should fail at the tcp step without the policy"
 
 step "putting the policy back: the worker recovers without a restart"
 kubectl apply -f examples/k8s-vault-demo/vault.yaml
-kubectl -n greentic wait "pod/$pod" --for=condition=Ready --timeout=180s
+kubectl -n "$namespace" wait "pod/$pod" --for=condition=Ready --timeout=180s
 expect_status 200 http://127.0.0.1:18081/webhook "$body" "$secret"
 echo "demo complete"

@@ -52,7 +52,7 @@ curl -fsS "$VAULT_ADDR/v1/sys/health" >/dev/null
 
 step "starting the TokenReview stand-in and minting the worker's ServiceAccount token"
 "$TOKENREVIEW_STUB_BIN" --jwt-out "$work/sa-token" --ca-out "$work/k8s-ca.pem" \
-  --namespace greentic --service-account gtc-worker >"$work/stub.out" 2>&1 &
+  --namespace greentic --service-account gtc-worker-dev-demo >"$work/stub.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$work/stub.out" 2>/dev/null && break; sleep 0.1; done
 k8s_host="$(sed -n 's/^tokenreview-stub listening on //p' "$work/stub.out")"
@@ -107,7 +107,7 @@ token = login["response"]["auth"]["client_token"]
 chain = ["auth/kubernetes/login"] + [e["request"]["path"] for e in events
          if e.get("type") == "request" and e.get("auth", {}).get("client_token") == token]
 wanted = ["auth/kubernetes/login", "secret/data/greentic/dev/demo/support/webchat-bot/webhook-secret",
-          "transit/decrypt/greentic"]
+          "transit/decrypt/greentic-dev-demo"]
 seen = [p for p in chain if p in wanted]
 print(" -> ".join(dict.fromkeys(seen)))
 sys.exit(0 if list(dict.fromkeys(seen)) == wanted else 1)

@@ -447,7 +447,7 @@ async fn cold_get(report: &mut Report) {
         "{}/v1/secret/data/greentic/dev/acme/_/probe/x",
         world.bao.addr
     );
-    let decrypt_url = format!("{}/v1/transit/decrypt/greentic", world.bao.addr);
+    let decrypt_url = format!("{}/v1/transit/decrypt/greentic-dev-acme", world.bao.addr);
     let direct_pair = || async {
         let kv: serde_json::Value = direct
             .get(&kv_url)

@@ -422,6 +422,8 @@ async fn soak(seconds: u64) {
         .env("VAULT_TOKEN", &bao.root_token)
         .env("GREENTIC_ENV", "dev")
         .env("GREENTIC_TENANT", "acme")
+        // One tenant alone in its namespace: the generic ServiceAccount name still works.
+        .env("WORKER_SERVICE_ACCOUNT", "gtc-worker")
         .env("WORKER_NAMESPACE", WORKER_NAMESPACE)
         .env("K8S_HOST", &k8s.addr)
         .env("K8S_CA_CERT_FILE", &ca)
@@ -476,7 +478,6 @@ async fn soak(seconds: u64) {
         &[
             format!("--bundle={}=support", bundle.display()),
             format!("--bundle={}=support", hostile.display()),
-            "--header-read-timeout=2s".to_string(),
         ],
         &worker_env,
     );
@@ -583,7 +584,10 @@ async fn soak(seconds: u64) {
     log(&mut events, "ServiceAccount token file replaced");
 
     wait_until(at(0.50)).await;
-    let out = bao.cli(true, &["write", "-f", "transit/keys/greentic/rotate"]);
+    let out = bao.cli(
+        true,
+        &["write", "-f", "transit/keys/greentic-dev-acme/rotate"],
+    );
     assert!(out.status.success());
     let put = run_gtc(
         &["op", "secrets", "put", "acme/_/webchat-bot/webhook-secret"],
@@ -659,7 +663,9 @@ async fn soak(seconds: u64) {
     )
     .await;
     let suppressed = metric(&base, "gtc_log_lines_suppressed_total{bundle=\"hostile\"}").await;
-    let log_bytes = gtc.log().len();
+    let worker_log = gtc.log();
+    let log_bytes = worker_log.len();
+    let _ = std::fs::write(root().join("target/soak-gtc.log"), &worker_log);
     drop(gtc);
 
     let samples = samples.lock().unwrap().clone();
@@ -803,7 +809,8 @@ fn start_attack(
             }
         }));
     }
-    // Idle, half-sent connections: 50 more every second, each held 3 s.
+    // Idle, half-sent connections: 50 more every second, each held 12 s (past the
+    // host's 10 s header-read timeout).
     let (addr, stop) = (base.trim_start_matches("http://").to_string(), stop.clone());
     tasks.push(tokio::spawn(async move {
         use tokio::io::AsyncWriteExt as _;
@@ -819,7 +826,7 @@ fn start_attack(
             }
             while held
                 .front()
-                .is_some_and(|(at, _)| at.elapsed() > Duration::from_secs(3))
+                .is_some_and(|(at, _)| at.elapsed() > Duration::from_secs(12))
             {
                 held.pop_front();
             }

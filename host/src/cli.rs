@@ -36,6 +36,7 @@ Examples:
                      --dns-pod-label dns.operator.openshift.io/daemonset-dns=default --dns-port 5353
   NodeLocal DNS:     --dns-cidr 169.254.20.10/32
   Prometheus:        --metrics-from-namespace monitoring --prometheus-operator service-monitor
+  one worker a team: --bundle webchat-bot=support --bundle hello=sales --bundles-dir ./bundles
 
 Invalid arguments exit with status 2 and name the flag.";
 
@@ -90,9 +91,11 @@ pub enum BundleCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct RouteArgs {
-    /// The worker's base URL, e.g. http://gtc-worker.greentic.svc:8080
-    #[arg(long)]
-    pub upstream: String,
+    /// Where to forward: a worker's base URL for every path (e.g.
+    /// http://gtc-worker-prod-acme.greentic.svc:8080), or PREFIX=URL for the paths
+    /// under PREFIX (repeat; the longest matching prefix wins).
+    #[arg(long = "upstream", value_name = "[PREFIX=]URL", required = true)]
+    pub upstreams: Vec<String>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
@@ -173,6 +176,22 @@ pub struct RenderArgs {
     /// Vault role of the worker. Default: gtc-worker-ENV-TENANT (what vault-bootstrap.sh creates).
     #[arg(long)]
     pub vault_role: Option<String>,
+    /// The worker's ServiceAccount. Default: gtc-worker-ENV-TENANT (what
+    /// vault-bootstrap.sh binds); `gtc-worker` for one tenant alone in a namespace.
+    #[arg(long, value_name = "NAME")]
+    pub service_account: Option<String>,
+    /// One worker, ServiceAccount, Service and Vault role per team; the router sends
+    /// each bundle's routes to its team's worker. Default when the bundles belong to
+    /// more than one team. Needs --bundles-dir.
+    #[arg(long, conflicts_with = "shared_worker")]
+    pub isolate_teams: bool,
+    /// One worker for the whole tenant, even when the bundles belong to several teams.
+    #[arg(long)]
+    pub shared_worker: bool,
+    /// A local copy of the bundles baked into the image (DIR/NAME/bundle.toml): their
+    /// routes tell the router which team's worker serves what.
+    #[arg(long, value_name = "DIR")]
+    pub bundles_dir: Option<PathBuf>,
     /// Where Vault runs, for the worker's egress policy: in-cluster (pods selected
     /// by namespace and labels) or external (CIDR blocks). Default: in-cluster for a
     /// NAME.NAMESPACE.svc address, external when --vault-cidr is given; any other
@@ -221,9 +240,14 @@ pub struct RenderArgs {
     /// Transit mount (VAULT_TRANSIT_MOUNT).
     #[arg(long, default_value = "transit")]
     pub transit_mount: String,
-    /// Transit key that wraps data keys (VAULT_TRANSIT_KEY).
-    #[arg(long, default_value = "greentic")]
-    pub transit_key: String,
+    /// Transit key that wraps data keys (VAULT_TRANSIT_KEY). Default: the
+    /// tenant's own key, greentic-ENV-TENANT (what vault-bootstrap.sh creates).
+    #[arg(long, value_name = "KEY")]
+    pub transit_key: Option<String>,
+    /// A transit key still accepted while migrating (VAULT_TRANSIT_LEGACY_KEY),
+    /// e.g. the shared `greentic` of older deployments.
+    #[arg(long, value_name = "KEY")]
+    pub transit_legacy_key: Option<String>,
     /// A bundle baked into the image and its team: NAME=TEAM, or NAME alone for
     /// tenant-wide secrets only (repeat).
     #[arg(long = "bundle", value_name = "NAME[=TEAM]", required = true)]
@@ -409,5 +433,22 @@ pub enum SecretsCommand {
         /// The environment (default: GREENTIC_ENV, or `dev` outside a pod).
         #[arg(long)]
         env: Option<String>,
+        /// Vault: also say, per entry, whether its envelope is current (v2, the
+        /// tenant's transit key) or upgradable by `rewrap` (nothing is decrypted).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Vault: upgrade every entry of a tenant (optionally one team) to envelope v2
+    /// under the tenant's own transit key, as new KV versions. Values are opened and
+    /// sealed again inside this process only.
+    Rewrap {
+        /// TENANT or TENANT/TEAM|_
+        prefix: String,
+        /// The environment (default: GREENTIC_ENV, or `dev` outside a pod).
+        #[arg(long)]
+        env: Option<String>,
+        /// The transit key that wrapped v1 envelopes (they do not name it).
+        #[arg(long, value_name = "KEY", default_value = "greentic")]
+        from_key: String,
     },
 }

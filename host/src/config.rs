@@ -281,6 +281,22 @@ pub(crate) mod tests {
         );
         assert_eq!(settings.layout.kv_mount, "secret");
         assert_eq!(settings.layout.kv_prefix, "greentic");
+        // The tenant's own transit key unless configured; no legacy key unless set.
+        assert_eq!(settings.layout.transit_key, None);
+        assert_eq!(settings.layout.legacy_transit_key, None);
+        let migrating = FakeEnv::new(&[
+            ("VAULT_ADDR", "http://127.0.0.1:8200"),
+            ("VAULT_K8S_ROLE", "r"),
+            ("VAULT_TRANSIT_LEGACY_KEY", "greentic"),
+        ]);
+        let layout = vault_worker_settings(&migrating).unwrap().layout;
+        assert_eq!(layout.legacy_transit_key.as_deref(), Some("greentic"));
+        let escaping = FakeEnv::new(&[
+            ("VAULT_ADDR", "http://127.0.0.1:8200"),
+            ("VAULT_K8S_ROLE", "r"),
+            ("VAULT_TRANSIT_KEY", "../sys"),
+        ]);
+        assert!(vault_worker_settings(&escaping).is_err());
         let with_token = FakeEnv::new(&[
             ("VAULT_ADDR", "http://127.0.0.1:8200"),
             ("VAULT_K8S_ROLE", "r"),
@@ -398,6 +414,20 @@ fn vault_path_value(
     default: &str,
 ) -> Result<String, ConfigError> {
     let value = env.var(var).unwrap_or_else(|| default.to_string());
+    check_vault_path_value(var, value)
+}
+
+/// Like [`vault_path_value`] for a variable without a default.
+fn optional_vault_path_value(
+    env: &dyn Environment,
+    var: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    env.var(var)
+        .map(|value| check_vault_path_value(var, value))
+        .transpose()
+}
+
+fn check_vault_path_value(var: &'static str, value: String) -> Result<String, ConfigError> {
     if is_vault_path(&value) {
         Ok(value)
     } else {
@@ -441,7 +471,8 @@ fn vault_common(
         kv_mount: vault_path_value(env, "VAULT_KV_MOUNT", "secret")?,
         kv_prefix: vault_path_value(env, "VAULT_KV_PREFIX", "greentic")?,
         transit_mount: vault_path_value(env, "VAULT_TRANSIT_MOUNT", "transit")?,
-        transit_key: vault_path_value(env, "VAULT_TRANSIT_KEY", "greentic")?,
+        transit_key: optional_vault_path_value(env, "VAULT_TRANSIT_KEY")?,
+        legacy_transit_key: optional_vault_path_value(env, "VAULT_TRANSIT_LEGACY_KEY")?,
     };
     Ok((client, layout))
 }

@@ -225,6 +225,13 @@ async fn vault(env: &dyn Environment, secrets: &[(String, Vec<SecretPath>)], rep
         );
         return;
     };
+    // The rendered policies are named per scope (`deploy::names`).
+    let scope = format!(
+        "{}-{}",
+        env.var("GREENTIC_ENV").unwrap_or_else(|| "ENV".into()),
+        env.var("GREENTIC_TENANT")
+            .unwrap_or_else(|| "TENANT".into())
+    );
     report.pass(
         "config",
         format!("backend vault at {addr}, role {}", settings.login.role),
@@ -245,11 +252,11 @@ async fn vault(env: &dyn Environment, secrets: &[(String, Vec<SecretPath>)], rep
     {
         Ok(Ok(found)) => found.collect::<Vec<_>>(),
         Ok(Err(error)) => {
-            report.fail("dns", format!("cannot resolve {host}: {error} — check VAULT_ADDR and the pod's DNS egress (NetworkPolicy allow-dns-egress)"), &after("dns"));
+            report.fail("dns", format!("cannot resolve {host}: {error} — check VAULT_ADDR and the pod's DNS egress (NetworkPolicy allow-dns-egress-{scope})"), &after("dns"));
             return;
         }
         Err(_) => {
-            report.fail("dns", format!("resolving {host} timed out — check the pod's DNS egress (NetworkPolicy allow-dns-egress)"), &after("dns"));
+            report.fail("dns", format!("resolving {host} timed out — check the pod's DNS egress (NetworkPolicy allow-dns-egress-{scope})"), &after("dns"));
             return;
         }
     };
@@ -276,7 +283,7 @@ async fn vault(env: &dyn Environment, secrets: &[(String, Vec<SecretPath>)], rep
             return;
         }
         Err(_) => {
-            report.fail("tcp", format!("connect to {first} timed out — check the NetworkPolicy that admits worker pods to Vault (allow-worker-egress-to-vault, and Vault's own ingress policy)"), &after("tcp"));
+            report.fail("tcp", format!("connect to {first} timed out — check the NetworkPolicy that admits worker pods to Vault (allow-worker-egress-to-vault-{scope}, and Vault's own ingress policy)"), &after("tcp"));
             return;
         }
     }
@@ -342,9 +349,9 @@ async fn vault(env: &dyn Environment, secrets: &[(String, Vec<SecretPath>)], rep
     let mut opened = Vec::new();
     for (label, paths) in secrets {
         match read_first(&client, &token, &settings.layout, paths).await {
-            Ok(Some((path, envelope))) => {
+            Ok(Some((path, envelope, version))) => {
                 report.pass("read", format!("{label}: {} is an envelope", path.uri()));
-                opened.push((label, path, envelope));
+                opened.push((label, path, envelope, version));
             }
             Ok(None) => {
                 report.fail(
@@ -363,23 +370,29 @@ async fn vault(env: &dyn Environment, secrets: &[(String, Vec<SecretPath>)], rep
             }
         }
     }
-    for (label, path, envelope) in opened {
+    for (label, path, envelope, version) in opened {
         let layout = &settings.layout;
+        let key = match envelope
+            .check_version(version)
+            .map_err(|e| e.to_string())
+            .and_then(|()| layout.unwrap_key(&envelope, &path))
+        {
+            Ok(key) => key,
+            Err(why) => {
+                report.fail("decrypt", format!("{label}: {why}"), &[]);
+                continue;
+            }
+        };
         match client
-            .transit_decrypt(
-                &token,
-                &layout.transit_mount,
-                &layout.transit_key,
-                &envelope.wrapped_dek,
-            )
+            .transit_decrypt(&token, &layout.transit_mount, &key, &envelope.wrapped_dek)
             .await
         {
-            Ok(dek) => match envelope.open(&dek, &path.uri()) {
+            Ok(dek) => match envelope.open(&dek, &path.uri(), version) {
                 Ok(_) => report.pass(
                     "decrypt",
                     format!(
-                        "{label}: data key unwrapped by {}/decrypt/{} and value opened",
-                        layout.transit_mount, layout.transit_key
+                        "{label}: data key unwrapped by {}/decrypt/{key} and value opened",
+                        layout.transit_mount
                     ),
                 ),
                 Err(error) => report.fail("decrypt", format!("{label}: {error}"), &[]),
@@ -387,8 +400,8 @@ async fn vault(env: &dyn Environment, secrets: &[(String, Vec<SecretPath>)], rep
             Err(error) => report.fail(
                 "decrypt",
                 format!(
-                    "{label}: {error} — the policy must grant update on {}/decrypt/{}",
-                    layout.transit_mount, layout.transit_key
+                    "{label}: {error} — the policy must grant update on {}/decrypt/{key}",
+                    layout.transit_mount
                 ),
                 &[],
             ),
@@ -411,7 +424,7 @@ async fn login(client: &VaultClient, login: &LoginConfig) -> Result<VaultToken, 
         .map_err(|error| match error {
             VaultError::Status { addr, operation, status, mut errors } if status == 400 || status == 403 => {
                 errors.push(format!(
-                    "check that the token file holds a token of ServiceAccount gtc-worker with audience vault, and that auth/{}/role/{} binds it",
+                    "check that the token file holds a token of the ServiceAccount the role binds (gtc-worker-<env>-<tenant> by default) with audience vault, and that auth/{}/role/{} binds it",
                     login.mount, login.role
                 ));
                 VaultError::Status { addr, operation, status, errors }
@@ -425,7 +438,7 @@ async fn read_first(
     token: &VaultToken,
     layout: &VaultLayout,
     paths: &[SecretPath],
-) -> Result<Option<(SecretPath, Envelope)>, String> {
+) -> Result<Option<(SecretPath, Envelope, Option<u64>)>, String> {
     for path in paths {
         let entry = client
             .kv2_read(token, &layout.kv_mount, &layout.kv_path(path))
@@ -444,7 +457,7 @@ async fn read_first(
         if let Some(data) = entry.data {
             let envelope =
                 Envelope::from_kv_data(&data).map_err(|e| format!("{}: {e}", path.uri()))?;
-            return Ok(Some((path.clone(), envelope)));
+            return Ok(Some((path.clone(), envelope, entry.version)));
         }
     }
     Ok(None)

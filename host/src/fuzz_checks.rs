@@ -47,8 +47,9 @@ pub fn secret_name(data: &[u8]) {
     }
 }
 
-/// KV-v2 data objects: parsing never panics; a parsed envelope re-serialises to
-/// itself, and opening it with an unrelated key fails cleanly.
+/// KV-v2 data objects (envelope v1 or v2): parsing never panics; a parsed envelope
+/// re-serialises to itself, opening it with an unrelated key fails cleanly, and a v2
+/// envelope read at another KV version is refused as rolled back.
 pub fn envelope(data: &[u8]) {
     let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(data)
     else {
@@ -63,7 +64,23 @@ pub fn envelope(data: &[u8]) {
             .expect("a serialised envelope parses");
         assert_eq!(reparsed, envelope);
         let key = SecretBytes::new(vec![0x42; 32]);
-        let _ = envelope.open(&key, "secrets://dev/acme/_/bot/name");
+        let _ = envelope.open(&key, "secrets://dev/acme/_/bot/name", Some(1));
+        // A v2 envelope read at another KV version than it names is refused as a
+        // rollback before anything is decrypted; v1 binds no version.
+        match &envelope.binding {
+            crate::envelope::Binding::V1 => assert!(envelope.check_version(None).is_ok()),
+            crate::envelope::Binding::V2 {
+                transit_key,
+                kv_version,
+            } => {
+                assert!(crate::envelope::valid_key_name(transit_key));
+                let other = kv_version.wrapping_add(1);
+                assert!(matches!(
+                    envelope.check_version(Some(other)),
+                    Err(crate::envelope::EnvelopeError::RolledBack { .. })
+                ));
+            }
+        }
     }
 }
 

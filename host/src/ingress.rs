@@ -88,13 +88,7 @@ impl Host {
     pub fn route(&self, path: &str) -> Option<&Arc<LoadedBundle>> {
         self.routes
             .iter()
-            .find(|(prefix, _)| {
-                prefix.is_empty()
-                    || path == prefix
-                    || path
-                        .strip_prefix(prefix.as_str())
-                        .is_some_and(|rest| rest.starts_with('/'))
-            })
+            .find(|(prefix, _)| crate::route::serves(prefix, path))
             .map(|(_, index)| &self.bundles[*index])
     }
 

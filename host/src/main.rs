@@ -112,13 +112,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Route(args) => {
-            let router = std::sync::Arc::new(gtc::route::Router::new(&args.upstream)?);
+            let router = std::sync::Arc::new(gtc::route::Router::new(&args.upstreams)?);
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             let addr = listener.local_addr()?;
             println!("gtc route listening on http://{addr}");
-            tracing::info!(%addr, upstream = %args.upstream, "routing");
+            tracing::info!(%addr, upstreams = ?args.upstreams, "routing");
             gtc::route::serve(
                 listener,
                 router,
@@ -158,11 +158,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             SecretsCommand::Ls {
                 prefix,
                 env: env_flag,
+                check,
             } => {
-                for uri in gtc::op::list(&env, &prefix, env_flag.as_deref()).await? {
-                    println!("{uri}");
+                let lines = if check {
+                    gtc::op::check(&env, &prefix, env_flag.as_deref()).await?
+                } else {
+                    gtc::op::list(&env, &prefix, env_flag.as_deref()).await?
+                };
+                for line in lines {
+                    println!("{line}");
                 }
                 Ok(())
+            }
+            SecretsCommand::Rewrap {
+                prefix,
+                env: env_flag,
+                from_key,
+            } => {
+                let (report, all_ok) =
+                    gtc::op::rewrap(&env, &prefix, env_flag.as_deref(), Some(&from_key)).await?;
+                print!("{report}");
+                if all_ok {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(
+                        "some entries could not be rewrapped (see above)"
+                    ))
+                }
             }
         },
     }
@@ -210,15 +232,37 @@ fn render(args: RenderArgs) -> anyhow::Result<String> {
         })?),
         None => None,
     };
-    // Each deployed bundle's egress allowlist, when the manifests are at hand.
+    // The bundles' manifests, when a copy is at hand: --bundles-dir for the
+    // router's per-team routes, --bundle-manifests for the egress allowlists.
+    let manifests = |flag: &str, dir: &std::path::Path| {
+        args.bundles
+            .iter()
+            .map(|bundle| {
+                gtc::bundle::Manifest::load(&dir.join(bundle.name.as_str()))
+                    .map(|manifest| (bundle.name.clone(), manifest))
+                    .map_err(|e| RenderError::Invalid(format!("--{flag}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
     let mut egress_allowlists = Vec::new();
     if let Some(dir) = &args.bundle_manifests {
-        for bundle in &args.bundles {
-            let manifest = gtc::bundle::Manifest::load(&dir.join(bundle.name.as_str()))
-                .map_err(|e| RenderError::Invalid(format!("--bundle-manifests: {e}")))?;
-            egress_allowlists.push((bundle.name.to_string(), manifest.egress_allow));
+        for (name, manifest) in manifests("bundle-manifests", dir)? {
+            egress_allowlists.push((name.to_string(), manifest.egress_allow));
         }
     }
+    let mut routes = std::collections::BTreeMap::new();
+    if let Some(dir) = &args.bundles_dir {
+        for (name, manifest) in manifests("bundles-dir", dir)? {
+            routes.insert(name, manifest.routes);
+        }
+    }
+    let team_workers = if args.isolate_teams {
+        gtc::deploy::TeamWorkers::Isolated
+    } else if args.shared_worker {
+        gtc::deploy::TeamWorkers::Shared
+    } else {
+        gtc::deploy::TeamWorkers::Auto
+    };
     let limit = |value: String| (value != "none").then_some(value);
     let mut dns = gtc::deploy::network::DnsFlags {
         namespace: args.dns_namespace,
@@ -259,13 +303,17 @@ fn render(args: RenderArgs) -> anyhow::Result<String> {
                 key: args.vault_cacert_key,
             }),
         vault_enterprise_namespace: args.vault_enterprise_namespace,
+        service_account: args.service_account,
         layout: gtc::backend::VaultLayout {
             kv_mount: args.kv_mount,
             kv_prefix: args.kv_prefix,
             transit_mount: args.transit_mount,
             transit_key: args.transit_key,
+            legacy_transit_key: args.transit_legacy_key,
         },
         bundles: args.bundles,
+        routes,
+        team_workers,
         replicas: args.replicas,
         dev_store,
         dns,
@@ -348,7 +396,7 @@ fn exit_status(error: &anyhow::Error) -> u8 {
             || error.downcast_ref::<gtc::config::ConfigError>().is_some()
             || matches!(
                 error.downcast_ref::<gtc::route::RouteError>(),
-                Some(gtc::route::RouteError::Upstream(_))
+                Some(gtc::route::RouteError::Upstream(_) | gtc::route::RouteError::Conflict(_))
             )
     };
     if configuration { 2 } else { 1 }

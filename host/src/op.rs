@@ -1,12 +1,16 @@
-//! Operator commands: `gtc op secrets put|ls`, the admin side of the backends.
+//! Operator commands: `gtc op secrets put|ls|rewrap`, the admin side of the backends.
 //!
 //! These run with the operator's credentials (for Vault, an admin `VAULT_TOKEN`),
 //! never in a worker. Values come from stdin or a file and are never printed.
+//! `ls --check` reports which Vault entries are upgradable (envelope v1, or not
+//! wrapped by the tenant's own transit key); `rewrap` upgrades them in place, as
+//! new KV versions, without the value ever leaving this process.
 
-use crate::backend::{DevStore, VaultAdmin};
+use crate::backend::{DevStore, EntryState, Rewrap, VaultAdmin};
 use crate::config::{self, BackendKind, ConfigError, Environment};
 use crate::scope::{NameError, SecretPath, Segment};
 use crate::vault::VaultClient;
+use std::fmt::Write as _;
 use std::io::{IsTerminal as _, Read as _};
 use std::path::Path;
 use zeroize::Zeroizing;
@@ -27,6 +31,11 @@ pub enum OpError {
     /// operator at a terminal, not for a worker pod.
     #[error("{}", operator_words(.0))]
     Vault(crate::vault::VaultError),
+    /// A backend operation that failed at run time (listing, checking, rewrapping).
+    #[error("{0}")]
+    Backend(String),
+    #[error("{0} applies to the vault backend only (the dev store holds no envelopes)")]
+    VaultOnly(&'static str),
 }
 
 impl OpError {
@@ -35,6 +44,7 @@ impl OpError {
     pub fn is_configuration(&self) -> bool {
         match self {
             Self::Vault(error) => matches!(error, crate::vault::VaultError::Config(_)),
+            Self::Backend(_) => false,
             _ => true,
         }
     }
@@ -56,6 +66,15 @@ fn operator_words(error: &crate::vault::VaultError) -> String {
              VAULT_TRANSIT_MOUNT, VAULT_TRANSIT_KEY must match vault-bootstrap.sh)"
         ),
         other => other.to_string(),
+    }
+}
+
+/// An admin-side failure: a Vault error keeps its operator wording (and its
+/// exit status); anything else (a malformed envelope) is a runtime failure.
+fn admin_error(error: crate::backend::vault::AdminError) -> OpError {
+    match error {
+        crate::backend::vault::AdminError::Vault(error) => OpError::Vault(error),
+        other => OpError::Backend(other.to_string()),
     }
 }
 
@@ -131,9 +150,8 @@ pub async fn put(
         BackendKind::Vault => {
             let admin = vault_admin(env)?;
             let version = admin.put(&secret, &value).await.map_err(OpError::Vault)?;
-            let version = version.map_or_else(String::new, |v| format!(" (KV version {v})"));
             Ok(format!(
-                "stored {} in Vault as an envelope{version}",
+                "stored {} in Vault as an envelope (KV version {version})",
                 secret.uri()
             ))
         }
@@ -153,6 +171,106 @@ pub async fn list(
     env_flag: Option<&str>,
 ) -> Result<Vec<String>, OpError> {
     let env_name = env_segment(env, env_flag)?;
+    list_in(env, &env_name, prefix).await
+}
+
+/// The Vault entries below `prefix`, parsed back into paths.
+async fn vault_entries(
+    env: &dyn Environment,
+    prefix: &str,
+    env_flag: Option<&str>,
+    command: &'static str,
+) -> Result<(VaultAdmin, Vec<SecretPath>), OpError> {
+    let env_name = env_segment(env, env_flag)?;
+    if config::backend_kind(env)? != BackendKind::Vault {
+        return Err(OpError::VaultOnly(command));
+    }
+    let admin = vault_admin(env)?;
+    let mut paths = Vec::new();
+    for uri in list_in(env, &env_name, prefix).await? {
+        paths.push(SecretPath::parse_uri(&uri).map_err(|e| OpError::Path {
+            path: uri.clone(),
+            reason: e.to_string(),
+        })?);
+    }
+    Ok((admin, paths))
+}
+
+/// `gtc op secrets ls --check`: one line per entry, `URI<TAB>state`, where the
+/// state is `current (v2, KEY)`, `upgradable: WHY — run gtc op secrets rewrap`,
+/// `UNUSABLE: WHY` or `deleted`. Nothing is decrypted.
+pub async fn check(
+    env: &dyn Environment,
+    prefix: &str,
+    env_flag: Option<&str>,
+) -> Result<Vec<String>, OpError> {
+    let (admin, paths) = vault_entries(env, prefix, env_flag, "ls --check").await?;
+    let mut lines = Vec::new();
+    for path in paths {
+        let state = match admin.check(&path).await {
+            Ok(EntryState::Current { key }) => format!("current (envelope v2, transit key {key})"),
+            Ok(EntryState::Upgradable(why)) => {
+                format!("upgradable: {why} — run `gtc op secrets rewrap`")
+            }
+            Ok(EntryState::Unusable(why)) => format!("UNUSABLE: {why}"),
+            Ok(EntryState::Deleted) => "deleted".to_string(),
+            Err(error) => return Err(admin_error(error)),
+        };
+        lines.push(format!("{}\t{state}", path.uri()));
+    }
+    Ok(lines)
+}
+
+/// `gtc op secrets rewrap`: upgrades every entry below `prefix` to an envelope v2
+/// under the tenant's transit key. v1 envelopes name no key: `legacy_key` (the
+/// shared `greentic` key unless told) unwraps them. Returns one line per entry and
+/// whether all succeeded; an entry that fails is reported and the rest go on.
+pub async fn rewrap(
+    env: &dyn Environment,
+    prefix: &str,
+    env_flag: Option<&str>,
+    legacy_key: Option<&str>,
+) -> Result<(String, bool), OpError> {
+    let legacy_key = match legacy_key {
+        Some(key) if crate::envelope::valid_key_name(key) => key.to_string(),
+        Some(key) => {
+            return Err(OpError::Path {
+                path: key.to_string(),
+                reason: "--from-key: not a transit key name".into(),
+            });
+        }
+        None => crate::backend::SHARED_TRANSIT_KEY.to_string(),
+    };
+    let (admin, paths) = vault_entries(env, prefix, env_flag, "rewrap").await?;
+    let mut report = String::new();
+    let mut all_ok = true;
+    for path in paths {
+        let outcome = match admin.rewrap(&path, &legacy_key).await {
+            Ok(Rewrap::AlreadyCurrent) => "already current".to_string(),
+            Ok(Rewrap::Deleted) => "deleted, skipped".to_string(),
+            Ok(Rewrap::Rewrapped {
+                from_version,
+                from_key,
+                kv_version,
+            }) => format!(
+                "rewrapped: envelope v{from_version} (transit key {from_key}) -> v2 (transit key {}), KV version {kv_version}",
+                admin.layout().transit_key_for(&path)
+            ),
+            Err(error) => {
+                all_ok = false;
+                format!("FAILED: {error}")
+            }
+        };
+        let _ = writeln!(report, "{}: {outcome}", path.uri());
+    }
+    Ok((report, all_ok))
+}
+
+async fn list_in(
+    env: &dyn Environment,
+    env_name: &Segment,
+    prefix: &str,
+) -> Result<Vec<String>, OpError> {
     let parts: Vec<&str> = prefix.trim_end_matches('/').split('/').collect();
     let valid = match parts.as_slice() {
         [tenant] => Segment::parse(tenant).is_ok(),

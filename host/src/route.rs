@@ -5,6 +5,11 @@
 //! ServiceAccount token and has no secret access; only the worker talks to Vault.
 //! It forwards every path except the host's own endpoints (the worker's
 //! `/metrics` and `/readyz` stay internal), with a bounded request body.
+//!
+//! Upstreams: one URL for every path (one worker per tenant), or `PREFIX=URL`
+//! pairs when each team has its own worker: a path goes to the longest prefix it
+//! falls under (on a segment boundary, as the worker itself matches routes), else
+//! to the plain URL if one is given, else it is answered 404 here.
 
 use crate::runtime::host_response;
 use bytes::Bytes;
@@ -30,25 +35,78 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 pub struct Router {
-    upstream: String,
+    /// (prefix without trailing '/', upstream base URL), longest prefix first.
+    prefixed: Vec<(String, String)>,
+    /// Where paths under no prefix go.
+    fallback: Option<String>,
     client: reqwest::Client,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("--upstream {0:?} must be an http:// or https:// URL")]
+    #[error("--upstream {0:?} must be an http:// or https:// URL, or PREFIX=URL")]
     Upstream(String),
+    #[error("--upstream: {0}")]
+    Conflict(String),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
 
+/// Whether a route `prefix` (without trailing '/') covers `path`: the prefix
+/// itself or anything below it on a '/' boundary (`/webhook` covers `/webhook/x`,
+/// not `/webhookx`). The worker matches bundle routes the same way.
+pub fn serves(prefix: &str, path: &str) -> bool {
+    prefix.is_empty()
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn base_url(arg: &str, url: &str) -> Result<String, RouteError> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| RouteError::Upstream(arg.into()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(RouteError::Upstream(arg.into()));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
 impl Router {
-    pub fn new(upstream: &str) -> Result<Self, RouteError> {
-        let url =
-            reqwest::Url::parse(upstream).map_err(|_| RouteError::Upstream(upstream.into()))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(RouteError::Upstream(upstream.into()));
+    /// `upstreams`: `URL` (every path) and/or `PREFIX=URL` (paths under PREFIX).
+    pub fn new(upstreams: &[String]) -> Result<Self, RouteError> {
+        let mut prefixed: Vec<(String, String)> = Vec::new();
+        let mut fallback = None;
+        for arg in upstreams {
+            match arg
+                .split_once('=')
+                .filter(|(prefix, _)| prefix.starts_with('/'))
+            {
+                Some((prefix, url)) => {
+                    let prefix = prefix.trim_end_matches('/').to_string();
+                    if prefix.contains(['?', '#', ' ']) {
+                        return Err(RouteError::Upstream(arg.clone()));
+                    }
+                    if prefixed.iter().any(|(p, _)| *p == prefix) {
+                        return Err(RouteError::Conflict(format!(
+                            "prefix {prefix:?} is given twice"
+                        )));
+                    }
+                    prefixed.push((prefix, base_url(arg, url)?));
+                }
+                None if fallback.is_some() => {
+                    return Err(RouteError::Conflict(
+                        "more than one upstream for every path; give the others a PREFIX=".into(),
+                    ));
+                }
+                None => fallback = Some(base_url(arg, arg)?),
+            }
         }
+        if prefixed.is_empty() && fallback.is_none() {
+            return Err(RouteError::Conflict(
+                "at least one upstream is required".into(),
+            ));
+        }
+        prefixed.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(std::time::Duration::from_secs(60))
@@ -59,9 +117,19 @@ impl Router {
             .build()
             .map_err(|e| RouteError::Client(e.to_string()))?;
         Ok(Self {
-            upstream: upstream.trim_end_matches('/').to_string(),
+            prefixed,
+            fallback,
             client,
         })
+    }
+
+    /// The upstream that serves `path`, if any.
+    pub fn upstream_for(&self, path: &str) -> Option<&str> {
+        self.prefixed
+            .iter()
+            .find(|(prefix, _)| serves(prefix, path))
+            .map(|(_, upstream)| upstream.as_str())
+            .or(self.fallback.as_deref())
     }
 
     async fn forward(
@@ -74,6 +142,13 @@ impl Router {
             "/metrics" => return host_response(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
             _ => {}
         }
+        let Some(upstream) = self.upstream_for(&path) else {
+            return host_response(
+                StatusCode::NOT_FOUND,
+                "application/json",
+                "{\"error\":\"no route\"}\n",
+            );
+        };
         let (parts, body) = request.into_parts();
         let body: Bytes = match Limited::new(body, MAX_BODY).collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -87,7 +162,7 @@ impl Router {
         };
         let target = format!(
             "{}{}",
-            self.upstream,
+            upstream,
             parts
                 .uri
                 .path_and_query()
@@ -126,7 +201,7 @@ impl Router {
                 response
             }
             Err(error) => {
-                tracing::warn!(upstream = %self.upstream, "cannot reach the worker: {}", if error.is_timeout() { "timeout" } else { "connection failed" });
+                tracing::warn!(%upstream, "cannot reach the worker: {}", if error.is_timeout() { "timeout" } else { "connection failed" });
                 host_response(
                     StatusCode::BAD_GATEWAY,
                     "application/json",
@@ -155,4 +230,48 @@ pub async fn serve(
         shutdown,
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(args: &[&str]) -> Result<Router, RouteError> {
+        Router::new(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn longest_prefix_on_a_segment_boundary_then_the_fallback() {
+        let r = router(&[
+            "/webhook=http://support:8080/",
+            "/webhook/sales=http://sales:8080",
+            "http://default:8080",
+        ])
+        .unwrap();
+        assert_eq!(r.upstream_for("/webhook"), Some("http://support:8080"));
+        assert_eq!(r.upstream_for("/webhook/x"), Some("http://support:8080"));
+        assert_eq!(
+            r.upstream_for("/webhook/sales/1"),
+            Some("http://sales:8080")
+        );
+        assert_eq!(r.upstream_for("/webhookx"), Some("http://default:8080"));
+        let only_prefixes = router(&["/a=http://a:1"]).unwrap();
+        assert_eq!(only_prefixes.upstream_for("/b"), None);
+        // The single-URL form is unchanged.
+        assert_eq!(
+            router(&["http://w:8080"])
+                .unwrap()
+                .upstream_for("/anything"),
+            Some("http://w:8080")
+        );
+    }
+
+    #[test]
+    fn ambiguous_or_bad_upstreams_are_refused() {
+        assert!(router(&["/a=http://x:1", "/a/=http://y:1"]).is_err());
+        assert!(router(&["http://x:1", "http://y:1"]).is_err());
+        assert!(router(&["/a=ftp://x"]).is_err());
+        assert!(router(&["not a url"]).is_err());
+        assert!(router(&[]).is_err());
+    }
 }

@@ -42,7 +42,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// (fairness) and is stopped if its time is up. Short requests (the common case)
 /// never get there: yielding every tick put them at the back of the run queue and
 /// cost a 20 ms p99 under load (BENCHMARKS.md). Time limits are enforced to within
-/// this many ticks (50 ms).
+/// this many ticks (50 ms). Shorter later slices (10 ms) and tokio's deferred
+/// yield were both measured against hostile neighbours and made the neighbour's
+/// median worse (RELIABILITY.md), so every slice is this long.
 const CHECK_EVERY_TICKS: u64 = 5;
 /// Memory of a recycled instance slot that is wiped with `memset` and kept mapped,
 /// instead of being returned to the kernel: no page faults on reuse and no TLB

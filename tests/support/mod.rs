@@ -313,10 +313,14 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// An HTTP client that never uses a proxy (all traffic stays on loopback).
+/// An HTTP client that never uses a proxy (all traffic stays on loopback). Its
+/// pooled connections idle at most 5 s, below the host's keep-alive idle timeout
+/// (the header-read timeout, 10 s by default), as a router's must: otherwise a
+/// request can go out on a connection the host is closing at that moment.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
+        .pool_idle_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
@@ -358,8 +362,15 @@ pub struct Router {
 
 impl Router {
     pub fn start(upstream: &str) -> Router {
+        Self::start_with(&[upstream.to_string()])
+    }
+
+    /// `gtc route` with several `--upstream [PREFIX=]URL`.
+    pub fn start_with(upstreams: &[String]) -> Router {
+        let mut args = vec!["route".to_string(), "--listen=127.0.0.1:0".to_string()];
+        args.extend(upstreams.iter().map(|u| format!("--upstream={u}")));
         let mut child = base_command(&[])
-            .args(["route", "--listen", "127.0.0.1:0", "--upstream", upstream])
+            .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -431,8 +442,13 @@ pub fn with_env(
 /// Asks the `probe` guest mounted at `prefix` for secret `name` (sent verbatim):
 /// `{"value": ...}` or `{"error": kind, "detail": ...}`.
 pub async fn probe_get(gtc: &Gtc, prefix: &str, name: &[u8]) -> serde_json::Value {
+    probe_get_at(&gtc.base, prefix, name).await
+}
+
+/// [`probe_get`] through any base URL (e.g. a router in front of workers).
+pub async fn probe_get_at(base: &str, prefix: &str, name: &[u8]) -> serde_json::Value {
     let response = client()
-        .post(gtc.url(&format!("{prefix}/get")))
+        .post(format!("{base}{prefix}/get"))
         .body(name.to_vec())
         .send()
         .await
@@ -468,3 +484,15 @@ pub fn webchat_bundle(dir: &Path) -> PathBuf {
 
 /// webchat-bot's manifest lines declaring its sealed webhook secret.
 pub const WEBCHAT_SECRETS: &str = "[[secrets.sealed]]\nname = \"webhook-secret\"";
+
+/// Validates a manifest file with kubernetes-validate (strict) for a version.
+pub fn kubernetes_validate(file: &Path, version: &str) -> Output {
+    Command::new(vault::root().join(".venv/bin/kubernetes-validate"))
+        .args(["--strict", "--quiet", "-k", version])
+        .arg(file)
+        .output()
+        .expect("kubernetes-validate is installed by tests/install-tools.sh")
+}
+
+/// The Kubernetes versions manifests are validated for.
+pub const KUBERNETES_VERSIONS: [&str; 3] = ["1.33.0", "1.35.0", "1.37.0"];

@@ -223,6 +223,8 @@ pub struct VaultWorld {
 }
 
 pub const ROLE: &str = "gtc-worker-dev-acme";
+/// The worker's ServiceAccount the bootstrap binds by default (= the role's name).
+pub const SERVICE_ACCOUNT: &str = "gtc-worker-dev-acme";
 
 impl VaultWorld {
     /// Starts both servers and runs the bootstrap with the given token TTLs.
@@ -266,12 +268,19 @@ impl VaultWorld {
             "bootstrap failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        world.set_sa_token("gtc-worker");
+        world.set_sa_token(SERVICE_ACCOUNT);
         world
     }
 
     /// Runs examples/k8s-vault-demo/vault-bootstrap.sh with the bao CLI.
     pub fn bootstrap(&self, token_ttl: &str, token_max_ttl: &str) -> Output {
+        self.run_bootstrap(&[("TOKEN_TTL", token_ttl), ("TOKEN_MAX_TTL", token_max_ttl)])
+    }
+
+    /// Runs the bootstrap for env `dev`, tenant `acme` in namespace
+    /// [`WORKER_NAMESPACE`], with `vars` added or overriding (e.g. another
+    /// GREENTIC_TENANT, TEAMS, WORKER_SERVICE_ACCOUNT).
+    pub fn run_bootstrap(&self, vars: &[(&str, &str)]) -> Output {
         let ca = self.dir.path().join("k8s-ca.pem");
         std::fs::write(&ca, &self.k8s.ca_pem).unwrap();
         let path = format!(
@@ -293,14 +302,15 @@ impl VaultWorld {
             .env("WORKER_NAMESPACE", WORKER_NAMESPACE)
             .env("K8S_HOST", &self.k8s.addr)
             .env("K8S_CA_CERT_FILE", &ca)
-            .env("K8S_DISABLE_LOCAL_CA_JWT", "true")
-            .env("TOKEN_TTL", token_ttl)
-            .env("TOKEN_MAX_TTL", token_max_ttl);
+            .env("K8S_DISABLE_LOCAL_CA_JWT", "true");
         if let Some(ca) = &self.bao.ca_cert {
             command.env("VAULT_CACERT", ca);
         }
         if let Some(namespace) = &self.namespace {
             command.env("VAULT_NAMESPACE", namespace);
+        }
+        for (key, value) in vars {
+            command.env(key, value);
         }
         command.output().unwrap()
     }
@@ -368,12 +378,17 @@ impl VaultWorld {
 
     /// Logs in as the worker would (for boundary tests); returns the client token.
     pub async fn worker_login(&self, jwt: &str) -> (u16, Value) {
+        self.login(ROLE, jwt).await
+    }
+
+    /// Logs in to `role` with `jwt`: (status, body).
+    pub async fn login(&self, role: &str, jwt: &str) -> (u16, Value) {
         self.bao
             .api(
                 "POST",
                 "auth/kubernetes/login",
                 None,
-                Some(json!({"role": ROLE, "jwt": jwt})),
+                Some(json!({"role": role, "jwt": jwt})),
             )
             .await
     }

@@ -12,7 +12,10 @@ use crate::scope::SecretPath;
 use crate::secret_value::SecretBytes;
 
 pub use dev_store::DevStore;
-pub use vault::{VaultAdmin, VaultBackend, VaultLayout};
+pub use vault::{
+    AdminError, EntryState, Rewrap, SHARED_TRANSIT_KEY, VaultAdmin, VaultBackend, VaultLayout,
+    tenant_transit_key,
+};
 
 /// Why a backend could not answer. Messages are for the operator's log: they may
 /// name a file or a Vault address, never a value, token or key.

@@ -10,7 +10,7 @@
 //! needs `--vault-mode external --vault-cidr ...` (or `--vault-mode in-cluster`).
 
 use super::validate;
-use super::{RenderError, WORKER, labels, policy, selector, tcp};
+use super::{RenderError, ScopeNames, WORKER, policy, tcp};
 use crate::deploy::k8s::*;
 use crate::egress::Authority;
 use std::collections::BTreeMap;
@@ -297,8 +297,10 @@ pub struct MetricsFlags {
 
 /// The ingress policy admitting Prometheus to the worker's port, and the
 /// ServiceMonitor/PodMonitor when asked for.
+/// Both select every worker of the scope (one per team with isolated teams).
 pub fn metrics_objects(
     config: &super::DeployConfig,
+    names: &ScopeNames,
     port: i32,
 ) -> Result<Vec<Object>, RenderError> {
     let metrics = &config.metrics;
@@ -320,9 +322,10 @@ pub fn metrics_objects(
     }
     let mut out = vec![policy(
         config,
+        names,
         "allow-metrics-scrape-to-worker",
         NetworkPolicySpec {
-            pod_selector: selector(WORKER),
+            pod_selector: names.component(WORKER),
             policy_types: vec!["Ingress".into()],
             ingress: vec![PolicyRule {
                 from: Some(vec![PolicyPeer {
@@ -347,12 +350,14 @@ pub fn metrics_objects(
             MonitorKind::ServiceMonitor => ("ServiceMonitor", Some(vec![endpoint]), None),
             MonitorKind::PodMonitor => ("PodMonitor", None, Some(vec![endpoint])),
         };
+        // Named like the scope's (shared) worker; selects all its workers.
+        let name = names.worker(None)?;
         out.push(Object::Monitor(Monitor {
             api_version: "monitoring.coreos.com/v1".into(),
             kind: kind_name.into(),
-            metadata: super::meta(config, WORKER, WORKER),
+            metadata: super::meta(config, &name, names.labels(WORKER, &name, None)),
             spec: MonitorSpec {
-                selector: match_labels(labels(WORKER)),
+                selector: names.component(WORKER),
                 namespace_selector: MonitorNamespaces {
                     match_names: vec![config.namespace.clone()],
                 },
@@ -398,14 +403,19 @@ pub const HOSTNAME_NOTE: &str = "NetworkPolicy matches IP blocks, not host names
      If the name's addresses change (CDNs, cloud APIs) the rule goes stale; the host still \
      enforces the allowlist by name, so a wider block (or an egress proxy) only loosens layer 4.";
 
-/// The worker's egress policy for bundles' outgoing HTTP, one rule per
+/// The workers' egress policies for bundles' outgoing HTTP, one rule per
 /// destination; the annotation records which host each block stands for.
 /// With `allowlists` (every deployed bundle's `egress.allow`, when the
-/// operator pointed at the manifests), every entry must have a block.
-pub fn bundle_egress_policy(
+/// operator pointed at the manifests), every entry must have a block, and with
+/// one worker per team each team's worker gets its own policy admitting only the
+/// destinations its bundles list. Otherwise one policy admits every worker of
+/// the scope to every block.
+pub(super) fn bundle_egress_policies(
     config: &super::DeployConfig,
+    names: &ScopeNames,
+    workers: &[super::WorkerPlan<'_>],
     allowlists: &[(String, Vec<Authority>)],
-) -> Result<Option<Object>, RenderError> {
+) -> Result<Vec<Object>, RenderError> {
     let grants = &config.egress;
     let mut uncovered = Vec::new();
     for (bundle, allow) in allowlists {
@@ -424,8 +434,71 @@ pub fn bundle_egress_policy(
         )));
     }
     if grants.is_empty() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
+    let per_team = !allowlists.is_empty() && workers.iter().any(|w| w.team.is_some());
+    if !per_team {
+        let name = names.policy(EGRESS_POLICY);
+        let all: Vec<&EgressGrant> = grants.iter().collect();
+        return Ok(vec![egress_policy(
+            config,
+            &name,
+            names.labels("gtc-network", &name, None),
+            names.component(WORKER),
+            &all,
+        )]);
+    }
+    let mut out = Vec::new();
+    let mut used = vec![false; grants.len()];
+    for worker in workers {
+        let allowed: Vec<&Authority> = allowlists
+            .iter()
+            .filter(|(bundle, _)| worker.bundles.iter().any(|b| b.name.as_str() == bundle))
+            .flat_map(|(_, allow)| allow)
+            .collect();
+        let mut mine = Vec::new();
+        for (grant, used) in grants.iter().zip(used.iter_mut()) {
+            if allowed.contains(&&grant.authority) {
+                mine.push(grant);
+                *used = true;
+            }
+        }
+        if mine.is_empty() {
+            continue;
+        }
+        let team = worker.team.as_ref();
+        let name = match team {
+            Some(team) => format!("{}-{team}", names.policy(EGRESS_POLICY)),
+            None => names.policy(EGRESS_POLICY),
+        };
+        out.push(egress_policy(
+            config,
+            &name,
+            names.labels("gtc-network", &name, team),
+            names.instance(WORKER, &worker.name),
+            &mine,
+        ));
+    }
+    if let Some((grant, _)) = grants.iter().zip(&used).find(|(_, used)| !**used) {
+        return Err(RenderError::Invalid(format!(
+            "--egress-cidr {}={}: no deployed bundle's egress.allow lists {}; with one worker \
+             per team, each worker is admitted only to its own bundles' destinations",
+            grant.authority, grant.cidr, grant.authority
+        )));
+    }
+    Ok(out)
+}
+
+const EGRESS_POLICY: &str = "allow-worker-egress-to-bundle-destinations";
+
+/// One egress policy admitting the pods `selector` picks to `grants`' blocks.
+fn egress_policy(
+    config: &super::DeployConfig,
+    name: &str,
+    labels: Labels,
+    selector: LabelSelector,
+    grants: &[&EgressGrant],
+) -> Object {
     // One rule per destination (host:port), with all of its blocks.
     let mut by_authority: BTreeMap<(String, u16), Vec<&str>> = BTreeMap::new();
     for grant in grants {
@@ -435,9 +508,8 @@ pub fn bundle_egress_policy(
             .push(grant.cidr.as_str());
     }
     let rules = by_authority
-        .values()
-        .zip(by_authority.keys())
-        .map(|(cidrs, (_, port))| PolicyRule {
+        .iter()
+        .map(|((_, port), cidrs)| PolicyRule {
             to: Some(cidrs.iter().map(|c| ip_block(c)).collect()),
             ports: vec![tcp(i32::from(*port))],
             ..PolicyRule::default()
@@ -448,11 +520,7 @@ pub fn bundle_egress_policy(
         .map(|((authority, _), cidrs)| format!("{authority} -> {}", cidrs.join(" ")))
         .collect::<Vec<_>>()
         .join("; ");
-    let mut metadata = super::meta(
-        config,
-        "allow-worker-egress-to-bundle-destinations",
-        "gtc-network",
-    );
+    let mut metadata = super::meta(config, name, labels);
     metadata.annotations = BTreeMap::from([
         ("greentic.ai/egress-destinations".to_string(), mapping),
         (
@@ -460,17 +528,17 @@ pub fn bundle_egress_policy(
             HOSTNAME_NOTE.to_string(),
         ),
     ]);
-    Ok(Some(Object::NetworkPolicy(NetworkPolicy {
+    Object::NetworkPolicy(NetworkPolicy {
         api_version: "networking.k8s.io/v1".into(),
         kind: "NetworkPolicy".into(),
         metadata,
         spec: NetworkPolicySpec {
-            pod_selector: selector(WORKER),
+            pod_selector: selector,
             policy_types: vec!["Egress".into()],
             ingress: vec![],
             egress: rules,
         },
-    })))
+    })
 }
 
 #[cfg(test)]

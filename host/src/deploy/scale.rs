@@ -8,8 +8,9 @@
 //! asked for (it needs a metrics server).
 
 use super::validate;
-use super::{DeployConfig, RenderError, meta, selector};
+use super::{DeployConfig, RenderError, ScopeNames, meta};
 use crate::deploy::k8s::*;
+use crate::scope::Segment;
 use std::collections::BTreeMap;
 
 /// Requests and limits of one container. `cpu_limit: None` leaves CPU unbounded
@@ -162,7 +163,8 @@ pub fn replicas(config: &DeployConfig) -> Option<i32> {
     }
 }
 
-pub fn spread(config: &DeployConfig, component: &str) -> Vec<TopologySpreadConstraint> {
+/// Spread constraints for the pods `selector` picks (one Deployment's own pods).
+pub fn spread(config: &DeployConfig, selector: LabelSelector) -> Vec<TopologySpreadConstraint> {
     let constraint = |key: &str, hard: bool| TopologySpreadConstraint {
         max_skew: 1,
         topology_key: key.to_string(),
@@ -172,7 +174,7 @@ pub fn spread(config: &DeployConfig, component: &str) -> Vec<TopologySpreadConst
             "ScheduleAnyway"
         }
         .to_string(),
-        label_selector: selector(component),
+        label_selector: selector.clone(),
     };
     match config.scale.spread {
         Spread::Off => Vec::new(),
@@ -187,17 +189,25 @@ pub fn spread(config: &DeployConfig, component: &str) -> Vec<TopologySpreadConst
     }
 }
 
-/// The PDB and HPA of one Deployment, as configured.
-pub fn objects(config: &DeployConfig, deployment: &str) -> Vec<Object> {
+/// The PDB and HPA of one Deployment (`component`, named `deployment`, of a team
+/// or not), as configured: named like it, labelled and selecting like it.
+pub fn objects(
+    config: &DeployConfig,
+    names: &ScopeNames,
+    component: &str,
+    deployment: &str,
+    team: Option<&Segment>,
+) -> Vec<Object> {
     let mut out = Vec::new();
+    let labels = names.labels(component, deployment, team);
     if let Some(max_unavailable) = config.scale.pdb_max_unavailable {
         out.push(Object::PodDisruptionBudget(PodDisruptionBudget {
             api_version: "policy/v1".into(),
             kind: "PodDisruptionBudget".into(),
-            metadata: meta(config, deployment, deployment),
+            metadata: meta(config, deployment, labels.clone()),
             spec: PodDisruptionBudgetSpec {
                 max_unavailable,
-                selector: selector(deployment),
+                selector: names.instance(component, deployment),
             },
         }));
     }
@@ -205,7 +215,7 @@ pub fn objects(config: &DeployConfig, deployment: &str) -> Vec<Object> {
         out.push(Object::HorizontalPodAutoscaler(HorizontalPodAutoscaler {
             api_version: "autoscaling/v2".into(),
             kind: "HorizontalPodAutoscaler".into(),
-            metadata: meta(config, deployment, deployment),
+            metadata: meta(config, deployment, labels),
             spec: HpaSpec {
                 scale_target_ref: ScaleTarget {
                     api_version: "apps/v1".into(),

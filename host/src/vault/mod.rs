@@ -422,16 +422,46 @@ impl VaultClient {
         })
     }
 
-    /// `POST {mount}/data/{path} {"data": ...}`; returns the new version.
+    /// `GET {mount}/metadata/{path}`: the current version number, 0 when nothing
+    /// was ever written there (a check-and-set write then creates version 1).
+    pub async fn kv2_current_version(
+        &self,
+        token: &VaultToken,
+        mount: &str,
+        path: &str,
+    ) -> Result<u64, VaultError> {
+        let operation = format!("KV metadata read of {mount}/metadata/{path}");
+        let (status, json) = self
+            .call(
+                Method::GET,
+                &format!("{mount}/metadata/{path}"),
+                Some(token),
+                None,
+                &operation,
+            )
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(0);
+        }
+        json.get("data")
+            .and_then(|d| d.get("current_version"))
+            .and_then(Value::as_u64)
+            .ok_or_else(|| self.protocol(&operation, "no data.current_version"))
+    }
+
+    /// `POST {mount}/data/{path} {"options": {"cas": cas}, "data": ...}`: writes
+    /// only if `cas` is still the current version (0: only if nothing exists), so
+    /// the new version is `cas + 1`. A lost race is an HTTP 400 error.
     pub async fn kv2_write(
         &self,
         token: &VaultToken,
         mount: &str,
         path: &str,
         data: &Value,
+        cas: u64,
     ) -> Result<Option<u64>, VaultError> {
-        let operation = format!("KV write of {mount}/data/{path}");
-        let body = serde_json::json!({ "data": data });
+        let operation = format!("KV write of {mount}/data/{path} (check-and-set {cas})");
+        let body = serde_json::json!({ "options": { "cas": cas }, "data": data });
         let (status, json) = self
             .call(
                 Method::POST,

@@ -255,7 +255,8 @@ fn explain_login_failure(error: VaultError, login: &LoginConfig) -> VaultError {
         } => {
             errors.push(format!(
                 "Vault refused the pod's ServiceAccount token for role {:?}: check that the pod \
-                 runs as the ServiceAccount the role binds (gtc-worker) in the bound namespace, \
+                 runs as the ServiceAccount the role binds (gtc-worker-<env>-<tenant> by default) \
+                 in the bound namespace, \
                  and that auth/{}/role/{} exists",
                 login.role, login.mount, login.role
             ));
