@@ -5,16 +5,19 @@ use crate::backend::{DevStore, SecretsBackend, VaultBackend};
 use crate::bundle::{BundleError, BundleSpec, Manifest};
 use crate::cache::SecretsService;
 use crate::capability::{
-    BundleSecrets, DEFAULT_MAX_GETS_PER_REQUEST, DeclaredSecrets, GetCounters,
+    BundleSecrets, DEFAULT_MAX_GETS_PER_REQUEST, DeclaredSecrets, GetCounters, fetch_deadline,
 };
-use crate::config::{self, BackendKind, ConfigError, Environment};
+use crate::config::{self, BackendKind, ConfigError, Environment, FleetSettings};
 use crate::ingress::{Host, RouteError};
 use crate::metrics::Metrics;
+use crate::prefetch;
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use crate::scope::Scope;
 use crate::vault::VaultClient;
+use crate::vault::health::jitter;
 use crate::vault::session::Session;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -41,11 +44,15 @@ pub enum AppError {
     Sealed(#[from] crate::sealed::SealedConfigError),
 }
 
-/// Builds the configured secrets backend for a worker.
+/// Builds the configured secrets backend for a worker. The Vault session logs
+/// in from the background after `start_delay` (the start-up jitter): serving
+/// starts at once, and `/readyz` says when the worker can serve.
 pub async fn worker_backend(
     env: &dyn Environment,
     kind: BackendKind,
     metrics: &Arc<Metrics>,
+    fleet: &FleetSettings,
+    start_delay: Duration,
 ) -> Result<SecretsBackend, AppError> {
     match kind {
         BackendKind::DevStore => Ok(SecretsBackend::DevStore(DevStore::new(
@@ -55,13 +62,13 @@ pub async fn worker_backend(
             let settings = config::vault_worker_settings(env)?;
             let client =
                 VaultClient::new(&settings.client).map_err(|e| AppError::Backend(e.to_string()))?;
-            let session = Arc::new(Session::new(client, settings.login, metrics.clone()));
-            // Log in before serving, so the first request does not wait; a failure
-            // is not fatal (Vault may come up later), /readyz reports it.
-            if let Err(error) = session.token().await {
-                tracing::warn!("initial Vault login failed; retrying in the background: {error}");
-            }
-            session.spawn_maintenance();
+            let session = Arc::new(Session::with_backoff(
+                client,
+                settings.login,
+                metrics.clone(),
+                fleet.backoff,
+            ));
+            session.spawn_maintenance(start_delay);
             Ok(SecretsBackend::Vault(VaultBackend::new(
                 session,
                 settings.layout,
@@ -95,12 +102,20 @@ pub async fn build_host(
         forbid_backend(&mut guard, &settings.client.addr).await;
         runtime_config.egress_guard = Arc::new(guard);
     }
-    let backend = worker_backend(env, kind, &metrics).await?;
+    let fleet = config::fleet_settings(env)?;
+    // One draw for the login and the first fetch of declared secrets.
+    let start_delay = match kind {
+        BackendKind::Vault => jitter(Duration::ZERO, fleet.startup_jitter),
+        BackendKind::DevStore => Duration::ZERO,
+    };
+    let backend = worker_backend(env, kind, &metrics, &fleet, start_delay).await?;
     tracing::info!(backend = %backend.describe(), env = %pod_env, tenant = %tenant, "secrets backend selected");
-    let service = Arc::new(SecretsService::new(backend, config::cache_policy(env)?));
+    let cache_policy = config::cache_policy(env)?;
+    let service = Arc::new(SecretsService::new(backend, cache_policy));
     let gets = Arc::new(GetCounters::default());
     let runtime = Runtime::with_metrics(&runtime_config, metrics.clone())?;
     let mut bundles = Vec::new();
+    let mut keeper = Vec::new();
     let manifests = specs
         .iter()
         .map(|spec| Manifest::load(&spec.dir))
@@ -148,14 +163,27 @@ pub async fn build_host(
     for ((spec, manifest), mut declared) in specs.iter().zip(manifests).zip(all_declared.clone()) {
         let scope = scope_of(spec);
         declared.seal_also(&all_declared);
-        let secrets = Arc::new(BundleSecrets::new(
-            manifest.id.clone(),
-            scope,
-            service.clone(),
-            gets.clone(),
-            DEFAULT_MAX_GETS_PER_REQUEST,
-            declared,
-        ));
+        let secrets = Arc::new(
+            BundleSecrets::new(
+                manifest.id.clone(),
+                scope,
+                service.clone(),
+                gets.clone(),
+                DEFAULT_MAX_GETS_PER_REQUEST,
+                declared,
+            )
+            .with_limits(
+                // The time limit in force: the manifest's, capped by the operator.
+                fetch_deadline(
+                    manifest.limits.capped(&runtime_config.maxima).0.timeout,
+                    fleet.backend_timeout,
+                ),
+                fleet.budget,
+            )
+            .with_declared(manifest.declared_names()),
+        );
+        metrics.register_budget(secrets.budget().clone());
+        keeper.push(secrets.clone());
         let started = std::time::Instant::now();
         let id = manifest.id.clone();
         let routes = manifest.routes.join(",");
@@ -172,6 +200,7 @@ pub async fn build_host(
         );
         bundles.push(Arc::new(bundle));
     }
+    prefetch::spawn_keeper(keeper, start_delay, prefetch::keeper_tick(cache_policy.ttl));
     let host = Host::new(bundles, service, gets, metrics)?;
     Ok((Arc::new(host), runtime))
 }

@@ -10,10 +10,16 @@
 //!   it is down, a URI is retried at most every [`RETRY_BACKOFF`]: a struggling
 //!   Vault (sealed, rate-limited) is not hammered by every request, and recovery
 //!   is noticed within that interval.
+//! - Every caller says how long it may wait ([`FetchLimits::deadline`]: a guest's
+//!   is derived from its bundle's time limit) and whose budget a backend trip is
+//!   charged to ([`FetchBudget`], one per bundle): past the deadline, or with the
+//!   budget spent, the last answer within the stale bound is served, or the caller
+//!   gets `unavailable` — never a wait longer than the deadline.
 //! - A new version in the backend is seen within one TTL: no restart for rotation.
 //! - The number of cached URIs is bounded, so hostile guests asking for endless
 //!   distinct names cannot grow memory without limit.
 
+use crate::backend::budget::FetchBudget;
 use crate::backend::{BackendError, SecretsBackend};
 use crate::scope::SecretPath;
 use crate::secret_value::SecretBytes;
@@ -86,6 +92,42 @@ pub struct CacheStats {
 /// While the backend fails, how long a stale entry is served before the next try.
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(250);
 
+/// The deadline of callers that are not a guest (benchmarks, tools): generous,
+/// the backend's own timeouts apply first.
+pub const UNHURRIED: Duration = Duration::from_secs(60);
+
+/// How one caller's `get` is bounded.
+#[derive(Clone, Copy)]
+pub struct FetchLimits<'a> {
+    /// The caller gets an answer within this time, whatever the backend does.
+    pub deadline: Duration,
+    /// Charged for each backend trip this caller starts (`None`: not limited, for
+    /// the worker's own start-up fetch of declared secrets).
+    pub budget: Option<&'a FetchBudget>,
+    /// Whether the look-up counts in the hit/miss statistics (the readiness
+    /// keeper's look-ups do not: they are not traffic).
+    pub counted: bool,
+}
+
+impl FetchLimits<'_> {
+    pub const UNHURRIED: FetchLimits<'static> = FetchLimits {
+        deadline: UNHURRIED,
+        budget: None,
+        counted: true,
+    };
+
+    fn charge(&self) -> bool {
+        self.budget.is_none_or(FetchBudget::try_take)
+    }
+
+    fn over_budget(&self) -> BackendError {
+        BackendError::Unavailable(format!(
+            "bundle {} is over its budget of backend fetches",
+            self.budget.map_or("?", FetchBudget::owner)
+        ))
+    }
+}
+
 struct Entry {
     value: Option<SecretBytes>,
     fetched_at: Instant,
@@ -133,21 +175,35 @@ impl SecretsService {
         self.policy
     }
 
-    /// The value at `path`, from the cache when fresh.
+    /// The value at `path`, from the cache when fresh (no deadline or budget
+    /// beyond the backend's own timeouts).
     pub async fn get(&self, path: &SecretPath) -> Lookup {
-        self.get_at(path, &path.uri()).await
+        self.get_at(path, &path.uri(), FetchLimits::UNHURRIED).await
+    }
+
+    fn count(&self, limits: &FetchLimits<'_>, counter: &AtomicU64) {
+        if limits.counted {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// [`SecretsService::get`] with the canonical URI of `path` already at hand
-    /// (the capability keeps resolved names, so the hot path formats nothing).
-    pub async fn get_at(&self, path: &SecretPath, uri: &str) -> Lookup {
+    /// (the capability keeps resolved names, so the hot path formats nothing),
+    /// within the caller's limits.
+    pub async fn get_at(&self, path: &SecretPath, uri: &str, limits: FetchLimits<'_>) -> Lookup {
         let Some(slot) = self.slot(uri) else {
             // Caching disabled, or the cache is full of live entries.
-            self.stats.misses.fetch_add(1, Ordering::Relaxed);
-            return self.fetch(path).await.map(|v| (v, CacheOutcome::Miss));
+            self.count(&limits, &self.stats.misses);
+            if !limits.charge() {
+                return Err(limits.over_budget());
+            }
+            return self
+                .fetch(path, limits.deadline)
+                .await
+                .map(|v| (v, CacheOutcome::Miss));
         };
         if let Some(value) = self.fresh(&slot) {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            self.count(&limits, &self.stats.hits);
             return Ok((value, CacheOutcome::Hit));
         }
         if let Some(value) = self.backing_off(&slot) {
@@ -157,6 +213,7 @@ impl SecretsService {
         // One caller refreshes; the others serve the last answer meanwhile if it is
         // within the stale bound (a slow or failing backend then delays one
         // request, not all), and wait only when there is nothing to serve.
+        let started = Instant::now();
         let _refreshing = match slot.refresh.try_lock() {
             Ok(guard) => guard,
             Err(_) => {
@@ -164,20 +221,37 @@ impl SecretsService {
                     self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
                     return Ok((value, CacheOutcome::Stale));
                 }
-                slot.refresh.lock().await
+                match tokio::time::timeout(limits.deadline, slot.refresh.lock()).await {
+                    Ok(guard) => guard,
+                    Err(_) => {
+                        return Err(BackendError::Unavailable(format!(
+                            "no answer from the backend within {} ms (another request's \
+                             fetch of this secret is still waiting)",
+                            limits.deadline.as_millis()
+                        )));
+                    }
+                }
             }
         };
         // Another caller may have refreshed (or failed to) while this one waited.
         if let Some(value) = self.fresh(&slot) {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            self.count(&limits, &self.stats.hits);
             return Ok((value, CacheOutcome::Hit));
         }
         if let Some(value) = self.backing_off(&slot) {
             self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
             return Ok((value, CacheOutcome::Stale));
         }
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        match self.fetch(path).await {
+        if !limits.charge() {
+            if let Some(value) = self.within_stale_bound(&slot) {
+                self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                return Ok((value, CacheOutcome::Stale));
+            }
+            return Err(limits.over_budget());
+        }
+        self.count(&limits, &self.stats.misses);
+        let deadline = limits.deadline.saturating_sub(started.elapsed());
+        match self.fetch(path, deadline).await {
             Ok(value) => {
                 *lock(&slot.entry) = Some(Entry {
                     value: value.clone(),
@@ -191,19 +265,25 @@ impl SecretsService {
                     let usable =
                         entry.fetched_at.elapsed() < self.policy.ttl + self.policy.stale_for;
                     usable.then(|| {
+                        // First failure since the last success: worth a log line.
+                        let first = entry.retry_at.is_none();
                         entry.retry_at = Some(Instant::now() + RETRY_BACKOFF);
-                        (entry.value.clone(), entry.fetched_at.elapsed())
+                        (entry.value.clone(), entry.fetched_at.elapsed(), first)
                     })
                 });
                 match stale {
-                    Some((value, age)) => {
+                    Some((value, age, first)) => {
                         self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            secret = uri,
-                            age_ms = age.as_millis() as u64,
-                            %reason,
-                            "serving a stale cached secret: the backend is unavailable"
-                        );
+                        if first {
+                            tracing::warn!(
+                                secret = uri,
+                                age_ms = age.as_millis() as u64,
+                                stale_for_s = self.policy.stale_for.as_secs(),
+                                %reason,
+                                "serving a stale cached secret: the backend is unavailable \
+                                 (until it answers again or the stale bound passes)"
+                            );
+                        }
                         Ok((value, CacheOutcome::Stale))
                     }
                     None => Err(BackendError::Unavailable(reason)),
@@ -213,9 +293,13 @@ impl SecretsService {
         }
     }
 
-    async fn fetch(&self, path: &SecretPath) -> Result<Option<SecretBytes>, BackendError> {
+    async fn fetch(
+        &self,
+        path: &SecretPath,
+        deadline: Duration,
+    ) -> Result<Option<SecretBytes>, BackendError> {
         let started = Instant::now();
-        let result = self.backend.fetch(path).await;
+        let result = self.backend.fetch(path, deadline).await;
         self.stats
             .backend_fetch_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);

@@ -15,16 +15,24 @@
 //! returns). Anything else is `denied` with the audit reason `undeclared`, unless
 //! the operator lets that one bundle read undeclared names for a migration
 //! (`gtc serve --allow-undeclared-secrets BUNDLE_ID`).
+//!
+//! Each bundle's backend trips are bounded: a deadline derived from its time
+//! limit ([`fetch_deadline`]), so a guest hears `unavailable` while it still has
+//! time to answer 503, and a budget of fetches per second ([`FetchBudget`]), so
+//! one bundle cannot use up Vault for the others. The bundle's declared secrets
+//! are looked up by the worker itself ([`BundleSecrets::check_declared`], see
+//! `prefetch`), and `/readyz` reports what it found.
 
 use crate::backend::BackendError;
-use crate::cache::{CacheOutcome, SecretsService};
+use crate::backend::budget::{BudgetPolicy, FetchBudget};
+use crate::cache::{CacheOutcome, FetchLimits, SecretsService};
 use crate::scope::{NameError, Scope, SecretPath, Segment};
 use crate::secret_value::SecretBytes;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker};
 
 /// `greentic:secrets@1.0.0`: `secrets.get` only. Components built against it keep
@@ -95,6 +103,32 @@ impl GetCounters {
 
 /// Resolved names kept per bundle (names a guest asks for are few and repeated).
 const MAX_REMEMBERED_NAMES: usize = 1024;
+
+/// The share of a bundle's time limit that one `secrets.get` may spend waiting
+/// for the backend: the rest is the guest's, to answer 503 (or anything else).
+pub const FETCH_SHARE_OF_TIME_LIMIT: f64 = 0.4;
+
+/// How long a guest's `get` may wait for the backend, end to end (connect,
+/// login, read, decrypt): 40 % of the bundle's time limit, and never more than
+/// the backend's own timeout (`GREENTIC_VAULT_TIMEOUT`). With the default 5 s
+/// limit and 10 s timeout: 2 s.
+pub fn fetch_deadline(time_limit: Duration, backend_timeout: Duration) -> Duration {
+    time_limit
+        .mul_f64(FETCH_SHARE_OF_TIME_LIMIT)
+        .min(backend_timeout)
+        .max(Duration::from_millis(50))
+}
+
+/// What the worker last found when it looked up a declared secret itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeclaredStatus {
+    /// Not looked up yet (start-up jitter, or the first fetch is under way).
+    Pending,
+    /// Resolves to a value (possibly served from the cache within its stale bound).
+    Ok,
+    /// Does not resolve: why, for `/readyz`.
+    Failed(String),
+}
 
 /// One storage path to try for a name, with its canonical URI.
 struct Candidate {
@@ -248,6 +282,11 @@ pub struct BundleSecrets {
     /// remembering it changes no answer; it keeps parsing and URI formatting off
     /// the cached path.
     resolved: RwLock<HashMap<String, Resolved>>,
+    /// This bundle's backend trips: at most this long, charged to this budget.
+    deadline: Duration,
+    budget: Arc<FetchBudget>,
+    /// The manifest's declared names and what the worker last found for each.
+    declared_status: RwLock<Vec<(String, DeclaredStatus)>>,
 }
 
 /// A remembered resolution of one name.
@@ -276,6 +315,10 @@ impl BundleSecrets {
         max_gets_per_request: u32,
         declared: DeclaredSecrets,
     ) -> Self {
+        let budget = Arc::new(FetchBudget::new(
+            bundle_id.as_str(),
+            BudgetPolicy::default(),
+        ));
         Self {
             bundle_id,
             scope,
@@ -284,7 +327,83 @@ impl BundleSecrets {
             max_gets_per_request,
             declared,
             resolved: RwLock::new(HashMap::new()),
+            deadline: crate::cache::UNHURRIED,
+            budget,
+            declared_status: RwLock::new(Vec::new()),
         }
+    }
+
+    /// Bounds this bundle's backend trips: `deadline` each (see
+    /// [`fetch_deadline`]), and `budget` fetches per second.
+    pub fn with_limits(mut self, deadline: Duration, budget: BudgetPolicy) -> Self {
+        self.deadline = deadline;
+        self.budget = Arc::new(FetchBudget::new(self.bundle_id.as_str(), budget));
+        self
+    }
+
+    /// Sets the names the bundle's manifest declares, sealed ones included
+    /// (looked up by the keeper, reported by `/readyz`).
+    pub fn with_declared<'a>(self, names: impl IntoIterator<Item = &'a str>) -> Self {
+        *self
+            .declared_status
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = names
+            .into_iter()
+            .map(|name| (name.to_string(), DeclaredStatus::Pending))
+            .collect();
+        self
+    }
+
+    pub fn budget(&self) -> &Arc<FetchBudget> {
+        &self.budget
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// Looks up every declared secret as the worker (not charged to the guest's
+    /// budget, not counted as traffic) and remembers the outcome. A cached answer
+    /// costs nothing; one past its TTL is fetched again, so declared secrets stay
+    /// fresh and a guest never waits for them.
+    pub async fn check_declared(&self) {
+        let names: Vec<String> = self
+            .declared_status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        let limits = FetchLimits {
+            deadline: self.deadline,
+            budget: None,
+            counted: false,
+        };
+        for name in names {
+            let status = match self
+                .resolve_within(&name, Use::Readiness, limits)
+                .await
+                .result
+            {
+                Ok(_) => DeclaredStatus::Ok,
+                Err(error) => DeclaredStatus::Failed(describe_guest_error(&error)),
+            };
+            let mut declared = self
+                .declared_status
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(entry) = declared.iter_mut().find(|(n, _)| *n == name) {
+                entry.1 = status;
+            }
+        }
+    }
+
+    /// What the worker last found for each declared secret.
+    pub fn declared(&self) -> Vec<(String, DeclaredStatus)> {
+        self.declared_status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The paths to try for `name`, remembered after the first resolution.
@@ -330,8 +449,25 @@ impl BundleSecrets {
     }
 
     /// Reads `name` for the host's own use of it on the guest's behalf (`Use`
-    /// says which names qualify); the value never goes back to the guest.
+    /// says which names qualify); the value never goes back to the guest. Within
+    /// the bundle's deadline and budget.
     pub async fn resolve_for(&self, name: &str, purpose: Use) -> Resolution {
+        let limits = FetchLimits {
+            deadline: self.deadline,
+            budget: Some(&self.budget),
+            counted: true,
+        };
+        self.resolve_within(name, purpose, limits).await
+    }
+
+    /// [`BundleSecrets::resolve_for`] within `limits`: team first, then
+    /// tenant-wide.
+    pub async fn resolve_within(
+        &self,
+        name: &str,
+        purpose: Use,
+        limits: FetchLimits<'_>,
+    ) -> Resolution {
         let candidates = match self.candidates(name) {
             Ok(Resolved { access, candidates }) => match purpose.refusal(access) {
                 None => candidates,
@@ -365,7 +501,7 @@ impl BundleSecrets {
         let mut cache = CacheOutcome::Hit;
         let mut last_uri = None;
         for Candidate { path, uri } in candidates.iter() {
-            match self.service.get_at(path, uri).await {
+            match self.service.get_at(path, uri, limits).await {
                 Ok((found, outcome)) => {
                     cache = combine(cache, outcome);
                     if let Some(value) = found {
@@ -571,6 +707,17 @@ mod tests {
     use crate::scope::TeamSlot;
 
     fn bundle(dir: &std::path::Path) -> BundleSecrets {
+        bundle_with_budget(dir, 1e9).with_limits(crate::cache::UNHURRIED, unlimited())
+    }
+
+    fn unlimited() -> BudgetPolicy {
+        BudgetPolicy {
+            per_second: 1e9,
+            burst: 1e9,
+        }
+    }
+
+    fn bundle_with_budget(dir: &std::path::Path, burst: f64) -> BundleSecrets {
         let store = DevStore::new(dir.join("store.json"));
         store
             .put(
@@ -597,6 +744,58 @@ mod tests {
             DEFAULT_MAX_GETS_PER_REQUEST,
             DeclaredSecrets::unrestricted(),
         )
+        .with_limits(
+            crate::cache::UNHURRIED,
+            BudgetPolicy {
+                per_second: 0.001,
+                burst,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn the_budget_bounds_backend_trips_but_not_cached_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = bundle_with_budget(dir.path(), 3.0);
+        // `own` costs one trip (the team's entry exists).
+        assert_eq!(
+            summary(&secrets.resolve("own").await).0,
+            Ok(b"team".to_vec())
+        );
+        // Two more trips: the team's `missing-0` (absent), then the tenant-wide one.
+        assert!(matches!(
+            secrets.resolve("missing-0").await.result,
+            Err(GuestError::NotFound)
+        ));
+        for i in 1..20 {
+            let outcome = secrets.resolve(&format!("missing-{i}")).await;
+            assert!(
+                matches!(outcome.result, Err(GuestError::Unavailable)),
+                "{i}"
+            );
+            assert!(outcome.reason.unwrap().contains("budget"));
+        }
+        assert_eq!(secrets.budget().refused.load(Ordering::Relaxed), 19);
+        // What is cached is still served.
+        assert_eq!(
+            summary(&secrets.resolve("own").await).0,
+            Ok(b"team".to_vec())
+        );
+        assert!(matches!(
+            secrets.resolve("missing-0").await.result,
+            Err(GuestError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn the_fetch_deadline_leaves_the_guest_most_of_its_time() {
+        let secs = Duration::from_secs;
+        assert_eq!(fetch_deadline(secs(5), secs(10)), secs(2));
+        assert_eq!(fetch_deadline(secs(60), secs(10)), secs(10));
+        assert_eq!(
+            fetch_deadline(Duration::from_millis(10), secs(10)),
+            Duration::from_millis(50)
+        );
     }
 
     fn summary(resolution: &Resolution) -> (Result<Vec<u8>, String>, Option<String>) {

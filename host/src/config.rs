@@ -459,7 +459,7 @@ fn vault_common(
     }
     let timeout = match env.var(ENV_VAULT_TIMEOUT) {
         Some(value) => parse_duration(ENV_VAULT_TIMEOUT, &value)?,
-        None => Duration::from_secs(10),
+        None => DEFAULT_VAULT_TIMEOUT,
     };
     let client = crate::vault::ClientConfig {
         addr,
@@ -520,4 +520,97 @@ pub fn vault_admin_settings(
         why: "for `gtc op secrets` with the vault backend (an operator token)",
     })?;
     Ok((client, layout, crate::vault::VaultToken::new(token)))
+}
+
+/// How a worker behaves when Vault is slow, down or hammered: start-up jitter,
+/// the probe back-off cap, per-bundle fetch budgets (see `vault::health`,
+/// `backend::budget`, `prefetch`).
+#[derive(Debug, Clone, Copy)]
+pub struct FleetSettings {
+    /// The login and the first fetch of declared secrets wait a random time in
+    /// `[0, startup_jitter]`, so that workers started together spread their load.
+    pub startup_jitter: Duration,
+    pub backoff: crate::vault::health::Backoff,
+    pub budget: crate::backend::budget::BudgetPolicy,
+    /// The backend's own per-request timeout (`GREENTIC_VAULT_TIMEOUT`).
+    pub backend_timeout: Duration,
+}
+
+pub const ENV_STARTUP_JITTER: &str = "GREENTIC_STARTUP_JITTER";
+pub const ENV_BACKOFF_MAX: &str = "GREENTIC_VAULT_BACKOFF_MAX";
+pub const ENV_FETCH_RATE: &str = "GREENTIC_BUNDLE_FETCH_RATE";
+pub const ENV_FETCH_BURST: &str = "GREENTIC_BUNDLE_FETCH_BURST";
+/// Default of `GREENTIC_STARTUP_JITTER`.
+pub const DEFAULT_STARTUP_JITTER: Duration = Duration::from_secs(2);
+/// Default of `GREENTIC_VAULT_TIMEOUT`.
+pub const DEFAULT_VAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn positive_number(
+    env: &dyn Environment,
+    var: &'static str,
+    default: f64,
+) -> Result<f64, ConfigError> {
+    let Some(value) = env.var(var) else {
+        return Ok(default);
+    };
+    match value.parse::<f64>() {
+        Ok(number) if number.is_finite() && number > 0.0 => Ok(number),
+        _ => Err(ConfigError::Invalid {
+            var,
+            value,
+            reason: "expected a positive number".into(),
+        }),
+    }
+}
+
+/// Reads the fleet settings (all optional).
+pub fn fleet_settings(env: &dyn Environment) -> Result<FleetSettings, ConfigError> {
+    let duration = |var: &'static str, default: Duration| match env.var(var) {
+        Some(value) => parse_duration(var, &value),
+        None => Ok(default),
+    };
+    let mut backoff = crate::vault::health::Backoff::default();
+    backoff.max = duration(ENV_BACKOFF_MAX, backoff.max)?.max(backoff.base);
+    let defaults = crate::backend::budget::BudgetPolicy::default();
+    Ok(FleetSettings {
+        startup_jitter: duration(ENV_STARTUP_JITTER, DEFAULT_STARTUP_JITTER)?,
+        backoff,
+        budget: crate::backend::budget::BudgetPolicy {
+            per_second: positive_number(env, ENV_FETCH_RATE, defaults.per_second)?,
+            burst: positive_number(env, ENV_FETCH_BURST, defaults.burst)?.max(1.0),
+        },
+        backend_timeout: duration(ENV_VAULT_TIMEOUT, DEFAULT_VAULT_TIMEOUT)?,
+    })
+}
+
+#[cfg(test)]
+mod fleet_tests {
+    use super::tests::FakeEnv;
+    use super::*;
+
+    #[test]
+    fn fleet_settings_defaults_and_overrides() {
+        let defaults = fleet_settings(&FakeEnv::new(&[])).unwrap();
+        assert_eq!(defaults.startup_jitter, DEFAULT_STARTUP_JITTER);
+        assert_eq!(defaults.backend_timeout, DEFAULT_VAULT_TIMEOUT);
+        assert_eq!(defaults.budget.per_second, 20.0);
+        let set = fleet_settings(&FakeEnv::new(&[
+            (ENV_STARTUP_JITTER, "0"),
+            (ENV_BACKOFF_MAX, "3s"),
+            (ENV_FETCH_RATE, "2.5"),
+            (ENV_FETCH_BURST, "7"),
+        ]))
+        .unwrap();
+        assert_eq!(set.startup_jitter, Duration::ZERO);
+        assert_eq!(set.backoff.max, Duration::from_secs(3));
+        assert_eq!((set.budget.per_second, set.budget.burst), (2.5, 7.0));
+        for (var, value) in [
+            (ENV_FETCH_RATE, "0"),
+            (ENV_FETCH_BURST, "-1"),
+            (ENV_FETCH_RATE, "x"),
+        ] {
+            let error = fleet_settings(&FakeEnv::new(&[(var, value)])).unwrap_err();
+            assert!(error.to_string().contains(var), "{error}");
+        }
+    }
 }

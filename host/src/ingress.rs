@@ -1,9 +1,10 @@
 //! HTTP ingress: routes requests to bundles by path prefix, and answers the host's
 //! own endpoints (`/healthz`, `/readyz`, `/metrics`).
 //!
-//! `/readyz` is ready only when the backend is ready (e.g. logged in to Vault) and
-//! every bundle's declared secrets resolve; otherwise it answers 503 with the
-//! reasons, naming the bundle and secret, never a value.
+//! `/readyz` is ready only when the backend is not down (and logged in to Vault)
+//! and every bundle's declared secrets resolved when last looked up; otherwise it
+//! answers 503 with the reasons, naming the bundle and secret, never a value. It
+//! answers from state, without calling the backend.
 
 use crate::cache::SecretsService;
 use crate::capability::GetCounters;
@@ -155,7 +156,11 @@ impl Host {
         }
     }
 
-    /// Readiness: the backend answers and every declared secret resolves.
+    /// Readiness, from what the worker already knows — no backend call, so it
+    /// answers at once whatever the network does: the backend is not down (and,
+    /// for Vault, a token is held), and every bundle's declared secrets resolved
+    /// when the worker last looked them up (see `prefetch`: at start, after the
+    /// start-up jitter, then about once a second, from the cache).
     pub async fn readiness(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         if let Err(error) = self.service.backend().ready().await {
@@ -165,17 +170,17 @@ impl Host {
             ));
         }
         for bundle in &self.bundles {
-            for name in bundle.manifest().declared_names() {
-                let resolution = bundle
-                    .secrets()
-                    .resolve_for(name, crate::capability::Use::Readiness)
-                    .await;
-                if let Err(error) = resolution.result {
-                    problems.push(format!(
-                        "bundle {}: declared secret {name:?} does not resolve: {}",
-                        bundle.name(),
-                        crate::capability::describe_guest_error(&error)
-                    ));
+            for (name, status) in bundle.secrets().declared() {
+                match status {
+                    crate::capability::DeclaredStatus::Ok => {}
+                    crate::capability::DeclaredStatus::Pending => problems.push(format!(
+                        "bundle {}: declared secret {name:?} not fetched yet (start-up)",
+                        bundle.name()
+                    )),
+                    crate::capability::DeclaredStatus::Failed(why) => problems.push(format!(
+                        "bundle {}: declared secret {name:?} does not resolve: {why}",
+                        bundle.name()
+                    )),
                 }
             }
         }
@@ -187,10 +192,21 @@ impl Host {
     }
 
     async fn readyz(&self) -> hyper::Response<HyperOutgoingBody> {
+        let backend = self.service.backend().health().map(|health| {
+            serde_json::json!({
+                "state": health.state.as_str(),
+                "cause": health.cause.map(|cause| cause.label()),
+                "for_s": health.for_how_long.as_secs(),
+            })
+        });
         match self.readiness().await {
-            Ok(()) => host_response(StatusCode::OK, "application/json", "{\"ready\":true}\n"),
+            Ok(()) => {
+                let body = serde_json::json!({ "ready": true, "backend": backend });
+                host_response(StatusCode::OK, "application/json", format!("{body}\n"))
+            }
             Err(problems) => {
-                let body = serde_json::json!({ "ready": false, "reasons": problems });
+                let body =
+                    serde_json::json!({ "ready": false, "reasons": problems, "backend": backend });
                 host_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "application/json",

@@ -7,10 +7,12 @@
 //! Module map, one concern each:
 //! - [`scope`]: names, scopes, canonical `secrets://` URIs.
 //! - [`secret_value`]: the zeroizing, redacted holder of secret bytes.
-//! - [`backend`]: where values live (dev store, Vault).
-//! - [`vault`]: the Vault/OpenBao HTTP client and the worker's login session.
+//! - [`backend`]: where values live (dev store, Vault), per-bundle fetch budgets.
+//! - [`vault`]: the Vault/OpenBao HTTP client, the worker's login session and the
+//!   backend health state shared by all callers.
 //! - [`envelope`]: envelope v1 (transit-wrapped AES-256-GCM) stored in KV-v2.
 //! - [`cache`]: the app-wide secrets service (cache, single-flight, stale-if-error).
+//! - [`prefetch`]: start-up prefetch of declared secrets, kept fresh for `/readyz`.
 //! - [`capability`]: the `greentic:secrets/secrets` host import and its audit events.
 //! - [`bundle`]: bundle manifests and operator bundle assignments.
 //! - [`runtime`]: the Wasm engine, pre-instantiation, per-request sandbox;
@@ -44,6 +46,7 @@ pub mod ingress;
 pub mod log_limit;
 pub mod metrics;
 pub mod op;
+pub mod prefetch;
 pub mod response_limit;
 pub mod route;
 pub mod runtime;

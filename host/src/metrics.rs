@@ -3,12 +3,14 @@
 //! Counters are plain atomics updated on the request path; rendering takes a
 //! snapshot. No label ever carries a secret name's value or a credential.
 
+use crate::backend::SecretsBackend;
+use crate::backend::budget::FetchBudget;
 use crate::cache::SecretsService;
 use crate::capability::GetCounters;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// App-wide counters that are not owned by a more specific module.
 #[derive(Default)]
@@ -25,6 +27,7 @@ pub struct Metrics {
     pub logins: AtomicU64,
     pub login_failures: AtomicU64,
     pub renewals: AtomicU64,
+    budgets: Mutex<Vec<Arc<FetchBudget>>>,
 }
 
 /// How a request ended, for the `status` label.
@@ -133,6 +136,74 @@ impl Metrics {
         }
     }
 
+    /// Adds a bundle's fetch budget to what `/metrics` reports.
+    pub fn register_budget(&self, budget: Arc<FetchBudget>) {
+        self.budgets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(budget);
+    }
+
+    /// The backend's health and the fetch budgets.
+    fn render_backend(&self, service: &SecretsService, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP gtc_secrets_budget_refused_total Backend fetches refused because the bundle spent its budget."
+        );
+        let _ = writeln!(out, "# TYPE gtc_secrets_budget_refused_total counter");
+        for budget in self
+            .budgets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "gtc_secrets_budget_refused_total{{bundle=\"{}\"}} {}",
+                budget.owner(),
+                budget.refused.load(Ordering::Relaxed)
+            );
+        }
+        let SecretsBackend::Vault(vault) = service.backend() else {
+            return;
+        };
+        let health = vault.session().health();
+        let state = health.snapshot().state;
+        let _ = writeln!(
+            out,
+            "# HELP gtc_vault_backend_state The Vault backend's state (1 for the current one)."
+        );
+        let _ = writeln!(out, "# TYPE gtc_vault_backend_state gauge");
+        for name in ["healthy", "degraded", "down"] {
+            let _ = writeln!(
+                out,
+                "gtc_vault_backend_state{{state=\"{name}\"}} {}",
+                u8::from(state.as_str() == name)
+            );
+        }
+        for (name, help, counter) in [
+            (
+                "gtc_vault_fail_fast_total",
+                "Backend calls refused at once because Vault is down.",
+                &health.counters.fail_fast,
+            ),
+            (
+                "gtc_vault_probes_total",
+                "Calls let through to Vault while it was down.",
+                &health.counters.probes,
+            ),
+            (
+                "gtc_vault_state_changes_total",
+                "Changes of the Vault backend's state.",
+                &health.counters.transitions,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
+    }
+
     /// Renders every metric.
     pub fn render(&self, service: &SecretsService, gets: &GetCounters) -> String {
         let mut out = String::new();
@@ -235,6 +306,7 @@ impl Metrics {
             "gtc_secrets_cached_entries {}",
             service.cached_entries()
         );
+        self.render_backend(service, &mut out);
         out
     }
 }

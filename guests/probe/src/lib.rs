@@ -12,6 +12,8 @@
 //! - `GET …/alloc` — allocates without bound (the host's memory limit must stop it).
 //! - `GET …/recurse` — recurses without bound (the host's stack limit must stop it).
 //! - `GET …/get-many?n=N` — calls `secrets.get` N times (default two million).
+//! - `GET …/get-names?n=N&from=K` — calls `get("probe/n<i>")` for N distinct names
+//!   (i = K…K+N-1) and counts the outcomes by kind.
 //! - `GET …/bench-get?n=N&name=NAME` — calls `get(NAME)` N times and reports the
 //!   guest-measured nanoseconds per call (monotonic clock).
 //! - `GET …/flood?authority=HOST:PORT&n=N` — sends N outgoing requests.
@@ -47,6 +49,10 @@ impl Guest for Probe {
             "alloc" => alloc(),
             "recurse" => format!("{{\"depth\":{}}}", recurse(std::hint::black_box(1))),
             "get-many" => get_many(query_number(&request, "n").unwrap_or(2_000_000)),
+            "get-names" => get_names(
+                query_number(&request, "from").unwrap_or(0),
+                query_number(&request, "n").unwrap_or(1000),
+            ),
             "bench-get" => bench_get(&request),
             "flood" => flood(
                 query_param(&request, "authority").unwrap_or_default(),
@@ -197,6 +203,22 @@ fn get_many(n: u64) -> String {
         }
     }
     format!("{{\"ok\":{ok}}}")
+}
+
+fn get_names(from: u64, n: u64) -> String {
+    let mut counts: Vec<(&'static str, u64)> = Vec::new();
+    for i in from..from.saturating_add(n) {
+        let kind = match secrets::get(&format!("probe/n{i}")) {
+            Ok(_) => "ok",
+            Err(error) => error_kind(&error),
+        };
+        match counts.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((kind, 1)),
+        }
+    }
+    let fields: Vec<String> = counts.iter().map(|(k, c)| format!("\"{k}\":{c}")).collect();
+    format!("{{{}}}", fields.join(","))
 }
 
 fn bench_get(request: &IncomingRequest) -> String {

@@ -5,11 +5,14 @@
 //! backends is closed and chosen by the pod's `GREENTIC_SECRETS_BACKEND`, so it is
 //! an enum rather than a trait object: no boxing on the request path.
 
+pub mod budget;
 pub mod dev_store;
 pub mod vault;
 
 use crate::scope::SecretPath;
 use crate::secret_value::SecretBytes;
+use crate::vault::health::Snapshot;
+use std::time::Duration;
 
 pub use dev_store::DevStore;
 pub use vault::{
@@ -38,11 +41,25 @@ pub enum SecretsBackend {
 }
 
 impl SecretsBackend {
-    /// The value stored at `path`, or `None` if nothing is stored there.
-    pub async fn fetch(&self, path: &SecretPath) -> Result<Option<SecretBytes>, BackendError> {
+    /// The value stored at `path`, or `None` if nothing is stored there; an
+    /// answer (possibly `Unavailable`) comes within `deadline`.
+    pub async fn fetch(
+        &self,
+        path: &SecretPath,
+        deadline: Duration,
+    ) -> Result<Option<SecretBytes>, BackendError> {
         match self {
+            // A local file: no network to wait for.
             Self::DevStore(store) => store.fetch(path).await,
-            Self::Vault(vault) => vault.fetch(path).await,
+            Self::Vault(vault) => vault.fetch(path, deadline).await,
+        }
+    }
+
+    /// The shared health state of a remote backend (`None` for the dev store).
+    pub fn health(&self) -> Option<Snapshot> {
+        match self {
+            Self::DevStore(_) => None,
+            Self::Vault(vault) => Some(vault.health()),
         }
     }
 
@@ -54,11 +71,12 @@ impl SecretsBackend {
         }
     }
 
-    /// Whether the backend is ready to answer (e.g. logged in to Vault).
+    /// Whether the backend is ready to answer, from what is known (Vault: logged
+    /// in and not down; no call to Vault is made here, so this answers at once).
     pub async fn ready(&self) -> Result<(), BackendError> {
         match self {
             Self::DevStore(store) => store.ready().await,
-            Self::Vault(vault) => vault.ready().await,
+            Self::Vault(vault) => vault.ready(),
         }
     }
 }

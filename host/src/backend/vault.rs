@@ -3,6 +3,10 @@
 //!
 //! Storage path: `{kv_mount}/data/{kv_prefix}/{env}/{tenant}/{team|_}/{category}/{name}`.
 //! A 403 triggers one re-login and one retry (the token may have been revoked).
+//! Every fetch asks the session's shared health state first (while Vault is down
+//! it fails fast, and only a probe goes through), runs within a deadline (a
+//! guest's fetch gets one derived from its bundle's time limit), and records its
+//! outcome there.
 //! The admin side ([`VaultAdmin`], used by `gtc op secrets`) writes envelopes with
 //! an operator token; the worker never writes.
 
@@ -11,9 +15,11 @@ use crate::envelope::Envelope;
 use crate::envelope::EnvelopeError;
 use crate::scope::{SecretPath, Segment, URI_SCHEME};
 use crate::secret_value::SecretBytes;
+use crate::vault::health::Snapshot;
 use crate::vault::session::Session;
 use crate::vault::{KvEntry, VaultClient, VaultError, VaultToken};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The transit key every tenant shared before per-tenant keys (envelope v1 era).
 pub const SHARED_TRANSIT_KEY: &str = "greentic";
@@ -96,10 +102,10 @@ impl Default for VaultLayout {
 /// Runs a Vault call with the session's token; on 403, logs in again and retries
 /// once (the token may have been revoked or expired early).
 macro_rules! with_relogin {
-    ($backend:expr, |$client:ident, $token:ident| $call:expr) => {{
+    ($backend:expr, $probe:expr, |$client:ident, $token:ident| $call:expr) => {{
         let session = &$backend.session;
         let $client = session.client();
-        let first = session.token().await?;
+        let first = session.token_as($probe).await.map_err(FetchError::Login)?;
         let result = {
             let $token = &first;
             $call
@@ -107,17 +113,36 @@ macro_rules! with_relogin {
         match result {
             Err(error) if error.status() == Some(403) => {
                 tracing::info!("Vault answered 403; logging in again and retrying once");
-                let fresh = session.relogin(&first).await?;
+                let fresh = session
+                    .relogin_as(&first, $probe)
+                    .await
+                    .map_err(FetchError::Login)?;
                 let $token = &fresh;
-                $call
+                $call.map_err(FetchError::Vault)
             }
-            other => other,
+            other => other.map_err(FetchError::Vault),
         }
     }};
 }
 
 fn backend_error(error: VaultError) -> BackendError {
     BackendError::Unavailable(error.to_string())
+}
+
+/// A failed fetch, by what it says about Vault's health.
+enum FetchError {
+    /// Vault failed a read or decrypt.
+    Vault(VaultError),
+    /// The login (on the request path, no valid token held) failed.
+    Login(VaultError),
+    /// Vault answered; the stored entry is unusable.
+    Corrupt(BackendError),
+}
+
+impl From<VaultError> for FetchError {
+    fn from(error: VaultError) -> Self {
+        Self::Vault(error)
+    }
 }
 
 /// The worker's backend.
@@ -156,32 +181,83 @@ impl VaultBackend {
         )
     }
 
-    async fn read_entry(&self, kv_path: &str) -> Result<KvEntry, VaultError> {
-        with_relogin!(self, |client, token| client
+    async fn read_entry(&self, kv_path: &str, probe: bool) -> Result<KvEntry, FetchError> {
+        with_relogin!(self, probe, |client, token| client
             .kv2_read(token, &self.layout.kv_mount, kv_path)
             .await)
     }
 
-    async fn unwrap_dek(&self, key: &str, wrapped: &str) -> Result<SecretBytes, VaultError> {
+    async fn unwrap_dek(
+        &self,
+        key: &str,
+        wrapped: &str,
+        probe: bool,
+    ) -> Result<SecretBytes, FetchError> {
         let layout = &self.layout;
-        with_relogin!(self, |client, token| client
+        with_relogin!(self, probe, |client, token| client
             .transit_decrypt(token, &layout.transit_mount, key, wrapped)
             .await)
     }
 
-    pub async fn fetch(&self, path: &SecretPath) -> Result<Option<SecretBytes>, BackendError> {
+    /// Reads and opens the secret at `path`, answering within `deadline` whatever
+    /// the network does (a silent drop included): past it, the call is abandoned
+    /// and counted as a timeout.
+    pub async fn fetch(
+        &self,
+        path: &SecretPath,
+        deadline: Duration,
+    ) -> Result<Option<SecretBytes>, BackendError> {
+        let health = self.session.health();
+        let permit = health
+            .admit()
+            .map_err(|refused| backend_error(refused.into_error(self.session.client().addr())))?;
+        let started = std::time::Instant::now();
+        let fetch = self.fetch_now(path, permit.is_probe());
+        let outcome = match tokio::time::timeout(deadline, fetch).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(FetchError::Vault(self.session.client().timed_out())),
+        };
+        drop(permit);
+        match outcome {
+            Ok(value) => {
+                health.success();
+                Ok(value)
+            }
+            Err(FetchError::Vault(error)) => {
+                health.failure(&error, false, started);
+                Err(self.explain(error))
+            }
+            Err(FetchError::Login(error)) => {
+                health.failure(&error, true, started);
+                Err(backend_error(error))
+            }
+            Err(FetchError::Corrupt(error)) => {
+                // Vault answered: it is up; the entry is the problem.
+                health.success();
+                Err(error)
+            }
+        }
+    }
+
+    fn explain(&self, error: VaultError) -> BackendError {
+        let layout = &self.layout;
+        match error.status() {
+            Some(403) => BackendError::Unavailable(format!(
+                "{error} — the worker's policy must grant read on {}/data/{}/<env>/<tenant>/*",
+                layout.kv_mount, layout.kv_prefix
+            )),
+            _ => backend_error(error),
+        }
+    }
+
+    async fn fetch_now(
+        &self,
+        path: &SecretPath,
+        probe: bool,
+    ) -> Result<Option<SecretBytes>, FetchError> {
         let layout = &self.layout;
         let kv_path = layout.kv_path(path);
-        let entry = self
-            .read_entry(&kv_path)
-            .await
-            .map_err(|error| match error.status() {
-                Some(403) => BackendError::Unavailable(format!(
-                    "{error} — the worker's policy must grant read on {}/data/{}/<env>/<tenant>/*",
-                    layout.kv_mount, layout.kv_prefix
-                )),
-                _ => backend_error(error),
-            })?;
+        let entry = self.read_entry(&kv_path, probe).await?;
         let Some(data) = entry.data else {
             return Ok(None);
         };
@@ -196,7 +272,7 @@ impl VaultBackend {
         let refuse = |why: String| {
             let message = format!("{}: {why}", located());
             tracing::error!("refusing a stored secret: {message}");
-            BackendError::Corrupt(message)
+            FetchError::Corrupt(BackendError::Corrupt(message))
         };
         let envelope = Envelope::from_kv_data(&data).map_err(|e| refuse(e.to_string()))?;
         // A rolled-back copy is refused before Vault is asked to unwrap anything.
@@ -204,29 +280,49 @@ impl VaultBackend {
             .check_version(entry.version)
             .map_err(|e| refuse(e.to_string()))?;
         let key = layout.unwrap_key(&envelope, path).map_err(refuse)?;
-        let dek =
-            self.unwrap_dek(&key, &envelope.wrapped_dek)
-                .await
-                .map_err(|error| match error.status() {
-                    Some(400) => {
-                        let message = format!(
-                            "{}: transit refused to unwrap the data key: {error}",
-                            located()
-                        );
-                        tracing::error!("refusing a stored secret: {message}");
-                        BackendError::Corrupt(message)
-                    }
-                    _ => backend_error(error),
-                })?;
+        let dek = self
+            .unwrap_dek(&key, &envelope.wrapped_dek, probe)
+            .await
+            .map_err(|error| match error {
+                FetchError::Vault(error) if error.status() == Some(400) => {
+                    let message = format!(
+                        "{}: transit refused to unwrap the data key: {error}",
+                        located()
+                    );
+                    tracing::error!("refusing a stored secret: {message}");
+                    FetchError::Corrupt(BackendError::Corrupt(message))
+                }
+                other => other,
+            })?;
         envelope
             .open(&dek, &uri, entry.version)
             .map(Some)
             .map_err(|e| refuse(e.to_string()))
     }
 
-    /// Ready when logged in (logging in now if needed).
-    pub async fn ready(&self) -> Result<(), BackendError> {
-        self.session.token().await.map(drop).map_err(backend_error)
+    /// The shared health state, for `/readyz`.
+    pub fn health(&self) -> Snapshot {
+        self.session.health().snapshot()
+    }
+
+    /// Ready, without calling Vault: logged in, and the health state is not down.
+    pub fn ready(&self) -> Result<(), BackendError> {
+        let health = self.health();
+        if health.state == crate::vault::health::State::Down {
+            return Err(BackendError::Unavailable(format!(
+                "down for {} s ({}): {}",
+                health.for_how_long.as_secs(),
+                health.cause.map(|c| c.label()).unwrap_or_default(),
+                health.detail
+            )));
+        }
+        if !self.session.logged_in() {
+            return Err(BackendError::Unavailable(
+                "not logged in to Vault yet (start-up, or the token expired and a new login is pending)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 

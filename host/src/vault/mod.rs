@@ -11,6 +11,7 @@
 //! Errors explain themselves to an operator: an unreachable Vault names the
 //! address and the likely cause (a NetworkPolicy), a 403 names the operation.
 
+pub mod health;
 pub mod parse;
 pub mod session;
 
@@ -56,6 +57,13 @@ pub enum VaultError {
     },
     #[error("Vault at {addr} is sealed — unseal it (or wait for auto-unseal)")]
     Sealed { addr: String },
+    /// Not tried: the shared health state says Vault is down (see [`health`]).
+    #[error("Vault at {addr} is down ({cause}); not asked again for {retry_ms} ms")]
+    Down {
+        addr: String,
+        cause: String,
+        retry_ms: u64,
+    },
     #[error("Vault at {addr}: {operation} failed with HTTP {status}{}", format_errors(.errors))]
     Status {
         addr: String,
@@ -95,12 +103,26 @@ impl VaultError {
     /// Whether a retry later may succeed (network, sealed, 5xx, 429).
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unreachable { .. } | Self::Sealed { .. } => true,
+            Self::Unreachable { .. } | Self::Sealed { .. } | Self::Down { .. } => true,
             Self::Status { status, .. } => *status == 429 || *status >= 500,
             Self::Protocol { .. } | Self::TokenFile { .. } | Self::Config(_) => false,
         }
     }
 }
+
+/// Causes of [`VaultError::Unreachable`] (also read by [`health::Cause::of`]).
+pub const CONNECT_TIMEOUT: &str = "connect timeout";
+pub const REQUEST_TIMEOUT: &str = "request timeout";
+pub const DNS_FAILED: &str = "DNS lookup failed";
+pub const TLS_FAILED: &str = "TLS handshake failed";
+pub const REFUSED: &str = "connection refused or reset";
+/// The hint for timeouts: a silent drop looks exactly like this.
+pub const TIMEOUT_HINT: &str =
+    "check the NetworkPolicy that admits worker pods to Vault, and that Vault is up";
+/// The longest a connection attempt may take, whatever `timeout` says: in a
+/// cluster, Vault answers a SYN in milliseconds; waiting longer only delays the
+/// answer to the guest.
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connection settings of the client.
 #[derive(Debug, Clone)]
@@ -136,6 +158,7 @@ pub struct VaultClient {
     http: reqwest::Client,
     addr: String,
     namespace: Option<String>,
+    timeout: Duration,
 }
 
 impl fmt::Debug for VaultClient {
@@ -157,7 +180,7 @@ impl VaultClient {
             )));
         }
         let mut builder = reqwest::Client::builder()
-            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .connect_timeout(config.timeout.min(MAX_CONNECT_TIMEOUT))
             .timeout(config.timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .no_proxy()
@@ -181,11 +204,27 @@ impl VaultClient {
             http,
             addr,
             namespace: config.namespace.clone(),
+            timeout: config.timeout,
         })
     }
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The error of a call abandoned at its deadline (a caller's own, shorter
+    /// than the client's timeout): the same words as the client's timeout.
+    pub fn timed_out(&self) -> VaultError {
+        VaultError::Unreachable {
+            addr: self.addr.clone(),
+            cause: REQUEST_TIMEOUT,
+            hint: TIMEOUT_HINT,
+        }
+    }
+
+    /// The per-request timeout (`GREENTIC_VAULT_TIMEOUT`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Sends one request and returns (status, JSON body). 404 is returned to the
@@ -257,14 +296,11 @@ impl VaultClient {
 
     fn transport_error(&self, error: &reqwest::Error) -> VaultError {
         let (cause, hint) = if error.is_timeout() && error.is_connect() {
-            (
-                "connect timeout",
-                "check the NetworkPolicy that admits worker pods to Vault, and that Vault is up",
-            )
+            (CONNECT_TIMEOUT, TIMEOUT_HINT)
         } else if error.is_timeout() {
             // The connection was open: a policy would have stopped the connect.
             (
-                "request timeout",
+                REQUEST_TIMEOUT,
                 "Vault accepted the connection but did not answer in time: it is busy or frozen, \
                  or a login is waiting on the Kubernetes API (TokenReview); `gtc doctor` tells them apart",
             )
@@ -283,7 +319,7 @@ impl VaultClient {
                 )
             } else if text.contains("dns error") || text.contains("failed to lookup") {
                 (
-                    "DNS lookup failed",
+                    DNS_FAILED,
                     "check VAULT_ADDR's host name and the pod's DNS egress policy",
                 )
             } else if text.contains("certificate")
@@ -291,12 +327,12 @@ impl VaultClient {
                 || text.contains("handshake")
             {
                 (
-                    "TLS handshake failed",
+                    TLS_FAILED,
                     "check VAULT_CACERT and that VAULT_ADDR's host name matches Vault's certificate",
                 )
             } else {
                 (
-                    "connection refused or reset",
+                    REFUSED,
                     "check that Vault is running at that address and that a NetworkPolicy admits worker pods to it",
                 )
             }
@@ -588,5 +624,30 @@ impl VaultClient {
             return Err(self.protocol("health check", "no sys/health endpoint"));
         }
         Ok(())
+    }
+
+    /// `GET sys/health` as a liveness check of a worker (no token, the cheapest
+    /// call Vault answers): a standby answers too; a 503 means sealed.
+    pub async fn heartbeat(&self) -> Result<(), VaultError> {
+        let operation = "health check (sys/health)";
+        match self
+            .call(
+                Method::GET,
+                "sys/health?standbyok=true&perfstandbyok=true",
+                None,
+                None,
+                operation,
+            )
+            .await
+        {
+            Ok((StatusCode::NOT_FOUND, _)) => {
+                Err(self.protocol(operation, "no sys/health endpoint"))
+            }
+            Ok(_) => Ok(()),
+            Err(VaultError::Status { status: 503, .. }) => Err(VaultError::Sealed {
+                addr: self.addr.clone(),
+            }),
+            Err(other) => Err(other),
+        }
     }
 }

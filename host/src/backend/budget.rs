@@ -1,0 +1,132 @@
+//! Per-bundle budgets of backend fetches: a token bucket per bundle.
+//!
+//! Why: the cache makes repeated names cheap, but a guest that asks for ever new
+//! names (or names that do not exist) sends each one to Vault. Without a bound,
+//! one bundle could use up Vault's capacity (or its rate-limit quota) and starve
+//! its neighbours' cold reads. Each bundle may start `rate` backend fetches per
+//! second on average, `burst` at once; past that its uncached `get`s answer
+//! `unavailable` at once and a cached name is served from the cache (stale) until
+//! the bucket refills. The refusals are counted (`/metrics`) and logged once per
+//! [`LOG_WINDOW`], not once per call.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Fetches per second and burst size of one bundle's bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetPolicy {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+impl Default for BudgetPolicy {
+    fn default() -> Self {
+        Self {
+            per_second: 20.0,
+            burst: 100.0,
+        }
+    }
+}
+
+/// At most one log line per bundle per window about refused fetches.
+pub const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+    /// Refusals since the last log line, and when it was written.
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+/// One bundle's bucket.
+pub struct FetchBudget {
+    owner: String,
+    policy: BudgetPolicy,
+    bucket: Mutex<Bucket>,
+    /// Fetches refused, for `/metrics`.
+    pub refused: AtomicU64,
+}
+
+impl FetchBudget {
+    pub fn new(owner: &str, policy: BudgetPolicy) -> Self {
+        Self {
+            owner: owner.to_string(),
+            policy,
+            bucket: Mutex::new(Bucket {
+                tokens: policy.burst,
+                refilled: Instant::now(),
+                unlogged: 0,
+                logged_at: None,
+            }),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    pub fn policy(&self) -> BudgetPolicy {
+        self.policy
+    }
+
+    /// Takes one fetch from the bucket; `false` (counted, logged once per
+    /// window) when it is empty.
+    pub fn try_take(&self) -> bool {
+        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let earned = now.duration_since(bucket.refilled).as_secs_f64() * self.policy.per_second;
+        bucket.tokens = (bucket.tokens + earned).min(self.policy.burst);
+        bucket.refilled = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return true;
+        }
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        bucket.unlogged += 1;
+        let due = bucket
+            .logged_at
+            .is_none_or(|at| now.duration_since(at) >= LOG_WINDOW);
+        if due {
+            let refused = std::mem::take(&mut bucket.unlogged);
+            bucket.logged_at = Some(now);
+            drop(bucket);
+            tracing::warn!(
+                bundle = %self.owner,
+                refused,
+                per_second = self.policy.per_second,
+                burst = self.policy.burst,
+                "bundle exceeded its budget of backend fetches (GREENTIC_BUNDLE_FETCH_RATE / \
+                 _BURST); its uncached secrets answer `unavailable` and cached ones are served \
+                 from the cache until the budget refills (logged at most every {} s)",
+                LOG_WINDOW.as_secs()
+            );
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_rate() {
+        let budget = FetchBudget::new(
+            "bot",
+            BudgetPolicy {
+                per_second: 10.0,
+                burst: 5.0,
+            },
+        );
+        let taken = (0..50).filter(|_| budget.try_take()).count();
+        assert_eq!(taken, 5);
+        assert_eq!(budget.refused.load(Ordering::Relaxed), 45);
+        std::thread::sleep(Duration::from_millis(320));
+        // ~3 tokens earned in 320 ms at 10/s.
+        let taken = (0..50).filter(|_| budget.try_take()).count();
+        assert!((2..=4).contains(&taken), "{taken}");
+    }
+}
