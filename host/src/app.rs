@@ -200,6 +200,13 @@ pub async fn build_host(
         );
         bundles.push(Arc::new(bundle));
     }
+    if start_delay.is_zero() {
+        // No start-up jitter to wait for: the first look-up happens before the
+        // worker listens, so it is ready as soon as it serves (if it can).
+        for secrets in &keeper {
+            secrets.check_declared().await;
+        }
+    }
     prefetch::spawn_keeper(keeper, start_delay, prefetch::keeper_tick(cache_policy.ttl));
     let host = Host::new(bundles, service, gets, metrics)?;
     Ok((Arc::new(host), runtime))

@@ -2,7 +2,8 @@
 //!
 //! Why: readiness should mean "can serve". At start (after a random delay within
 //! `GREENTIC_STARTUP_JITTER`, so that workers started together do not log in and
-//! read in step) the worker looks up every bundle's declared secrets once; after
+//! read in step; with no jitter, before it listens, see `app`) the worker looks up
+//! every bundle's declared secrets once; after
 //! that it looks again about once a second. A look-up is a cache hit (no I/O)
 //! until the value's TTL has passed; then it is fetched again, once per TTL at
 //! most (the cache makes concurrent misses one trip). So declared secrets stay
