@@ -223,24 +223,28 @@ fn doctor(env: &[(&'static str, String)], bundle: &std::path::Path) -> (i32, Str
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// The step named by the `[FAIL]` line of a report.
 fn failed_step(report: &str) -> Option<String> {
-    report
-        .lines()
-        .find(|l| l.starts_with("[FAIL]"))
-        .and_then(|l| l.split_whitespace().nth(1))
+    fail_line(report)
+        .split_whitespace()
+        .nth(1)
         .map(str::to_string)
+}
+
+/// A real OpenBao with the webchat-bot secret seeded as `value`, the bundle, and the
+/// worker's environment with a 1 s Vault timeout (the doctor tests' common start).
+fn doctor_world(value: &[u8]) -> (VaultWorld, std::path::PathBuf, Vec<(&'static str, String)>) {
+    let world = VaultWorld::start("20m", "1h");
+    world.put("acme/support/webchat-bot/webhook-secret", value);
+    let bundle = webchat_bundle(world.dir.path());
+    let mut env = world.worker_env();
+    env.push(("GREENTIC_VAULT_TIMEOUT", "1s".into()));
+    (world, bundle, env)
 }
 
 #[tokio::test]
 async fn doctor_gives_the_right_verdict_for_each_failure() {
-    let world = VaultWorld::start("20m", "1h");
-    world.put(
-        "acme/support/webchat-bot/webhook-secret",
-        b"doctor-checked-value",
-    );
-    let bundle = webchat_bundle(world.dir.path());
-    let mut env = world.worker_env();
-    env.push(("GREENTIC_VAULT_TIMEOUT", "1s".into()));
+    let (world, bundle, env) = doctor_world(b"doctor-checked-value");
 
     // Healthy: every step passes, exit 0.
     let (code, report) = doctor(&env, &bundle);
@@ -256,11 +260,7 @@ async fn doctor_gives_the_right_verdict_for_each_failure() {
     assert!(!report.contains("doctor-checked-value"));
 
     // Nothing listens at the address: TCP fails, with the next thing to check.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let nowhere = with_env(
         &env,
         "VAULT_ADDR",
@@ -357,14 +357,7 @@ fn fail_line(report: &str) -> &str {
 
 #[tokio::test]
 async fn doctor_names_each_cause_on_one_line_and_exits_by_class() {
-    let world = VaultWorld::start("20m", "1h");
-    world.put(
-        "acme/support/webchat-bot/webhook-secret",
-        b"doctor-causes-value",
-    );
-    let bundle = webchat_bundle(world.dir.path());
-    let mut env = world.worker_env();
-    env.push(("GREENTIC_VAULT_TIMEOUT", "1s".into()));
+    let (world, bundle, env) = doctor_world(b"doctor-causes-value");
 
     // Connected but no answer: a loopback server that accepts and never answers.
     let silent = silent_tcp_server();

@@ -197,11 +197,7 @@ fn route_errors_and_bad_settings_exit_2_and_runtime_failures_exit_1() {
 
 #[test]
 fn op_secrets_exits_1_when_vault_is_unreachable_and_2_when_misconfigured() {
-    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let nowhere = free_port();
     let env = vec![
         ("GREENTIC_SECRETS_BACKEND", "vault".to_string()),
         ("VAULT_ADDR", format!("http://127.0.0.1:{nowhere}")),

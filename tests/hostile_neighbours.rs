@@ -560,9 +560,7 @@ async fn the_operator_forbids_destinations_no_manifest_can_allow() {
     let dir = tempfile::tempdir().unwrap();
     let sink = tiny_http_server(16);
     let vault_stand_in = tiny_http_server(16);
-    let own = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let own_port = own.local_addr().unwrap().port();
-    drop(own);
+    let own_port = free_port();
     let allow = format!(
         "[egress]\nallow = [\"169.254.169.254:80\", \"{sink}\", \"127.0.0.1:{own_port}\", \
          \"localhost:{own_port}\", \"{vault_stand_in}\"]"

@@ -799,11 +799,7 @@ fn throughput(report: &mut Report) {
     .unwrap();
 
     let (gtc_hello, gtc_base, _) = start_gtc(&[format!("--bundle={}", hello.display())], &env);
-    let wasmtime_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let wasmtime_port = support::free_port();
     let mut wasmtime = Command::new(tool("wasmtime").unwrap())
         .args([
             "serve",

@@ -105,11 +105,7 @@ impl Bao {
     }
 
     fn start(dir: &Path) -> Bao {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Self::spawn(dir, port);
         let mut bao = Bao {
             child: Some(child),

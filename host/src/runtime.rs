@@ -736,6 +736,14 @@ pub struct GuardedBody {
 }
 
 impl GuardedBody {
+    /// The bundle's name while the request is not yet accounted for.
+    fn bundle_name(&self) -> String {
+        self.bundle
+            .as_ref()
+            .map(|b| b.name.to_string())
+            .unwrap_or_default()
+    }
+
     fn finish_ok(&mut self) {
         if let Some(bundle) = self.bundle.take() {
             bundle.metrics.request(&bundle.name, self.status);
@@ -767,18 +775,18 @@ impl hyper::body::Body for GuardedBody {
                 Poll::Ready(Some(Err(error))) => {
                     this.inner_done = true;
                     this.outcome = None;
-                    let bundle = this.bundle.as_ref().map(|b| b.name.to_string());
+                    let bundle = this.bundle_name();
                     let failure = match &error {
                         wasmtime_wasi_http::Error::HttpResponseBodySize(Some(limit)) => {
                             RequestError::Guest {
-                                bundle: bundle.unwrap_or_default(),
+                                bundle,
                                 reason: format!(
                                     "response exceeded its body size limit of {limit} bytes"
                                 ),
                             }
                         }
                         other => RequestError::Guest {
-                            bundle: bundle.unwrap_or_default(),
+                            bundle,
                             reason: format!("response body failed: {other}"),
                         },
                     };
@@ -795,11 +803,7 @@ impl hyper::body::Body for GuardedBody {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(result)) => result,
             Poll::Ready(Err(_)) => Err(RequestError::Guest {
-                bundle: this
-                    .bundle
-                    .as_ref()
-                    .map(|b| b.name.to_string())
-                    .unwrap_or_default(),
+                bundle: this.bundle_name(),
                 reason: "the request task ended without an outcome".into(),
             }),
         };

@@ -85,6 +85,16 @@ fn blocking_get(base: &str, path: &str) -> String {
     answer
 }
 
+/// A loopback port that was free a moment ago (for servers that must be told
+/// their port before they start, and for "nothing listens here").
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The `gtc` binary under test.
 pub fn gtc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_gtc")

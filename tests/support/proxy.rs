@@ -141,9 +141,7 @@ impl VaultProxy {
             .strip_prefix("http://")
             .expect("the proxy forwards plain HTTP")
             .to_string();
-        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = socket.local_addr().unwrap().port();
-        drop(socket);
+        let port = super::free_port();
         let mode_flag = Arc::new(AtomicU8::new(mode as u8));
         let counters = Arc::new(Counters::default());
         let (wake, mut woken) = tokio::sync::watch::channel(mode as u8);

@@ -26,14 +26,6 @@ pub fn bao_bin() -> PathBuf {
     bin
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running OpenBao dev server.
 pub struct Bao {
     child: Child,
@@ -64,7 +56,7 @@ impl Bao {
             ),
         )
         .unwrap();
-        let port = free_port();
+        let port = super::free_port();
         let scheme = if tls { "https" } else { "http" };
         let addr = format!("{scheme}://127.0.0.1:{port}");
         let tls_dir = dir.path().join("tls");
