@@ -32,13 +32,15 @@ fn main() {
     for watched in [
         "guests/Cargo.toml",
         "guests/Cargo.lock",
-        "guests/common",
+        "guests/sdk",
         "guests/hello",
         "guests/webchat-bot",
         "guests/probe",
         "guests/hostile",
         "guests/sealed-probe",
         "guests/telegram-bot",
+        "guests/legacy-v1",
+        "guests/greentic-component",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());

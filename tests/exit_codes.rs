@@ -57,8 +57,9 @@ fn component_files_the_host_cannot_run_exit_2_with_a_hint() {
         path
     };
     // A component importing an interface the host does not provide: the real
-    // probe (built against greentic:secrets@1.0.0) with its secrets import renamed (same length, still valid).
-    let original = std::fs::read(guest("probe")).unwrap();
+    // legacy-v1 guest (built against greentic:secrets@1.0.0) with its secrets import
+    // renamed (same length, still valid).
+    let original = std::fs::read(guest("legacy-v1")).unwrap();
     let (from, to) = (b"greentic:secrets/secrets", b"greentic:secrets/kvstore");
     let mut renamed = original.clone();
     let mut count = 0;
@@ -68,7 +69,7 @@ fn component_files_the_host_cannot_run_exit_2_with_a_hint() {
         at += pos + from.len();
         count += 1;
     }
-    assert!(count > 0, "probe imports greentic:secrets/secrets");
+    assert!(count > 0, "legacy-v1 imports greentic:secrets/secrets");
     let cases: Vec<(&str, PathBuf, &[&str])> = vec![
         (
             "missing",
@@ -110,7 +111,8 @@ fn component_files_the_host_cannot_run_exit_2_with_a_hint() {
                 "greentic:secrets/kvstore@1.0.0",
                 "does not provide",
                 "the host provides: greentic:secrets/secrets@1.0.x, greentic:secrets/secrets@1.1.x, \
-                 greentic:secrets/sealed@1.1.x, wasi:http/outgoing-handler@0.2.x, wasi:http/types@0.2.x",
+                 greentic:secrets/sealed@1.1.x, greentic:secrets-store/secrets-store@1.0.x, \
+                 wasi:http/outgoing-handler@0.2.x, wasi:http/types@0.2.x",
                 "wasi:io/streams@0.2.x",
             ],
         ),

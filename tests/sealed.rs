@@ -144,31 +144,35 @@ async fn get_never_returns_a_sealed_value_and_readiness_counts_it() {
 
 #[tokio::test]
 async fn components_of_both_package_versions_serve_side_by_side() {
-    // probe is built against greentic:secrets@1.0.0, webchat-bot against 1.1.0
-    // (its webhook key sealed, checked by the host).
+    // legacy-v1 is built against greentic:secrets@1.0.0 with its own bindings,
+    // webchat-bot against 1.1.0 through the SDK (its webhook key sealed, checked by
+    // the host).
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
     dev_put(&store, "acme/_/webchat-bot/webhook-secret", TOKEN);
-    dev_put(&store, "acme/_/probe/plain", b"plain-value");
+    dev_put(&store, "acme/_/legacy/plain", b"plain-value");
     let webchat = webchat_bundle(dir.path());
-    let probe = write_bundle(
+    let legacy = write_bundle(
         dir.path(),
-        "probe",
-        "probe",
-        &["/p"],
+        "legacy",
+        "legacy-v1",
+        &["/legacy"],
         r#"secrets = ["plain"]"#,
     );
     let gtc = Gtc::serve(
         &[
             format!("--bundle={}", webchat.display()),
-            format!("--bundle={}", probe.display()),
+            format!("--bundle={}", legacy.display()),
         ],
         &env_for(&store),
     );
-    assert_eq!(
-        probe_get(&gtc, "/p", b"plain").await["value"],
-        "plain-value"
-    );
+    let answer = client()
+        .get(gtc.url("/legacy?name=plain"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), "plain-value");
     let (status, body) = webhook(&gtc, TOKEN, r#"{"text":"sealed hi"}"#).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("you said: sealed hi"), "{body}");

@@ -16,6 +16,12 @@
 //!   budget spent, the last answer within the stale bound is served, or the caller
 //!   gets `unavailable` — never a wait longer than the deadline.
 //! - A new version in the backend is seen within one TTL: no restart for rotation.
+//! - A name that resolved to nothing at all (the guest heard `not-found`) is
+//!   remembered only for the short [`CachePolicy::not_found_ttl`]: an author who
+//!   seeds a missing secret sees it within seconds, not a whole TTL. A team-level
+//!   miss that fell back to a tenant-wide value keeps the full TTL (a new team
+//!   override is then seen within one TTL, like a rotation), so tenant-wide
+//!   secrets do not cost a backend trip every few seconds.
 //! - The number of cached URIs is bounded, so hostile guests asking for endless
 //!   distinct names cannot grow memory without limit.
 
@@ -33,6 +39,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy)]
 pub struct CachePolicy {
     pub ttl: Duration,
+    /// Freshness of "nothing stored here" when nothing was found at all.
+    pub not_found_ttl: Duration,
     pub stale_for: Duration,
     pub max_entries: usize,
 }
@@ -41,6 +49,7 @@ impl Default for CachePolicy {
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(30),
+            not_found_ttl: Duration::from_secs(2),
             stale_for: Duration::from_secs(300),
             max_entries: 100_000,
         }
@@ -52,6 +61,7 @@ impl CachePolicy {
     pub fn disabled() -> Self {
         Self {
             ttl: Duration::ZERO,
+            not_found_ttl: Duration::ZERO,
             stale_for: Duration::ZERO,
             max_entries: 0,
         }
@@ -131,6 +141,8 @@ impl FetchLimits<'_> {
 struct Entry {
     value: Option<SecretBytes>,
     fetched_at: Instant,
+    /// The policy's TTL, or the not-found TTL once a resolution found nothing.
+    fresh_for: Duration,
     /// Set after a failed refresh: serve stale without asking again until then.
     retry_at: Option<Instant>,
 }
@@ -256,6 +268,7 @@ impl SecretsService {
                 *lock(&slot.entry) = Some(Entry {
                     value: value.clone(),
                     fetched_at: Instant::now(),
+                    fresh_for: self.policy.ttl,
                     retry_at: None,
                 });
                 Ok((value, CacheOutcome::Miss))
@@ -329,7 +342,21 @@ impl SecretsService {
     fn fresh(&self, slot: &Slot) -> Option<Option<SecretBytes>> {
         let entry = lock(&slot.entry);
         let entry = entry.as_ref()?;
-        (entry.fetched_at.elapsed() < self.policy.ttl).then(|| entry.value.clone())
+        (entry.fetched_at.elapsed() < entry.fresh_for).then(|| entry.value.clone())
+    }
+
+    /// A resolution tried `uris` and found nothing in any of them: their "nothing
+    /// stored" answers stay fresh only for the not-found TTL from now on.
+    pub fn found_nothing<'a>(&self, uris: impl IntoIterator<Item = &'a str>) {
+        let slots = read(&self.slots);
+        for uri in uris {
+            if let Some(slot) = slots.get(uri)
+                && let Some(entry) = lock(&slot.entry).as_mut()
+                && entry.value.is_none()
+            {
+                entry.fresh_for = entry.fresh_for.min(self.policy.not_found_ttl);
+            }
+        }
     }
 
     fn slot(&self, uri: &str) -> Option<Arc<Slot>> {
@@ -417,6 +444,7 @@ mod tests {
             ttl: Duration::from_millis(100),
             stale_for: Duration::from_millis(300),
             max_entries: 10,
+            ..CachePolicy::default()
         };
         let (svc, store) = service(dir.path(), policy);
         let p = path("secrets://dev/acme/_/bot/key");

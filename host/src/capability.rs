@@ -57,10 +57,24 @@ mod bindings_1_1 {
     });
 }
 
+/// `greentic:secrets-store@1.0.0`: the interface of Greentic's runner, so that
+/// components written for it run unchanged. `get(key)` is `secrets.get(key)` with
+/// that WIT's shapes (see [`store_answer`]).
+mod bindings_store {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        interfaces: "import greentic:secrets-store/secrets-store@1.0.0;",
+        imports: { default: async | trappable },
+    });
+}
+
 pub use bindings::greentic::secrets1_0_0::secrets::Error as GuestError;
 use bindings::greentic::secrets1_0_0::secrets::Host;
 use bindings_1_1::greentic::secrets1_1_0::sealed::Host as SealedHost;
 use bindings_1_1::greentic::secrets1_1_0::secrets::{Error as GuestError11, Host as Host11};
+use bindings_store::greentic::secrets_store::secrets_store::{
+    Host as StoreHost, SecretsError as StoreError,
+};
 
 /// The 1.1.0 spelling of an error (the same cases as 1.0.0).
 fn error_1_1(error: GuestError) -> GuestError11 {
@@ -528,6 +542,8 @@ impl BundleSecrets {
                 }
             }
         }
+        self.service
+            .found_nothing(candidates.iter().map(|c| c.uri.as_str()));
         Resolution {
             result: Err(GuestError::NotFound),
             uri: last_uri,
@@ -644,6 +660,26 @@ impl Host11 for SecretsCtx {
     }
 }
 
+impl StoreHost for SecretsCtx {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, StoreError>> {
+        let fetched = self.fetch(&key, Use::Get, "secrets-store.get").await?;
+        Ok(store_answer(fetched.map(|value| value.expose().to_vec())))
+    }
+}
+
+/// A `secrets.get` answer in `greentic:secrets-store` shapes: a missing secret is
+/// `ok(none)`; a malformed key is `invalid-key`; `unavailable` becomes `internal`,
+/// the only case that WIT has for a failure that is not the guest's.
+fn store_answer(answer: Result<Vec<u8>, GuestError>) -> Result<Option<Vec<u8>>, StoreError> {
+    match answer {
+        Ok(value) => Ok(Some(value)),
+        Err(GuestError::NotFound) => Ok(None),
+        Err(GuestError::Denied) => Err(StoreError::Denied),
+        Err(GuestError::InvalidName(_)) => Err(StoreError::InvalidKey),
+        Err(GuestError::Unavailable | GuestError::Internal) => Err(StoreError::Internal),
+    }
+}
+
 impl SealedHost for SecretsCtx {
     async fn verify_hmac_sha256(
         &mut self,
@@ -671,8 +707,8 @@ fn verify_hmac_sha256(key: &[u8], message: &[u8], mac: &[u8]) -> bool {
     hmac.verify_slice(mac).is_ok()
 }
 
-/// Adds `greentic:secrets` 1.0.0 and 1.1.0 to a linker, each under its exact
-/// name; `get` finds the per-request state.
+/// Adds `greentic:secrets` 1.0.0 and 1.1.0 and `greentic:secrets-store` 1.0.0 to a
+/// linker, each under its exact name; `get` finds the per-request state.
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> &mut SecretsCtx,
@@ -684,6 +720,9 @@ pub fn add_to_linker<T: Send + 'static>(
         linker, get,
     )?;
     bindings_1_1::greentic::secrets1_1_0::sealed::add_to_linker::<T, HasSelf<SecretsCtx>>(
+        linker, get,
+    )?;
+    bindings_store::greentic::secrets_store::secrets_store::add_to_linker::<T, HasSelf<SecretsCtx>>(
         linker, get,
     )
 }
@@ -718,6 +757,10 @@ mod tests {
     }
 
     fn bundle_with_budget(dir: &std::path::Path, burst: f64) -> BundleSecrets {
+        bundle_with(dir, burst, CachePolicy::default())
+    }
+
+    fn bundle_with(dir: &std::path::Path, burst: f64, policy: CachePolicy) -> BundleSecrets {
         let store = DevStore::new(dir.join("store.json"));
         store
             .put(
@@ -731,7 +774,7 @@ mod tests {
                 b"team",
             )
             .unwrap();
-        let service = SecretsService::new(SecretsBackend::DevStore(store), CachePolicy::default());
+        let service = SecretsService::new(SecretsBackend::DevStore(store), policy);
         BundleSecrets::new(
             Segment::parse("bot").unwrap(),
             Scope {
@@ -751,6 +794,56 @@ mod tests {
                 burst,
             },
         )
+    }
+
+    #[tokio::test]
+    async fn a_missing_secret_is_seen_soon_after_seeding_but_fallbacks_keep_the_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = CachePolicy {
+            not_found_ttl: Duration::from_millis(200),
+            ..CachePolicy::default()
+        };
+        let secrets =
+            bundle_with(dir.path(), 1e9, policy).with_limits(crate::cache::UNHURRIED, unlimited());
+        let store = DevStore::new(dir.path().join("store.json"));
+        let value = |r: &Resolution| summary(r).0;
+
+        // Nothing anywhere: not-found, remembered briefly.
+        assert_eq!(
+            value(&secrets.resolve("bot/late").await),
+            Err("Error::NotFound".to_string())
+        );
+        store
+            .put(
+                &SecretPath::parse_uri("secrets://dev/acme/red/bot/late").unwrap(),
+                b"seeded",
+            )
+            .unwrap();
+        let again = secrets.resolve("bot/late").await;
+        assert_eq!(value(&again), Err("Error::NotFound".to_string()));
+        assert_eq!(again.cache, Some(CacheOutcome::Hit));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            value(&secrets.resolve("bot/late").await),
+            Ok(b"seeded".to_vec())
+        );
+
+        // A team miss that fell back to the tenant-wide value keeps the full TTL:
+        // a new team override is seen within one TTL, like a rotation.
+        assert_eq!(
+            value(&secrets.resolve("bot/shared").await),
+            Ok(b"tenant".to_vec())
+        );
+        store
+            .put(
+                &SecretPath::parse_uri("secrets://dev/acme/red/bot/shared").unwrap(),
+                b"team",
+            )
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let shared = secrets.resolve("bot/shared").await;
+        assert_eq!(value(&shared), Ok(b"tenant".to_vec()));
+        assert_eq!(shared.cache, Some(CacheOutcome::Hit));
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ pub const HOST_INTERFACES: &[(&str, &str)] = &[
     ("greentic:secrets/secrets", "1.0"),
     ("greentic:secrets/secrets", "1.1"),
     ("greentic:secrets/sealed", "1.1"),
+    ("greentic:secrets-store/secrets-store", "1.0"),
     ("wasi:http/outgoing-handler", "0.2"),
     ("wasi:http/types", "0.2"),
     ("wasi:cli/environment", "0.2"),
@@ -74,6 +75,116 @@ pub fn provides(import: &str) -> bool {
                 .strip_prefix(family)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
     })
+}
+
+/// What the host does with one import of a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportStatus {
+    /// Linked and usable.
+    Provided,
+    /// Linked so that the component instantiates, but the sandbox refuses every
+    /// use; the text says what to use instead.
+    Sandboxed(&'static str),
+    /// Not linked: the component cannot run here; the text says what to do.
+    Missing(String),
+}
+
+/// How the host treats the import `name` (`pkg:ns/iface@version`).
+pub fn classify(import: &str) -> ImportStatus {
+    let (name, version) = import.split_once('@').unwrap_or((import, ""));
+    if provides(import) {
+        return if name.starts_with("wasi:sockets/") {
+            ImportStatus::Sandboxed(
+                "linked, but every socket is refused in the sandbox: make HTTP calls with \
+                 wasi:http/outgoing-handler to hosts in the manifest's [egress] allow list",
+            )
+        } else if name.starts_with("wasi:filesystem/") {
+            ImportStatus::Sandboxed(
+                "linked, but the sandbox has no directory (every open fails): keep \
+                 configuration in secrets and state outside the bundle",
+            )
+        } else {
+            ImportStatus::Provided
+        };
+    }
+    let families: Vec<&str> = HOST_INTERFACES
+        .iter()
+        .filter(|(provided, _)| *provided == name)
+        .map(|(_, family)| *family)
+        .collect();
+    let package = name.split('/').next().unwrap_or(name);
+    let hint = if !families.is_empty() {
+        let have: Vec<String> = families.iter().map(|f| format!("{name}@{f}.x")).collect();
+        format!(
+            "version {} is not one this host can satisfy (it provides {}): rebuild against \
+             the WIT in the project's wit/ directory",
+            if version.is_empty() {
+                "(none)"
+            } else {
+                version
+            },
+            have.join(" and ")
+        )
+    } else if HOST_INTERFACES
+        .iter()
+        .any(|(provided, _)| provided.split('/').next() == Some(package))
+    {
+        format!(
+            "{package} has no interface {name} here; the host provides {}",
+            HOST_INTERFACES
+                .iter()
+                .filter(|(provided, _)| provided.starts_with(&format!("{package}/")))
+                .map(|(provided, family)| format!("{provided}@{family}.x"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        format!(
+            "no interface of package {package} is provided here: remove the dependency \
+             (configuration and credentials come from greentic:secrets/secrets.get, \
+             outgoing calls from wasi:http/outgoing-handler)"
+        )
+    };
+    ImportStatus::Missing(hint)
+}
+
+/// The imports the sandbox links but refuses, grouped by what to do instead: one
+/// line per kind (sockets, files), not one per interface.
+pub fn sandboxed(imports: &[String]) -> Vec<(&'static str, Vec<&str>)> {
+    let mut groups: Vec<(&'static str, Vec<&str>)> = Vec::new();
+    for import in imports {
+        if let ImportStatus::Sandboxed(why) = classify(import) {
+            match groups.iter_mut().find(|(w, _)| *w == why) {
+                Some((_, names)) => names.push(import),
+                None => groups.push((why, vec![import])),
+            }
+        }
+    }
+    groups
+}
+
+/// The component's imports and exports, by name.
+pub fn interfaces(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> (Vec<String>, Vec<String>) {
+    let ty = component.component_type();
+    let imports = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let exports = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    (imports, exports)
+}
+
+/// Whether `export` satisfies [`REQUIRED_EXPORT`].
+pub fn is_required_export(export: &str) -> bool {
+    export
+        .strip_prefix("wasi:http/incoming-handler@0.2")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -228,10 +339,11 @@ mod tests {
     }
 
     #[test]
-    fn guests_built_against_1_0_0_import_1_0_0_and_webchat_bot_imports_1_1_0() {
-        // The compatibility proof rests on these imports: hello and probe are
-        // built against greentic:secrets@1.0.0 (the integration tests serve them
-        // next to webchat-bot), webchat-bot against 1.1.0's `sealed`.
+    fn each_guest_imports_the_package_version_it_was_built_against() {
+        // The compatibility proof rests on these imports: legacy-v1 is built
+        // against greentic:secrets@1.0.0 (the integration tests serve it next to
+        // webchat-bot), the SDK's guests against 1.1.0 (webchat-bot uses `sealed`),
+        // greentic-component against Greentic's secrets-store only.
         let engine = wasmtime::Engine::default();
         let imports = |guest: &str| -> Vec<String> {
             let path = Path::new(env!("GTC_GUESTS_DIR")).join(format!("{guest}.wasm"));
@@ -243,7 +355,12 @@ mod tests {
                 .filter(|name| name.starts_with("greentic:"))
                 .collect()
         };
-        assert_eq!(imports("probe"), ["greentic:secrets/secrets@1.0.0"]);
+        assert_eq!(imports("legacy_v1"), ["greentic:secrets/secrets@1.0.0"]);
+        assert_eq!(imports("probe"), ["greentic:secrets/secrets@1.1.0"]);
+        assert_eq!(
+            imports("greentic_component"),
+            ["greentic:secrets-store/secrets-store@1.0.0"]
+        );
         assert_eq!(imports("hello"), Vec::<String>::new());
         let webchat = imports("webchat_bot");
         assert!(

@@ -17,6 +17,7 @@ pub const ENV_TENANT: &str = "GREENTIC_TENANT";
 pub const ENV_DEV_STORE: &str = "GREENTIC_DEV_STORE";
 pub const ENV_CACHE_TTL: &str = "GREENTIC_SECRETS_CACHE_TTL";
 pub const ENV_STALE_FOR: &str = "GREENTIC_SECRETS_STALE_FOR";
+pub const ENV_NOT_FOUND_TTL: &str = "GREENTIC_SECRETS_NOT_FOUND_TTL";
 pub const ENV_CACHE_MAX: &str = "GREENTIC_SECRETS_CACHE_MAX_ENTRIES";
 /// Where the kubelet mounts the ServiceAccount token by default.
 pub const DEFAULT_SA_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
@@ -144,11 +145,15 @@ pub fn dev_store_path(env: &dyn Environment) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(dev_store::DEFAULT_PATH))
 }
 
-/// Cache settings from `GREENTIC_SECRETS_CACHE_TTL`, `..._STALE_FOR`, `..._MAX_ENTRIES`.
+/// Cache settings from `GREENTIC_SECRETS_CACHE_TTL`, `..._NOT_FOUND_TTL`,
+/// `..._STALE_FOR`, `..._MAX_ENTRIES`.
 pub fn cache_policy(env: &dyn Environment) -> Result<CachePolicy, ConfigError> {
     let mut policy = CachePolicy::default();
     if let Some(value) = env.var(ENV_CACHE_TTL) {
         policy.ttl = parse_duration(ENV_CACHE_TTL, &value)?;
+    }
+    if let Some(value) = env.var(ENV_NOT_FOUND_TTL) {
+        policy.not_found_ttl = parse_duration(ENV_NOT_FOUND_TTL, &value)?;
     }
     if let Some(value) = env.var(ENV_STALE_FOR) {
         policy.stale_for = parse_duration(ENV_STALE_FOR, &value)?;

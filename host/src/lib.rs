@@ -13,10 +13,13 @@
 //! - [`envelope`]: envelope v1 (transit-wrapped AES-256-GCM) stored in KV-v2.
 //! - [`cache`]: the app-wide secrets service (cache, single-flight, stale-if-error).
 //! - [`prefetch`]: start-up prefetch of declared secrets, kept fresh for `/readyz`.
-//! - [`capability`]: the `greentic:secrets/secrets` host import and its audit events.
+//! - [`capability`]: the `greentic:secrets` host imports (and Greentic's
+//!   `greentic:secrets-store`) and their audit events.
 //! - [`bundle`]: bundle manifests and operator bundle assignments.
 //! - [`runtime`]: the Wasm engine, pre-instantiation, per-request sandbox;
-//!   [`component_check`]: is a file a component this host can run.
+//!   [`component_check`]: is a file a component this host can run, and what a
+//!   bundle imports (`gtc bundle check`); [`compile_cache`]: compiled components
+//!   kept between starts.
 //! - [`egress`], [`guest_log`], [`response_limit`]: outgoing-HTTP allowlist and the
 //!   operator's forbidden destinations; guest output to the log; response body cap.
 //! - [`log_limit`]: rate limits on what the host logs on a guest's behalf.
@@ -30,9 +33,11 @@
 pub mod app;
 pub mod backend;
 pub mod bundle;
+pub mod bundle_check;
 pub mod cache;
 pub mod capability;
 pub mod cli;
+pub mod compile_cache;
 pub mod component_check;
 pub mod config;
 pub mod deploy;

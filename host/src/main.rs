@@ -74,7 +74,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     own_ports: vec![addr.port()],
                     ..Default::default()
                 }),
-                compile_cache: args.compile_cache,
+                compile_cache: args.compile.setting(),
                 allow_undeclared_secrets: args.allow_undeclared_secrets,
                 sealed_egress: Some(std::sync::Arc::new(
                     gtc::sealed::SealedEgress::new(
@@ -104,13 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
-        Command::Bundle {
-            command: BundleCommand::Inspect { dir },
-        } => {
-            let manifest = gtc::bundle::Manifest::load(&dir).map_err(gtc::app::AppError::from)?;
-            print!("{}", manifest.review());
-            Ok(())
-        }
+        Command::Bundle { command } => bundle_command(command),
         Command::Route(args) => {
             let router = std::sync::Arc::new(gtc::route::Router::new(&args.upstreams)?);
             let listener = tokio::net::TcpListener::bind(args.listen)
@@ -188,6 +182,109 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
     }
+}
+
+/// `gtc bundle inspect | check | compile`.
+fn bundle_command(command: BundleCommand) -> anyhow::Result<()> {
+    use gtc::app::AppError;
+    use gtc::runtime::{Runtime, RuntimeConfig};
+    // One instance slot is enough to link; the engine's code settings are the ones
+    // `gtc serve` uses, so what `compile` stores is what `serve` maps.
+    let runtime = |cache| {
+        Runtime::new(&RuntimeConfig {
+            max_instances: 1,
+            compile_cache: cache,
+            ..RuntimeConfig::default()
+        })
+        .map_err(AppError::from)
+    };
+    match command {
+        BundleCommand::Inspect { dir } => {
+            let manifest = gtc::bundle::Manifest::load(&dir).map_err(AppError::from)?;
+            print!("{}", manifest.review());
+            Ok(())
+        }
+        BundleCommand::Check { dirs, compile } => {
+            let cache = compile.setting();
+            let runtime = runtime(cache.clone())?;
+            let mut failed = 0;
+            for dir in &dirs {
+                let report = gtc::bundle_check::check(dir, &runtime, &cache);
+                println!("== {}", dir.display());
+                print!("{}", report.render());
+                if !report.ok() {
+                    failed += 1;
+                }
+            }
+            if failed == 0 {
+                Ok(())
+            } else {
+                Err(BundleCheckFailed::WouldNotStart(failed).into())
+            }
+        }
+        BundleCommand::Compile { dirs, compile } => {
+            let cache = compile.setting();
+            if cache.dir().is_none() {
+                return Err(BundleCheckFailed::NoCache.into());
+            }
+            let runtime = runtime(cache.clone())?;
+            for dir in &dirs {
+                let manifest = gtc::bundle::Manifest::load(dir).map_err(AppError::from)?;
+                gtc::component_check::check_file(&manifest.component).map_err(|problem| {
+                    AppError::Runtime(gtc::runtime::RuntimeError::ComponentFile {
+                        bundle: manifest.id.to_string(),
+                        problem,
+                    })
+                })?;
+                let loaded = gtc::compile_cache::load(
+                    runtime.engine(),
+                    &manifest.component,
+                    &cache,
+                    manifest.id.as_str(),
+                )
+                .map_err(|e| {
+                    AppError::Runtime(gtc::runtime::RuntimeError::Component {
+                        bundle: manifest.id.to_string(),
+                        path: manifest.component.clone(),
+                        reason: e.to_string(),
+                    })
+                })?;
+                let stored = match (loaded.origin, &loaded.artifact) {
+                    (gtc::compile_cache::Origin::Compiled { stored: false }, _) | (_, None) => {
+                        anyhow::bail!(
+                            "bundle {}: compiled, but the artifact could not be stored (see the log)",
+                            manifest.id
+                        )
+                    }
+                    (_, Some(artifact)) => artifact.clone(),
+                };
+                println!(
+                    "{}: {:.1} MiB component, {} in {:.2} s -> {}",
+                    manifest.id,
+                    loaded.size as f64 / (1 << 20) as f64,
+                    match loaded.origin {
+                        gtc::compile_cache::Origin::Cached => "already compiled",
+                        gtc::compile_cache::Origin::Compiled { .. } => "compiled",
+                    },
+                    loaded.elapsed.as_secs_f64(),
+                    stored.display()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `gtc bundle check` or `compile` cannot do its work (exit status 2).
+#[derive(Debug, thiserror::Error)]
+enum BundleCheckFailed {
+    #[error("{0} bundle(s) would not start; see the errors above")]
+    WouldNotStart(usize),
+    #[error(
+        "gtc bundle compile needs a compile cache: pass --compile-cache DIR \
+         (or set GTC_COMPILE_CACHE, XDG_CACHE_HOME or HOME)"
+    )]
+    NoCache,
 }
 
 /// `gtc doctor` found a problem (already printed step by step).
@@ -389,6 +486,8 @@ fn exit_status(error: &anyhow::Error) -> u8 {
         }
     } else if let Some(op) = error.downcast_ref::<gtc::op::OpError>() {
         op.is_configuration()
+    } else if error.downcast_ref::<BundleCheckFailed>().is_some() {
+        true
     } else if let Some(doctor) = error.downcast_ref::<DoctorFailed>() {
         matches!(doctor, DoctorFailed::Configuration)
     } else {

@@ -84,8 +84,8 @@ pub struct RuntimeConfig {
     pub maxima: Limits,
     /// Destinations no bundle may reach, whatever its manifest says.
     pub egress_guard: Arc<EgressGuard>,
-    /// Compiled-component cache directory (`None`: compile at every start).
-    pub compile_cache: Option<std::path::PathBuf>,
+    /// Where compiled components are kept between starts.
+    pub compile_cache: crate::compile_cache::CacheSetting,
     /// Bundles (by id) the operator lets read secrets their manifest does not
     /// declare: a migration switch, empty by default.
     pub allow_undeclared_secrets: Vec<crate::scope::Segment>,
@@ -102,7 +102,7 @@ impl Default for RuntimeConfig {
             queue_timeout: Duration::from_secs(1),
             maxima: Limits::operator_default_maxima(),
             egress_guard: Arc::new(EgressGuard::default()),
-            compile_cache: None,
+            compile_cache: crate::compile_cache::CacheSetting::Off,
             allow_undeclared_secrets: Vec::new(),
             sealed_egress: None,
         }
@@ -200,12 +200,6 @@ impl Runtime {
             .table_keep_resident(KEEP_RESIDENT)
             .max_unused_warm_slots(MAX_WARM_SLOTS);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        if let Some(dir) = &config.compile_cache {
-            let mut cache = wasmtime::CacheConfig::new();
-            cache.with_directory(dir);
-            let cache = wasmtime::Cache::new(cache).map_err(engine_err)?;
-            wasm.cache(Some(cache));
-        }
         let engine = Engine::new(&wasm).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
@@ -243,6 +237,26 @@ impl Runtime {
         &self.metrics
     }
 
+    /// The settings this runtime was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Links `component` against the host's imports and checks its export, as a
+    /// start does; the error says why it cannot run here.
+    pub fn link_check(&self, component: &Component) -> Result<(), String> {
+        self.pre_instantiate(component).map(|_| ())
+    }
+
+    fn pre_instantiate(&self, component: &Component) -> Result<ProxyPre<RequestState>, String> {
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| format!("{e:#}"))?;
+        ProxyPre::new(instance_pre)
+            .map_err(|e| format!("not a wasi:http proxy (no incoming-handler export): {e:#}"))
+    }
+
     /// Compiles and pre-instantiates a bundle's component.
     pub fn load(
         &self,
@@ -260,27 +274,31 @@ impl Runtime {
         };
         let path = manifest.component.clone();
         component_check::check_file(&path).map_err(file_err)?;
-        let component = Component::from_file(&self.engine, &manifest.component)
-            .map_err(|e| component_err(format!("{e:#}")))?;
+        let component = crate::compile_cache::load(
+            &self.engine,
+            &manifest.component,
+            &self.config.compile_cache,
+            manifest.id.as_str(),
+        )
+        .map_err(|e| component_err(e.to_string()))?
+        .component;
         let missing = component_check::missing_imports(&self.engine, &component);
         if !missing.is_empty() {
             return Err(file_err(
                 component_check::ComponentFileError::Incompatible { path, missing },
             ));
         }
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+        let pre = self.pre_instantiate(&component).map_err(|reason| {
             file_err(component_check::ComponentFileError::Unlinkable {
                 path: path.clone(),
-                reason: format!("{e:#}"),
-            })
-        })?;
-        let pre = ProxyPre::new(instance_pre).map_err(|e| {
-            file_err(component_check::ComponentFileError::Unlinkable {
-                path: path.clone(),
-                reason: format!("not a wasi:http proxy (no incoming-handler export): {e:#}"),
+                reason,
             })
         })?;
         let bundle: Arc<str> = Arc::from(manifest.id.as_str());
+        let (imports, _) = component_check::interfaces(&self.engine, &component);
+        for (why, names) in component_check::sandboxed(&imports) {
+            tracing::warn!(bundle = %bundle, imports = names.join(", "), "{why}");
+        }
         let (limits, capped) = manifest.limits.capped(&self.config.maxima);
         if !capped.is_empty() {
             tracing::warn!(

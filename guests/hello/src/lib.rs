@@ -1,7 +1,8 @@
 //! The smallest useful bundle: answers every request with `hello`. It reads no secret;
 //! benchmarks use it to measure the host's own per-request cost.
 
-use guest_common::{Guest, IncomingRequest, ResponseOutparam, respond};
+use greentic_guest::http::respond;
+use greentic_guest::{Guest, IncomingRequest, ResponseOutparam};
 
 struct Hello;
 
@@ -11,4 +12,4 @@ impl Guest for Hello {
     }
 }
 
-guest_common::export_bot!(Hello);
+greentic_guest::bindings::export_bot!(Hello);

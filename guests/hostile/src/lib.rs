@@ -12,12 +12,13 @@
 //! - `outgoing?authority=A` — one outgoing request; reports status or error code.
 //! - anything else — a small 200.
 
-use guest_common::wasi::clocks::monotonic_clock::subscribe_duration;
-use guest_common::wasi::http::outgoing_handler;
-use guest_common::wasi::http::types::{
+use greentic_guest::http::{json_escape, path, query_param};
+use greentic_guest::wasi::clocks::monotonic_clock::subscribe_duration;
+use greentic_guest::wasi::http::outgoing_handler;
+use greentic_guest::wasi::http::types::{
     Fields, OutgoingBody, OutgoingRequest, OutgoingResponse, Scheme,
 };
-use guest_common::{Guest, IncomingRequest, ResponseOutparam, json_escape, path, query_param};
+use greentic_guest::{Guest, IncomingRequest, ResponseOutparam};
 
 struct Hostile;
 
@@ -70,7 +71,7 @@ impl Guest for Hostile {
 }
 
 fn respond(out: ResponseOutparam, json: &str) {
-    guest_common::respond_json(out, 200, json);
+    greentic_guest::http::respond_json(out, 200, json);
 }
 
 /// Sends a 200 head and the first chunk, then runs `then` with the body open.
@@ -145,4 +146,4 @@ fn send(authority: &str, path: Option<&str>) -> Result<u16, String> {
     }
 }
 
-guest_common::export_bot!(Hostile);
+greentic_guest::bindings::export_bot!(Hostile);

@@ -20,12 +20,10 @@
 //! - `GET …/sleep?ms=N` — waits N ms (an idle in-flight request).
 //! - `GET …/huge` — streams a response body without end.
 
-use guest_common::wasi::http::outgoing_handler;
-use guest_common::wasi::http::types::{Fields, OutgoingRequest, Scheme};
-use guest_common::{
-    Guest, IncomingRequest, ResponseOutparam, error_kind, json_escape, path, query_param,
-    read_body, respond_json, secrets,
-};
+use greentic_guest::http::{json_escape, path, query_param, read_body, respond_json};
+use greentic_guest::wasi::http::outgoing_handler;
+use greentic_guest::wasi::http::types::{Fields, OutgoingRequest, Scheme};
+use greentic_guest::{Guest, IncomingRequest, ResponseOutparam, secrets};
 
 struct Probe;
 
@@ -60,7 +58,7 @@ impl Guest for Probe {
             ),
             "sleep" => {
                 let ms = query_number(&request, "ms").unwrap_or(100);
-                guest_common::wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000)
+                greentic_guest::wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000)
                     .block();
                 format!("{{\"slept_ms\":{ms}}}")
             }
@@ -79,16 +77,16 @@ fn get_secret(request: &IncomingRequest) -> String {
     match secrets::get(&name) {
         Ok(value) => format!(
             "{{\"value\":\"{}\"}}",
-            json_escape(&String::from_utf8_lossy(&value))
+            json_escape(&String::from_utf8_lossy(value.expose()))
         ),
         Err(error) => {
             let detail = match &error {
-                guest_common::SecretError::InvalidName(why) => json_escape(why),
+                secrets::Error::InvalidName(why) => json_escape(why),
                 _ => String::new(),
             };
             format!(
                 "{{\"error\":\"{}\",\"detail\":\"{}\"}}",
-                error_kind(&error),
+                error.kind(),
                 detail
             )
         }
@@ -182,7 +180,7 @@ fn alloc() -> String {
     format!("{{\"blocks\":{}}}", blocks.len())
 }
 
-guest_common::export_bot!(Probe);
+greentic_guest::bindings::export_bot!(Probe);
 
 fn query_number(request: &IncomingRequest, key: &str) -> Option<u64> {
     query_param(request, key)?.parse().ok()
@@ -210,7 +208,7 @@ fn get_names(from: u64, n: u64) -> String {
     for i in from..from.saturating_add(n) {
         let kind = match secrets::get(&format!("probe/n{i}")) {
             Ok(_) => "ok",
-            Err(error) => error_kind(&error),
+            Err(error) => error.kind(),
         };
         match counts.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, count)) => *count += 1,
@@ -222,7 +220,7 @@ fn get_names(from: u64, n: u64) -> String {
 }
 
 fn bench_get(request: &IncomingRequest) -> String {
-    use guest_common::wasi::clocks::monotonic_clock::now;
+    use greentic_guest::wasi::clocks::monotonic_clock::now;
     let n = query_number(request, "n").unwrap_or(10_000).max(1);
     let name = query_param(request, "name").unwrap_or_else(|| "probe/x".to_string());
     let mut failures = 0u64;
@@ -254,7 +252,7 @@ fn flood(authority: String, n: u64) -> String {
 }
 
 fn huge(out: ResponseOutparam) {
-    use guest_common::wasi::http::types::{Fields, OutgoingBody, OutgoingResponse};
+    use greentic_guest::wasi::http::types::{Fields, OutgoingBody, OutgoingResponse};
     let response = OutgoingResponse::new(Fields::new());
     let Ok(body) = response.body() else { return };
     ResponseOutparam::set(out, Ok(response));

@@ -13,14 +13,10 @@
 //! - `POST …/verify` — `verify-hmac-sha256(x-name, body, hex(x-mac))`:
 //!   `{"valid":B}` or `{"error":"<kind>"}`.
 
-use guest_common::wasi::http::outgoing_handler;
-use guest_common::wasi::http::types::{Fields, OutgoingBody, OutgoingRequest, Scheme};
-use guest_common::{
-    Guest, IncomingRequest, ResponseOutparam, decode_hex, error_kind, header, json_escape, path,
-    read_body, respond_json, secrets,
-};
-
-guest_common::sealed_bindings!();
+use greentic_guest::http::{decode_hex, header, json_escape, path, read_body, respond_json};
+use greentic_guest::wasi::http::outgoing_handler;
+use greentic_guest::wasi::http::types::{Fields, OutgoingBody, OutgoingRequest, Scheme};
+use greentic_guest::{Guest, IncomingRequest, ResponseOutparam, sealed, secrets};
 
 struct SealedProbe;
 
@@ -42,9 +38,9 @@ fn get(request: &IncomingRequest) -> String {
     match secrets::get(&String::from_utf8_lossy(&name)) {
         Ok(value) => format!(
             "{{\"value\":\"{}\"}}",
-            json_escape(&String::from_utf8_lossy(&value))
+            json_escape(&String::from_utf8_lossy(value.expose()))
         ),
-        Err(error) => format!("{{\"error\":\"{}\"}}", error_kind(&error)),
+        Err(error) => format!("{{\"error\":\"{}\"}}", error.kind()),
     }
 }
 
@@ -54,10 +50,9 @@ fn verify(request: &IncomingRequest) -> String {
     let message = read_body(request, 64 * 1024).unwrap_or_default();
     match sealed::verify_hmac_sha256(&name, &message, &mac) {
         Ok(valid) => format!("{{\"valid\":{valid}}}"),
-        Err(error) => format!("{{\"error\":\"{}\"}}", sealed::error_kind(&error)),
+        Err(error) => format!("{{\"error\":\"{}\"}}", error.kind()),
     }
 }
-
 
 fn send(request: &IncomingRequest) -> String {
     let scheme = match header(request, "x-scheme").as_deref() {
@@ -76,7 +71,7 @@ fn send(request: &IncomingRequest) -> String {
         None => false,
     };
     let outgoing = OutgoingRequest::new(fields);
-    let _ = outgoing.set_method(&guest_common::wasi::http::types::Method::Post);
+    let _ = outgoing.set_method(&greentic_guest::wasi::http::types::Method::Post);
     let _ = outgoing.set_scheme(Some(&scheme));
     if outgoing.set_authority(Some(&authority)).is_err() {
         return "{\"sent\":false,\"error\":\"authority refused by wasi-http\"}".to_string();
@@ -135,4 +130,4 @@ fn failed(error: &str, host_refused: bool) -> String {
     )
 }
 
-guest_common::export_bot!(SealedProbe);
+greentic_guest::bindings::export_bot!(SealedProbe);

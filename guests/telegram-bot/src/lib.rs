@@ -10,12 +10,10 @@
 //! The API authority is a readable setting, `telegram-bot/api-authority` (e.g.
 //! `api.telegram.org` — not a secret; the tests point it at a loopback server).
 
-use guest_common::wasi::http::outgoing_handler;
-use guest_common::wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
-use guest_common::{
-    Guest, IncomingRequest, ResponseOutparam, error_kind, json_escape, read_body, respond_json,
-    secrets,
-};
+use greentic_guest::http::{json_escape, read_body, respond_json};
+use greentic_guest::wasi::http::outgoing_handler;
+use greentic_guest::wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+use greentic_guest::{Guest, IncomingRequest, ResponseOutparam, secrets};
 
 const MAX_BODY: usize = 64 * 1024;
 const SEND_MESSAGE: &str = "/bot{{secret:telegram/bot-token}}/sendMessage";
@@ -26,17 +24,16 @@ impl Guest for TelegramBot {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let update = match read_body(&request, MAX_BODY) {
             Ok(body) => String::from_utf8_lossy(&body).into_owned(),
-            Err(why) => return respond_json(out, 413, &error_json(why)),
+            Err(why) => return respond_json(out, why.http_status(), &error_json(&why.to_string())),
         };
-        let (Some(chat), Some(text)) = (number_after(&update, "\"id\""), text_of(&update))
-        else {
+        let (Some(chat), Some(text)) = (number_after(&update, "\"id\""), text_of(&update)) else {
             // Not a message update: nothing to answer.
             return respond_json(out, 200, "{\"ok\":true,\"sent\":false}");
         };
-        let authority = match secrets::get("api-authority") {
-            Ok(value) => String::from_utf8_lossy(&value).into_owned(),
+        let authority = match secrets::get_string("api-authority") {
+            Ok(value) => value.expose().to_string(),
             Err(error) => {
-                let status = if error_kind(&error) == "unavailable" { 503 } else { 500 };
+                let status = error.http_status();
                 return respond_json(out, status, &error_json("api-authority not usable"));
             }
         };
@@ -95,7 +92,10 @@ fn send_message(authority: &str, body: &[u8]) -> Result<(u16, String), String> {
             }
         }
     }
-    Ok((response.status(), String::from_utf8_lossy(&answer).into_owned()))
+    Ok((
+        response.status(),
+        String::from_utf8_lossy(&answer).into_owned(),
+    ))
 }
 
 fn error_json(message: &str) -> String {
@@ -104,7 +104,9 @@ fn error_json(message: &str) -> String {
 
 /// The integer after `key` (e.g. the chat id), found without a JSON parser.
 fn number_after(json: &str, key: &str) -> Option<i64> {
-    let rest = json[json.find(key)? + key.len()..].trim_start().strip_prefix(':')?;
+    let rest = json[json.find(key)? + key.len()..]
+        .trim_start()
+        .strip_prefix(':')?;
     let rest = rest.trim_start();
     let end = rest
         .find(|c: char| !(c.is_ascii_digit() || c == '-'))
@@ -114,7 +116,9 @@ fn number_after(json: &str, key: &str) -> Option<i64> {
 
 /// The message's `text` (escapes kept as sent).
 fn text_of(json: &str) -> Option<String> {
-    let rest = json[json.find("\"text\"")? + 6..].trim_start().strip_prefix(':')?;
+    let rest = json[json.find("\"text\"")? + 6..]
+        .trim_start()
+        .strip_prefix(':')?;
     let rest = rest.trim_start().strip_prefix('"')?;
     let bytes = rest.as_bytes();
     let mut end = 0;
@@ -124,4 +128,4 @@ fn text_of(json: &str) -> Option<String> {
     rest.get(..end.min(rest.len())).map(str::to_string)
 }
 
-guest_common::export_bot!(TelegramBot);
+greentic_guest::bindings::export_bot!(TelegramBot);

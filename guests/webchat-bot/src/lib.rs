@@ -9,13 +9,10 @@
 //! secrets backend is down, the answer is 503, so an operator can tell "bad request"
 //! from "secrets are down".
 
-guest_common::sealed_bindings!();
-
-use sealed::{Error as SecretError, error_kind, verify_hmac_sha256};
-use guest_common::{
-    Guest, IncomingRequest, ResponseOutparam, decode_hex, header, json_escape, read_body,
-    respond_json,
-};
+use greentic_guest::http::{decode_hex, header, json_escape, read_body, respond_json};
+use greentic_guest::sealed::verify_hmac_sha256;
+use greentic_guest::secrets::Error as SecretError;
+use greentic_guest::{Guest, IncomingRequest, ResponseOutparam};
 
 const SIGNATURE_HEADER: &str = "x-greentic-signature";
 const MAX_BODY: usize = 256 * 1024;
@@ -27,7 +24,7 @@ impl Guest for WebchatBot {
         let signature = header(&request, SIGNATURE_HEADER);
         let body = match read_body(&request, MAX_BODY) {
             Ok(body) => body,
-            Err(why) => return respond_json(out, 413, &error_json(why)),
+            Err(why) => return respond_json(out, why.http_status(), &error_json(&why.to_string())),
         };
         let Some(mac) = signature.as_deref().and_then(parse_signature) else {
             return respond_json(out, 401, &error_json("bad signature"));
@@ -42,7 +39,7 @@ impl Guest for WebchatBot {
                 );
             }
             Err(other) => {
-                let message = format!("webhook secret not usable: {}", error_kind(&other));
+                let message = format!("webhook secret not usable: {}", other.kind());
                 return respond_json(out, 500, &error_json(&message));
             }
         };
@@ -67,7 +64,6 @@ fn parse_signature(signature: &str) -> Option<Vec<u8>> {
     decode_hex(signature.strip_prefix("sha256=")?.trim())
 }
 
-
 /// The `text` field of a JSON body such as `{"text":"hi"}`, found without a JSON
 /// parser (the reply only echoes it; escapes are kept as they were sent).
 fn extract_text(body: &[u8]) -> Option<String> {
@@ -88,4 +84,4 @@ fn extract_text(body: &[u8]) -> Option<String> {
         .map(|s| s.replace("\\\"", "\""))
 }
 
-guest_common::export_bot!(WebchatBot);
+greentic_guest::bindings::export_bot!(WebchatBot);

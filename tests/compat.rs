@@ -1,0 +1,103 @@
+//! Components written elsewhere run unchanged: one written for Greentic's runner
+//! (`greentic:secrets-store/secrets-store@1.0.0`), answered on the same scoped
+//! resolution as gtc's own `secrets.get`, with that WIT's shapes.
+
+mod support;
+
+use std::path::Path;
+use support::*;
+
+async fn ask(gtc: &Gtc, key: &str) -> (u16, String) {
+    let answer = client()
+        .get(gtc.url(&format!("/runner?key={key}")))
+        .send()
+        .await
+        .unwrap();
+    (answer.status().as_u16(), answer.text().await.unwrap())
+}
+
+fn runner_bundle(root: &Path) -> std::path::PathBuf {
+    write_bundle(
+        root,
+        "runner",
+        "greentic-component",
+        &["/runner"],
+        // `shared/region` is tenant-wide; `absent` is declared but never seeded.
+        r#"secrets = ["api-token", "shared/region", "absent"]"#,
+    )
+}
+
+#[tokio::test]
+async fn greentic_runner_components_read_their_scope_through_secrets_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(&store, "acme/ops/runner/api-token", b"runner-token-ops");
+    dev_put(&store, "acme/_/shared/region", b"eu-west");
+    dev_put(
+        &store,
+        "acme/billing/runner/api-token",
+        b"runner-token-billing",
+    );
+    dev_put(&store, "acme/ops/runner/undeclared", b"never-read");
+    let runner = runner_bundle(dir.path());
+    let env = vec![
+        ("GREENTIC_ENV", "dev".to_string()),
+        ("GREENTIC_TENANT", "acme".to_string()),
+        ("GREENTIC_DEV_STORE", store.display().to_string()),
+    ];
+    let gtc = Gtc::serve(&[format!("--bundle={}=ops", runner.display())], &env);
+
+    // The team's own value, then the tenant-wide fallback, as for secrets.get.
+    assert_eq!(
+        ask(&gtc, "api-token").await,
+        (200, "runner-token-ops".into())
+    );
+    assert_eq!(ask(&gtc, "shared/region").await, (200, "eu-west".into()));
+    // A missing secret is ok(none), not an error.
+    assert_eq!(ask(&gtc, "absent").await, (404, "none".into()));
+    // Undeclared, another team's, malformed: that WIT's cases.
+    assert_eq!(ask(&gtc, "undeclared").await, (500, "denied".into()));
+    assert_eq!(
+        ask(&gtc, "secrets://dev/acme/billing/runner/api-token").await,
+        (500, "denied".into())
+    );
+    assert_eq!(ask(&gtc, "..%2Fx").await, (500, "invalid-key".into()));
+    let log = gtc.stop();
+    let audited = log
+        .lines()
+        .filter(|l| l.contains("gtc::audit") && l.contains("secrets-store.get"))
+        .count();
+    assert_eq!(audited, 6, "one audit event per get:\n{log}");
+    assert!(!log.contains("runner-token"), "no value in the log");
+}
+
+#[tokio::test]
+async fn an_unreachable_backend_is_internal_in_secrets_store() {
+    // secrets-store has no `unavailable` case: gtc answers `internal` (documented).
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("sa-token");
+    std::fs::write(&token, "not-a-real-service-account-token").unwrap();
+    let runner = runner_bundle(dir.path());
+    let nowhere = free_port();
+    let env = vec![
+        ("GREENTIC_ENV", "dev".to_string()),
+        ("GREENTIC_TENANT", "acme".to_string()),
+        ("GREENTIC_SECRETS_BACKEND", "vault".to_string()),
+        ("VAULT_ADDR", format!("http://127.0.0.1:{nowhere}")),
+        ("VAULT_K8S_ROLE", "gtc-worker".to_string()),
+        ("VAULT_K8S_TOKEN_PATH", token.display().to_string()),
+    ];
+    let gtc = Gtc::serve(&[format!("--bundle={}", runner.display())], &env);
+    let started = std::time::Instant::now();
+    assert_eq!(ask(&gtc, "api-token").await, (500, "internal".into()));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "within the bundle's time limit"
+    );
+    let log = gtc.stop();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("secrets-store.get") && l.contains("outcome=\"unavailable\"")),
+        "the audit keeps the real outcome:\n{log}"
+    );
+}
