@@ -34,7 +34,9 @@ impl Guest for LegacyV1 {
         };
         let response = OutgoingResponse::new(Fields::new());
         let _ = response.set_status_code(status);
-        let Ok(outgoing) = response.body() else { return };
+        let Ok(outgoing) = response.body() else {
+            return;
+        };
         ResponseOutparam::set(out, Ok(response));
         if let Ok(stream) = outgoing.write() {
             let _ = stream.blocking_write_and_flush(&body);

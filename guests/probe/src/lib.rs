@@ -187,7 +187,7 @@ fn query_number(request: &IncomingRequest, key: &str) -> Option<u64> {
 }
 
 /// Recursion that cannot become a loop: the second call keeps every frame alive.
-#[allow(unconditional_recursion)]
+#[allow(unconditional_recursion, clippy::only_used_in_recursion)]
 #[inline(never)]
 fn recurse(depth: u64) -> u64 {
     recurse(depth + 1) ^ recurse(depth + 2)

@@ -108,11 +108,11 @@ fn send(request: &IncomingRequest) -> String {
         .map(|(name, value)| format!("{name}: {}", String::from_utf8_lossy(&value)))
         .collect();
     let mut text = Vec::new();
-    if let Ok(incoming) = response.consume() {
-        if let Ok(stream) = incoming.stream() {
-            while let Ok(chunk) = stream.blocking_read(64 * 1024) {
-                text.extend_from_slice(&chunk);
-            }
+    if let Ok(incoming) = response.consume()
+        && let Ok(stream) = incoming.stream()
+    {
+        while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+            text.extend_from_slice(&chunk);
         }
     }
     format!(
