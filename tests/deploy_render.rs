@@ -1014,6 +1014,13 @@ fn demo_and_image_build_static_checks() {
         "the image ships a stripped binary"
     );
     assert!(dockerfile.contains("USER 65532:65532"));
+    assert!(
+        dockerfile.contains("gtc bundle check --compile-cache /out/compile-cache")
+            && dockerfile.contains("gtc bundle compile --compile-cache /out/compile-cache")
+            && dockerfile.contains("COPY --from=build /out/compile-cache /var/cache/gtc")
+            && dockerfile.contains("ENV GTC_COMPILE_CACHE=/var/cache/gtc"),
+        "the image checks its bundles and ships them precompiled"
+    );
 
     let deploy = read("examples/k8s-vault-demo/deploy.sh");
     let ok = Command::new("bash")
