@@ -111,6 +111,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", manifest.review());
             Ok(())
         }
+        Command::New(args) => {
+            let created = gtc::scaffold::create(args.lang, &args.name, args.dir.as_deref())?;
+            println!(
+                "created {} ({}, {} files); next, in that directory:",
+                created.dir.display(),
+                created.description,
+                created.files
+            );
+            for line in created.next_steps() {
+                println!("  {line}");
+            }
+            Ok(())
+        }
         Command::Route(args) => {
             let router = std::sync::Arc::new(gtc::route::Router::new(&args.upstreams)?);
             let listener = tokio::net::TcpListener::bind(args.listen)
@@ -389,6 +402,8 @@ fn exit_status(error: &anyhow::Error) -> u8 {
         }
     } else if let Some(op) = error.downcast_ref::<gtc::op::OpError>() {
         op.is_configuration()
+    } else if let Some(scaffold) = error.downcast_ref::<gtc::scaffold::ScaffoldError>() {
+        scaffold.is_configuration()
     } else if let Some(doctor) = error.downcast_ref::<DoctorFailed>() {
         matches!(doctor, DoctorFailed::Configuration)
     } else {
