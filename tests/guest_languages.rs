@@ -166,6 +166,8 @@ async fn scaffold_build_and_serve(lang: &str, toolchain: Toolchain) {
     std::fs::write(&token, "not-a-real-service-account-token").unwrap();
     let vault_down = [
         ("GREENTIC_SECRETS_BACKEND", "vault".to_string()),
+        ("GREENTIC_ENV", "dev".to_string()),
+        ("GREENTIC_TENANT", "local".to_string()),
         ("VAULT_ADDR", format!("http://127.0.0.1:{}", free_port())),
         ("VAULT_K8S_ROLE", "gtc-worker-dev-local".to_string()),
         ("VAULT_K8S_TOKEN_PATH", token.display().to_string()),
@@ -184,7 +186,7 @@ fn gtc_new_refuses_a_bad_name_and_a_non_empty_directory() {
     let new =
         |lang: &str, name: &str| run_gtc(&["new", "--lang", lang, name, "--dir", &dir], &[], b"");
 
-    for bad in ["Hello", "../escape", "a/b", "-dash", "white space"] {
+    for bad in ["Hello", "../escape", "a/b", "_underscore", "white space"] {
         let out = new("python", bad);
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out));
         assert!(
