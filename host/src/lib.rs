@@ -29,6 +29,7 @@
 //! - [`doctor`]: step-by-step diagnosis of the path to the secrets.
 //! - [`metrics`]: Prometheus counters.
 //! - [`app`], [`cli`], [`op`]: wiring, command line, operator commands.
+//! - [`scaffold`]: `gtc new`, a bundle for a guest language from the embedded templates.
 
 pub mod app;
 pub mod backend;
@@ -55,6 +56,7 @@ pub mod prefetch;
 pub mod response_limit;
 pub mod route;
 pub mod runtime;
+pub mod scaffold;
 pub mod scope;
 pub mod sealed;
 pub mod secret_value;

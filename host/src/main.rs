@@ -105,6 +105,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Bundle { command } => bundle_command(command),
+        Command::New(args) => {
+            let created = gtc::scaffold::create(args.lang, &args.name, args.dir.as_deref())?;
+            println!(
+                "created {} ({}, {} files); next, in that directory:",
+                created.dir.display(),
+                created.description,
+                created.files
+            );
+            for line in created.next_steps() {
+                println!("  {line}");
+            }
+            Ok(())
+        }
         Command::Route(args) => {
             let router = std::sync::Arc::new(gtc::route::Router::new(&args.upstreams)?);
             let listener = tokio::net::TcpListener::bind(args.listen)
@@ -488,6 +501,8 @@ fn exit_status(error: &anyhow::Error) -> u8 {
         op.is_configuration()
     } else if error.downcast_ref::<BundleCheckFailed>().is_some() {
         true
+    } else if let Some(scaffold) = error.downcast_ref::<gtc::scaffold::ScaffoldError>() {
+        scaffold.is_configuration()
     } else if let Some(doctor) = error.downcast_ref::<DoctorFailed>() {
         matches!(doctor, DoctorFailed::Configuration)
     } else {

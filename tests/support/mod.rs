@@ -177,7 +177,13 @@ pub struct Gtc {
 impl Gtc {
     /// Starts `gtc serve --listen 127.0.0.1:0 ARGS` and waits until it listens.
     pub fn serve(args: &[String], env: &[(&str, String)]) -> Gtc {
-        Self::spawn(base_command(env), args)
+        Self::spawn(base_command(env), args, Duration::from_secs(60))
+    }
+
+    /// [`Gtc::serve`] waiting up to `start` for it to listen (a large component
+    /// compiles for a while before the host listens).
+    pub fn serve_within(args: &[String], env: &[(&str, String)], start: Duration) -> Gtc {
+        Self::spawn(base_command(env), args, start)
     }
 
     /// [`Gtc::serve`] with the process's open-file limit lowered to `nofile`.
@@ -189,10 +195,10 @@ impl Gtc {
             &nofile.to_string(),
             gtc_bin(),
         ]);
-        Self::spawn(command, args)
+        Self::spawn(command, args, Duration::from_secs(60))
     }
 
-    fn spawn(mut command: Command, args: &[String]) -> Gtc {
+    fn spawn(mut command: Command, args: &[String], start: Duration) -> Gtc {
         let log_dir = tempfile::tempdir().unwrap();
         let log = log_dir.path().join("gtc.log");
         command.arg("serve");
@@ -217,7 +223,7 @@ impl Gtc {
                 }
             }
         });
-        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+        let base = match rx.recv_timeout(start) {
             Ok(base) => base,
             Err(_) => {
                 let _ = child.kill();
