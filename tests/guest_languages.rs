@@ -18,6 +18,10 @@ use support::*;
 /// (variable, path relative to the repository root).
 type Toolchain = &'static [(&'static str, &'static str)];
 
+/// Rust needs only rustup's wasm32-wasip2 target (rust-toolchain.toml names it); a
+/// target directory of its own under target/ keeps the SDK's dependencies compiled
+/// between runs.
+const RUST: Toolchain = &[("CARGO_TARGET_DIR", "target/guest-languages")];
 const PYTHON: Toolchain = &[("COMPONENTIZE_PY", ".venv/bin/componentize-py")];
 const JS: Toolchain = &[(
     "COMPONENTIZE_JS",
@@ -34,6 +38,7 @@ macro_rules! guest_language {
     };
 }
 
+guest_language!(a_rust_bundle_builds_and_serves, "rust", RUST);
 guest_language!(a_python_bundle_builds_and_serves, "python", PYTHON);
 guest_language!(a_javascript_bundle_builds_and_serves, "js", JS);
 
@@ -63,6 +68,9 @@ fn build(bundle: &Path, toolchain: Toolchain) -> Duration {
     let mut command = Command::new(bundle.join("build.sh"));
     for (var, path) in toolchain {
         let tool = root.join(path);
+        if *var == "CARGO_TARGET_DIR" {
+            std::fs::create_dir_all(&tool).unwrap();
+        }
         assert!(
             tool.exists(),
             "{} is missing: run tests/install-tools.sh",
