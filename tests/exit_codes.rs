@@ -7,14 +7,6 @@ mod support;
 use std::path::{Path, PathBuf};
 use support::*;
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// `gtc serve --bundle DIR...` that must fail before listening; returns (code, output).
 fn serve_fails(bundles: &[&Path], env: &[(&str, String)]) -> (i32, String) {
     let mut args = vec!["serve".to_string(), "--listen=127.0.0.1:0".to_string()];

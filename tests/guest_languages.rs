@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
@@ -47,24 +47,9 @@ guest_language!(a_javascript_bundle_builds_and_serves, "js", JS);
 /// cranelift; generous for a loaded 2-core machine).
 const FIRST_START: Duration = Duration::from_secs(300);
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ sits in the repository root")
-        .to_path_buf()
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// Runs the bundle's own build script with the repository's toolchain.
 fn build(bundle: &Path, toolchain: Toolchain) -> Duration {
-    let root = repo_root();
+    let root = vault::root();
     let mut command = Command::new(bundle.join("build.sh"));
     for (var, path) in toolchain {
         let tool = root.join(path);

@@ -78,8 +78,11 @@ pub enum Command {
         #[command(subcommand)]
         command: BundleCommand,
     },
-    /// Write a new bundle for a guest language: manifest, source, build script,
-    /// a README (build, seed, serve) and the WIT it binds.
+    /// Write a new bundle for a guest language.
+    ///
+    /// Writes D/NAME: bundle.toml, the source, build.sh, a README (build, seed,
+    /// serve) and the WIT the guest binds. Never overwrites: an existing path that
+    /// is not an empty directory is refused (exit status 2).
     New(NewArgs),
 }
 

@@ -144,6 +144,15 @@ fn command_for(mut command: Command, env: &[(&str, String)]) -> Command {
     command
 }
 
+/// A finished command's stdout and stderr, as one text (for assertions).
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Runs `gtc` to completion with `stdin` as input.
 pub fn run_gtc(args: &[&str], env: &[(&str, String)], stdin: &[u8]) -> Output {
     let mut child = base_command(env)

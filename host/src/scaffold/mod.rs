@@ -329,8 +329,10 @@ mod tests {
     fn every_embedded_template_renders_without_leftover_placeholders() {
         let mut rendered = 0;
         for lang in ALL {
-            let Ok((tree, manifest)) = template(lang) else {
-                continue;
+            let (tree, manifest) = match template(lang) {
+                Ok(found) => found,
+                Err(ScaffoldError::Unavailable(_)) => continue,
+                Err(e) => panic!("{e}"),
             };
             let files = render(lang, tree, &manifest, &placeholders()).unwrap();
             for (path, contents, _) in &files {
@@ -348,6 +350,15 @@ mod tests {
             rendered += 1;
         }
         assert!(rendered >= 2, "the Python and JS templates are embedded");
+        // Every template directory is reachable from `--lang`.
+        for tree in embedded::TREES {
+            if let Some(dir) = tree.root.strip_prefix("templates/") {
+                assert!(
+                    ALL.iter().any(|lang| lang.dir_name() == dir),
+                    "templates/{dir} has no --lang value"
+                );
+            }
+        }
     }
 
     #[test]
