@@ -7,14 +7,6 @@ mod support;
 use std::path::{Path, PathBuf};
 use support::*;
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// `root/<id>/bundle.toml` naming `component`, with `extra` manifest lines.
 fn bundle(root: &Path, id: &str, component: &Path, extra: &str) -> PathBuf {
     let dir = root.join(id);

@@ -341,15 +341,17 @@ mod tests {
                     assert!(!text.contains(key) && !path.contains(key), "{path}: {key}");
                 }
             }
-            for needed in ["bundle.toml", "README.md", "wit/secrets.wit"] {
+            for needed in ["bundle.toml", "README.md", "build.sh", "wit/secrets.wit"] {
                 assert!(
-                    files.iter().any(|(path, _, _)| path == needed),
+                    files
+                        .iter()
+                        .any(|(path, _, _)| path == needed || path.ends_with(&format!("/{needed}"))),
                     "{lang:?} lacks {needed}"
                 );
             }
             rendered += 1;
         }
-        assert!(rendered >= 2, "the Python and JS templates are embedded");
+        assert_eq!(rendered, ALL.len(), "every language has its template");
         // Every template directory is reachable from `--lang`.
         for tree in embedded::TREES {
             if let Some(dir) = tree.root.strip_prefix("templates/") {
