@@ -7,41 +7,6 @@ mod support;
 use std::path::{Path, PathBuf};
 use support::*;
 
-/// `root/<id>/bundle.toml` naming `component`, with `extra` manifest lines.
-fn bundle(root: &Path, id: &str, component: &Path, extra: &str) -> PathBuf {
-    let dir = root.join(id);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("bundle.toml"),
-        format!(
-            "id = {id:?}\ncomponent = {:?}\nroutes = [\"/{id}\"]\n{extra}\n",
-            component.display().to_string()
-        ),
-    )
-    .unwrap();
-    dir
-}
-
-/// A built guest with every occurrence of `from` replaced by `to` (same length, so
-/// the component stays well formed).
-fn renamed(guest_name: &str, from: &str, to: &str, out: &Path) -> PathBuf {
-    assert_eq!(from.len(), to.len());
-    let mut bytes = std::fs::read(guest(guest_name)).unwrap();
-    let mut count = 0;
-    let mut at = 0;
-    while let Some(pos) = bytes[at..]
-        .windows(from.len())
-        .position(|w| w == from.as_bytes())
-    {
-        bytes[at + pos..at + pos + from.len()].copy_from_slice(to.as_bytes());
-        at += pos + from.len();
-        count += 1;
-    }
-    assert!(count > 0, "{guest_name} contains {from}");
-    std::fs::write(out, bytes).unwrap();
-    out.to_path_buf()
-}
-
 fn check(dir: &Path) -> (i32, String) {
     let out = run_gtc(
         &[
@@ -64,19 +29,19 @@ fn bundle_check_names_the_field_or_import_at_fault() {
     std::fs::create_dir_all(&files).unwrap();
     let core_module = files.join("core.wasm");
     std::fs::write(&core_module, b"\0asm\x01\0\0\0").unwrap();
-    let unknown_package = renamed(
+    let unknown_package = renamed_guest(
         "greentic-component",
         "greentic:secrets-store",
         "acme:vaultlike-storage",
         &files.join("unknown-package.wasm"),
     );
-    let newer_version = renamed(
+    let newer_version = renamed_guest(
         "greentic-component",
         "secrets-store@1.0.0",
         "secrets-store@2.0.0",
         &files.join("newer.wasm"),
     );
-    let no_handler = renamed(
+    let no_handler = renamed_guest(
         "hello",
         "wasi:http/incoming-handler",
         "wasi:http/incoming-handlex",
@@ -185,7 +150,7 @@ fn bundle_check_names_the_field_or_import_at_fault() {
         ),
     ];
     for (id, component, extra, code, wanted) in cases {
-        let dir = bundle(root, id, &component, extra);
+        let dir = bundle_with_component(root, id, &component, extra);
         let (status, output) = check(&dir);
         assert_eq!(status, code, "{id}: {output}");
         for w in wanted {
@@ -195,7 +160,7 @@ fn bundle_check_names_the_field_or_import_at_fault() {
     }
 
     // A good bundle: imports and exports listed, size, secrets, egress, limits.
-    let good = bundle(
+    let good = bundle_with_component(
         root,
         "good",
         &guest("greentic-component"),

@@ -16,21 +16,6 @@ fn serve_fails(bundles: &[&Path], env: &[(&str, String)]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text(&out))
 }
 
-/// A bundle directory whose manifest names `component` (a path, maybe missing).
-fn bundle_with_component(root: &Path, id: &str, component: &Path) -> PathBuf {
-    let dir = root.join(id);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("bundle.toml"),
-        format!(
-            "id = {id:?}\ncomponent = {:?}\nroutes = [\"/{id}\"]\n",
-            component.display().to_string()
-        ),
-    )
-    .unwrap();
-    dir
-}
-
 fn dev_env(dir: &Path) -> Vec<(&'static str, String)> {
     vec![(
         "GREENTIC_DEV_STORE",
@@ -51,17 +36,12 @@ fn component_files_the_host_cannot_run_exit_2_with_a_hint() {
     // A component importing an interface the host does not provide: the real
     // legacy-v1 guest (built against greentic:secrets@1.0.0) with its secrets import
     // renamed (same length, still valid).
-    let original = std::fs::read(guest("legacy-v1")).unwrap();
-    let (from, to) = (b"greentic:secrets/secrets", b"greentic:secrets/kvstore");
-    let mut renamed = original.clone();
-    let mut count = 0;
-    let mut at = 0;
-    while let Some(pos) = renamed[at..].windows(from.len()).position(|w| w == from) {
-        renamed[at + pos..at + pos + from.len()].copy_from_slice(to);
-        at += pos + from.len();
-        count += 1;
-    }
-    assert!(count > 0, "legacy-v1 imports greentic:secrets/secrets");
+    let kvstore = renamed_guest(
+        "legacy-v1",
+        "greentic:secrets/secrets",
+        "greentic:secrets/kvstore",
+        &files.join("kvstore.wasm"),
+    );
     let cases: Vec<(&str, PathBuf, &[&str])> = vec![
         (
             "missing",
@@ -98,7 +78,7 @@ fn component_files_the_host_cannot_run_exit_2_with_a_hint() {
         ),
         (
             "incompatible",
-            write("kvstore.wasm", &renamed),
+            kvstore,
             &[
                 "greentic:secrets/kvstore@1.0.0",
                 "does not provide",
@@ -110,7 +90,7 @@ fn component_files_the_host_cannot_run_exit_2_with_a_hint() {
         ),
     ];
     for (id, component, wanted) in cases {
-        let bundle = bundle_with_component(dir.path(), id, &component);
+        let bundle = bundle_with_component(dir.path(), id, &component, "");
         let (code, output) = serve_fails(&[&bundle], &dev_env(dir.path()));
         assert_eq!(code, 2, "{id}: {output}");
         assert!(output.contains(&format!("bundle {id}:")), "{id}: {output}");

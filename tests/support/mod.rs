@@ -125,6 +125,42 @@ pub fn write_bundle(
     dir
 }
 
+/// Writes `root/<id>/bundle.toml` naming `component` (any path, maybe missing)
+/// with `extra` manifest lines; returns the directory.
+pub fn bundle_with_component(root: &Path, id: &str, component: &Path, extra: &str) -> PathBuf {
+    let dir = root.join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("bundle.toml"),
+        format!(
+            "id = {id:?}\ncomponent = {:?}\nroutes = [\"/{id}\"]\n{extra}\n",
+            component.display().to_string()
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// Writes to `out` a built guest with every occurrence of `from` replaced by `to`
+/// (same length, so the component stays well formed): an import or export renamed.
+pub fn renamed_guest(guest_name: &str, from: &str, to: &str, out: &Path) -> PathBuf {
+    assert_eq!(from.len(), to.len());
+    let mut bytes = std::fs::read(guest(guest_name)).unwrap();
+    let mut count = 0;
+    let mut at = 0;
+    while let Some(pos) = bytes[at..]
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+    {
+        bytes[at + pos..at + pos + from.len()].copy_from_slice(to.as_bytes());
+        at += pos + from.len();
+        count += 1;
+    }
+    assert!(count > 0, "{guest_name} contains {from}");
+    std::fs::write(out, bytes).unwrap();
+    out.to_path_buf()
+}
+
 /// The base environment of a `gtc` process: nothing inherited from the test's own
 /// environment except PATH, so no stray Kubernetes or Vault variable changes it.
 fn base_command(env: &[(&str, String)]) -> Command {
