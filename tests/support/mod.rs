@@ -295,6 +295,30 @@ impl Gtc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Stops the process as Kubernetes does (SIGTERM), waits for it to exit
+    /// (at most 30 s, then SIGKILL) and returns its exit code and log, scanned for
+    /// leaks.
+    pub fn terminate(mut self) -> (Option<i32>, String) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let code = loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                break status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let log = self.log();
+        assert_no_leaks("the gtc log", &log);
+        (code, log)
+    }
+
     /// Stops the process (SIGKILL) and returns its log, after scanning the log,
     /// `/metrics` and `/readyz` for leaks.
     pub fn stop(mut self) -> String {
