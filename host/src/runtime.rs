@@ -202,6 +202,9 @@ impl Runtime {
             .max_memory_size(crate::bundle::MAX_MEMORY_BYTES)
             .linear_memory_keep_resident(config.keep_resident)
             .table_keep_resident(config.keep_resident)
+            // Where the kernel has PAGEMAP_SCAN (Linux ≥ 6.7), only the pages a
+            // request dirtied are wiped, not the whole kept-resident range.
+            .pagemap_scan(wasmtime::Enabled::Auto)
             .max_unused_warm_slots(MAX_WARM_SLOTS);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).map_err(engine_err)?;
