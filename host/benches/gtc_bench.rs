@@ -861,14 +861,16 @@ fn start_wasmtime(component: &Path, args: &[&str]) -> (std::process::Child, Stri
 }
 
 /// `wasmtime serve` options closest to gtc's configuration: the pooling
-/// allocator with 2 MiB of each slot kept resident, 32 warm slots, a 5 s time
-/// limit (gtc's default per-request limit, enforced with epochs in both).
+/// allocator with 2 MiB of each slot kept resident and wiped page by page with
+/// PAGEMAP_SCAN, 32 warm slots, a 5 s time limit (gtc's default per-request
+/// limit, enforced with epochs in both).
 const WASMTIME_AS_GTC: &[&str] = &[
     "-Scli",
     "-Opooling-allocator=y",
     "-Opooling-memory-keep-resident=2097152",
     "-Opooling-table-keep-resident=2097152",
     "-Opooling-max-unused-warm-slots=32",
+    "-Opooling-pagemap-scan=auto",
     "-Wtimeout=5s",
 ];
 
