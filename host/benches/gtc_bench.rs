@@ -6,8 +6,8 @@
 //! servers are started and stopped by the bench. Each figure is the median of
 //! several repetitions with min–max; ratios compare figures of the same run.
 //! Set GTC_BENCH_QUICK=1 for a short smoke run, GTC_BENCH_ONLY=a,b to run some
-//! parts (cached-get, cached-get-logged, cache-size, cold-get, scale, in-flight,
-//! throughput, sealed).
+//! parts (cached-get, audit-serve, cached-get-logged, cache-size, cold-get, scale,
+//! in-flight, throughput, sealed).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -211,6 +211,109 @@ async fn cached_get_logged(report: &mut Report) {
         "ns/call",
         stat(guest),
     );
+}
+
+/// Part 1c: cached `get` through a real `gtc serve` as it runs in a pod (audit
+/// trail on, the log at info level to a file), with hits aggregated (the
+/// default) and with `--audit-every-hit`; and the audit volume of the gets.
+async fn audit_serve(report: &mut Report) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DevStore::new(dir.path().join("store.json"));
+    store
+        .put(
+            &SecretPath::parse_uri("secrets://dev/acme/_/probe/x").unwrap(),
+            b"bench-value",
+        )
+        .unwrap();
+    let probe = write_bundle(dir.path(), "probe", "probe", &["/p"], r#"secrets = ["x"]"#);
+    let client = client();
+    // Gets per request (the default cap is 1,000) and requests per volume run.
+    let per_request = 1000;
+    for (label, extra, requests) in [
+        (
+            "hits aggregated (default)",
+            None,
+            if quick() { 50 } else { 1000 },
+        ),
+        (
+            "--audit-every-hit",
+            Some("--audit-every-hit"),
+            if quick() { 20 } else { 100 },
+        ),
+    ] {
+        let log_path = dir.path().join("audit.log");
+        let mut command = Command::new(gtc_bin());
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env("GREENTIC_ENV", "dev")
+            .env("GREENTIC_TENANT", "acme")
+            .env("GREENTIC_DEV_STORE", store.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg(format!("--bundle={}", probe.display()))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log_path).unwrap());
+        let mut child = command.spawn().unwrap();
+        let base = {
+            use std::io::BufRead as _;
+            let stdout = child.stdout.take().unwrap();
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            loop {
+                let line = lines.next().expect("gtc exited").unwrap();
+                if let Some(base) = line.strip_prefix("gtc listening on ") {
+                    break base.to_string();
+                }
+            }
+        };
+        let url = format!("{base}/p/bench-get?n={per_request}&name=x");
+        let get = || async {
+            let json: serde_json::Value =
+                client.get(&url).send().await.unwrap().json().await.unwrap();
+            assert_eq!(json["failures"], 0, "{json}");
+            json["ns_per_call"].as_f64().unwrap()
+        };
+        for _ in 0..3 {
+            get().await;
+        }
+        let mut ns = Vec::new();
+        for _ in 0..reps(9) {
+            ns.push(get().await);
+        }
+        for _ in 0..requests {
+            get().await;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        let audit: Vec<&str> = log.lines().filter(|l| l.contains("gtc::audit")).collect();
+        let bytes: usize = audit.iter().map(|l| l.len() + 1).sum();
+        let gets = (3 + ns.len() + requests) * per_request;
+        let dropped: u64 = audit
+            .iter()
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find_map(|f| f.strip_prefix("dropped="))
+            })
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum();
+        report.add(
+            &format!("cached secrets.get in gtc serve, guest-measured, audit {label}"),
+            "ns/call",
+            stat(ns),
+        );
+        report.note(
+            &format!("audit volume of {gets} cached gets, {label}"),
+            format!(
+                "{bytes} bytes, {} lines ({:.0} bytes per 1M gets), {dropped} dropped",
+                audit.len(),
+                bytes as f64 * 1e6 / gets as f64
+            ),
+        );
+    }
 }
 
 /// A response body delivered in the given chunks.
@@ -1125,6 +1228,9 @@ fn main() {
     };
     if wanted("cached-get") {
         runtime.block_on(cached_get(&mut report));
+    }
+    if wanted("audit-serve") {
+        runtime.block_on(audit_serve(&mut report));
     }
     if wanted("cache-size") {
         runtime.block_on(cache_size(&mut report));
