@@ -138,17 +138,23 @@ fn load_probe(runtime: &Runtime, dir: &Path, service: Arc<SecretsService>) -> Ar
     Arc::new(runtime.load(manifest, secrets).unwrap())
 }
 
-/// A probe bundle whose `probe/x` is in the dev store (and, once read, cached).
-/// The directory and runtime are returned to keep them alive.
-fn probe_with_cached_secret() -> (tempfile::TempDir, Runtime, Arc<LoadedBundle>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = DevStore::new(dir.path().join("store.json"));
+/// A dev store in `dir` holding `secrets://dev/acme/_/probe/x`.
+fn store_with_probe_x(dir: &Path) -> DevStore {
+    let store = DevStore::new(dir.join("store.json"));
     store
         .put(
             &SecretPath::parse_uri("secrets://dev/acme/_/probe/x").unwrap(),
             b"bench-value",
         )
         .unwrap();
+    store
+}
+
+/// A probe bundle whose `probe/x` is in the dev store (and, once read, cached).
+/// The directory and runtime are returned to keep them alive.
+fn probe_with_cached_secret() -> (tempfile::TempDir, Runtime, Arc<LoadedBundle>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_probe_x(dir.path());
     let service = Arc::new(SecretsService::new(
         SecretsBackend::DevStore(store),
         CachePolicy::default(),
@@ -218,13 +224,7 @@ async fn cached_get_logged(report: &mut Report) {
 /// default) and with `--audit-every-hit`; and the audit volume of the gets.
 async fn audit_serve(report: &mut Report) {
     let dir = tempfile::tempdir().unwrap();
-    let store = DevStore::new(dir.path().join("store.json"));
-    store
-        .put(
-            &SecretPath::parse_uri("secrets://dev/acme/_/probe/x").unwrap(),
-            b"bench-value",
-        )
-        .unwrap();
+    let store = store_with_probe_x(dir.path());
     let probe = write_bundle(dir.path(), "probe", "probe", &["/p"], r#"secrets = ["x"]"#);
     let client = client();
     // Gets per request (the default cap is 1,000) and requests per volume run.
@@ -862,21 +862,6 @@ struct Run {
     cpu_us: f64,
 }
 
-/// User + system CPU time of a process so far, in µs (/proc, clock ticks).
-fn cpu_micros(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are the 14th and 15th fields; 100 ticks per second.
-    (ticks(11) + ticks(12)) * 10_000.0
-}
-
 /// One wrk run against `url` while measuring the CPU of process `pid`.
 fn wrk(url: &str, script: Option<&Path>, seconds: u32, load: Load, pid: u32) -> Run {
     let wrk = tool("wrk").expect("wrk (host/benches/install-bench-tools.sh)");
@@ -894,9 +879,9 @@ fn wrk(url: &str, script: Option<&Path>, seconds: u32, load: Load, pid: u32) -> 
     if let Some(script) = script {
         command.arg("-s").arg(script);
     }
-    let cpu_before = cpu_micros(pid);
+    let cpu_before = support::cpu_time_of(pid).as_secs_f64() * 1e6;
     let out = command.arg(url).output().unwrap();
-    let cpu = cpu_micros(pid) - cpu_before;
+    let cpu = support::cpu_time_of(pid).as_secs_f64() * 1e6 - cpu_before;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let number = |prefix: &str| -> f64 {
         let line = text

@@ -484,27 +484,17 @@ pub fn to_log(record: &Record) {
                 call.operation
             ),
         },
-        Record::Inject(inject) => match inject.latency_us {
-            Some(latency_us) => tracing::info!(
-                target: "gtc::audit",
-                bundle = %inject.bundle,
-                secret = inject.secret.as_str(),
-                destination = %inject.destination,
-                outcome = inject.outcome,
-                reason = inject.reason.as_str(),
-                latency_us,
-                "sealed.inject"
-            ),
-            None => tracing::info!(
-                target: "gtc::audit",
-                bundle = %inject.bundle,
-                secret = inject.secret.as_str(),
-                destination = %inject.destination,
-                outcome = inject.outcome,
-                reason = inject.reason.as_str(),
-                "sealed.inject"
-            ),
-        },
+        // `latency_us` is left out when nothing was looked up.
+        Record::Inject(inject) => tracing::info!(
+            target: "gtc::audit",
+            bundle = %inject.bundle,
+            secret = inject.secret.as_str(),
+            destination = %inject.destination,
+            outcome = inject.outcome,
+            reason = inject.reason.as_str(),
+            latency_us = inject.latency_us,
+            "sealed.inject"
+        ),
         Record::Hits(hits) => tracing::info!(
             target: "gtc::audit",
             bundle = %hits.bundle,

@@ -275,19 +275,7 @@ impl Gtc {
 
     /// The process's CPU time so far (user + system), from `/proc`.
     pub fn cpu_time(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are the
-        // 14th and 15th fields of the whole line, in clock ticks (100 per second).
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        Duration::from_millis((ticks(11) + ticks(12)) * 10)
+        cpu_time_of(self.pid())
     }
 
     /// Everything the process logged so far.
@@ -345,6 +333,22 @@ impl Drop for Gtc {
     fn drop(&mut self) {
         self.shut_down();
     }
+}
+
+/// A process's CPU time so far (user + system), from `/proc` (zero if it is gone).
+pub fn cpu_time_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line, in clock ticks (100 per second).
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// `sha256=<hex>` HMAC signature of `body` with `secret`, as webchat-bot expects.
