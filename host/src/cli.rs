@@ -464,8 +464,8 @@ pub struct ServeArgs {
     /// shutdown).
     #[arg(long, default_value = "5s", value_parser = audit_flush)]
     pub audit_flush: Duration,
-    /// Threads that run requests (guests run on them). Default: one per CPU the
-    /// process may use (in a pod: set it to the CPU limit, rounded up).
+    /// Threads that run requests (guests run on them). Default: the CPUs the
+    /// process may use (a cgroup CPU limit counts, rounded up).
     #[arg(long, env = "GTC_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
     /// KiB of each recycled instance slot's memory (and tables) wiped and kept
