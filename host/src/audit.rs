@@ -3,8 +3,9 @@
 //!
 //! Every event that tells an operator something new gets its own record: a
 //! backend fetch (cache miss), a denial, an error, a stale serve, an injection of
-//! a sealed value into an outgoing request. A *cache hit* (a `secrets.get` or a
-//! `sealed.verify-hmac-sha256` answered from the cache) only repeats what the
+//! a sealed value into an outgoing request. A *cache hit* (a `secrets.get`, a
+//! `secrets-store.get` or a `sealed.verify-hmac-sha256` answered from the cache)
+//! only repeats what the
 //! fetch already said, and at tens of thousands of requests a second one line
 //! per hit is a volume no log pipeline wants (and formatting it cost more than
 //! the `get` itself). So hits are counted per bundle, secret URI, operation and
@@ -59,7 +60,7 @@ impl Default for AuditConfig {
 /// `--audit-every-hit`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
-    /// `secrets.get` or `sealed.verify-hmac-sha256`.
+    /// `secrets.get`, `secrets-store.get` or `sealed.verify-hmac-sha256`.
     pub operation: &'static str,
     pub bundle: String,
     /// The canonical URI (or the well-formed name that was out of scope).
@@ -118,45 +119,42 @@ pub enum Record {
     Dropped(u64),
 }
 
-/// What a cache hit was.
+/// The operations whose cache hits are counted (any other gets a record per call).
+const AGGREGATED: [&str; 3] = [
+    "secrets.get",
+    "secrets-store.get",
+    "sealed.verify-hmac-sha256",
+];
+
+/// What a cache hit was: the operation and whether a value was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HitKind {
-    GetFound,
-    GetNotFound,
-    VerifyFound,
-    VerifyNotFound,
+pub struct HitKind {
+    operation: usize,
+    found: bool,
 }
 
 impl HitKind {
-    const ALL: [HitKind; 4] = [
-        HitKind::GetFound,
-        HitKind::GetNotFound,
-        HitKind::VerifyFound,
-        HitKind::VerifyNotFound,
-    ];
+    /// The kind of a hit of `operation`, if its hits are aggregated.
+    pub fn of(operation: &str, found: bool) -> Option<Self> {
+        let operation = AGGREGATED.iter().position(|o| *o == operation)?;
+        Some(Self { operation, found })
+    }
 
-    /// The kind of a hit of `operation` (`secrets.get` or a sealed use).
-    pub fn of(sealed: bool, found: bool) -> Self {
-        match (sealed, found) {
-            (false, true) => HitKind::GetFound,
-            (false, false) => HitKind::GetNotFound,
-            (true, true) => HitKind::VerifyFound,
-            (true, false) => HitKind::VerifyNotFound,
-        }
+    fn all() -> impl Iterator<Item = HitKind> {
+        (0..AGGREGATED.len())
+            .flat_map(|operation| [true, false].map(|found| HitKind { operation, found }))
+    }
+
+    fn index(self) -> usize {
+        self.operation * 2 + usize::from(self.found)
     }
 
     fn operation(self) -> &'static str {
-        match self {
-            HitKind::GetFound | HitKind::GetNotFound => "secrets.get",
-            HitKind::VerifyFound | HitKind::VerifyNotFound => "sealed.verify-hmac-sha256",
-        }
+        AGGREGATED[self.operation]
     }
 
     fn outcome(self) -> &'static str {
-        match self {
-            HitKind::GetFound | HitKind::VerifyFound => "ok",
-            HitKind::GetNotFound | HitKind::VerifyNotFound => "not-found",
-        }
+        if self.found { "ok" } else { "not-found" }
     }
 }
 
@@ -186,7 +184,7 @@ pub struct HitCounter {
     secret: Arc<str>,
     /// On the auditor's list of counters to flush.
     listed: AtomicBool,
-    windows: [Window; 4],
+    windows: [Window; 2 * AGGREGATED.len()],
 }
 
 impl HitCounter {
@@ -319,7 +317,7 @@ impl Auditor {
 
     /// Counts one cache hit that happened at `at`.
     pub fn hit(&self, counter: &Arc<HitCounter>, kind: HitKind, at: Instant) {
-        let window = &counter.windows[kind as usize];
+        let window = &counter.windows[kind.index()];
         let ms = at.saturating_duration_since(self.shared.base).as_millis() as u64;
         window.first.fetch_min(ms, Ordering::Relaxed);
         window.last.fetch_max(ms, Ordering::Relaxed);
@@ -413,8 +411,8 @@ impl Shared {
         let mut merged: BTreeMap<HitKey, (u64, u64, u64)> = BTreeMap::new();
         for counter in &counters {
             counter.listed.store(false, Ordering::SeqCst);
-            for kind in HitKind::ALL {
-                let window = &counter.windows[kind as usize];
+            for kind in HitKind::all() {
+                let window = &counter.windows[kind.index()];
                 let count = window.count.swap(0, Ordering::SeqCst);
                 if count == 0 {
                     continue;
@@ -581,6 +579,24 @@ mod tests {
         (Auditor::start(config, sink), records)
     }
 
+    fn get(found: bool) -> HitKind {
+        HitKind::of("secrets.get", found).unwrap()
+    }
+
+    fn verify(found: bool) -> HitKind {
+        HitKind::of("sealed.verify-hmac-sha256", found).unwrap()
+    }
+
+    #[test]
+    fn only_known_operations_are_aggregated() {
+        assert!(HitKind::of("secrets-store.get", true).is_some());
+        assert!(HitKind::of("sealed.inject", true).is_none());
+        // Every kind has its own window.
+        let mut kinds: Vec<usize> = HitKind::all().map(HitKind::index).collect();
+        kinds.sort_unstable();
+        assert_eq!(kinds, (0..2 * AGGREGATED.len()).collect::<Vec<_>>());
+    }
+
     fn slow() -> AuditConfig {
         AuditConfig {
             flush_every: Duration::from_secs(3600),
@@ -619,11 +635,11 @@ mod tests {
         let b = HitCounter::new("bot", "secrets://dev/acme/_/bot/b");
         let start = Instant::now();
         for i in 0..1000 {
-            auditor.hit(&a, HitKind::GetFound, start + Duration::from_millis(i));
+            auditor.hit(&a, get(true), start + Duration::from_millis(i));
         }
-        auditor.hit(&a_again, HitKind::GetFound, start);
-        auditor.hit(&b, HitKind::GetNotFound, start);
-        auditor.hit(&b, HitKind::VerifyFound, start);
+        auditor.hit(&a_again, get(true), start);
+        auditor.hit(&b, get(false), start);
+        auditor.hit(&b, verify(true), start);
         auditor.record(call("secrets://dev/acme/_/bot/c"));
         auditor.shutdown();
         let written = lock(&records).clone();
@@ -680,12 +696,12 @@ mod tests {
         let a = HitCounter::new("bot", "secrets://dev/acme/_/bot/a");
         let now = Instant::now();
         for _ in 0..3 {
-            auditor.hit(&a, HitKind::GetFound, now);
+            auditor.hit(&a, get(true), now);
         }
         auditor.flush();
         auditor.flush(); // nothing new: nothing written
         for _ in 0..4 {
-            auditor.hit(&a, HitKind::GetFound, now);
+            auditor.hit(&a, get(true), now);
         }
         auditor.shutdown();
         let counts: Vec<u64> = hits(&lock(&records)).iter().map(|h| h.3).collect();
@@ -705,7 +721,7 @@ mod tests {
                 let (auditor, a) = (auditor.clone(), a.clone());
                 std::thread::spawn(move || {
                     for _ in 0..50_000 {
-                        auditor.hit(&a, HitKind::GetFound, Instant::now());
+                        auditor.hit(&a, get(true), Instant::now());
                     }
                 })
             })
@@ -760,7 +776,7 @@ mod tests {
             ..AuditConfig::default()
         });
         let a = HitCounter::new("bot", "secrets://dev/acme/_/bot/a");
-        auditor.hit(&a, HitKind::GetFound, Instant::now());
+        auditor.hit(&a, get(true), Instant::now());
         let deadline = Instant::now() + Duration::from_secs(5);
         while hits(&lock(&records)).is_empty() {
             assert!(Instant::now() < deadline, "no flush");

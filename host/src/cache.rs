@@ -357,12 +357,17 @@ impl SecretsService {
     /// stored" answers stay fresh only for the not-found TTL from now on.
     pub fn found_nothing<'a>(&self, uris: impl IntoIterator<Item = &'a str>) {
         let slots = read(&self.slots);
-        for uri in uris {
-            if let Some(slot) = slots.get(uri)
-                && let Some(entry) = lock(&slot.entry).as_mut()
-                && entry.value.is_none()
+        let shortens =
+            |entry: &Entry| entry.value.is_none() && entry.fresh_for > self.policy.not_found_ttl;
+        for slot in uris.into_iter().filter_map(|uri| slots.get(uri)) {
+            // A read lock first: a cached "not found" asked again (the common
+            // case) has been shortened already and needs no write.
+            let needed = read(&slot.entry).as_ref().is_some_and(shortens);
+            if needed
+                && let Some(entry) = write(&slot.entry).as_mut()
+                && shortens(entry)
             {
-                entry.fresh_for = entry.fresh_for.min(self.policy.not_found_ttl);
+                entry.fresh_for = self.policy.not_found_ttl;
             }
         }
     }

@@ -633,9 +633,9 @@ impl SecretsCtx {
         // seconds); anything else gets a record of its own.
         if let Some(hits) = resolution.hits.take()
             && auditor.aggregates_hits()
+            && let Some(kind) = HitKind::of(operation, resolution.result.is_ok())
         {
-            let found = resolution.result.is_ok();
-            auditor.hit(&hits, HitKind::of(purpose == Use::Sealed, found), started);
+            auditor.hit(&hits, kind, started);
             return Ok(resolution.result);
         }
         let latency_us = started.elapsed().as_micros() as u64;
