@@ -65,7 +65,8 @@ async fn webhook_signed_unsigned_and_backend_down() {
 
     let ready = client().get(gtc.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    let log = gtc.stop();
+    // Cache hits are audited as an aggregate, written at the latest at shutdown.
+    let (_, log) = gtc.terminate();
     assert!(
         log.contains("gtc::audit")
             && log.contains("secrets://dev/acme/support/webchat-bot/webhook-secret"),

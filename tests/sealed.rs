@@ -177,7 +177,8 @@ async fn components_of_both_package_versions_serve_side_by_side() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("you said: sealed hi"), "{body}");
     assert_eq!(webhook(&gtc, b"not-the-key", "{}").await.0, 401);
-    let log = gtc.stop();
+    // Cache hits are audited as an aggregate, written at the latest at shutdown.
+    let (_, log) = gtc.terminate();
     assert!(
         log.lines().any(|l| l.contains("sealed.verify-hmac-sha256")
             && l.contains("secrets://dev/acme/_/webchat-bot/webhook-secret")

@@ -6,8 +6,8 @@
 //! servers are started and stopped by the bench. Each figure is the median of
 //! several repetitions with min–max; ratios compare figures of the same run.
 //! Set GTC_BENCH_QUICK=1 for a short smoke run, GTC_BENCH_ONLY=a,b to run some
-//! parts (cached-get, cached-get-logged, cache-size, cold-get, scale, in-flight,
-//! throughput, sealed).
+//! parts (cached-get, audit-serve, cached-get-logged, cache-size, cold-get, scale,
+//! in-flight, throughput, sealed).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -138,17 +138,23 @@ fn load_probe(runtime: &Runtime, dir: &Path, service: Arc<SecretsService>) -> Ar
     Arc::new(runtime.load(manifest, secrets).unwrap())
 }
 
-/// A probe bundle whose `probe/x` is in the dev store (and, once read, cached).
-/// The directory and runtime are returned to keep them alive.
-fn probe_with_cached_secret() -> (tempfile::TempDir, Runtime, Arc<LoadedBundle>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = DevStore::new(dir.path().join("store.json"));
+/// A dev store in `dir` holding `secrets://dev/acme/_/probe/x`.
+fn store_with_probe_x(dir: &Path) -> DevStore {
+    let store = DevStore::new(dir.join("store.json"));
     store
         .put(
             &SecretPath::parse_uri("secrets://dev/acme/_/probe/x").unwrap(),
             b"bench-value",
         )
         .unwrap();
+    store
+}
+
+/// A probe bundle whose `probe/x` is in the dev store (and, once read, cached).
+/// The directory and runtime are returned to keep them alive.
+fn probe_with_cached_secret() -> (tempfile::TempDir, Runtime, Arc<LoadedBundle>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_probe_x(dir.path());
     let service = Arc::new(SecretsService::new(
         SecretsBackend::DevStore(store),
         CachePolicy::default(),
@@ -207,10 +213,107 @@ async fn cached_get_logged(report: &mut Report) {
         guest.push(json["ns_per_call"].as_f64().unwrap());
     }
     report.add(
-        "cached secrets.get with the audit log on (JSON to a sink)",
+        "cached secrets.get with the audit trail on (hits aggregated; JSON log to a sink)",
         "ns/call",
         stat(guest),
     );
+}
+
+/// Part 1c: cached `get` through a real `gtc serve` as it runs in a pod (audit
+/// trail on, the log at info level to a file), with hits aggregated (the
+/// default) and with `--audit-every-hit`; and the audit volume of the gets.
+async fn audit_serve(report: &mut Report) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_probe_x(dir.path());
+    let probe = write_bundle(dir.path(), "probe", "probe", &["/p"], r#"secrets = ["x"]"#);
+    let client = client();
+    // Gets per request (the default cap is 1,000) and requests per volume run.
+    let per_request = 1000;
+    for (label, extra, requests) in [
+        (
+            "hits aggregated (default)",
+            None,
+            if quick() { 50 } else { 1000 },
+        ),
+        (
+            "--audit-every-hit",
+            Some("--audit-every-hit"),
+            if quick() { 20 } else { 100 },
+        ),
+    ] {
+        let log_path = dir.path().join("audit.log");
+        let mut command = Command::new(gtc_bin());
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env("GREENTIC_ENV", "dev")
+            .env("GREENTIC_TENANT", "acme")
+            .env("GREENTIC_DEV_STORE", store.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg(format!("--bundle={}", probe.display()))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log_path).unwrap());
+        let mut child = command.spawn().unwrap();
+        let base = {
+            use std::io::BufRead as _;
+            let stdout = child.stdout.take().unwrap();
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            loop {
+                let line = lines.next().expect("gtc exited").unwrap();
+                if let Some(base) = line.strip_prefix("gtc listening on ") {
+                    break base.to_string();
+                }
+            }
+        };
+        let url = format!("{base}/p/bench-get?n={per_request}&name=x");
+        let get = || async {
+            let json: serde_json::Value =
+                client.get(&url).send().await.unwrap().json().await.unwrap();
+            assert_eq!(json["failures"], 0, "{json}");
+            json["ns_per_call"].as_f64().unwrap()
+        };
+        for _ in 0..3 {
+            get().await;
+        }
+        let mut ns = Vec::new();
+        for _ in 0..reps(9) {
+            ns.push(get().await);
+        }
+        for _ in 0..requests {
+            get().await;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        let audit: Vec<&str> = log.lines().filter(|l| l.contains("gtc::audit")).collect();
+        let bytes: usize = audit.iter().map(|l| l.len() + 1).sum();
+        let gets = (3 + ns.len() + requests) * per_request;
+        let dropped: u64 = audit
+            .iter()
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find_map(|f| f.strip_prefix("dropped="))
+            })
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum();
+        report.add(
+            &format!("cached secrets.get in gtc serve, guest-measured, audit {label}"),
+            "ns/call",
+            stat(ns),
+        );
+        report.note(
+            &format!("audit volume of {gets} cached gets, {label}"),
+            format!(
+                "{bytes} bytes, {} lines ({:.0} bytes per 1M gets), {dropped} dropped",
+                audit.len(),
+                bytes as f64 * 1e6 / gets as f64
+            ),
+        );
+    }
 }
 
 /// A response body delivered in the given chunks.
@@ -732,15 +835,53 @@ fn tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// One wrk run; returns (requests/s, p50 ms, p99 ms).
-fn wrk(url: &str, script: Option<&Path>, seconds: u32) -> (f64, f64, f64) {
+/// The offered load of one wrk run.
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    /// N keep-alive connections.
+    Connections(u32),
+    /// 8 connections, each closed after one request (`Connection: close`).
+    ConnectionPerRequest,
+}
+
+impl Load {
+    fn label(self) -> String {
+        match self {
+            Load::Connections(n) => format!("c{n}"),
+            Load::ConnectionPerRequest => "connection per request (c8)".into(),
+        }
+    }
+}
+
+/// What one wrk run measured.
+struct Run {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Server CPU (user + system, from /proc) per completed request.
+    cpu_us: f64,
+}
+
+/// One wrk run against `url` while measuring the CPU of process `pid`.
+fn wrk(url: &str, script: Option<&Path>, seconds: u32, load: Load, pid: u32) -> Run {
     let wrk = tool("wrk").expect("wrk (host/benches/install-bench-tools.sh)");
     let mut command = Command::new(wrk);
-    command.args(["-t1", "-c8", &format!("-d{seconds}s"), "--latency"]);
+    let connections = match load {
+        Load::Connections(n) => n,
+        Load::ConnectionPerRequest => 8,
+    };
+    command.args([
+        "-t1",
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+    ]);
     if let Some(script) = script {
         command.arg("-s").arg(script);
     }
+    let cpu_before = support::cpu_time_of(pid).as_secs_f64() * 1e6;
     let out = command.arg(url).output().unwrap();
+    let cpu = support::cpu_time_of(pid).as_secs_f64() * 1e6 - cpu_before;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let number = |prefix: &str| -> f64 {
         let line = text
@@ -759,11 +900,73 @@ fn wrk(url: &str, script: Option<&Path>, seconds: u32) -> (f64, f64, f64) {
         }
     };
     assert!(!text.contains("Non-2xx"), "wrk saw errors:\n{text}");
-    (number("Requests/sec:"), number("50%"), number("99%"))
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("wrk output lacks the request count:\n{text}"));
+    Run {
+        rps: number("Requests/sec:"),
+        p50_ms: number("50%"),
+        p99_ms: number("99%"),
+        cpu_us: cpu / requests.max(1.0),
+    }
 }
 
-/// Part 3: requests/s and latency: gtc vs `wasmtime serve` on the same component,
-/// and webchat-bot with the dev store and with Vault.
+/// One server under test.
+struct Server {
+    name: &'static str,
+    child: std::process::Child,
+    url: String,
+    script: Option<PathBuf>,
+    /// The loads it is measured at.
+    loads: Vec<Load>,
+}
+
+/// Starts `wasmtime serve` on `component` with exactly `args` and a clean
+/// environment (PATH only: in particular no RUST_BACKTRACE, which makes it
+/// capture backtraces on a per-request path).
+fn start_wasmtime(component: &Path, args: &[&str]) -> (std::process::Child, String) {
+    let port = support::free_port();
+    let child = Command::new(tool("wasmtime").unwrap())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .arg("serve")
+        .args(args)
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .arg(component)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "wasmtime serve did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child, format!("http://127.0.0.1:{port}/"))
+}
+
+/// `wasmtime serve` options closest to gtc's configuration: the pooling
+/// allocator with 2 MiB of each slot kept resident and wiped page by page with
+/// PAGEMAP_SCAN, 32 warm slots, a 5 s time limit (gtc's default per-request
+/// limit, enforced with epochs in both).
+const WASMTIME_AS_GTC: &[&str] = &[
+    "-Scli",
+    "-Opooling-allocator=y",
+    "-Opooling-memory-keep-resident=2097152",
+    "-Opooling-table-keep-resident=2097152",
+    "-Opooling-max-unused-warm-slots=32",
+    "-Opooling-pagemap-scan=auto",
+    "-Wtimeout=5s",
+];
+
+/// Part 3: requests/s, latency and server CPU per request: gtc vs `wasmtime
+/// serve` (its defaults and gtc's configuration) on the same component at c8,
+/// c64, c256 and one connection per request; gtc with keep-resident off and
+/// with one worker thread; webchat-bot with the dev store and with Vault. Every
+/// repetition runs each server once per load, interleaved.
 fn throughput(report: &mut Report) {
     if tool("wrk").is_none() || tool("wasmtime").is_none() {
         report.note(
@@ -772,7 +975,7 @@ fn throughput(report: &mut Report) {
         );
         return;
     }
-    let seconds = if quick() { 2 } else { 8 };
+    let seconds = if quick() { 2 } else { 6 };
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
     let secret = b"bench-webhook-key".to_vec();
@@ -797,79 +1000,168 @@ fn throughput(report: &mut Report) {
         ),
     )
     .unwrap();
+    let close = dir.path().join("close.lua");
+    std::fs::write(&close, "wrk.headers[\"Connection\"] = \"close\"\n").unwrap();
 
-    let (gtc_hello, gtc_base, _) = start_gtc(&[format!("--bundle={}", hello.display())], &env);
-    let wasmtime_port = support::free_port();
-    let mut wasmtime = Command::new(tool("wasmtime").unwrap())
-        .args([
-            "serve",
-            "-Scli",
-            "--addr",
-            &format!("127.0.0.1:{wasmtime_port}"),
-        ])
-        .arg(guest("hello"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let wasmtime_base = format!("http://127.0.0.1:{wasmtime_port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", wasmtime_port)).is_err() {
-        assert!(Instant::now() < deadline, "wasmtime serve did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    wrk(&format!("{gtc_base}/"), None, 2);
-    wrk(&format!("{wasmtime_base}/"), None, 2);
-    let (mut g, mut w, mut ratio, mut g50, mut g99, mut w50, mut w99) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    for _ in 0..reps(3) {
-        let (rps_g, p50_g, p99_g) = wrk(&format!("{gtc_base}/"), None, seconds);
-        let (rps_w, p50_w, p99_w) = wrk(&format!("{wasmtime_base}/"), None, seconds);
-        g.push(rps_g);
-        w.push(rps_w);
-        ratio.push(rps_g / rps_w);
-        g50.push(p50_g);
-        g99.push(p99_g);
-        w50.push(p50_w);
-        w99.push(p99_w);
-    }
-    let _ = wasmtime.kill();
-    let _ = wasmtime.wait();
-    stop(gtc_hello);
-    report.add("hello: gtc serve", "req/s", stat(g.clone()));
-    report.add(
-        "hello: wasmtime serve (same component, same wrk)",
-        "req/s",
-        stat(w),
+    let all = vec![
+        Load::Connections(8),
+        Load::Connections(64),
+        Load::Connections(256),
+        Load::ConnectionPerRequest,
+    ];
+    let low = vec![Load::Connections(8), Load::Connections(64)];
+    let gtc = |name, args: &[String], script: Option<PathBuf>, loads: &Vec<Load>| {
+        let (child, base, _) = start_gtc(args, &env);
+        Server {
+            name,
+            child,
+            url: format!("{base}/"),
+            script,
+            loads: loads.clone(),
+        }
+    };
+    let hello_arg = format!("--bundle={}", hello.display());
+    let mut servers = vec![
+        gtc("gtc", std::slice::from_ref(&hello_arg), None, &all),
+        gtc(
+            "gtc, keep-resident off",
+            &[hello_arg.clone(), "--keep-resident-kib=0".into()],
+            None,
+            &low,
+        ),
+        gtc(
+            "gtc, 1 worker thread",
+            &[hello_arg.clone(), "--worker-threads=1".into()],
+            None,
+            &low,
+        ),
+    ];
+    let mut webchat_server = gtc(
+        "webchat-bot (gtc, dev store)",
+        &[format!("--bundle={}", webchat.display())],
+        Some(script.clone()),
+        &low,
     );
-    report.add("ratio gtc / wasmtime serve (hello)", "×", stat(ratio));
-    report.add("hello p50 latency: gtc", "ms", stat(g50));
-    report.add("hello p99 latency: gtc", "ms", stat(g99));
-    report.add("hello p50 latency: wasmtime serve", "ms", stat(w50));
-    report.add("hello p99 latency: wasmtime serve", "ms", stat(w99));
-
-    // webchat-bot, cached secret, dev store.
-    let (child, base, _) = start_gtc(&[format!("--bundle={}", webchat.display())], &env);
-    wrk(&format!("{base}/webhook"), Some(&script), 2);
-    let mut dev = Vec::new();
-    let mut dev99 = Vec::new();
-    for _ in 0..reps(3) {
-        let (rps, _, p99) = wrk(&format!("{base}/webhook"), Some(&script), seconds);
-        dev.push(rps);
-        dev99.push(p99);
+    webchat_server.url.push_str("webhook");
+    servers.push(webchat_server);
+    for (name, args) in [
+        ("wasmtime serve, defaults", &["-Scli"][..]),
+        ("wasmtime serve, gtc's configuration", WASMTIME_AS_GTC),
+    ] {
+        let (child, url) = start_wasmtime(&guest("hello"), args);
+        servers.push(Server {
+            name,
+            child,
+            url,
+            script: None,
+            loads: all.clone(),
+        });
     }
-    stop(child);
-    let hello_median = stat(g).median;
-    report.add(
-        "webchat-bot (HMAC + cached get), dev store",
-        "req/s",
-        stat(dev.clone()),
+    // Warm-up: code, pools, connections.
+    for server in &servers {
+        wrk(
+            &server.url,
+            server.script.as_deref(),
+            2,
+            Load::Connections(8),
+            server.child.id(),
+        );
+    }
+    let mut runs: std::collections::BTreeMap<(usize, usize), Vec<Run>> = Default::default();
+    for _ in 0..reps(3) {
+        for (l, load) in all.iter().enumerate() {
+            for (s, server) in servers.iter().enumerate() {
+                if !server.loads.contains(load) {
+                    continue;
+                }
+                let script = match load {
+                    Load::ConnectionPerRequest => Some(close.as_path()),
+                    _ => server.script.as_deref(),
+                };
+                let run = wrk(&server.url, script, seconds, *load, server.child.id());
+                runs.entry((l, s)).or_default().push(run);
+            }
+        }
+    }
+    let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    for server in servers.iter_mut() {
+        let _ = server.child.kill();
+        let _ = server.child.wait();
+    }
+    let index = |name: &str| servers.iter().position(|s| s.name == name).unwrap();
+    let (g, w_default, w_equal) = (
+        index("gtc"),
+        index("wasmtime serve, defaults"),
+        index("wasmtime serve, gtc's configuration"),
     );
-    report.add("webchat-bot p99 latency, dev store", "ms", stat(dev99));
-    report.add(
-        "ratio webchat-bot (dev store) / hello",
-        "×",
-        stat(dev.iter().map(|r| r / hello_median).collect()),
+    for (l, load) in all.iter().enumerate() {
+        for (s, server) in servers.iter().enumerate() {
+            let Some(r) = runs.get(&(l, s)) else { continue };
+            let what = format!("{} — {}", server.name, load.label());
+            report.add(
+                &format!("{what}: throughput"),
+                "req/s",
+                stat(r.iter().map(|r| r.rps).collect()),
+            );
+            report.add(
+                &format!("{what}: p50"),
+                "ms",
+                stat(r.iter().map(|r| r.p50_ms).collect()),
+            );
+            report.add(
+                &format!("{what}: p99"),
+                "ms",
+                stat(r.iter().map(|r| r.p99_ms).collect()),
+            );
+            report.add(
+                &format!("{what}: server CPU per request"),
+                "µs",
+                stat(r.iter().map(|r| r.cpu_us).collect()),
+            );
+        }
+        // Ratios of the same repetition.
+        let ratio = |a: usize, b: usize| -> Option<Stat> {
+            let (a, b) = (runs.get(&(l, a))?, runs.get(&(l, b))?);
+            Some(stat(a.iter().zip(b).map(|(a, b)| a.rps / b.rps).collect()))
+        };
+        if let Some(r) = ratio(g, w_equal) {
+            report.add(
+                &format!(
+                    "ratio gtc / wasmtime serve with gtc's configuration — {} (headline)",
+                    load.label()
+                ),
+                "×",
+                r,
+            );
+        }
+        if let Some(r) = ratio(g, w_default) {
+            report.add(
+                &format!("ratio gtc / wasmtime serve defaults — {}", load.label()),
+                "×",
+                r,
+            );
+        }
+        for other in [
+            "gtc, keep-resident off",
+            "gtc, 1 worker thread",
+            "webchat-bot (gtc, dev store)",
+        ] {
+            if let Some(r) = ratio(index(other), g) {
+                report.add(
+                    &format!("ratio {other} / gtc hello — {}", load.label()),
+                    "×",
+                    r,
+                );
+            }
+        }
+    }
+    report.note(
+        "load average after the runs (1, 5, 15 min)",
+        load_avg
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
     );
 
     // webchat-bot, cached secret, Vault backend.
@@ -880,21 +1172,28 @@ fn throughput(report: &mut Report) {
         &[format!("--bundle={}", vault_bundle.display())],
         &world.worker_env(),
     );
-    wrk(&format!("{base}/webhook"), Some(&script), 2);
+    let url = format!("{base}/webhook");
+    wrk(&url, Some(&script), 2, Load::Connections(8), child.id());
     let mut vault = Vec::new();
     for _ in 0..reps(3) {
-        vault.push(wrk(&format!("{base}/webhook"), Some(&script), seconds).0);
+        vault.push(wrk(
+            &url,
+            Some(&script),
+            seconds,
+            Load::Connections(8),
+            child.id(),
+        ));
     }
     stop(child);
     report.add(
-        "webchat-bot (HMAC + cached get), vault backend",
+        "webchat-bot (HMAC + cached get), vault backend — c8",
         "req/s",
-        stat(vault.clone()),
+        stat(vault.iter().map(|r| r.rps).collect()),
     );
     report.add(
-        "ratio webchat-bot (vault) / hello",
-        "×",
-        stat(vault.iter().map(|r| r / hello_median).collect()),
+        "webchat-bot, vault backend — c8: server CPU per request",
+        "µs",
+        stat(vault.iter().map(|r| r.cpu_us).collect()),
     );
 }
 
@@ -914,6 +1213,9 @@ fn main() {
     };
     if wanted("cached-get") {
         runtime.block_on(cached_get(&mut report));
+    }
+    if wanted("audit-serve") {
+        runtime.block_on(audit_serve(&mut report));
     }
     if wanted("cache-size") {
         runtime.block_on(cache_size(&mut report));

@@ -31,7 +31,7 @@ use crate::scope::SecretPath;
 use crate::secret_value::SecretBytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// How long answers are fresh, how long they may be served stale, how many URIs
@@ -149,7 +149,9 @@ struct Entry {
 
 #[derive(Default)]
 struct Slot {
-    entry: Mutex<Option<Entry>>,
+    /// Read-locked by every cached `get` (readers never wait for each other: one
+    /// hot secret on many cores), write-locked only to store a fetch.
+    entry: RwLock<Option<Entry>>,
     /// Held by the one caller refreshing this URI.
     refresh: tokio::sync::Mutex<()>,
 }
@@ -203,6 +205,12 @@ impl SecretsService {
     /// (the capability keeps resolved names, so the hot path formats nothing),
     /// within the caller's limits.
     pub async fn get_at(&self, path: &SecretPath, uri: &str, limits: FetchLimits<'_>) -> Lookup {
+        // The common case first: a fresh entry, read under the map's read lock
+        // without taking a reference to its slot.
+        if let Some(value) = read(&self.slots).get(uri).and_then(|slot| self.fresh(slot)) {
+            self.count(&limits, &self.stats.hits);
+            return Ok((value, CacheOutcome::Hit));
+        }
         let Some(slot) = self.slot(uri) else {
             // Caching disabled, or the cache is full of live entries.
             self.count(&limits, &self.stats.misses);
@@ -265,7 +273,7 @@ impl SecretsService {
         let deadline = limits.deadline.saturating_sub(started.elapsed());
         match self.fetch(path, deadline).await {
             Ok(value) => {
-                *lock(&slot.entry) = Some(Entry {
+                *write(&slot.entry) = Some(Entry {
                     value: value.clone(),
                     fetched_at: Instant::now(),
                     fresh_for: self.policy.ttl,
@@ -274,7 +282,7 @@ impl SecretsService {
                 Ok((value, CacheOutcome::Miss))
             }
             Err(BackendError::Unavailable(reason)) => {
-                let stale = lock(&slot.entry).as_mut().and_then(|entry| {
+                let stale = write(&slot.entry).as_mut().and_then(|entry| {
                     let usable =
                         entry.fetched_at.elapsed() < self.policy.ttl + self.policy.stale_for;
                     usable.then(|| {
@@ -324,7 +332,7 @@ impl SecretsService {
 
     /// The cached answer if it is still within the stale bound.
     fn within_stale_bound(&self, slot: &Slot) -> Option<Option<SecretBytes>> {
-        let entry = lock(&slot.entry);
+        let entry = read(&slot.entry);
         let entry = entry.as_ref()?;
         (entry.fetched_at.elapsed() < self.policy.ttl + self.policy.stale_for)
             .then(|| entry.value.clone())
@@ -332,7 +340,7 @@ impl SecretsService {
 
     /// A stale answer to serve without asking the backend: it failed a moment ago.
     fn backing_off(&self, slot: &Slot) -> Option<Option<SecretBytes>> {
-        let entry = lock(&slot.entry);
+        let entry = read(&slot.entry);
         let entry = entry.as_ref()?;
         let waiting = entry.retry_at.is_some_and(|at| Instant::now() < at);
         let within_bound = entry.fetched_at.elapsed() < self.policy.ttl + self.policy.stale_for;
@@ -340,7 +348,7 @@ impl SecretsService {
     }
 
     fn fresh(&self, slot: &Slot) -> Option<Option<SecretBytes>> {
-        let entry = lock(&slot.entry);
+        let entry = read(&slot.entry);
         let entry = entry.as_ref()?;
         (entry.fetched_at.elapsed() < entry.fresh_for).then(|| entry.value.clone())
     }
@@ -349,12 +357,17 @@ impl SecretsService {
     /// stored" answers stay fresh only for the not-found TTL from now on.
     pub fn found_nothing<'a>(&self, uris: impl IntoIterator<Item = &'a str>) {
         let slots = read(&self.slots);
-        for uri in uris {
-            if let Some(slot) = slots.get(uri)
-                && let Some(entry) = lock(&slot.entry).as_mut()
-                && entry.value.is_none()
+        let shortens =
+            |entry: &Entry| entry.value.is_none() && entry.fresh_for > self.policy.not_found_ttl;
+        for slot in uris.into_iter().filter_map(|uri| slots.get(uri)) {
+            // A read lock first: a cached "not found" asked again (the common
+            // case) has been shortened already and needs no write.
+            let needed = read(&slot.entry).as_ref().is_some_and(shortens);
+            if needed
+                && let Some(entry) = write(&slot.entry).as_mut()
+                && shortens(entry)
             {
-                entry.fresh_for = entry.fresh_for.min(self.policy.not_found_ttl);
+                entry.fresh_for = self.policy.not_found_ttl;
             }
         }
     }
@@ -371,7 +384,7 @@ impl SecretsService {
             let keep_for = self.policy.ttl + self.policy.stale_for;
             slots.retain(|_, slot| {
                 Arc::strong_count(slot) > 1
-                    || lock(&slot.entry)
+                    || read(&slot.entry)
                         .as_ref()
                         .is_some_and(|e| e.fetched_at.elapsed() < keep_for)
             });
@@ -390,9 +403,6 @@ impl SecretsService {
 
 // A poisoned lock only means another thread panicked while holding it; the data
 // (a cache entry) is still consistent, so keep serving.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     m.read().unwrap_or_else(|e| e.into_inner())
 }

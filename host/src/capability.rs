@@ -6,9 +6,10 @@
 //! fault that stops the guest, the inner WIT `error` is what the guest sees, and no
 //! case of it carries an address, a path, a token or a value.
 //!
-//! Every call emits one audit event (target `gtc::audit`): bundle, scope, the
-//! resolved URI (or only the length of a malformed name), outcome, cache use and
-//! latency. Never a value.
+//! Every call is audited ([`crate::audit`], target `gtc::audit`): bundle, scope,
+//! the resolved URI (or only the length of a malformed name), outcome, cache use
+//! and latency, never a value. Fetches, refusals and errors get a record each;
+//! cache hits are counted per secret and written as aggregates.
 //!
 //! Least privilege between the bundles of one team: a bundle reads only the names
 //! its manifest declares (`secrets`, plus the sealed list, whose values `get` never
@@ -23,6 +24,7 @@
 //! are looked up by the worker itself ([`BundleSecrets::check_declared`], see
 //! `prefetch`), and `/readyz` reports what it found.
 
+use crate::audit::{self, HitCounter, HitKind};
 use crate::backend::BackendError;
 use crate::backend::budget::{BudgetPolicy, FetchBudget};
 use crate::cache::{CacheOutcome, FetchLimits, SecretsService};
@@ -148,6 +150,8 @@ pub enum DeclaredStatus {
 struct Candidate {
     path: SecretPath,
     uri: String,
+    /// This bundle's cache hits on `uri`, for the audit trail.
+    hits: Arc<HitCounter>,
 }
 
 /// What the manifest lets `get` do with a `category/name`.
@@ -318,6 +322,8 @@ pub struct Resolution {
     pub cache: Option<CacheOutcome>,
     /// Operator-facing reason for a backend failure (no secrets in it).
     pub reason: Option<String>,
+    /// Set when the answer came from the cache alone: where to count the hit.
+    pub hits: Option<Arc<HitCounter>>,
 }
 
 impl BundleSecrets {
@@ -434,9 +440,13 @@ impl BundleSecrets {
             .scope
             .resolve(&self.bundle_id, name)?
             .into_iter()
-            .map(|path| Candidate {
-                uri: path.uri(),
-                path,
+            .map(|path| {
+                let uri = path.uri();
+                Candidate {
+                    hits: HitCounter::new(self.bundle_id.as_str(), &uri),
+                    uri,
+                    path,
+                }
             })
             .collect();
         let access = candidates
@@ -491,6 +501,7 @@ impl BundleSecrets {
                         uri: candidates.first().map(|c| c.uri.clone()),
                         cache: None,
                         reason: Some(refusal.to_string()),
+                        hits: None,
                     };
                 }
             },
@@ -500,6 +511,7 @@ impl BundleSecrets {
                     uri: None,
                     cache: None,
                     reason: None,
+                    hits: None,
                 };
             }
             Err(NameError::OutOfScope) => {
@@ -509,12 +521,13 @@ impl BundleSecrets {
                     uri: Some(name.to_string()),
                     cache: None,
                     reason: None,
+                    hits: None,
                 };
             }
         };
         let mut cache = CacheOutcome::Hit;
-        let mut last_uri = None;
-        for Candidate { path, uri } in candidates.iter() {
+        let mut last = None;
+        for candidate @ Candidate { path, uri, hits } in candidates.iter() {
             match self.service.get_at(path, uri, limits).await {
                 Ok((found, outcome)) => {
                     cache = combine(cache, outcome);
@@ -524,9 +537,10 @@ impl BundleSecrets {
                             uri: Some(uri.clone()),
                             cache: Some(cache),
                             reason: None,
+                            hits: (cache == CacheOutcome::Hit).then(|| hits.clone()),
                         };
                     }
-                    last_uri = Some(uri.clone());
+                    last = Some(candidate);
                 }
                 Err(error) => {
                     let guest_error = match error {
@@ -538,6 +552,7 @@ impl BundleSecrets {
                         uri: Some(uri.clone()),
                         cache: Some(CacheOutcome::Miss),
                         reason: Some(error.to_string()),
+                        hits: None,
                     };
                 }
             }
@@ -546,9 +561,12 @@ impl BundleSecrets {
             .found_nothing(candidates.iter().map(|c| c.uri.as_str()));
         Resolution {
             result: Err(GuestError::NotFound),
-            uri: last_uri,
+            uri: last.map(|c| c.uri.clone()),
             cache: Some(cache),
             reason: None,
+            hits: last
+                .filter(|_| cache == CacheOutcome::Hit)
+                .map(|c| c.hits.clone()),
         }
     }
 }
@@ -608,37 +626,44 @@ impl SecretsCtx {
             );
         }
         let started = Instant::now();
-        let resolution = bundle.resolve_for(name, purpose).await;
+        let mut resolution = bundle.resolve_for(name, purpose).await;
         bundle.counters.count(&resolution.result);
+        let auditor = audit::global();
+        // A cache hit is counted (one aggregate record per secret every few
+        // seconds); anything else gets a record of its own.
+        if let Some(hits) = resolution.hits.take()
+            && auditor.aggregates_hits()
+            && let Some(kind) = HitKind::of(operation, resolution.result.is_ok())
+        {
+            auditor.hit(&hits, kind, started);
+            return Ok(resolution.result);
+        }
         let latency_us = started.elapsed().as_micros() as u64;
         let outcome = outcome_name(&resolution.result);
         let cache = resolution.cache.map(CacheOutcome::as_str).unwrap_or("none");
-        match (&resolution.uri, &resolution.reason) {
+        let refusal = match (&resolution.uri, &resolution.reason) {
             // The common case, kept small: the URI already names env, tenant and team.
-            (Some(secret), None) => tracing::info!(
-                target: "gtc::audit",
-                bundle = %bundle.bundle_id,
-                secret = secret.as_str(),
-                outcome,
-                cache,
-                latency_us,
-                "{operation}"
-            ),
-            (secret, reason) => tracing::info!(
-                target: "gtc::audit",
-                bundle = %bundle.bundle_id,
-                env = %bundle.scope.env,
-                tenant = %bundle.scope.tenant,
-                team = bundle.scope.team.as_str(),
-                secret = secret.as_deref().unwrap_or("(malformed)"),
-                name_len = name.len(),
-                outcome,
-                cache,
-                latency_us,
-                reason = reason.as_deref().unwrap_or(""),
-                "{operation}"
-            ),
-        }
+            (Some(_), None) => None,
+            (_, reason) => Some(Box::new(audit::Refusal {
+                env: bundle.scope.env.to_string(),
+                tenant: bundle.scope.tenant.to_string(),
+                team: bundle.scope.team.as_str().to_string(),
+                name_len: name.len(),
+                reason: reason.clone().unwrap_or_default(),
+            })),
+        };
+        auditor.record(audit::Record::Call(audit::Call {
+            operation,
+            bundle: bundle.bundle_id.to_string(),
+            secret: resolution
+                .uri
+                .clone()
+                .unwrap_or_else(|| "(malformed)".to_string()),
+            outcome,
+            cache,
+            latency_us,
+            refusal,
+        }));
         Ok(resolution.result)
     }
 

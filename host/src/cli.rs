@@ -457,6 +457,37 @@ pub struct ServeArgs {
     /// outgoing https requests that carry sealed secrets (the host's own client).
     #[arg(long, value_name = "PEM_FILE", env = "GTC_EGRESS_CA_FILE")]
     pub egress_ca_file: Option<PathBuf>,
+    /// Audit every cache hit with a record of its own. By default cache hits are
+    /// counted per bundle and secret and written as one aggregate record (count,
+    /// first and last time) every --audit-flush; fetches, refusals, errors, stale
+    /// answers and sealed injections always get a record each.
+    #[arg(long)]
+    pub audit_every_hit: bool,
+    /// How often aggregated cache hits are written to the audit trail (and at
+    /// shutdown).
+    #[arg(long, default_value = "5s", value_parser = audit_flush)]
+    pub audit_flush: Duration,
+    /// Threads that run requests (guests run on them). Default: the CPUs the
+    /// process may use (a cgroup CPU limit counts, rounded up).
+    #[arg(long, env = "GTC_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
+    /// KiB of each recycled instance slot's memory (and tables) wiped and kept
+    /// mapped instead of returned to the kernel: a recycled slot then takes no
+    /// page faults for that much (BENCHMARKS.md measures the trade-off).
+    #[arg(long, default_value_t = gtc_keep_resident_kib(), value_parser = clap::value_parser!(u32).range(0..=65536))]
+    pub keep_resident_kib: u32,
+}
+
+fn gtc_keep_resident_kib() -> u32 {
+    (crate::runtime::KEEP_RESIDENT >> 10) as u32
+}
+
+fn audit_flush(text: &str) -> Result<Duration, String> {
+    let every = duration(text)?;
+    if every < Duration::from_millis(100) {
+        return Err("at least 100ms".into());
+    }
+    Ok(every)
 }
 
 fn authority(text: &str) -> Result<crate::egress::Authority, String> {

@@ -430,15 +430,14 @@ fn sealed_refused(policy: &EgressPolicy, authority: &Authority, refusal: &Sealed
         })
         .unwrap_or_default();
     let why = refusal.reason();
-    tracing::info!(
-        target: "gtc::audit",
-        bundle = %policy.bundle,
-        secret = secret.as_str(),
-        destination = %authority,
-        outcome = "refused",
-        reason = why,
-        "sealed.inject"
-    );
+    crate::audit::global().record(crate::audit::Record::Inject(crate::audit::Inject {
+        bundle: policy.bundle.to_string(),
+        secret: secret.clone(),
+        destination: authority.to_string(),
+        outcome: "refused",
+        reason: why.to_string(),
+        latency_us: None,
+    }));
     crate::limited_warn!(
         policy.log,
         policy.bundle,
@@ -478,16 +477,14 @@ async fn send_sealed(
             Ok(_) => "injected",
             Err(_) => "unavailable",
         };
-        tracing::info!(
-            target: "gtc::audit",
-            bundle = %policy.bundle,
-            secret = resolution.uri.as_deref().unwrap_or(name),
-            destination = %authority,
+        crate::audit::global().record(crate::audit::Record::Inject(crate::audit::Inject {
+            bundle: policy.bundle.to_string(),
+            secret: resolution.uri.clone().unwrap_or_else(|| name.clone()),
+            destination: authority.to_string(),
             outcome,
-            reason = resolution.reason.as_deref().unwrap_or(""),
-            latency_us = started.elapsed().as_micros() as u64,
-            "sealed.inject"
-        );
+            reason: resolution.reason.clone().unwrap_or_default(),
+            latency_us: Some(started.elapsed().as_micros() as u64),
+        }));
         match resolution.result {
             Ok(value) => injected.push(Injected::new(name, value.expose())),
             Err(crate::capability::GuestError::Unavailable) => {

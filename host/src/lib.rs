@@ -14,7 +14,8 @@
 //! - [`cache`]: the app-wide secrets service (cache, single-flight, stale-if-error).
 //! - [`prefetch`]: start-up prefetch of declared secrets, kept fresh for `/readyz`.
 //! - [`capability`]: the `greentic:secrets` host imports (and Greentic's
-//!   `greentic:secrets-store`) and their audit events.
+//!   `greentic:secrets-store`); [`audit`]: their audit trail (aggregated cache
+//!   hits, a writer off the request path).
 //! - [`bundle`]: bundle manifests and operator bundle assignments.
 //! - [`runtime`]: the Wasm engine, pre-instantiation, per-request sandbox;
 //!   [`component_check`]: is a file a component this host can run, and what a
@@ -32,6 +33,7 @@
 //! - [`scaffold`]: `gtc new`, a bundle for a guest language from the embedded templates.
 
 pub mod app;
+pub mod audit;
 pub mod backend;
 pub mod bundle;
 pub mod bundle_check;

@@ -75,6 +75,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ..Default::default()
                 }),
                 compile_cache: args.compile.setting(),
+                keep_resident: (args.keep_resident_kib as usize) << 10,
                 allow_undeclared_secrets: args.allow_undeclared_secrets,
                 sealed_egress: Some(std::sync::Arc::new(
                     gtc::sealed::SealedEgress::new(
@@ -84,6 +85,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .map_err(gtc::app::AppError::from)?,
                 )),
             };
+            gtc::audit::install(gtc::audit::AuditConfig {
+                every_hit: args.audit_every_hit,
+                flush_every: args.audit_flush,
+                ..Default::default()
+            });
             let (host, _runtime) =
                 gtc::app::build_host(&env, &args.bundles, &runtime_config).await?;
             // Tests and scripts read this line to find the port.
@@ -96,6 +102,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 shutdown_signal(),
             )
             .await;
+            // Pending aggregates and queued records are written before exit.
+            gtc::audit::shutdown();
             Ok(())
         }
         Command::Deploy { command } => match *command {
@@ -462,10 +470,13 @@ fn render(args: RenderArgs) -> anyhow::Result<String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(args) = &cli.command
+        && let Some(threads) = args.worker_threads
     {
+        builder.worker_threads(usize::from(threads));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

@@ -10,14 +10,16 @@ use crate::capability::GetCounters;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// App-wide counters that are not owned by a more specific module.
 #[derive(Default)]
 pub struct Metrics {
     /// `(bundle, status)`: an HTTP status, or `aborted` for a response that failed
     /// after its head was sent, or `499` when the client left first.
-    requests: Mutex<BTreeMap<(String, Status), u64>>,
+    /// Read-locked on the request path (a write lock only for a new pair), so
+    /// requests on different cores never wait for each other here.
+    requests: RwLock<BTreeMap<String, BTreeMap<Status, AtomicU64>>>,
     /// Requests that had to wait for an instance slot, by bundle.
     queued: Mutex<BTreeMap<String, u64>>,
     /// Connections refused at the connection cap.
@@ -58,8 +60,19 @@ impl Metrics {
     }
 
     fn count(&self, bundle: &str, status: Status) {
-        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        *requests.entry((bundle.to_string(), status)).or_default() += 1;
+        let requests = self.requests.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(counter) = requests.get(bundle).and_then(|b| b.get(&status)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        drop(requests);
+        let mut requests = self.requests.write().unwrap_or_else(|e| e.into_inner());
+        requests
+            .entry(bundle.to_string())
+            .or_default()
+            .entry(status)
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request that waited for an instance slot.
@@ -213,16 +226,19 @@ impl Metrics {
              (aborted: failed after the response head was sent; 499: the client left first)."
         );
         let _ = writeln!(out, "# TYPE gtc_requests_total counter");
-        for ((bundle, status), count) in self
+        for (bundle, statuses) in self
             .requests
-            .lock()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            let _ = writeln!(
-                out,
-                "gtc_requests_total{{bundle=\"{bundle}\",status=\"{status}\"}} {count}"
-            );
+            for (status, count) in statuses {
+                let _ = writeln!(
+                    out,
+                    "gtc_requests_total{{bundle=\"{bundle}\",status=\"{status}\"}} {}",
+                    count.load(Ordering::Relaxed)
+                );
+            }
         }
         let _ = writeln!(
             out,
@@ -307,6 +323,33 @@ impl Metrics {
             service.cached_entries()
         );
         self.render_backend(service, &mut out);
+        render_audit(crate::audit::global().stats(), &mut out);
         out
+    }
+}
+
+/// The audit trail's writer: records written, hits folded into aggregates, and
+/// records dropped because its queue was full (never silently: the log says so).
+fn render_audit(stats: &crate::audit::AuditStats, out: &mut String) {
+    for (name, help, counter) in [
+        (
+            "gtc_audit_records_total",
+            "Audit records written (an aggregate of cache hits counts once).",
+            &stats.written,
+        ),
+        (
+            "gtc_audit_hits_aggregated_total",
+            "Cache hits counted into aggregate audit records.",
+            &stats.hits_aggregated,
+        ),
+        (
+            "gtc_audit_events_dropped_total",
+            "Audit records dropped because the audit queue was full.",
+            &stats.dropped,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
     }
 }

@@ -51,7 +51,7 @@ const CHECK_EVERY_TICKS: u64 = 5;
 /// shootdowns on release for the pages a typical request touches (a Rust guest's
 /// shadow stack and first heap pages). It more than doubled requests/s (BENCHMARKS.md).
 /// The wipe also means nothing a request left in memory survives into the next.
-const KEEP_RESIDENT: usize = 2 << 20;
+pub const KEEP_RESIDENT: usize = 2 << 20;
 /// Idle slots kept warm (with up to KEEP_RESIDENT each resident): bounds the memory
 /// an idle worker keeps after a burst.
 const MAX_WARM_SLOTS: u32 = 32;
@@ -92,6 +92,9 @@ pub struct RuntimeConfig {
     /// The operator's settings for requests carrying sealed secrets (`None`:
     /// such requests are refused).
     pub sealed_egress: Option<Arc<crate::sealed::SealedEgress>>,
+    /// Bytes of each recycled slot's memory and tables kept mapped and wiped
+    /// instead of returned to the kernel ([`KEEP_RESIDENT`] by default).
+    pub keep_resident: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -105,6 +108,7 @@ impl Default for RuntimeConfig {
             compile_cache: crate::compile_cache::CacheSetting::Off,
             allow_undeclared_secrets: Vec::new(),
             sealed_egress: None,
+            keep_resident: KEEP_RESIDENT,
         }
     }
 }
@@ -196,8 +200,11 @@ impl Runtime {
             .total_tables(n.saturating_mul(4))
             .total_stacks(n)
             .max_memory_size(crate::bundle::MAX_MEMORY_BYTES)
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT)
+            .linear_memory_keep_resident(config.keep_resident)
+            .table_keep_resident(config.keep_resident)
+            // Where the kernel has PAGEMAP_SCAN (Linux ≥ 6.7), only the pages a
+            // request dirtied are wiped, not the whole kept-resident range.
+            .pagemap_scan(wasmtime::Enabled::Auto)
             .max_unused_warm_slots(MAX_WARM_SLOTS);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).map_err(engine_err)?;
