@@ -352,8 +352,9 @@ impl Gtc {
         (code, log)
     }
 
-    /// Stops the process (SIGKILL) and returns its log, after scanning the log,
-    /// `/metrics` and `/readyz` for leaks.
+    /// Stops the process as Kubernetes does (SIGTERM, then SIGKILL after 5 s) and
+    /// returns its log, after scanning the log, `/metrics` and `/readyz` for leaks.
+    /// SIGTERM lets the audit writer drain its queue, so the log holds every record.
     pub fn stop(mut self) -> String {
         self.shut_down();
         self.log()
@@ -363,6 +364,15 @@ impl Gtc {
         if self.child.try_wait().ok().flatten().is_none() {
             let metrics = blocking_get(&self.base, "/metrics");
             let ready = blocking_get(&self.base, "/readyz");
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid().to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while self.child.try_wait().ok().flatten().is_none()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
             if !std::thread::panicking() {
