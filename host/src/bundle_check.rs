@@ -10,7 +10,7 @@ use crate::bundle::{Limits, MANIFEST_FILE, Manifest};
 use crate::compile_cache::{self, CacheSetting, Origin};
 use crate::component_check::{self, ImportStatus};
 use crate::runtime::Runtime;
-use crate::scope::{SecretPath, Segment};
+use crate::scope::RequestedName;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -88,25 +88,11 @@ pub fn check(path: &Path, runtime: &Runtime, cache: &CacheSetting) -> Report {
     report
 }
 
-/// Declared names must be valid names; the scope itself is the operator's and is
-/// checked when the bundle is served.
+/// Declared names must be valid names (the grammar `secrets.get` parses); the
+/// scope itself is the operator's and is checked when the bundle is served.
 fn check_declarations(manifest: &Manifest, report: &mut Report) {
     for name in manifest.declared_names() {
-        let valid = if name.starts_with("secrets://") {
-            SecretPath::parse_uri(name).map(|_| ())
-        } else {
-            let mut parts = name.split('/');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some(only), None, None) => Segment::parse(only).map(|_| ()),
-                (Some(category), Some(name), None) => {
-                    Segment::parse(category).and_then(|_| Segment::parse(name).map(|_| ()))
-                }
-                _ => Err(crate::scope::NameError::Malformed(
-                    "a name is `name`, `category/name` or a secrets:// URI",
-                )),
-            }
-        };
-        if let Err(error) = valid {
+        if let Err(error) = RequestedName::parse(name) {
             report.errors.push(format!(
                 "secrets: declared name {name:?} is invalid: {error}"
             ));

@@ -168,6 +168,46 @@ impl SecretPath {
     }
 }
 
+/// A name as written, parsed without a scope: the grammar of `secrets.get`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestedName {
+    /// A full `secrets://` URI, looked up exactly (if it is in scope).
+    Uri(SecretPath),
+    /// `name` (category `None`: the bundle's id) or `category/name`.
+    Relative {
+        category: Option<Segment>,
+        name: Segment,
+    },
+}
+
+impl RequestedName {
+    /// Parses `requested`; the scope is checked by [`Scope::resolve`].
+    pub fn parse(requested: &str) -> Result<Self, NameError> {
+        if requested.is_empty() {
+            return Err(NameError::Malformed("the name is empty"));
+        }
+        if requested.len() > MAX_NAME_LEN {
+            return Err(NameError::Malformed("the name is longer than 400 bytes"));
+        }
+        if let Some(rest) = requested.strip_prefix(URI_SCHEME) {
+            return SecretPath::parse_relative(rest).map(Self::Uri);
+        }
+        match requested.split('/').collect::<Vec<_>>().as_slice() {
+            [name] => Ok(Self::Relative {
+                category: None,
+                name: Segment::parse(name)?,
+            }),
+            [category, name] => Ok(Self::Relative {
+                category: Some(Segment::parse(category)?),
+                name: Segment::parse(name)?,
+            }),
+            _ => Err(NameError::Malformed(
+                "expected `name`, `category/name` or a full secrets:// URI",
+            )),
+        }
+    }
+}
+
 impl Scope {
     /// The paths to try, in order, for a name a guest asked for.
     ///
@@ -179,27 +219,16 @@ impl Scope {
         default_category: &Segment,
         requested: &str,
     ) -> Result<Vec<SecretPath>, NameError> {
-        if requested.is_empty() {
-            return Err(NameError::Malformed("the name is empty"));
-        }
-        if requested.len() > MAX_NAME_LEN {
-            return Err(NameError::Malformed("the name is longer than 400 bytes"));
-        }
-        if let Some(rest) = requested.strip_prefix(URI_SCHEME) {
-            let path = SecretPath::parse_relative(rest)?;
-            let team_in_scope = path.team == TeamSlot::TenantWide || path.team == self.team;
-            if path.env != self.env || path.tenant != self.tenant || !team_in_scope {
-                return Err(NameError::OutOfScope);
+        let (category, name) = match RequestedName::parse(requested)? {
+            RequestedName::Uri(path) => {
+                let team_in_scope = path.team == TeamSlot::TenantWide || path.team == self.team;
+                if path.env != self.env || path.tenant != self.tenant || !team_in_scope {
+                    return Err(NameError::OutOfScope);
+                }
+                return Ok(vec![path]);
             }
-            return Ok(vec![path]);
-        }
-        let (category, name) = match requested.split('/').collect::<Vec<_>>().as_slice() {
-            [name] => (default_category.clone(), Segment::parse(name)?),
-            [category, name] => (Segment::parse(category)?, Segment::parse(name)?),
-            _ => {
-                return Err(NameError::Malformed(
-                    "expected `name`, `category/name` or a full secrets:// URI",
-                ));
+            RequestedName::Relative { category, name } => {
+                (category.unwrap_or_else(|| default_category.clone()), name)
             }
         };
         let at = |team: TeamSlot| SecretPath {
