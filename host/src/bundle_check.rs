@@ -7,7 +7,7 @@
 //! in one round. Every problem names the field or import at fault and what to do.
 
 use crate::bundle::{Limits, MANIFEST_FILE, Manifest};
-use crate::compile_cache::{self, CacheSetting, Origin};
+use crate::compile_cache::Origin;
 use crate::component_check::{self, ImportStatus};
 use crate::runtime::Runtime;
 use crate::scope::RequestedName;
@@ -54,8 +54,8 @@ impl Report {
 }
 
 /// Checks the bundle in `dir` (or the manifest file `dir` names) with `runtime`'s
-/// engine and linker.
-pub fn check(path: &Path, runtime: &Runtime, cache: &CacheSetting) -> Report {
+/// engine, linker and compile cache.
+pub fn check(path: &Path, runtime: &Runtime) -> Report {
     let mut report = Report::default();
     let dir = if path.is_file() {
         path.parent().unwrap_or(Path::new("."))
@@ -83,7 +83,7 @@ pub fn check(path: &Path, runtime: &Runtime, cache: &CacheSetting) -> Report {
             ));
         }
     }
-    check_component(&manifest, runtime, cache, &mut report);
+    check_component(&manifest, runtime, &mut report);
     report.lines.push(manifest.review().trim_end().to_string());
     report
 }
@@ -109,24 +109,14 @@ fn check_limits(manifest: &Manifest, maxima: &Limits, report: &mut Report) {
     }
 }
 
-fn check_component(
-    manifest: &Manifest,
-    runtime: &Runtime,
-    cache: &CacheSetting,
-    report: &mut Report,
-) {
+fn check_component(manifest: &Manifest, runtime: &Runtime, report: &mut Report) {
     let path = &manifest.component;
-    if let Err(problem) = component_check::check_file(path) {
-        report.errors.push(problem.to_string());
-        return;
-    }
-    let loaded = match compile_cache::load(runtime.engine(), path, cache, manifest.id.as_str()) {
+    // The start's own first step (file check, then compile or the cache), so the
+    // messages are those `gtc serve` would print.
+    let loaded = match runtime.compile(manifest) {
         Ok(loaded) => loaded,
         Err(error) => {
-            report.errors.push(format!(
-                "component {} does not compile: {error}",
-                path.display()
-            ));
+            report.errors.push(error.to_string());
             return;
         }
     };
@@ -139,7 +129,7 @@ fn check_component(
             Origin::Compiled { .. } => "compiled",
         },
         loaded.elapsed.as_secs_f64(),
-        match cache.dir() {
+        match runtime.config().compile_cache.dir() {
             Some(dir) => format!(" (compile cache {})", dir.display()),
             None => " (compile cache off)".to_string(),
         }

@@ -226,11 +226,10 @@ fn bundle_command(command: BundleCommand) -> anyhow::Result<()> {
             Ok(())
         }
         BundleCommand::Check { dirs, compile } => {
-            let cache = compile.setting();
-            let runtime = runtime(cache.clone())?;
+            let runtime = runtime(compile.setting())?;
             let mut failed = 0;
             for dir in &dirs {
-                let report = gtc::bundle_check::check(dir, &runtime, &cache);
+                let report = gtc::bundle_check::check(dir, &runtime);
                 println!("== {}", dir.display());
                 print!("{}", report.render());
                 if !report.ok() {
@@ -248,28 +247,10 @@ fn bundle_command(command: BundleCommand) -> anyhow::Result<()> {
             if cache.dir().is_none() {
                 return Err(BundleCheckFailed::NoCache.into());
             }
-            let runtime = runtime(cache.clone())?;
+            let runtime = runtime(cache)?;
             for dir in &dirs {
                 let manifest = gtc::bundle::Manifest::load(dir).map_err(AppError::from)?;
-                gtc::component_check::check_file(&manifest.component).map_err(|problem| {
-                    AppError::Runtime(gtc::runtime::RuntimeError::ComponentFile {
-                        bundle: manifest.id.to_string(),
-                        problem,
-                    })
-                })?;
-                let loaded = gtc::compile_cache::load(
-                    runtime.engine(),
-                    &manifest.component,
-                    &cache,
-                    manifest.id.as_str(),
-                )
-                .map_err(|e| {
-                    AppError::Runtime(gtc::runtime::RuntimeError::Component {
-                        bundle: manifest.id.to_string(),
-                        path: manifest.component.clone(),
-                        reason: e.to_string(),
-                    })
-                })?;
+                let loaded = runtime.compile(&manifest).map_err(AppError::from)?;
                 let stored = match (loaded.origin, &loaded.artifact) {
                     (gtc::compile_cache::Origin::Compiled { stored: false }, _) | (_, None) => {
                         anyhow::bail!(

@@ -264,32 +264,46 @@ impl Runtime {
             .map_err(|e| format!("not a wasi:http proxy (no incoming-handler export): {e:#}"))
     }
 
+    /// Checks a bundle's component file and compiles it (or maps it from the
+    /// compile cache): the first half of [`Runtime::load`], and all of
+    /// `gtc bundle compile`.
+    pub fn compile(
+        &self,
+        manifest: &Manifest,
+    ) -> Result<crate::compile_cache::Loaded, RuntimeError> {
+        component_check::check_file(&manifest.component).map_err(|problem| {
+            RuntimeError::ComponentFile {
+                bundle: manifest.id.to_string(),
+                problem,
+            }
+        })?;
+        crate::compile_cache::load(
+            &self.engine,
+            &manifest.component,
+            &self.config.compile_cache,
+            manifest.id.as_str(),
+        )
+        .map_err(|e| RuntimeError::Component {
+            bundle: manifest.id.to_string(),
+            path: manifest.component.clone(),
+            reason: e.to_string(),
+        })
+    }
+
     /// Compiles and pre-instantiates a bundle's component.
     pub fn load(
         &self,
         manifest: Manifest,
         secrets: Arc<BundleSecrets>,
     ) -> Result<LoadedBundle, RuntimeError> {
-        let component_err = |reason: String| RuntimeError::Component {
-            bundle: manifest.id.to_string(),
-            path: manifest.component.clone(),
-            reason,
-        };
         let file_err = |problem: component_check::ComponentFileError| RuntimeError::ComponentFile {
             bundle: manifest.id.to_string(),
             problem,
         };
         let path = manifest.component.clone();
-        component_check::check_file(&path).map_err(file_err)?;
-        let component = crate::compile_cache::load(
-            &self.engine,
-            &manifest.component,
-            &self.config.compile_cache,
-            manifest.id.as_str(),
-        )
-        .map_err(|e| component_err(e.to_string()))?
-        .component;
-        let missing = component_check::missing_imports(&self.engine, &component);
+        let component = self.compile(&manifest)?.component;
+        let (imports, _) = component_check::interfaces(&self.engine, &component);
+        let missing = component_check::missing_imports(&imports);
         if !missing.is_empty() {
             return Err(file_err(
                 component_check::ComponentFileError::Incompatible { path, missing },
@@ -302,7 +316,6 @@ impl Runtime {
             })
         })?;
         let bundle: Arc<str> = Arc::from(manifest.id.as_str());
-        let (imports, _) = component_check::interfaces(&self.engine, &component);
         for (why, names) in component_check::sandboxed(&imports) {
             tracing::warn!(bundle = %bundle, imports = names.join(", "), "{why}");
         }
