@@ -304,12 +304,9 @@ fn render(args: RenderArgs) -> anyhow::Result<String> {
     use gtc::deploy::RenderError;
     let segment = |flag: &str, value: &str| {
         gtc::scope::Segment::parse(value).map_err(|e| {
-            let why = match e {
-                gtc::scope::NameError::Malformed(why) => why.to_string(),
-                other => other.to_string(),
-            };
             RenderError::Invalid(format!(
-                "--{flag} {value:?}: {why} (lower-case letters, digits, '.', '_' and '-')"
+                "--{flag} {value:?}: {} (lower-case letters, digits, '.', '_' and '-')",
+                e.reason()
             ))
         })
     };

@@ -29,6 +29,17 @@ pub enum NameError {
     OutOfScope,
 }
 
+impl NameError {
+    /// The reason alone, without "malformed secret name:": for messages about a
+    /// value that is not a secret's name (a bundle id, a flag).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Malformed(why) => why.to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// One validated path segment: `[a-z0-9][a-z0-9._-]*`, at most 64 bytes.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Segment(String);

@@ -62,13 +62,9 @@ impl std::str::FromStr for DeployedBundle {
     fn from_str(arg: &str) -> Result<Self, Self::Err> {
         let (name, team) = arg.split_once('=').unwrap_or((arg, "_"));
         let bad = |why: String| RenderError::Invalid(format!("--bundle {arg:?}: {why}"));
-        let why = |e: crate::scope::NameError| match e {
-            crate::scope::NameError::Malformed(why) => why.to_string(),
-            other => other.to_string(),
-        };
         Ok(Self {
-            name: Segment::parse(name).map_err(|e| bad(format!("bundle name: {}", why(e))))?,
-            team: TeamSlot::parse(team).map_err(|e| bad(format!("team: {}", why(e))))?,
+            name: Segment::parse(name).map_err(|e| bad(format!("bundle name: {}", e.reason())))?,
+            team: TeamSlot::parse(team).map_err(|e| bad(format!("team: {}", e.reason())))?,
         })
     }
 }

@@ -13,7 +13,7 @@
 
 mod embedded;
 
-use crate::scope::{NameError, Segment};
+use crate::scope::Segment;
 use embedded::{EmbeddedFile, EmbeddedTree};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -148,10 +148,7 @@ impl Created {
 pub fn bundle_id(name: &str) -> Result<Segment, ScaffoldError> {
     Segment::parse(name).map_err(|e| ScaffoldError::InvalidName {
         name: name.to_string(),
-        why: match e {
-            NameError::Malformed(why) => why.to_string(),
-            other => other.to_string(),
-        },
+        why: e.reason(),
     })
 }
 
