@@ -119,7 +119,7 @@ pub enum BundleCommand {
         compile: CompileCacheArgs,
     },
     /// Compile bundles' components into the compile cache ahead of time (an image
-    /// build runs this, so that a pod maps them instead of compiling: it starts in
+    /// build runs this, so that a pod loads them instead of compiling: it starts in
     /// well under a second). Use the same --compile-cache as `gtc serve`.
     Compile {
         /// Bundle directories (holding bundle.toml).
@@ -133,7 +133,7 @@ pub enum BundleCommand {
 /// Where compiled components are kept between starts (see `compile_cache`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct CompileCacheArgs {
-    /// Directory for compiled components, so the next start maps them instead of
+    /// Directory for compiled components, so the next start loads them instead of
     /// compiling [default: $XDG_CACHE_HOME/gtc/components, else
     /// $HOME/.cache/gtc/components]. Only the operator may write there: its files
     /// are native code.

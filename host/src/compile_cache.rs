@@ -4,7 +4,7 @@
 //! the 13–18 MB components that componentize-py and componentize-js produce. The
 //! cache keeps the compiled artifact of each component under a key made of the
 //! component's SHA-256, the engine's compatibility hash (compiler, settings, target)
-//! and gtc's version; a later start with the same bytes maps the artifact instead
+//! and gtc's version; a later start with the same bytes loads the artifact instead
 //! of compiling. `gtc bundle compile` fills the cache ahead of time (an image build
 //! ships it); `gtc serve` uses it by default.
 //!
@@ -198,7 +198,7 @@ pub fn load(
 }
 
 /// Writes the artifact next to its final name and renames it into place, so a
-/// concurrent start never maps a half-written file. A failure is logged, not fatal:
+/// concurrent start never reads a half-written file. A failure is logged, not fatal:
 /// the worker runs, it just compiles again next time.
 fn store(component: &Component, artifact: &Path) -> bool {
     let attempt = || -> Result<(), String> {

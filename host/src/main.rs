@@ -210,7 +210,7 @@ fn bundle_command(command: BundleCommand) -> anyhow::Result<()> {
     use gtc::app::AppError;
     use gtc::runtime::{Runtime, RuntimeConfig};
     // One instance slot is enough to link; the engine's code settings are the ones
-    // `gtc serve` uses, so what `compile` stores is what `serve` maps.
+    // `gtc serve` uses, so what `compile` stores is what `serve` loads.
     let runtime = |cache| {
         Runtime::new(&RuntimeConfig {
             max_instances: 1,
