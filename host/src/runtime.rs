@@ -264,7 +264,7 @@ impl Runtime {
             .map_err(|e| format!("not a wasi:http proxy (no incoming-handler export): {e:#}"))
     }
 
-    /// Checks a bundle's component file and compiles it (or maps it from the
+    /// Checks a bundle's component file and compiles it (or loads it from the
     /// compile cache): the first half of [`Runtime::load`], and all of
     /// `gtc bundle compile`.
     pub fn compile(
