@@ -8,12 +8,7 @@ use std::path::Path;
 use support::*;
 
 async fn ask(gtc: &Gtc, key: &str) -> (u16, String) {
-    let answer = client()
-        .get(gtc.url(&format!("/runner?key={key}")))
-        .send()
-        .await
-        .unwrap();
-    (answer.status().as_u16(), answer.text().await.unwrap())
+    gtc.get(&format!("/runner?key={key}")).await
 }
 
 fn runner_bundle(root: &Path) -> std::path::PathBuf {

@@ -70,17 +70,6 @@ fn build(bundle: &Path, toolchain: Toolchain) -> Duration {
     took
 }
 
-/// `GET /<id>` of a bundle: (status, body).
-async fn ask(gtc: &Gtc, id: &str) -> (u16, String) {
-    let response = client()
-        .get(gtc.url(&format!("/{id}")))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
-}
-
 async fn scaffold_build_and_serve(lang: &str, toolchain: Toolchain) {
     let root = tempfile::tempdir().unwrap();
     let id = format!("hello-{lang}");
@@ -129,7 +118,7 @@ async fn scaffold_build_and_serve(lang: &str, toolchain: Toolchain) {
         "{lang}: first gtc serve listened after {:.1?} (compiling the component)",
         started.elapsed()
     );
-    let (status, body) = ask(&gtc, &id).await;
+    let (status, body) = gtc.get(&format!("/{id}")).await;
     assert_eq!(status, 200, "{body}\n{}", gtc.log());
     assert!(body.contains(&format!("({} bytes)", value.len())), "{body}");
     assert!(
@@ -149,7 +138,7 @@ async fn scaffold_build_and_serve(lang: &str, toolchain: Toolchain) {
         &serve_args,
         &[("GREENTIC_DEV_STORE", other.display().to_string())],
     );
-    let (status, body) = ask(&gtc, &id).await;
+    let (status, body) = gtc.get(&format!("/{id}")).await;
     assert_eq!(status, 404, "{body}\n{}", gtc.log());
     assert!(body.contains("not found"), "{body}");
     drop(gtc);
@@ -167,7 +156,7 @@ async fn scaffold_build_and_serve(lang: &str, toolchain: Toolchain) {
         ("GREENTIC_STARTUP_JITTER", "0".to_string()),
     ];
     let gtc = Gtc::serve(&serve_args, &vault_down);
-    let (status, body) = ask(&gtc, &id).await;
+    let (status, body) = gtc.get(&format!("/{id}")).await;
     assert_eq!(status, 503, "{body}\n{}", gtc.log());
     assert!(body.contains("unavailable"), "{body}");
 }

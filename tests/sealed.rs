@@ -166,13 +166,10 @@ async fn components_of_both_package_versions_serve_side_by_side() {
         ],
         &env_for(&store),
     );
-    let answer = client()
-        .get(gtc.url("/legacy?name=plain"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
-    assert_eq!(answer.text().await.unwrap(), "plain-value");
+    assert_eq!(
+        gtc.get("/legacy?name=plain").await,
+        (200, "plain-value".into())
+    );
     let (status, body) = webhook(&gtc, TOKEN, r#"{"text":"sealed hi"}"#).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("you said: sealed hi"), "{body}");

@@ -291,6 +291,13 @@ impl Gtc {
         format!("{}{path}", self.base)
     }
 
+    /// `GET path`: (status, body text).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = client().get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
     /// The host's `/metrics` text.
     pub async fn metrics(&self) -> String {
         client()
