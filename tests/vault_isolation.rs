@@ -589,9 +589,9 @@ async fn write_v1_envelope(world: &VaultWorld, rest: &str, value: &[u8]) {
         .decode(key["data"]["plaintext"].as_str().unwrap())
         .unwrap();
     let uri = format!("secrets://dev/{rest}");
-    let envelope = gtc::envelope::Envelope::seal_v1(
+    let envelope = gtc::secrets::envelope::Envelope::seal_v1(
         value,
-        &gtc::secret_value::SecretBytes::new(dek),
+        &gtc::secrets::secret_value::SecretBytes::new(dek),
         key["data"]["ciphertext"].as_str().unwrap().to_string(),
         &uri,
     )

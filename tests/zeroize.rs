@@ -6,11 +6,11 @@
 //! being dropped leaves no marker; one that was not is counted. A control (a plain
 //! `Vec` holding the marker) shows that the detector does see unwiped memory.
 
-use gtc::backend::{DevStore, SecretsBackend};
-use gtc::cache::{CachePolicy, SecretsService};
-use gtc::envelope::Envelope;
-use gtc::scope::SecretPath;
-use gtc::secret_value::SecretBytes;
+use gtc::secrets::backend::{DevStore, SecretsBackend};
+use gtc::secrets::cache::{CachePolicy, SecretsService};
+use gtc::secrets::envelope::Envelope;
+use gtc::secrets::scope::SecretPath;
+use gtc::secrets::secret_value::SecretBytes;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -13,14 +13,14 @@
 mod support;
 
 use bytes::Bytes;
-use gtc::backend::{DevStore, SecretsBackend, VaultBackend};
-use gtc::bundle::Manifest;
-use gtc::cache::{CachePolicy, SecretsService};
-use gtc::capability::{BundleSecrets, DeclaredSecrets, GetCounters};
-use gtc::runtime::{LoadedBundle, Runtime, RuntimeConfig};
-use gtc::scope::{Scope, SecretPath, Segment, TeamSlot};
-use gtc::vault::session::{LoginConfig, Session};
-use gtc::vault::{ClientConfig, VaultClient};
+use gtc::bundle::manifest::Manifest;
+use gtc::secrets::backend::{DevStore, SecretsBackend, VaultBackend};
+use gtc::secrets::cache::{CachePolicy, SecretsService};
+use gtc::secrets::capability::{BundleSecrets, DeclaredSecrets, GetCounters};
+use gtc::secrets::scope::{Scope, SecretPath, Segment, TeamSlot};
+use gtc::secrets::vault::session::{LoginConfig, Session};
+use gtc::secrets::vault::{ClientConfig, VaultClient};
+use gtc::serve::runtime::{LoadedBundle, Runtime, RuntimeConfig};
 use http_body_util::BodyExt as _;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -348,7 +348,7 @@ fn drain(mut body: impl http_body::Body<Data = Bytes> + Unpin) -> usize {
 /// headers and a 1 KiB body in 4 chunks that echoes the value once), not the
 /// network, which is the same either way.
 async fn sealed_injection(report: &mut Report) {
-    use gtc::sealed::{Injected, ScrubbedBody, Scrubber, SealedEgress};
+    use gtc::serve::sealed::{Injected, ScrubbedBody, Scrubber, SealedEgress};
     let dir = tempfile::tempdir().unwrap();
     let store = DevStore::new(dir.path().join("store.json"));
     let token = b"123456789:AAH-bench_telegram-token-0123456789";
@@ -372,8 +372,8 @@ async fn sealed_injection(report: &mut Report) {
         u32::MAX,
         declared,
     );
-    let authority = gtc::egress::Authority::parse("api.telegram.org:443").unwrap();
-    let sealed = [gtc::bundle::SealedSecret {
+    let authority = gtc::bundle::authority::Authority::parse("api.telegram.org:443").unwrap();
+    let sealed = [gtc::bundle::manifest::SealedSecret {
         name: "token".into(),
         to: vec![authority.clone()],
     }];
@@ -412,7 +412,7 @@ async fn sealed_injection(report: &mut Report) {
         response_headers.insert(name, http::HeaderValue::from_static(value));
     }
     secrets
-        .resolve_for("token", gtc::capability::Use::Sealed)
+        .resolve_for("token", gtc::secrets::capability::Use::Sealed)
         .await; // cache it
     let n = if quick() { 2_000 } else { 100_000 };
     let (mut plain_ns, mut sealed_ns) = (Vec::new(), Vec::new());
@@ -420,7 +420,8 @@ async fn sealed_injection(report: &mut Report) {
         let started = Instant::now();
         for _ in 0..n {
             let req = plain_request.clone();
-            let plan = gtc::sealed::plan(&req, &authority, true, &sealed, &settings).unwrap();
+            let plan =
+                gtc::serve::sealed::plan(&req, &authority, true, &sealed, &settings).unwrap();
             assert!(plan.is_none());
             let mut headers = response_headers.clone();
             headers.remove(http::header::CONNECTION);
@@ -431,17 +432,18 @@ async fn sealed_injection(report: &mut Report) {
         let started = Instant::now();
         for _ in 0..n {
             let mut req = sealed_request.clone();
-            let plan = gtc::sealed::plan(&req, &authority, true, &sealed, &settings).unwrap();
+            let plan =
+                gtc::serve::sealed::plan(&req, &authority, true, &sealed, &settings).unwrap();
             let mut injected = Vec::new();
             for secret in plan.unwrap() {
                 let value = secrets
-                    .resolve_for(&secret.name, gtc::capability::Use::Sealed)
+                    .resolve_for(&secret.name, gtc::secrets::capability::Use::Sealed)
                     .await
                     .result
                     .unwrap();
                 injected.push(Injected::new(&secret.name, value.expose()));
             }
-            gtc::sealed::substitute(&mut req, &injected).unwrap();
+            gtc::serve::sealed::substitute(&mut req, &injected).unwrap();
             let scrubber = Arc::new(Scrubber::new(&injected));
             let mut headers = response_headers.clone();
             scrubber.scrub_headers(&mut headers);
@@ -533,10 +535,12 @@ async fn cold_get(report: &mut Report) {
             role: support::vault::ROLE.into(),
             token_path: world.sa_token.clone(),
         },
-        Arc::new(gtc::metrics::Metrics::default()),
     ));
     session.token().await.unwrap();
-    let backend = VaultBackend::new(session.clone(), gtc::backend::VaultLayout::default());
+    let backend = VaultBackend::new(
+        session.clone(),
+        gtc::secrets::backend::VaultLayout::default(),
+    );
     let service = SecretsService::new(SecretsBackend::Vault(backend), CachePolicy::disabled());
     let path = SecretPath::parse_uri("secrets://dev/acme/_/probe/x").unwrap();
 

@@ -1,4 +1,4 @@
-//! Embeds the trees `gtc new` writes out (see host/src/scaffold): every
+//! Embeds the trees `gtc new` writes out (see host/src/bundle/scaffold): every
 //! `templates/<lang>/` directory, and every repository tree a template attaches
 //! (the `from = "…"` lines of its `template.toml`, e.g. the project's `wit/`).
 //!

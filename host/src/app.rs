@@ -1,21 +1,29 @@
-//! Wiring: from the pod's environment and the operator's `--bundle` arguments to a
-//! running host. App-wide state (engine, backend, cache) is built here once.
+//! Wiring: from the pod's environment (parsed once into a [`PodConfig`]) and the
+//! operator's flags to a running host or router. App-wide state (engine, backend,
+//! cache) is built here once; the command bodies of `gtc serve` and `gtc route`
+//! live here because they wire the wings together.
 
-use crate::backend::{DevStore, SecretsBackend, VaultBackend};
-use crate::bundle::{BundleError, BundleSpec, Manifest};
-use crate::cache::SecretsService;
-use crate::capability::{
+use crate::bundle::compile_cache::CacheSetting;
+use crate::bundle::manifest::{BundleError, BundleSpec, Limits, Manifest};
+use crate::cli::{RouteArgs, ServeArgs};
+use crate::config::{BackendConfig, ConfigError, Environment, FleetSettings, PodConfig};
+use crate::metrics::Metrics;
+use crate::secrets::audit::{self, AuditConfig};
+use crate::secrets::backend::{DevStore, SecretsBackend, VaultBackend};
+use crate::secrets::cache::SecretsService;
+use crate::secrets::capability::{
     BundleSecrets, DEFAULT_MAX_GETS_PER_REQUEST, DeclaredSecrets, GetCounters, fetch_deadline,
 };
-use crate::config::{self, BackendKind, ConfigError, Environment, FleetSettings};
-use crate::ingress::{Host, RouteError};
-use crate::metrics::Metrics;
-use crate::prefetch;
-use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
-use crate::scope::Scope;
-use crate::vault::VaultClient;
-use crate::vault::health::jitter;
-use crate::vault::session::Session;
+use crate::secrets::prefetch;
+use crate::secrets::scope::Scope;
+use crate::secrets::vault::VaultClient;
+use crate::secrets::vault::health::jitter;
+use crate::secrets::vault::session::Session;
+use crate::serve::egress::EgressGuard;
+use crate::serve::ingress::{self, Host, RouteError};
+use crate::serve::route::{self, Router};
+use crate::serve::runtime::{Runtime, RuntimeConfig, RuntimeError};
+use crate::serve::sealed::SealedEgress;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,86 +44,187 @@ pub enum AppError {
     #[error("bundle {bundle}: {source}")]
     Declaration {
         bundle: String,
-        source: crate::capability::DeclarationError,
+        source: crate::secrets::capability::DeclarationError,
     },
     #[error("--allow-undeclared-secrets {0}: no bundle with that id is served")]
     UnknownBundle(String),
     #[error(transparent)]
-    Sealed(#[from] crate::sealed::SealedConfigError),
+    Sealed(#[from] crate::serve::sealed::SealedConfigError),
+    #[error(transparent)]
+    Router(#[from] crate::serve::route::RouteError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(std::net::SocketAddr, String),
+}
+
+impl AppError {
+    /// Whether the operator's configuration is at fault (exit status 2), rather
+    /// than the machine or the network (exit status 1).
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            Self::Config(_)
+            | Self::Bundle(_)
+            | Self::Route(_)
+            | Self::NoBundles
+            | Self::Declaration { .. }
+            | Self::UnknownBundle(_)
+            | Self::Sealed(_) => true,
+            Self::Runtime(runtime) => runtime.is_configuration(),
+            Self::Router(router) => router.is_configuration(),
+            Self::Backend(_) | Self::Listen(..) => false,
+        }
+    }
 }
 
 /// Builds the configured secrets backend for a worker. The Vault session logs
 /// in from the background after `start_delay` (the start-up jitter): serving
 /// starts at once, and `/readyz` says when the worker can serve.
-pub async fn worker_backend(
-    env: &dyn Environment,
-    kind: BackendKind,
-    metrics: &Arc<Metrics>,
+pub fn worker_backend(
+    backend: &BackendConfig,
     fleet: &FleetSettings,
     start_delay: Duration,
 ) -> Result<SecretsBackend, AppError> {
-    match kind {
-        BackendKind::DevStore => Ok(SecretsBackend::DevStore(DevStore::new(
-            config::dev_store_path(env),
-        ))),
-        BackendKind::Vault => {
-            let settings = config::vault_worker_settings(env)?;
+    match backend {
+        BackendConfig::DevStore { path } => {
+            Ok(SecretsBackend::DevStore(DevStore::new(path.clone())))
+        }
+        BackendConfig::Vault(settings) => {
             let client =
                 VaultClient::new(&settings.client).map_err(|e| AppError::Backend(e.to_string()))?;
             let session = Arc::new(Session::with_backoff(
                 client,
-                settings.login,
-                metrics.clone(),
+                settings.login.clone(),
                 fleet.backoff,
             ));
             session.spawn_maintenance(start_delay);
             Ok(SecretsBackend::Vault(VaultBackend::new(
                 session,
-                settings.layout,
+                settings.layout.clone(),
             )))
         }
     }
 }
 
-/// Loads every bundle and returns the host that serves them.
-pub async fn build_host(
+/// `gtc serve`: binds, builds the host from the pod's environment and the
+/// operator's flags, and serves until `shutdown` completes.
+pub async fn serve(
     env: &dyn Environment,
+    args: ServeArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    // Bind first: the host's own port is a destination no bundle may reach.
+    let listener = bind(args.listen).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| AppError::Listen(args.listen, e.to_string()))?;
+    let runtime_config = runtime_config(&args, addr.port())?;
+    audit::install(AuditConfig {
+        every_hit: args.audit_every_hit,
+        flush_every: args.audit_flush,
+        ..Default::default()
+    });
+    if args.bundles.is_empty() {
+        return Err(AppError::NoBundles);
+    }
+    let pod = PodConfig::from_env(env)?;
+    let (host, _runtime) = build_host(&pod, &args.bundles, &runtime_config).await?;
+    // Tests and scripts read this line to find the port.
+    println!("gtc listening on http://{addr}");
+    tracing::info!(%addr, "serving");
+    ingress::serve(listener, host, &args.connections.limits(), shutdown).await;
+    // Pending aggregates and queued records are written before exit.
+    audit::shutdown();
+    Ok(())
+}
+
+/// The engine-wide settings `gtc serve`'s flags ask for; `own_port` is the port
+/// the host listens on (no bundle may reach it).
+fn runtime_config(args: &ServeArgs, own_port: u16) -> Result<RuntimeConfig, AppError> {
+    Ok(RuntimeConfig {
+        max_instances: args.max_instances,
+        max_instances_per_bundle: args.max_instances_per_bundle,
+        queue_timeout: args.queue_timeout,
+        maxima: Limits {
+            memory_bytes: (args.max_memory_mib as usize) << 20,
+            timeout: args.max_timeout,
+            response_bytes: args.max_response_mib << 20,
+        },
+        egress_guard: Arc::new(EgressGuard {
+            allow_loopback: args.egress_allow_loopback,
+            own_ports: vec![own_port],
+            ..Default::default()
+        }),
+        compile_cache: args.compile.setting(),
+        keep_resident: (args.keep_resident_kib as usize) << 10,
+        allow_undeclared_secrets: args.allow_undeclared_secrets.clone(),
+        sealed_egress: Some(Arc::new(SealedEgress::new(
+            args.sealed_allow_http.clone(),
+            args.egress_ca_file.as_deref(),
+        )?)),
+    })
+}
+
+/// `gtc route`: the router in front of the workers, until `shutdown` completes.
+pub async fn route(args: RouteArgs, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+    let router = Arc::new(Router::new(&args.upstreams)?);
+    let listener = bind(args.listen).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| AppError::Listen(args.listen, e.to_string()))?;
+    println!("gtc route listening on http://{addr}");
+    tracing::info!(%addr, upstreams = ?args.upstreams, "routing");
+    route::serve(listener, router, &args.connections.limits(), shutdown).await;
+    Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, AppError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| AppError::Listen(addr, e.to_string()))
+}
+
+/// The runtime `gtc bundle check` and `compile` use: one instance slot is enough
+/// to link, and the engine's code settings are the ones `gtc serve` uses, so what
+/// `compile` stores is what `serve` loads.
+pub fn tool_runtime(compile_cache: CacheSetting) -> Result<Runtime, AppError> {
+    Ok(Runtime::new(&RuntimeConfig {
+        max_instances: 1,
+        compile_cache,
+        ..RuntimeConfig::default()
+    })?)
+}
+
+/// Loads every bundle and returns the host that serves them: the backend, the
+/// secrets service, the runtime, then each bundle's declared secrets and
+/// component, then the keeper that keeps declared secrets fresh.
+pub async fn build_host(
+    pod: &PodConfig,
     specs: &[BundleSpec],
     runtime_config: &RuntimeConfig,
 ) -> Result<(Arc<Host>, Runtime), AppError> {
     if specs.is_empty() {
         return Err(AppError::NoBundles);
     }
-    // The backend choice is checked first: it is the most important thing a pod
-    // must get right, and its error names every accepted value.
-    let kind = config::backend_kind(env)?;
-    let (pod_env, tenant) = config::env_and_tenant(env)?;
     let metrics = Arc::new(Metrics::default());
     let mut runtime_config = runtime_config.clone();
     if runtime_config.max_instances_per_bundle.is_none() {
         runtime_config.max_instances_per_bundle =
             Some(fair_share(runtime_config.max_instances, specs.len()));
     }
-    if kind == BackendKind::Vault {
-        let settings = config::vault_worker_settings(env)?;
+    if let BackendConfig::Vault(settings) = &pod.backend {
         let mut guard = (*runtime_config.egress_guard).clone();
         forbid_backend(&mut guard, &settings.client.addr).await;
         runtime_config.egress_guard = Arc::new(guard);
     }
-    let fleet = config::fleet_settings(env)?;
     // One draw for the login and the first fetch of declared secrets.
-    let start_delay = match kind {
-        BackendKind::Vault => jitter(Duration::ZERO, fleet.startup_jitter),
-        BackendKind::DevStore => Duration::ZERO,
+    let start_delay = match pod.backend {
+        BackendConfig::Vault(_) => jitter(Duration::ZERO, pod.fleet.startup_jitter),
+        BackendConfig::DevStore { .. } => Duration::ZERO,
     };
-    let backend = worker_backend(env, kind, &metrics, &fleet, start_delay).await?;
-    tracing::info!(backend = %backend.describe(), env = %pod_env, tenant = %tenant, "secrets backend selected");
-    let cache_policy = config::cache_policy(env)?;
-    let service = Arc::new(SecretsService::new(backend, cache_policy));
+    let backend = worker_backend(&pod.backend, &pod.fleet, start_delay)?;
+    tracing::info!(backend = %backend.describe(), env = %pod.env, tenant = %pod.tenant, "secrets backend selected");
+    let service = Arc::new(SecretsService::new(backend, pod.cache));
     let gets = Arc::new(GetCounters::default());
     let runtime = Runtime::with_metrics(&runtime_config, metrics.clone())?;
-    let mut bundles = Vec::new();
-    let mut keeper = Vec::new();
     let manifests = specs
         .iter()
         .map(|spec| Manifest::load(&spec.dir))
@@ -128,8 +237,8 @@ pub async fn build_host(
         return Err(AppError::UnknownBundle(unknown.to_string()));
     }
     let scope_of = |spec: &BundleSpec| Scope {
-        env: pod_env.clone(),
-        tenant: tenant.clone(),
+        env: pod.env.clone(),
+        tenant: pod.tenant.clone(),
         team: spec.team.clone(),
     };
     let all_declared = specs
@@ -160,6 +269,8 @@ pub async fn build_host(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let mut bundles = Vec::new();
+    let mut keeper = Vec::new();
     for ((spec, manifest), mut declared) in specs.iter().zip(manifests).zip(all_declared.clone()) {
         let scope = scope_of(spec);
         declared.seal_also(&all_declared);
@@ -176,9 +287,9 @@ pub async fn build_host(
                 // The time limit in force: the manifest's, capped by the operator.
                 fetch_deadline(
                     manifest.limits.capped(&runtime_config.maxima).0.timeout,
-                    fleet.backend_timeout,
+                    pod.fleet.backend_timeout,
                 ),
-                fleet.budget,
+                pod.fleet.budget,
             )
             .with_declared(manifest.declared_names()),
         );
@@ -207,9 +318,84 @@ pub async fn build_host(
             secrets.check_declared().await;
         }
     }
-    prefetch::spawn_keeper(keeper, start_delay, prefetch::keeper_tick(cache_policy.ttl));
+    prefetch::spawn_keeper(keeper, start_delay, prefetch::keeper_tick(pod.cache.ttl));
     let host = Host::new(bundles, service, gets, metrics)?;
     Ok((Arc::new(host), runtime))
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); lines the host's
+/// libraries write on a guest's behalf are rate-limited per call site.
+pub fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let limit = crate::serve::log_limit::CallsiteLimit::new(
+        crate::serve::log_limit::CallsiteLimit::GUEST_DRIVEN,
+    );
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let registry = tracing_subscriber::registry().with(filter).with(limit);
+    if std::env::var("GTC_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        registry.with(fmt.json()).init();
+    } else {
+        registry.with(fmt).init();
+    }
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down");
+}
+
+/// The README's promise: 1 for a runtime failure, 2 for bad configuration (a
+/// flag, a variable, a manifest, a component the host cannot run). Each wing's
+/// error says which it is.
+pub fn exit_status(error: &anyhow::Error) -> u8 {
+    use crate::bundle::commands::BundleCommandError;
+    use crate::ops::doctor::DoctorFailed;
+    let configuration = if let Some(app) = error.downcast_ref::<AppError>() {
+        app.is_configuration()
+    } else if let Some(op) = error.downcast_ref::<crate::ops::secrets_admin::OpError>() {
+        op.is_configuration()
+    } else if let Some(bundle) = error.downcast_ref::<BundleCommandError>() {
+        bundle.is_configuration()
+    } else if let Some(runtime) = error.downcast_ref::<crate::serve::runtime::RuntimeError>() {
+        runtime.is_configuration()
+    } else if let Some(scaffold) = error.downcast_ref::<crate::bundle::scaffold::ScaffoldError>() {
+        scaffold.is_configuration()
+    } else if let Some(doctor) = error.downcast_ref::<DoctorFailed>() {
+        matches!(doctor, DoctorFailed::Configuration)
+    } else {
+        error
+            .downcast_ref::<crate::ops::deploy::RenderError>()
+            .is_some()
+            || error.downcast_ref::<crate::config::ConfigError>().is_some()
+            || error
+                .downcast_ref::<crate::bundle::manifest::BundleError>()
+                .is_some()
+    };
+    if configuration { 2 } else { 1 }
 }
 
 /// Each bundle's default share of the instance pool: equal parts, at least one.
@@ -222,7 +408,7 @@ pub fn fair_share(pool: u32, bundles: usize) -> u32 {
 
 /// Adds the secrets backend's address (by name and by every address it resolves
 /// to now) to the destinations no bundle may reach.
-async fn forbid_backend(guard: &mut crate::egress::EgressGuard, addr: &str) {
+async fn forbid_backend(guard: &mut EgressGuard, addr: &str) {
     let Ok(url) = reqwest::Url::parse(addr) else {
         return;
     };
@@ -230,7 +416,7 @@ async fn forbid_backend(guard: &mut crate::egress::EgressGuard, addr: &str) {
         return;
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(authority) = crate::egress::Authority::parse(&format!(
+    if let Ok(authority) = crate::bundle::authority::Authority::parse(&format!(
         "{}:{port}",
         if host.contains(':') {
             format!("[{host}]")

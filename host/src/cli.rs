@@ -2,7 +2,7 @@
 //! tools) and `new` (a bundle for guest authors). Secret values are read from stdin
 //! or a file, never from arguments, so they never show up in `ps` or shell history.
 
-use crate::bundle::BundleSpec;
+use crate::bundle::manifest::BundleSpec;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -90,7 +90,7 @@ pub enum Command {
 pub struct NewArgs {
     /// The guest language of the template.
     #[arg(long, value_enum)]
-    pub lang: crate::scaffold::Language,
+    pub lang: crate::bundle::scaffold::Language,
     /// The bundle id: also the directory's name and the category of its secrets
     /// (lower-case letters, digits, '.', '_' and '-').
     pub name: String,
@@ -145,8 +145,8 @@ pub struct CompileCacheArgs {
 }
 
 impl CompileCacheArgs {
-    pub fn setting(&self) -> crate::compile_cache::CacheSetting {
-        crate::compile_cache::CacheSetting::choose(
+    pub fn setting(&self) -> crate::bundle::compile_cache::CacheSetting {
+        crate::bundle::compile_cache::CacheSetting::choose(
             self.compile_cache.clone(),
             self.no_compile_cache,
             |name| std::env::var(name).ok(),
@@ -184,8 +184,8 @@ pub struct ConnectionArgs {
 }
 
 impl ConnectionArgs {
-    pub fn limits(&self) -> crate::ingress::ConnectionLimits {
-        crate::ingress::ConnectionLimits {
+    pub fn limits(&self) -> crate::serve::connections::ConnectionLimits {
+        crate::serve::connections::ConnectionLimits {
             header_read_timeout: self.header_read_timeout,
             max_connections: self.max_connections as usize,
             max_header_bytes: self.max_header_bytes as usize,
@@ -230,7 +230,7 @@ pub struct RenderArgs {
     /// The containers' imagePullPolicy [default: Kubernetes' own, IfNotPresent
     /// for a tag]. Always re-checks a tag at every start; a digest needs none.
     #[arg(long, value_enum, value_name = "POLICY")]
-    pub image_pull_policy: Option<crate::deploy::PullPolicy>,
+    pub image_pull_policy: Option<crate::ops::deploy::PullPolicy>,
     /// Secrets backend of the worker: vault, or dev-store (development only).
     #[arg(long, default_value = "vault")]
     pub backend: String,
@@ -262,7 +262,7 @@ pub struct RenderArgs {
     /// NAME.NAMESPACE.svc address, external when --vault-cidr is given; any other
     /// address is refused until you say which.
     #[arg(long, value_enum)]
-    pub vault_mode: Option<crate::deploy::network::VaultMode>,
+    pub vault_mode: Option<crate::ops::deploy::network::VaultMode>,
     /// In-cluster Vault: the Kubernetes namespace of its pods (default: the
     /// NAMESPACE of a NAME.NAMESPACE.svc address). Not VAULT_NAMESPACE: see
     /// --vault-enterprise-namespace.
@@ -316,7 +316,7 @@ pub struct RenderArgs {
     /// A bundle baked into the image and its team: NAME=TEAM, or NAME alone for
     /// tenant-wide secrets only (repeat).
     #[arg(long = "bundle", value_name = "NAME[=TEAM]", required = true)]
-    pub bundles: Vec<crate::deploy::DeployedBundle>,
+    pub bundles: Vec<crate::ops::deploy::DeployedBundle>,
     /// A directory holding NAME/bundle.toml for each --bundle: every entry of their
     /// egress.allow must then be covered by --egress-cidr, or the render fails.
     #[arg(long, value_name = "DIR")]
@@ -325,7 +325,7 @@ pub struct RenderArgs {
     /// (repeat). NetworkPolicy cannot match host names: without a block, the
     /// default deny drops the bundle's outgoing calls.
     #[arg(long = "egress-cidr", value_name = "HOST:PORT=CIDR")]
-    pub egress_cidrs: Vec<crate::deploy::network::EgressGrant>,
+    pub egress_cidrs: Vec<crate::ops::deploy::network::EgressGrant>,
     /// Replicas of the worker and of the router (the autoscaler's minimum with --autoscale-max).
     #[arg(long, default_value_t = 2, allow_negative_numbers = true)]
     pub replicas: i32,
@@ -349,7 +349,7 @@ pub struct RenderArgs {
     pub no_pdb: bool,
     /// Topology spread of the pods across zones and nodes.
     #[arg(long, value_enum, default_value = "preferred")]
-    pub topology_spread: crate::deploy::scale::Spread,
+    pub topology_spread: crate::ops::deploy::scale::Spread,
     /// The worker container's CPU request.
     #[arg(long, default_value = "250m")]
     pub worker_cpu_request: String,
@@ -398,7 +398,7 @@ pub struct RenderArgs {
     /// Also render a Prometheus Operator ServiceMonitor or PodMonitor for the
     /// worker (needs --metrics-from-namespace).
     #[arg(long, value_enum, value_name = "KIND", num_args = 0..=1, default_missing_value = "service-monitor")]
-    pub prometheus_operator: Option<crate::deploy::network::MonitorKind>,
+    pub prometheus_operator: Option<crate::ops::deploy::network::MonitorKind>,
     /// Scrape interval of the ServiceMonitor/PodMonitor.
     #[arg(long, default_value = "30s")]
     pub scrape_interval: String,
@@ -448,11 +448,11 @@ pub struct ServeArgs {
     /// does not declare (by default a `get` of an undeclared name is denied).
     /// Sealed secrets stay sealed. Repeat for more bundles.
     #[arg(long, value_name = "BUNDLE_ID", value_parser = bundle_id)]
-    pub allow_undeclared_secrets: Vec<crate::scope::Segment>,
+    pub allow_undeclared_secrets: Vec<crate::secrets::scope::Segment>,
     /// Let sealed secrets travel over plain http to this authority (a local
     /// sidecar, tests); everywhere else they go over https only. Repeatable.
     #[arg(long, value_name = "HOST:PORT", value_parser = authority)]
-    pub sealed_allow_http: Vec<crate::egress::Authority>,
+    pub sealed_allow_http: Vec<crate::bundle::authority::Authority>,
     /// Extra CA certificates (PEM) trusted, besides the webpki roots, for
     /// outgoing https requests that carry sealed secrets (the host's own client).
     #[arg(long, value_name = "PEM_FILE", env = "GTC_EGRESS_CA_FILE")]
@@ -479,7 +479,7 @@ pub struct ServeArgs {
 }
 
 fn gtc_keep_resident_kib() -> u32 {
-    (crate::runtime::KEEP_RESIDENT >> 10) as u32
+    (crate::serve::runtime::KEEP_RESIDENT >> 10) as u32
 }
 
 fn audit_flush(text: &str) -> Result<Duration, String> {
@@ -490,12 +490,12 @@ fn audit_flush(text: &str) -> Result<Duration, String> {
     Ok(every)
 }
 
-fn authority(text: &str) -> Result<crate::egress::Authority, String> {
-    crate::egress::Authority::parse(text).map_err(|e| e.to_string())
+fn authority(text: &str) -> Result<crate::bundle::authority::Authority, String> {
+    crate::bundle::authority::Authority::parse(text).map_err(|e| e.to_string())
 }
 
-fn bundle_id(text: &str) -> Result<crate::scope::Segment, String> {
-    crate::scope::Segment::parse(text).map_err(|e| e.to_string())
+fn bundle_id(text: &str) -> Result<crate::secrets::scope::Segment, String> {
+    crate::secrets::scope::Segment::parse(text).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -546,4 +546,154 @@ pub enum SecretsCommand {
         #[arg(long, value_name = "KEY", default_value = "greentic")]
         from_key: String,
     },
+}
+
+impl RenderArgs {
+    /// The deploy configuration these flags describe; every error names its flag
+    /// (exit status 2).
+    pub fn into_config(
+        self,
+    ) -> Result<crate::ops::deploy::DeployConfig, crate::ops::deploy::RenderError> {
+        let args = self;
+        use crate::ops::deploy::RenderError;
+        let segment = |flag: &str, value: &str| {
+            crate::secrets::scope::Segment::parse(value).map_err(|e| {
+                RenderError::Invalid(format!(
+                    "--{flag} {value:?}: {} (lower-case letters, digits, '.', '_' and '-')",
+                    e.reason()
+                ))
+            })
+        };
+        if let Some(old) = &args.vault_namespace {
+            return Err(RenderError::Invalid(format!(
+                "--vault-namespace {old:?}: this flag was renamed, because Vault's own namespaces \
+             (VAULT_NAMESPACE) are something else: use --vault-k8s-namespace for the \
+             Kubernetes namespace of Vault's pods, or --vault-enterprise-namespace for a \
+             Vault Enterprise / OpenBao namespace"
+            )));
+        }
+        let dev_store = match &args.dev_store {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                RenderError::Invalid(format!(
+                    "--dev-store {}: cannot read it: {e}",
+                    path.display()
+                ))
+            })?),
+            None => None,
+        };
+        // The bundles' manifests, when a copy is at hand: --bundles-dir for the
+        // router's per-team routes, --bundle-manifests for the egress allowlists.
+        let manifests = |flag: &str, dir: &std::path::Path| {
+            args.bundles
+                .iter()
+                .map(|bundle| {
+                    crate::bundle::manifest::Manifest::load(&dir.join(bundle.name.as_str()))
+                        .map(|manifest| (bundle.name.clone(), manifest))
+                        .map_err(|e| RenderError::Invalid(format!("--{flag}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let mut egress_allowlists = Vec::new();
+        if let Some(dir) = &args.bundle_manifests {
+            for (name, manifest) in manifests("bundle-manifests", dir)? {
+                egress_allowlists.push((name.to_string(), manifest.egress_allow));
+            }
+        }
+        let mut routes = std::collections::BTreeMap::new();
+        if let Some(dir) = &args.bundles_dir {
+            for (name, manifest) in manifests("bundles-dir", dir)? {
+                routes.insert(name, manifest.routes);
+            }
+        }
+        let team_workers = if args.isolate_teams {
+            crate::ops::deploy::TeamWorkers::Isolated
+        } else if args.shared_worker {
+            crate::ops::deploy::TeamWorkers::Shared
+        } else {
+            crate::ops::deploy::TeamWorkers::Auto
+        };
+        let limit = |value: String| (value != "none").then_some(value);
+        let mut dns = crate::ops::deploy::network::DnsFlags {
+            namespace: args.dns_namespace,
+            ..Default::default()
+        };
+        if !args.dns_pod_labels.is_empty() {
+            dns.pod_labels = args.dns_pod_labels;
+        }
+        dns.cidrs = args.dns_cidrs;
+        if !args.dns_ports.is_empty() {
+            dns.ports = args.dns_ports;
+        }
+        let config = crate::ops::deploy::DeployConfig {
+            env: segment("env", &args.env)?,
+            tenant: segment("tenant", &args.tenant)?,
+            namespace: args.namespace,
+            image: args.image,
+            backend: crate::config::BackendKind::parse(&args.backend).map_err(|_| {
+                RenderError::Invalid(format!(
+                    "--backend {:?}: expected vault or dev-store",
+                    args.backend
+                ))
+            })?,
+            vault_addr: args.vault_addr,
+            vault_role: args.vault_role,
+            vault_network: crate::ops::deploy::network::VaultNetworkFlags {
+                mode: args.vault_mode,
+                k8s_namespace: args.vault_k8s_namespace,
+                pod_labels: args.vault_pod_labels,
+                target_port: args.vault_target_port,
+                cidrs: args.vault_cidrs,
+                port: args.vault_port,
+            },
+            vault_ca: args
+                .vault_cacert_configmap
+                .map(|config_map| crate::ops::deploy::VaultCa {
+                    config_map,
+                    key: args.vault_cacert_key,
+                }),
+            vault_enterprise_namespace: args.vault_enterprise_namespace,
+            service_account: args.service_account,
+            layout: crate::secrets::backend::VaultLayout {
+                kv_mount: args.kv_mount,
+                kv_prefix: args.kv_prefix,
+                transit_mount: args.transit_mount,
+                transit_key: args.transit_key,
+                legacy_transit_key: args.transit_legacy_key,
+            },
+            bundles: args.bundles,
+            routes,
+            team_workers,
+            replicas: args.replicas,
+            dev_store,
+            dns,
+            metrics: crate::ops::deploy::network::MetricsFlags {
+                from_namespace: args.metrics_from_namespace,
+                from_pod_labels: args.metrics_from_pod_labels,
+                monitor: args.prometheus_operator,
+                interval: args.scrape_interval,
+            },
+            image_pull_policy: args.image_pull_policy,
+            egress: args.egress_cidrs,
+            egress_allowlists,
+            scale: crate::ops::deploy::scale::ScaleFlags {
+                pdb_max_unavailable: (!args.no_pdb).then_some(args.pdb_max_unavailable),
+                autoscale_max: args.autoscale_max,
+                autoscale_cpu_percent: args.autoscale_cpu_percent,
+                spread: args.topology_spread,
+                worker: crate::ops::deploy::scale::ResourceFlags {
+                    cpu_request: args.worker_cpu_request,
+                    memory_request: args.worker_memory_request,
+                    cpu_limit: limit(args.worker_cpu_limit),
+                    memory_limit: args.worker_memory_limit,
+                },
+                router: crate::ops::deploy::scale::ResourceFlags {
+                    cpu_request: args.router_cpu_request,
+                    memory_request: args.router_memory_request,
+                    cpu_limit: limit(args.router_cpu_limit),
+                    memory_limit: args.router_memory_limit,
+                },
+            },
+        };
+        Ok(config)
+    }
 }

@@ -5,9 +5,9 @@
 //! the process refuses to start and says which variable is wrong and what it
 //! accepts.
 
-use crate::backend::dev_store;
-use crate::cache::CachePolicy;
-use crate::scope::Segment;
+use crate::secrets::backend::dev_store;
+use crate::secrets::cache::CachePolicy;
+use crate::secrets::scope::Segment;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -71,6 +71,62 @@ impl BackendKind {
                 value: other.to_string(),
             }),
         }
+    }
+}
+
+/// The pod's environment, parsed once into one typed value per concern, so that
+/// the wiring (`app`) reads top to bottom and every error names its variable.
+#[derive(Debug, Clone)]
+pub struct PodConfig {
+    /// `GREENTIC_ENV` and `GREENTIC_TENANT`: the scope every bundle shares.
+    pub env: Segment,
+    pub tenant: Segment,
+    /// `GREENTIC_SECRETS_BACKEND` and what the chosen backend needs.
+    pub backend: BackendConfig,
+    /// `GREENTIC_SECRETS_CACHE_TTL` and the other cache settings.
+    pub cache: CachePolicy,
+    /// Start-up jitter, back-off, fetch budgets, the backend's timeout.
+    pub fleet: FleetSettings,
+}
+
+/// The backend the pod asked for, with its settings.
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    /// `GREENTIC_DEV_STORE`: the dev store's file.
+    DevStore { path: PathBuf },
+    /// `VAULT_*`: address, login, layout.
+    Vault(Box<VaultSettings>),
+}
+
+impl BackendConfig {
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Self::DevStore { .. } => BackendKind::DevStore,
+            Self::Vault(_) => BackendKind::Vault,
+        }
+    }
+}
+
+impl PodConfig {
+    /// Reads everything a worker needs. The backend choice is checked first: it is
+    /// the most important thing a pod must get right, and its error names every
+    /// accepted value.
+    pub fn from_env(env: &dyn Environment) -> Result<Self, ConfigError> {
+        let kind = backend_kind(env)?;
+        let (pod_env, tenant) = env_and_tenant(env)?;
+        let backend = match kind {
+            BackendKind::DevStore => BackendConfig::DevStore {
+                path: dev_store_path(env),
+            },
+            BackendKind::Vault => BackendConfig::Vault(Box::new(vault_worker_settings(env)?)),
+        };
+        Ok(Self {
+            env: pod_env,
+            tenant,
+            backend,
+            fleet: fleet_settings(env)?,
+            cache: cache_policy(env)?,
+        })
     }
 }
 
@@ -391,9 +447,9 @@ pub(crate) mod tests {
 /// Vault settings from the pod environment (`VAULT_*`).
 #[derive(Debug, Clone)]
 pub struct VaultSettings {
-    pub client: crate::vault::ClientConfig,
-    pub layout: crate::backend::VaultLayout,
-    pub login: crate::vault::session::LoginConfig,
+    pub client: crate::secrets::vault::ClientConfig,
+    pub layout: crate::secrets::backend::VaultLayout,
+    pub login: crate::secrets::vault::session::LoginConfig,
 }
 
 pub const ENV_VAULT_TIMEOUT: &str = "GREENTIC_VAULT_TIMEOUT";
@@ -447,7 +503,13 @@ fn check_vault_path_value(var: &'static str, value: String) -> Result<String, Co
 /// Reads `VAULT_ADDR` and the mount/key layout (shared by worker and admin).
 fn vault_common(
     env: &dyn Environment,
-) -> Result<(crate::vault::ClientConfig, crate::backend::VaultLayout), ConfigError> {
+) -> Result<
+    (
+        crate::secrets::vault::ClientConfig,
+        crate::secrets::backend::VaultLayout,
+    ),
+    ConfigError,
+> {
     let addr = env.var("VAULT_ADDR").ok_or(ConfigError::Missing {
         var: "VAULT_ADDR",
         why: "with the vault backend",
@@ -466,13 +528,13 @@ fn vault_common(
         Some(value) => parse_duration(ENV_VAULT_TIMEOUT, &value)?,
         None => DEFAULT_VAULT_TIMEOUT,
     };
-    let client = crate::vault::ClientConfig {
+    let client = crate::secrets::vault::ClientConfig {
         addr,
         namespace: env.var("VAULT_NAMESPACE"),
         ca_cert: env.var("VAULT_CACERT").map(PathBuf::from),
         timeout,
     };
-    let layout = crate::backend::VaultLayout {
+    let layout = crate::secrets::backend::VaultLayout {
         kv_mount: vault_path_value(env, "VAULT_KV_MOUNT", "secret")?,
         kv_prefix: vault_path_value(env, "VAULT_KV_PREFIX", "greentic")?,
         transit_mount: vault_path_value(env, "VAULT_TRANSIT_MOUNT", "transit")?,
@@ -493,7 +555,7 @@ pub fn vault_worker_settings(env: &dyn Environment) -> Result<VaultSettings, Con
         var: "VAULT_K8S_ROLE",
         why: "with the vault backend",
     })?;
-    let login = crate::vault::session::LoginConfig {
+    let login = crate::secrets::vault::session::LoginConfig {
         mount: vault_path_value(env, "VAULT_K8S_MOUNT", "kubernetes")?,
         role,
         token_path: PathBuf::from(
@@ -513,9 +575,9 @@ pub fn vault_admin_settings(
     env: &dyn Environment,
 ) -> Result<
     (
-        crate::vault::ClientConfig,
-        crate::backend::VaultLayout,
-        crate::vault::VaultToken,
+        crate::secrets::vault::ClientConfig,
+        crate::secrets::backend::VaultLayout,
+        crate::secrets::vault::VaultToken,
     ),
     ConfigError,
 > {
@@ -524,7 +586,11 @@ pub fn vault_admin_settings(
         var: "VAULT_TOKEN",
         why: "for `gtc op secrets` with the vault backend (an operator token)",
     })?;
-    Ok((client, layout, crate::vault::VaultToken::new(token)))
+    Ok((
+        client,
+        layout,
+        crate::secrets::vault::VaultToken::new(token),
+    ))
 }
 
 /// How a worker behaves when Vault is slow, down or hammered: start-up jitter,
@@ -535,8 +601,8 @@ pub struct FleetSettings {
     /// The login and the first fetch of declared secrets wait a random time in
     /// `[0, startup_jitter]`, so that workers started together spread their load.
     pub startup_jitter: Duration,
-    pub backoff: crate::vault::health::Backoff,
-    pub budget: crate::backend::budget::BudgetPolicy,
+    pub backoff: crate::secrets::vault::health::Backoff,
+    pub budget: crate::secrets::backend::budget::BudgetPolicy,
     /// The backend's own per-request timeout (`GREENTIC_VAULT_TIMEOUT`).
     pub backend_timeout: Duration,
 }
@@ -574,13 +640,13 @@ pub fn fleet_settings(env: &dyn Environment) -> Result<FleetSettings, ConfigErro
         Some(value) => parse_duration(var, &value),
         None => Ok(default),
     };
-    let mut backoff = crate::vault::health::Backoff::default();
+    let mut backoff = crate::secrets::vault::health::Backoff::default();
     backoff.max = duration(ENV_BACKOFF_MAX, backoff.max)?.max(backoff.base);
-    let defaults = crate::backend::budget::BudgetPolicy::default();
+    let defaults = crate::secrets::backend::budget::BudgetPolicy::default();
     Ok(FleetSettings {
         startup_jitter: duration(ENV_STARTUP_JITTER, DEFAULT_STARTUP_JITTER)?,
         backoff,
-        budget: crate::backend::budget::BudgetPolicy {
+        budget: crate::secrets::backend::budget::BudgetPolicy {
             per_second: positive_number(env, ENV_FETCH_RATE, defaults.per_second)?,
             burst: positive_number(env, ENV_FETCH_BURST, defaults.burst)?.max(1.0),
         },

@@ -5,11 +5,11 @@
 //! invariant is broken (which is what a fuzzer reports). Parsers themselves must
 //! never panic on any input.
 
-use crate::bundle::Manifest;
-use crate::envelope::Envelope;
-use crate::scope::{MAX_SEGMENT_LEN, Scope, SecretPath, Segment, TeamSlot};
-use crate::secret_value::SecretBytes;
-use crate::vault::parse;
+use crate::bundle::manifest::Manifest;
+use crate::secrets::envelope::Envelope;
+use crate::secrets::scope::{MAX_SEGMENT_LEN, Scope, SecretPath, Segment, TeamSlot};
+use crate::secrets::secret_value::SecretBytes;
+use crate::secrets::vault::parse;
 
 fn segment_ok(s: &str) -> bool {
     !s.is_empty()
@@ -68,16 +68,16 @@ pub fn envelope(data: &[u8]) {
         // A v2 envelope read at another KV version than it names is refused as a
         // rollback before anything is decrypted; v1 binds no version.
         match &envelope.binding {
-            crate::envelope::Binding::V1 => assert!(envelope.check_version(None).is_ok()),
-            crate::envelope::Binding::V2 {
+            crate::secrets::envelope::Binding::V1 => assert!(envelope.check_version(None).is_ok()),
+            crate::secrets::envelope::Binding::V2 {
                 transit_key,
                 kv_version,
             } => {
-                assert!(crate::envelope::valid_key_name(transit_key));
+                assert!(crate::secrets::envelope::valid_key_name(transit_key));
                 let other = kv_version.wrapping_add(1);
                 assert!(matches!(
                     envelope.check_version(Some(other)),
-                    Err(crate::envelope::EnvelopeError::RolledBack { .. })
+                    Err(crate::secrets::envelope::EnvelopeError::RolledBack { .. })
                 ));
             }
         }

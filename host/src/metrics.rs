@@ -3,10 +3,11 @@
 //! Counters are plain atomics updated on the request path; rendering takes a
 //! snapshot. No label ever carries a secret name's value or a credential.
 
-use crate::backend::SecretsBackend;
-use crate::backend::budget::FetchBudget;
-use crate::cache::SecretsService;
-use crate::capability::GetCounters;
+use crate::secrets::backend::SecretsBackend;
+use crate::secrets::backend::budget::FetchBudget;
+use crate::secrets::cache::SecretsService;
+use crate::secrets::capability::GetCounters;
+use crate::secrets::vault::session::SessionCounters;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,9 +27,6 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     /// Connections accepted and open right now.
     pub connections_open: AtomicU64,
-    pub logins: AtomicU64,
-    pub login_failures: AtomicU64,
-    pub renewals: AtomicU64,
     budgets: Mutex<Vec<Arc<FetchBudget>>>,
 }
 
@@ -290,17 +288,17 @@ impl Metrics {
             (
                 "gtc_vault_logins_total",
                 "Successful Vault logins.",
-                self.logins.load(Ordering::Relaxed),
+                session_count(service, |c| &c.logins),
             ),
             (
                 "gtc_vault_login_failures_total",
                 "Failed Vault logins.",
-                self.login_failures.load(Ordering::Relaxed),
+                session_count(service, |c| &c.login_failures),
             ),
             (
                 "gtc_vault_renewals_total",
                 "Successful Vault token renewals.",
-                self.renewals.load(Ordering::Relaxed),
+                session_count(service, |c| &c.renewals),
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -323,14 +321,22 @@ impl Metrics {
             service.cached_entries()
         );
         self.render_backend(service, &mut out);
-        render_audit(crate::audit::global().stats(), &mut out);
+        render_audit(crate::secrets::audit::global().stats(), &mut out);
         out
+    }
+}
+
+/// One of the Vault session's counters; 0 with a backend that has no session.
+fn session_count(service: &SecretsService, pick: fn(&SessionCounters) -> &AtomicU64) -> u64 {
+    match service.backend() {
+        SecretsBackend::Vault(vault) => pick(vault.session().counters()).load(Ordering::Relaxed),
+        SecretsBackend::DevStore(_) => 0,
     }
 }
 
 /// The audit trail's writer: records written, hits folded into aggregates, and
 /// records dropped because its queue was full (never silently: the log says so).
-fn render_audit(stats: &crate::audit::AuditStats, out: &mut String) {
+fn render_audit(stats: &crate::secrets::audit::AuditStats, out: &mut String) {
     for (name, help, counter) in [
         (
             "gtc_audit_records_total",

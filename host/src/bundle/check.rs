@@ -1,0 +1,200 @@
+//! `gtc bundle check`: everything `gtc serve` would refuse about a bundle, and what
+//! it would only warn about, said before a worker is deployed.
+//!
+//! The checks are those of a start (the same manifest parser, file check, compiler,
+//! linker and operator maxima), run without a backend, a scope or a listener, and
+//! reported all at once rather than stopping at the first: an author fixes a bundle
+//! in one round. Every problem names the field or import at fault and what to do.
+//!
+//! The engine, linker and operator settings are the request path's
+//! (`serve::runtime::Runtime`); this wing sits below it and sees them through the
+//! [`ComponentHost`] trait, so the checks are the start's own, not a copy.
+
+use crate::bundle::authority::Authority;
+use crate::bundle::compile_cache::{Loaded, Origin};
+use crate::bundle::component_check::{self, ImportStatus};
+use crate::bundle::manifest::{Limits, MANIFEST_FILE, Manifest};
+use crate::secrets::scope::RequestedName;
+use std::fmt::Write as _;
+use std::path::Path;
+use wasmtime::component::Component;
+
+/// What checking a bundle needs of the host that would run it: the same engine,
+/// linker, compile cache and operator settings as a start.
+pub trait ComponentHost {
+    /// Why a component could not be compiled, as a start would report it.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// The file check and compile (or compile-cache load) a start does first.
+    fn compile(&self, manifest: &Manifest) -> Result<Loaded, Self::Error>;
+    /// Links `component` against the host's imports, as a start does.
+    fn link_check(&self, component: &Component) -> Result<(), String>;
+    /// The engine components are compiled for.
+    fn engine(&self) -> &wasmtime::Engine;
+    /// The operator's maxima for what a manifest may ask.
+    fn maxima(&self) -> &Limits;
+    /// Why the operator's guard refuses `authority` as written, if it does.
+    fn refuses_destination(&self, authority: &Authority) -> Option<&'static str>;
+    /// The compile cache's directory, when one is set.
+    fn compile_cache_dir(&self) -> Option<&Path>;
+}
+
+/// The outcome of checking one bundle directory.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// What was found, line by line, for the author to read.
+    pub lines: Vec<String>,
+    /// What stops `gtc serve` (exit 2).
+    pub errors: Vec<String>,
+    /// What `gtc serve` accepts but the author should know.
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// The report as printed by `gtc bundle check`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for line in &self.lines {
+            let _ = writeln!(out, "{line}");
+        }
+        for warning in &self.warnings {
+            let _ = writeln!(out, "warning: {warning}");
+        }
+        for error in &self.errors {
+            let _ = writeln!(out, "error: {error}");
+        }
+        let _ = writeln!(
+            out,
+            "{}: {} error(s), {} warning(s)",
+            if self.ok() { "ok" } else { "FAILED" },
+            self.errors.len(),
+            self.warnings.len()
+        );
+        out
+    }
+}
+
+/// Checks the bundle in `dir` (or the manifest file `dir` names) with `host`'s
+/// engine, linker and compile cache.
+pub fn check(path: &Path, host: &impl ComponentHost) -> Report {
+    let mut report = Report::default();
+    let dir = if path.is_file() {
+        path.parent().unwrap_or(Path::new("."))
+    } else {
+        path
+    };
+    let manifest = match Manifest::load(dir) {
+        Ok(manifest) => manifest,
+        Err(error) => {
+            report.errors.push(error.to_string());
+            return report;
+        }
+    };
+    report.lines.push(format!(
+        "manifest {}: valid",
+        dir.join(MANIFEST_FILE).display()
+    ));
+    check_declarations(&manifest, &mut report);
+    check_limits(&manifest, host.maxima(), &mut report);
+    for authority in &manifest.egress_allow {
+        if let Some(why) = host.refuses_destination(authority) {
+            report.warnings.push(format!(
+                "egress.allow {authority}: the host refuses this destination ({why}); \
+                 requests to it will fail"
+            ));
+        }
+    }
+    check_component(&manifest, host, &mut report);
+    report.lines.push(manifest.review().trim_end().to_string());
+    report
+}
+
+/// Declared names must be valid names (the grammar `secrets.get` parses); the
+/// scope itself is the operator's and is checked when the bundle is served.
+fn check_declarations(manifest: &Manifest, report: &mut Report) {
+    for name in manifest.declared_names() {
+        if let Err(error) = RequestedName::parse(name) {
+            report.errors.push(format!(
+                "secrets: declared name {name:?} is invalid: {error}"
+            ));
+        }
+    }
+}
+
+fn check_limits(manifest: &Manifest, maxima: &Limits, report: &mut Report) {
+    let (_, capped) = manifest.limits.capped(maxima);
+    for what in capped {
+        report.warnings.push(format!(
+            "limits: {what} (the operator's default maximum; `gtc serve --max-*` raises it)"
+        ));
+    }
+}
+
+fn check_component(manifest: &Manifest, host: &impl ComponentHost, report: &mut Report) {
+    let path = &manifest.component;
+    // The start's own first step (file check, then compile or the cache), so the
+    // messages are those `gtc serve` would print.
+    let loaded = match host.compile(manifest) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            report.errors.push(error.to_string());
+            return;
+        }
+    };
+    report.lines.push(format!(
+        "component {}: {:.1} MiB, {} in {:.2} s{}",
+        path.display(),
+        loaded.size as f64 / (1 << 20) as f64,
+        match loaded.origin {
+            Origin::Cached => "loaded from the compile cache",
+            Origin::Compiled { .. } => "compiled",
+        },
+        loaded.elapsed.as_secs_f64(),
+        match host.compile_cache_dir() {
+            Some(dir) => format!(" (compile cache {})", dir.display()),
+            None => " (compile cache off)".to_string(),
+        }
+    ));
+    let (imports, exports) = component_check::interfaces(host.engine(), &loaded.component);
+    report.lines.push(format!("imports ({}):", imports.len()));
+    let mut missing = false;
+    for import in &imports {
+        match component_check::classify(import) {
+            ImportStatus::Provided => report.lines.push(format!("  ok       {import}")),
+            ImportStatus::Sandboxed(_) => report.lines.push(format!("  sandbox  {import}")),
+            ImportStatus::Missing(hint) => {
+                missing = true;
+                report.lines.push(format!("  MISSING  {import}"));
+                report.errors.push(format!(
+                    "import {import} is not provided by this host: {hint}"
+                ));
+            }
+        }
+    }
+    for (why, names) in component_check::sandboxed(&imports) {
+        report
+            .warnings
+            .push(format!("imports {}: {why}", names.join(", ")));
+    }
+    report.lines.push(format!("exports ({}):", exports.len()));
+    for export in &exports {
+        report.lines.push(format!("  {export}"));
+    }
+    if !exports
+        .iter()
+        .any(|e| component_check::is_required_export(e))
+    {
+        report.errors.push(format!(
+            "the component does not export {}: a bundle is a wasi:http handler \
+             (world greentic:secrets/bot, or wasi:http/proxy)",
+            component_check::REQUIRED_EXPORT
+        ));
+    } else if !missing && let Err(reason) = host.link_check(&loaded.component) {
+        report
+            .errors
+            .push(format!("the component cannot be linked: {reason}"));
+    }
+}

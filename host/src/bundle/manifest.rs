@@ -1,0 +1,488 @@
+//! Bundles: a directory holding a manifest (`bundle.toml`) and a component.
+//!
+//! The manifest is the bundle author's: its id, its component, the HTTP routes it
+//! serves, the secrets it declares it needs (checked by `/readyz`), its outgoing
+//! HTTP allowlist and its resource limits. It has no say over its scope: the team is
+//! assigned by the operator when the bundle is deployed (`gtc serve --bundle
+//! DIR=TEAM`), env and tenant come from the pod.
+//!
+//! ```toml
+//! id = "webchat-bot"
+//! component = "webchat_bot.wasm"      # relative to the manifest
+//! routes = ["/webhook"]               # path prefixes
+//! secrets = ["webhook-secret"]
+//! [egress]
+//! allow = ["api.example.com:443"]     # host:port pairs; empty = no outgoing HTTP
+//! [limits]
+//! memory_mib = 64
+//! timeout_ms = 5000
+//! response_mib = 16
+//! ```
+//!
+//! A bundle with sealed secrets (values the host uses for it but `get` never
+//! returns) writes its readable names under `[secrets] read` instead, because TOML
+//! cannot make `secrets` both a list and a table:
+//!
+//! ```toml
+//! [secrets]
+//! read = ["settings"]
+//! [[secrets.sealed]]
+//! name = "telegram/bot-token"         # resolved like `get` (team, then `_`)
+//! to = ["api.telegram.org:443"]       # where it may travel; each also in [egress].allow
+//! [[secrets.sealed]]
+//! name = "webhook-secret"             # no `to`: signature checks only
+//! ```
+
+use crate::secrets::scope::{Segment, TeamSlot};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST_FILE: &str = "bundle.toml";
+const MAX_MEMORY_MIB: u64 = 4096;
+/// The largest memory any bundle may ask for; the pooling allocator is sized for it.
+pub const MAX_MEMORY_BYTES: usize = (MAX_MEMORY_MIB as usize) << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot read bundle manifest {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bundle manifest {path} is invalid: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("bad --bundle argument {arg:?}: {reason}")]
+    Argument { arg: String, reason: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestFile {
+    id: String,
+    component: PathBuf,
+    routes: Vec<String>,
+    #[serde(default)]
+    secrets: SecretsFile,
+    #[serde(default)]
+    egress: EgressFile,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+/// `secrets = [...]`, or the table form with sealed secrets.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SecretsFile {
+    List(Vec<String>),
+    Table(SecretsTable),
+}
+
+impl Default for SecretsFile {
+    fn default() -> Self {
+        Self::List(Vec::new())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretsTable {
+    #[serde(default)]
+    read: Vec<String>,
+    #[serde(default)]
+    sealed: Vec<SealedFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedFile {
+    name: String,
+    #[serde(default)]
+    to: Vec<String>,
+}
+
+/// A sealed secret: a name the guest may use only as a placeholder in outgoing
+/// requests to `to` (and for signature checks), never read. An empty `to` means
+/// it travels nowhere: signature checks only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    pub name: String,
+    pub to: Vec<crate::bundle::authority::Authority>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EgressFile {
+    #[serde(default)]
+    allow: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    memory_mib: Option<u64>,
+    timeout_ms: Option<u64>,
+    response_mib: Option<u64>,
+}
+
+/// Default response body limit (`[limits].response_mib`).
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 << 20;
+
+/// Resource limits of one bundle's requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: usize,
+    pub timeout: std::time::Duration,
+    pub response_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            timeout: std::time::Duration::from_secs(5),
+            response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub id: Segment,
+    pub component: PathBuf,
+    pub routes: Vec<String>,
+    /// Names the guest may read with `get`.
+    pub secrets: Vec<String>,
+    /// Names the host uses on the guest's behalf; `get` never returns them.
+    pub sealed: Vec<SealedSecret>,
+    pub egress_allow: Vec<crate::bundle::authority::Authority>,
+    pub limits: Limits,
+}
+
+impl Manifest {
+    /// Reads `dir/bundle.toml`; the component path is resolved against `dir`.
+    pub fn load(dir: &Path) -> Result<Self, BundleError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| BundleError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Self::parse(&text, dir).map_err(|reason| BundleError::Invalid { path, reason })
+    }
+
+    /// Parses manifest text; `dir` anchors the relative component path.
+    pub fn parse(text: &str, dir: &Path) -> Result<Self, String> {
+        let file: ManifestFile = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        let id = Segment::parse(&file.id).map_err(|e| format!("id: {e}"))?;
+        if file.routes.is_empty() {
+            return Err("routes: at least one route prefix is required".into());
+        }
+        for route in &file.routes {
+            if !route.starts_with('/') || route.contains(['?', '#', ' ']) {
+                return Err(format!(
+                    "routes: {route:?} must be a path prefix starting with '/'"
+                ));
+            }
+        }
+        let egress_allow = file
+            .egress
+            .allow
+            .iter()
+            .map(|text| {
+                crate::bundle::authority::Authority::parse(text)
+                    .map_err(|why| format!("egress.allow: {text:?} must be host:port: {why}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (secrets, sealed) = match file.secrets {
+            SecretsFile::List(read) => (read, Vec::new()),
+            SecretsFile::Table(table) => (table.read, table.sealed),
+        };
+        let sealed = sealed
+            .into_iter()
+            .map(|entry| sealed_secret(entry, &egress_allow))
+            .collect::<Result<Vec<_>, _>>()?;
+        for name in &secrets {
+            if sealed.iter().any(|s| &s.name == name) {
+                return Err(format!(
+                    "secrets: {name:?} is both readable and sealed; a sealed secret is never readable"
+                ));
+            }
+        }
+        let mut limits = Limits::default();
+        if let Some(mib) = file.limits.memory_mib {
+            if mib == 0 || mib > MAX_MEMORY_MIB {
+                return Err(format!("limits.memory_mib must be 1..={MAX_MEMORY_MIB}"));
+            }
+            limits.memory_bytes = (mib << 20) as usize;
+        }
+        if let Some(ms) = file.limits.timeout_ms {
+            if ms == 0 || ms > 600_000 {
+                return Err("limits.timeout_ms must be 1..=600000".into());
+            }
+            limits.timeout = std::time::Duration::from_millis(ms);
+        }
+        if let Some(mib) = file.limits.response_mib {
+            if mib == 0 || mib > 1024 {
+                return Err("limits.response_mib must be 1..=1024".into());
+            }
+            limits.response_bytes = mib << 20;
+        }
+        Ok(Self {
+            id,
+            component: dir.join(file.component),
+            routes: file.routes,
+            secrets,
+            sealed,
+            egress_allow,
+            limits,
+        })
+    }
+}
+
+fn sealed_secret(
+    entry: SealedFile,
+    egress_allow: &[crate::bundle::authority::Authority],
+) -> Result<SealedSecret, String> {
+    let name = entry.name;
+    let to = entry
+        .to
+        .iter()
+        .map(|text| {
+            let authority = crate::bundle::authority::Authority::parse(text).map_err(|why| {
+                format!("secrets.sealed {name:?}: to {text:?} must be host:port: {why}")
+            })?;
+            if !egress_allow.contains(&authority) {
+                return Err(format!(
+                    "secrets.sealed {name:?}: {authority} must also be in [egress].allow"
+                ));
+            }
+            Ok(authority)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SealedSecret { name, to })
+}
+
+impl Manifest {
+    /// Every declared name, readable then sealed: what must resolve for the
+    /// bundle to be ready.
+    pub fn declared_names(&self) -> impl Iterator<Item = &str> {
+        let sealed = self.sealed.iter().map(|s| s.name.as_str());
+        self.secrets.iter().map(String::as_str).chain(sealed)
+    }
+
+    /// What an operator reviews before deploying a bundle (`gtc bundle inspect`):
+    /// everything the bundle may use and where its sealed secrets may travel.
+    pub fn review(&self) -> String {
+        let list = |items: Vec<String>| {
+            if items.is_empty() {
+                "(none)".to_string()
+            } else {
+                items.join(", ")
+            }
+        };
+        let mut out = format!(
+            "bundle {}\ncomponent {}\nroutes {}\nreadable secrets {}\n",
+            self.id,
+            self.component.display(),
+            list(self.routes.clone()),
+            list(self.secrets.clone()),
+        );
+        if self.sealed.is_empty() {
+            out.push_str("sealed secrets (none)\n");
+        }
+        for sealed in &self.sealed {
+            let to = if sealed.to.is_empty() {
+                "travels nowhere (signature checks only)".to_string()
+            } else {
+                let to: Vec<String> = sealed.to.iter().map(|a| format!("https://{a}")).collect();
+                format!("may travel to {}", to.join(", "))
+            };
+            out.push_str(&format!("sealed secret {} {to}\n", sealed.name));
+        }
+        out.push_str(&format!(
+            "egress {}\nlimits memory {} MiB, timeout {} ms, response {} MiB\n",
+            list(self.egress_allow.iter().map(ToString::to_string).collect()),
+            self.limits.memory_bytes >> 20,
+            self.limits.timeout.as_millis(),
+            self.limits.response_bytes >> 20,
+        ));
+        out
+    }
+}
+
+impl Limits {
+    /// These limits, each capped at the operator's `maxima`; names what was capped.
+    pub fn capped(self, maxima: &Limits) -> (Limits, Vec<String>) {
+        let mut capped = Vec::new();
+        let mut limits = self;
+        if limits.memory_bytes > maxima.memory_bytes {
+            capped.push(format!(
+                "memory {} MiB -> {} MiB",
+                limits.memory_bytes >> 20,
+                maxima.memory_bytes >> 20
+            ));
+            limits.memory_bytes = maxima.memory_bytes;
+        }
+        if limits.timeout > maxima.timeout {
+            capped.push(format!(
+                "timeout {:?} -> {:?}",
+                limits.timeout, maxima.timeout
+            ));
+            limits.timeout = maxima.timeout;
+        }
+        if limits.response_bytes > maxima.response_bytes {
+            capped.push(format!(
+                "response {} MiB -> {} MiB",
+                limits.response_bytes >> 20,
+                maxima.response_bytes >> 20
+            ));
+            limits.response_bytes = maxima.response_bytes;
+        }
+        (limits, capped)
+    }
+
+    /// The operator's default maxima for what a manifest may ask.
+    pub fn operator_default_maxima() -> Limits {
+        Limits {
+            memory_bytes: 512 << 20,
+            timeout: std::time::Duration::from_secs(30),
+            response_bytes: 64 << 20,
+        }
+    }
+}
+
+/// One `--bundle DIR[=TEAM]` argument: where the bundle is and the team the operator
+/// assigns it (`_`, the default, means tenant-wide only).
+#[derive(Debug, Clone)]
+pub struct BundleSpec {
+    pub dir: PathBuf,
+    pub team: TeamSlot,
+}
+
+impl std::str::FromStr for BundleSpec {
+    type Err = BundleError;
+
+    fn from_str(arg: &str) -> Result<Self, Self::Err> {
+        let (dir, team) = match arg.rsplit_once('=') {
+            Some((dir, team)) => (dir, team),
+            None => (arg, "_"),
+        };
+        let team = TeamSlot::parse(team).map_err(|e| BundleError::Argument {
+            arg: arg.to_string(),
+            reason: format!("team: {e}"),
+        })?;
+        if dir.is_empty() {
+            return Err(BundleError::Argument {
+                arg: arg.to_string(),
+                reason: "empty bundle directory".into(),
+            });
+        }
+        Ok(Self {
+            dir: PathBuf::from(dir),
+            team,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_manifest() {
+        let m = Manifest::parse(
+            r#"
+            id = "webchat-bot"
+            component = "bot.wasm"
+            routes = ["/webhook"]
+            secrets = ["webhook-secret"]
+            [egress]
+            allow = ["api.example.com:443"]
+            [limits]
+            memory_mib = 32
+            timeout_ms = 250
+            "#,
+            Path::new("/b"),
+        )
+        .unwrap();
+        assert_eq!(m.id.as_str(), "webchat-bot");
+        assert_eq!(m.component, Path::new("/b/bot.wasm"));
+        assert_eq!(m.limits.memory_bytes, 32 << 20);
+        assert_eq!(m.limits.timeout.as_millis(), 250);
+    }
+
+    #[test]
+    fn rejects_bad_manifests() {
+        for bad in [
+            "id = \"Bad\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]",
+            "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = []",
+            "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"nope\"]",
+            "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]\nteam = \"a\"",
+            "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]\n[egress]\nallow = [\"evil\"]",
+            "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]\n[egress]\nallow = [\"u@evil:80\"]",
+            "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]\n[egress]\nallow = [\"evil:99999\"]",
+            "id = \"ok\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]\n[limits]\nmemory_mib = 0",
+        ] {
+            assert!(Manifest::parse(bad, Path::new(".")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sealed_secrets_need_destinations_in_the_egress_allowlist() {
+        let base = "id = \"tg\"\ncomponent = \"x.wasm\"\nroutes = [\"/\"]\n";
+        let good = format!(
+            "{base}[secrets]\nread = [\"settings\"]\n[[secrets.sealed]]\n\
+             name = \"telegram/bot-token\"\nto = [\"API.telegram.org:443\"]\n\
+             [egress]\nallow = [\"api.telegram.org:443\"]"
+        );
+        let m = Manifest::parse(&good, Path::new(".")).unwrap();
+        assert_eq!(m.secrets, ["settings"]);
+        assert_eq!(m.sealed.len(), 1);
+        assert_eq!(m.sealed[0].name, "telegram/bot-token");
+        assert_eq!(m.sealed[0].to[0].to_string(), "api.telegram.org:443");
+        for bad in [
+            // not in [egress].allow
+            "[[secrets.sealed]]\nname = \"k\"\nto = [\"a.example:443\"]",
+            // no port
+            "[[secrets.sealed]]\nname = \"k\"\nto = [\"a.example\"]\n[egress]\nallow = [\"a.example:443\"]",
+            // both readable and sealed
+            "[secrets]\nread = [\"k\"]\n[[secrets.sealed]]\nname = \"k\"\nto = [\"a.example:443\"]\n\
+             [egress]\nallow = [\"a.example:443\"]",
+            // unknown key
+            "[[secrets.sealed]]\nname = \"k\"\nto = [\"a.example:443\"]\nscheme = \"http\"\n\
+             [egress]\nallow = [\"a.example:443\"]",
+        ] {
+            let text = format!("{base}{bad}");
+            assert!(Manifest::parse(&text, Path::new(".")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn operator_maxima_cap_what_a_manifest_asks() {
+        let asked = Limits {
+            memory_bytes: 4096 << 20,
+            timeout: std::time::Duration::from_secs(600),
+            response_bytes: 16 << 20,
+        };
+        let (limits, capped) = asked.capped(&Limits::operator_default_maxima());
+        assert_eq!(limits.memory_bytes, 512 << 20);
+        assert_eq!(limits.timeout, std::time::Duration::from_secs(30));
+        assert_eq!(limits.response_bytes, 16 << 20);
+        assert_eq!(
+            capped,
+            ["memory 4096 MiB -> 512 MiB", "timeout 600s -> 30s"]
+        );
+        let (same, none) = Limits::default().capped(&Limits::operator_default_maxima());
+        assert!(none.is_empty());
+        assert_eq!(same.timeout, Limits::default().timeout);
+    }
+
+    #[test]
+    fn bundle_spec_assigns_team() {
+        let spec: BundleSpec = "examples/webchat-bot=support".parse().unwrap();
+        assert_eq!(spec.team, TeamSlot::parse("support").unwrap());
+        let spec: BundleSpec = "examples/webchat-bot".parse().unwrap();
+        assert_eq!(spec.team, TeamSlot::TenantWide);
+        assert!("x=Bad".parse::<BundleSpec>().is_err());
+    }
+}

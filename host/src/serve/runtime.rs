@@ -1,0 +1,961 @@
+//! The Wasm runtime: one engine, bundles compiled once and pre-instantiated, a fresh
+//! instance per request from the pooling allocator, and the sandbox around it.
+//!
+//! Sandbox, per request: no environment variables, arguments, preopened directories
+//! or sockets; outgoing HTTP only to the bundle's allowlist; memory, instance and
+//! table limits; a time limit enforced by epoch interruption (CPU) and by a wall
+//! clock timeout (waiting), covering the response body too; stdout/stderr to the
+//! host log, tagged and size-limited; host-side resources (header maps, streams,
+//! outgoing requests) bounded in proportion to the memory limit.
+//!
+//! Neighbours: a request holds its bundle's slot and a pool slot until its instance
+//! is gone, each bundle may hold at most its share of the pool, and a request that
+//! finds no slot within the queue timeout is refused with 503 + `Retry-After`
+//! instead of waiting behind a hostile bundle.
+
+use crate::bundle::component_check;
+use crate::bundle::manifest::{Limits, Manifest};
+use crate::metrics::Metrics;
+use crate::secrets::capability::{self, BundleSecrets, SecretsCtx};
+use crate::serve::egress::{EgressGuard, EgressHooks, EgressPolicy};
+use crate::serve::guest_log::{self, GuestLog, OutputBudget};
+use crate::serve::log_limit::LogLimiter;
+use crate::serve::response_limit::LimitedBody;
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// How often the epoch advances.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Ticks a guest runs before the host looks at it: then it yields to other tasks
+/// (fairness) and is stopped if its time is up. Short requests (the common case)
+/// never get there: yielding every tick put them at the back of the run queue and
+/// cost a 20 ms p99 under load (BENCHMARKS.md). Time limits are enforced to within
+/// this many ticks (50 ms). Shorter later slices (10 ms) and tokio's deferred
+/// yield were both measured against hostile neighbours and made the neighbour's
+/// median worse (RELIABILITY.md), so every slice is this long.
+const CHECK_EVERY_TICKS: u64 = 5;
+/// Memory of a recycled instance slot that is wiped with `memset` and kept mapped,
+/// instead of being returned to the kernel: no page faults on reuse and no TLB
+/// shootdowns on release for the pages a typical request touches (a Rust guest's
+/// shadow stack and first heap pages). It more than doubled requests/s (BENCHMARKS.md).
+/// The wipe also means nothing a request left in memory survives into the next.
+pub const KEEP_RESIDENT: usize = 2 << 20;
+/// Idle slots kept warm (with up to KEEP_RESIDENT each resident): bounds the memory
+/// an idle worker keeps after a burst.
+const MAX_WARM_SLOTS: u32 = 32;
+/// Extra wall-clock time, past the CPU limit, before a waiting request is abandoned.
+const WALL_CLOCK_GRACE: Duration = Duration::from_millis(500);
+
+/// Host-side resources (header maps, bodies, streams, pollables, outgoing
+/// requests, pending futures) one request may hold at once, per MiB of the
+/// bundle's memory limit. Together with [`FIELD_SIZE_LIMIT`] this ties the host
+/// memory a request can make the host allocate to the memory the operator already
+/// granted its guest: 32 entries × 32 KiB per MiB ≈ 1 MiB per MiB.
+const HOST_RESOURCES_PER_MIB: usize = 32;
+/// At least this many host-side resources per request, whatever the memory limit.
+const MIN_HOST_RESOURCES: usize = 256;
+/// Largest header map (in wasmtime's accounting: bytes plus per-entry overhead) a
+/// guest may build; public proxies cap request headers at 8–32 KiB on the wire.
+const FIELD_SIZE_LIMIT: usize = 32 << 10;
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Instances that may run at once (the pool size); more requests wait.
+    pub max_instances: u32,
+    /// Instances one bundle may hold at once (`None`: the whole pool). The app sets
+    /// a fair share of the pool by default, so a bundle cannot starve the others.
+    pub max_instances_per_bundle: Option<u32>,
+    /// How long a request may wait for an instance before it is refused with 503.
+    pub queue_timeout: Duration,
+    /// The operator's maxima for what a bundle manifest may ask.
+    pub maxima: Limits,
+    /// Destinations no bundle may reach, whatever its manifest says.
+    pub egress_guard: Arc<EgressGuard>,
+    /// Where compiled components are kept between starts.
+    pub compile_cache: crate::bundle::compile_cache::CacheSetting,
+    /// Bundles (by id) the operator lets read secrets their manifest does not
+    /// declare: a migration switch, empty by default.
+    pub allow_undeclared_secrets: Vec<crate::secrets::scope::Segment>,
+    /// The operator's settings for requests carrying sealed secrets (`None`:
+    /// such requests are refused).
+    pub sealed_egress: Option<Arc<crate::serve::sealed::SealedEgress>>,
+    /// Bytes of each recycled slot's memory and tables kept mapped and wiped
+    /// instead of returned to the kernel ([`KEEP_RESIDENT`] by default).
+    pub keep_resident: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            max_instances: 256,
+            max_instances_per_bundle: None,
+            queue_timeout: Duration::from_secs(1),
+            maxima: Limits::operator_default_maxima(),
+            egress_guard: Arc::new(EgressGuard::default()),
+            compile_cache: crate::bundle::compile_cache::CacheSetting::Off,
+            allow_undeclared_secrets: Vec::new(),
+            sealed_egress: None,
+            keep_resident: KEEP_RESIDENT,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot set up the Wasm engine: {0}")]
+    Engine(String),
+    #[error("bundle {bundle}: cannot load component {path}: {reason}")]
+    Component {
+        bundle: String,
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// The file is not a component this host can run (bad configuration).
+    #[error("bundle {bundle}: {problem}")]
+    ComponentFile {
+        bundle: String,
+        problem: crate::bundle::component_check::ComponentFileError,
+    },
+}
+
+impl RuntimeError {
+    /// Whether the operator's configuration is at fault (exit status 2), rather
+    /// than the machine (exit status 1).
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Self::Component { .. } | Self::ComponentFile { .. })
+    }
+}
+
+/// Per-request store data.
+pub struct RequestState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    egress: EgressHooks,
+    secrets: SecretsCtx,
+    deadline: Instant,
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RequestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.egress,
+        }
+    }
+}
+
+/// `gtc bundle check` runs the start's own steps: this engine, linker, compile
+/// cache and operator settings.
+impl crate::bundle::check::ComponentHost for Runtime {
+    type Error = RuntimeError;
+
+    fn compile(
+        &self,
+        manifest: &Manifest,
+    ) -> Result<crate::bundle::compile_cache::Loaded, RuntimeError> {
+        Runtime::compile(self, manifest)
+    }
+
+    fn link_check(&self, component: &Component) -> Result<(), String> {
+        Runtime::link_check(self, component)
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn maxima(&self) -> &Limits {
+        &self.config.maxima
+    }
+
+    fn refuses_destination(
+        &self,
+        authority: &crate::bundle::authority::Authority,
+    ) -> Option<&'static str> {
+        self.config.egress_guard.refuses_literal(authority)
+    }
+
+    fn compile_cache_dir(&self) -> Option<&std::path::Path> {
+        self.config.compile_cache.dir()
+    }
+}
+
+/// The engine and linker, shared by every bundle.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<RequestState>,
+    slots: Arc<Semaphore>,
+    config: RuntimeConfig,
+    metrics: Arc<Metrics>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub fn new(config: &RuntimeConfig) -> Result<Self, RuntimeError> {
+        Self::with_metrics(config, Arc::new(Metrics::default()))
+    }
+
+    /// A runtime that counts its requests in `metrics`.
+    pub fn with_metrics(
+        config: &RuntimeConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, RuntimeError> {
+        let engine_err = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true);
+        let mut pool = PoolingAllocationConfig::default();
+        let n = config.max_instances.max(1);
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(4))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memory_size(crate::bundle::manifest::MAX_MEMORY_BYTES)
+            .linear_memory_keep_resident(config.keep_resident)
+            .table_keep_resident(config.keep_resident)
+            // Where the kernel has PAGEMAP_SCAN (Linux ≥ 6.7), only the pages a
+            // request dirtied are wiped, not the whole kept-resident range.
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .max_unused_warm_slots(MAX_WARM_SLOTS);
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(engine_err)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
+        capability::add_to_linker(&mut linker, |state: &mut RequestState| &mut state.secrets)
+            .map_err(engine_err)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, stop) = (engine.clone(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("gtc-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+
+        Ok(Self {
+            engine,
+            linker,
+            slots: Arc::new(Semaphore::new(n as usize)),
+            config: config.clone(),
+            metrics,
+            ticker_stop,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The settings this runtime was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Links `component` against the host's imports and checks its export, as a
+    /// start does; the error says why it cannot run here.
+    pub fn link_check(&self, component: &Component) -> Result<(), String> {
+        self.pre_instantiate(component).map(|_| ())
+    }
+
+    fn pre_instantiate(&self, component: &Component) -> Result<ProxyPre<RequestState>, String> {
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| format!("{e:#}"))?;
+        ProxyPre::new(instance_pre)
+            .map_err(|e| format!("not a wasi:http proxy (no incoming-handler export): {e:#}"))
+    }
+
+    /// Checks a bundle's component file and compiles it (or loads it from the
+    /// compile cache): the first half of [`Runtime::load`], and all of
+    /// `gtc bundle compile`.
+    pub fn compile(
+        &self,
+        manifest: &Manifest,
+    ) -> Result<crate::bundle::compile_cache::Loaded, RuntimeError> {
+        component_check::check_file(&manifest.component).map_err(|problem| {
+            RuntimeError::ComponentFile {
+                bundle: manifest.id.to_string(),
+                problem,
+            }
+        })?;
+        crate::bundle::compile_cache::load(
+            &self.engine,
+            &manifest.component,
+            &self.config.compile_cache,
+            manifest.id.as_str(),
+        )
+        .map_err(|e| RuntimeError::Component {
+            bundle: manifest.id.to_string(),
+            path: manifest.component.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Compiles and pre-instantiates a bundle's component.
+    pub fn load(
+        &self,
+        manifest: Manifest,
+        secrets: Arc<BundleSecrets>,
+    ) -> Result<LoadedBundle, RuntimeError> {
+        let file_err = |problem: component_check::ComponentFileError| RuntimeError::ComponentFile {
+            bundle: manifest.id.to_string(),
+            problem,
+        };
+        let path = manifest.component.clone();
+        let component = self.compile(&manifest)?.component;
+        let (imports, _) = component_check::interfaces(&self.engine, &component);
+        let missing = component_check::missing_imports(&imports);
+        if !missing.is_empty() {
+            return Err(file_err(
+                component_check::ComponentFileError::Incompatible { path, missing },
+            ));
+        }
+        let pre = self.pre_instantiate(&component).map_err(|reason| {
+            file_err(component_check::ComponentFileError::Unlinkable {
+                path: path.clone(),
+                reason,
+            })
+        })?;
+        let bundle: Arc<str> = Arc::from(manifest.id.as_str());
+        for (why, names) in component_check::sandboxed(&imports) {
+            tracing::warn!(bundle = %bundle, imports = names.join(", "), "{why}");
+        }
+        let (limits, capped) = manifest.limits.capped(&self.config.maxima);
+        if !capped.is_empty() {
+            tracing::warn!(
+                bundle = %bundle,
+                "bundle manifest asks more than the operator allows; capped: {}",
+                capped.join(", ")
+            );
+        }
+        let log = Arc::new(LogLimiter::new());
+        for authority in &manifest.egress_allow {
+            if let Some(why) = self.config.egress_guard.refuses_literal(authority) {
+                tracing::warn!(
+                    bundle = %bundle,
+                    %authority,
+                    "egress.allow names a destination the operator forbids ({why}); requests to it will be refused"
+                );
+            }
+        }
+        let egress = Arc::new(EgressPolicy {
+            bundle: bundle.clone(),
+            allow: manifest.egress_allow.clone(),
+            max_per_request: crate::serve::egress::DEFAULT_MAX_OUTGOING_PER_REQUEST,
+            guard: self.config.egress_guard.clone(),
+            log: log.clone(),
+            sealed: manifest.sealed.clone(),
+            sealed_egress: self.config.sealed_egress.clone(),
+            secrets: secrets.clone(),
+        });
+        let pool = self.config.max_instances.max(1);
+        let cap = self
+            .config
+            .max_instances_per_bundle
+            .unwrap_or(pool)
+            .clamp(1, pool);
+        Ok(LoadedBundle {
+            name: bundle,
+            limits,
+            manifest,
+            pre,
+            secrets,
+            egress,
+            slots: self.slots.clone(),
+            own_slots: Arc::new(Semaphore::new(cap as usize)),
+            cap,
+            queue_timeout: self.config.queue_timeout,
+            metrics: self.metrics.clone(),
+            log,
+        })
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How a request failed inside the host (the client gets a short status).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RequestError {
+    #[error("bundle {bundle} exceeded its time limit of {limit:?}")]
+    Timeout { bundle: String, limit: Duration },
+    #[error("bundle {bundle} exceeded its memory limit of {limit_mib} MiB")]
+    Memory { bundle: String, limit_mib: usize },
+    #[error("bundle {bundle} exhausted its call stack (unbounded recursion?)")]
+    Stack { bundle: String },
+    #[error(
+        "bundle {bundle} exceeded its host resource budget of {limit} handles \
+         (header maps, bodies, streams, outgoing requests); request stopped"
+    )]
+    HostResources { bundle: String, limit: usize },
+    #[error("bundle {bundle} failed: {reason}")]
+    Guest { bundle: String, reason: String },
+    #[error("bundle {bundle} never sent a response")]
+    NoResponse { bundle: String },
+    #[error("bundle {bundle}: bad request: {reason}")]
+    BadRequest { bundle: String, reason: String },
+    #[error(
+        "bundle {bundle}: no instance free within {waited:?} ({what}); request refused with 503"
+    )]
+    Busy {
+        bundle: String,
+        what: String,
+        waited: Duration,
+    },
+}
+
+impl RequestError {
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Self::Timeout { .. } => http::StatusCode::GATEWAY_TIMEOUT,
+            Self::BadRequest { .. } => http::StatusCode::BAD_REQUEST,
+            Self::Busy { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
+            _ => http::StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short log-limiter kind for this failure.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout { .. } => "timeout",
+            Self::Memory { .. } => "memory",
+            Self::Stack { .. } => "stack",
+            Self::HostResources { .. } => "host-resources",
+            Self::Guest { .. } => "guest-failure",
+            Self::NoResponse { .. } => "no-response",
+            Self::BadRequest { .. } => "bad-request",
+            Self::Busy { .. } => "busy",
+        }
+    }
+}
+
+/// A bundle ready to serve: compiled, linked, pre-instantiated.
+pub struct LoadedBundle {
+    name: Arc<str>,
+    manifest: Manifest,
+    limits: Limits,
+    pre: ProxyPre<RequestState>,
+    secrets: Arc<BundleSecrets>,
+    egress: Arc<EgressPolicy>,
+    /// The pool, shared by every bundle.
+    slots: Arc<Semaphore>,
+    /// This bundle's share of the pool.
+    own_slots: Arc<Semaphore>,
+    cap: u32,
+    queue_timeout: Duration,
+    metrics: Arc<Metrics>,
+    log: Arc<LogLimiter>,
+}
+
+/// The slots a running request holds until its instance is gone.
+struct Admission {
+    _own: OwnedSemaphorePermit,
+    _pool: OwnedSemaphorePermit,
+}
+
+impl LoadedBundle {
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn secrets(&self) -> &Arc<BundleSecrets> {
+        &self.secrets
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The limits in force (the manifest's, capped by the operator's maxima).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Instances this bundle may hold at once.
+    pub fn concurrency_cap(&self) -> u32 {
+        self.cap
+    }
+
+    /// Instances this bundle holds right now.
+    pub fn instances_in_use(&self) -> u32 {
+        self.cap
+            .saturating_sub(self.own_slots.available_permits() as u32)
+    }
+
+    /// The bundle's limiter for what the host logs on its behalf.
+    pub fn log_limiter(&self) -> &Arc<LogLimiter> {
+        &self.log
+    }
+
+    fn new_store(&self) -> Store<RequestState> {
+        let budget = OutputBudget::new(guest_log::DEFAULT_BUDGET);
+        let mut wasi = WasiCtx::builder();
+        let log = || self.log.clone();
+        wasi.stdout(GuestLog::new(
+            self.name.clone(),
+            "stdout",
+            budget.clone(),
+            log(),
+        ))
+        .stderr(GuestLog::new(self.name.clone(), "stderr", budget, log()))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(32)
+            .tables(64)
+            .memories(8)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(self.host_resource_limit());
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(FIELD_SIZE_LIMIT);
+        let state = RequestState {
+            wasi: wasi.build(),
+            http,
+            table,
+            limits,
+            egress: EgressHooks::new(self.egress.clone()),
+            secrets: SecretsCtx::new(self.secrets.clone()),
+            deadline: Instant::now() + self.limits.timeout,
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limits);
+        // Every CHECK_EVERY_TICKS of running: yield to other tasks while time is
+        // left, stop the guest once it is spent.
+        store.set_epoch_deadline(CHECK_EVERY_TICKS);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(CHECK_EVERY_TICKS))
+            }
+        });
+        store
+    }
+
+    /// Host-side resources one request of this bundle may hold at once.
+    fn host_resource_limit(&self) -> usize {
+        ((self.limits.memory_bytes >> 20) * HOST_RESOURCES_PER_MIB).max(MIN_HOST_RESOURCES)
+    }
+
+    /// Takes this bundle's slot and a pool slot, waiting at most the queue timeout.
+    async fn admit(&self) -> Result<Admission, RequestError> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.queue_timeout;
+        let own = self
+            .acquire(&self.own_slots, deadline, started, || {
+                format!("the bundle's concurrency cap of {} is reached", self.cap)
+            })
+            .await?;
+        let pool = self
+            .acquire(&self.slots, deadline, started, || {
+                "every instance of the pool is busy".to_string()
+            })
+            .await?;
+        Ok(Admission {
+            _own: own,
+            _pool: pool,
+        })
+    }
+
+    async fn acquire(
+        &self,
+        slots: &Arc<Semaphore>,
+        deadline: tokio::time::Instant,
+        started: Instant,
+        what: impl Fn() -> String,
+    ) -> Result<OwnedSemaphorePermit, RequestError> {
+        let closed = || RequestError::Guest {
+            bundle: self.name.to_string(),
+            reason: "runtime is shutting down".into(),
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => return Ok(permit),
+            Err(TryAcquireError::Closed) => return Err(closed()),
+            Err(TryAcquireError::NoPermits) => {}
+        }
+        crate::limited_warn!(
+            self.log,
+            self.name,
+            "queued",
+            "request queued: {}; waiting up to {:?}",
+            what(),
+            self.queue_timeout
+        );
+        self.metrics.queued(&self.name);
+        match tokio::time::timeout_at(deadline, slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(closed()),
+            Err(_) => Err(RequestError::Busy {
+                bundle: self.name.to_string(),
+                what: what(),
+                waited: started.elapsed(),
+            }),
+        }
+    }
+
+    /// Runs the request on a fresh instance and returns the guest's response.
+    ///
+    /// The instance keeps its slots until it is gone: a guest that sends its head
+    /// and then keeps streaming (or hangs) holds them until it finishes or its time
+    /// limit stops it, so a bundle can never run more instances than its cap. The
+    /// returned body ends cleanly only when the instance finished without fault;
+    /// a failure after the head aborts the response (see [`GuardedBody`]).
+    pub async fn handle<B>(
+        self: &Arc<Self>,
+        request: hyper::Request<B>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, RequestError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let bundle = self.name.to_string();
+        let head_request = request.method() == http::Method::HEAD;
+        let admission = self.admit().await?;
+        let mut store = self.new_store();
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let bad_request = |e: wasmtime::Error| RequestError::BadRequest {
+            bundle: bundle.clone(),
+            reason: format!("{e:#}"),
+        };
+        let incoming = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(bad_request)?;
+        let outparam = store
+            .data_mut()
+            .http()
+            .new_response_outparam(sender)
+            .map_err(bad_request)?;
+        let this = self.clone();
+        let limit = self.limits.timeout;
+        let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let run = async {
+                let proxy = this.pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, outparam)
+                    .await
+            };
+            let outcome = match tokio::time::timeout(limit + WALL_CLOCK_GRACE, run).await {
+                Ok(result) => result.map_err(|e| this.classify(e)),
+                Err(_) => Err(RequestError::Timeout {
+                    bundle: this.name.to_string(),
+                    limit,
+                }),
+            };
+            // The body learns the outcome first; the instance is then dropped
+            // (its memory wiped) and only after that are the slots released.
+            let _ = outcome_tx.send(outcome.clone());
+            drop(store);
+            drop(admission);
+            outcome
+        });
+        let started = Instant::now();
+        match receiver.await {
+            Ok(Ok(response)) => {
+                let status = response.status().as_u16();
+                // hyper never reads the body of these; the request ends with its
+                // instance, not with a body.
+                let bodyless = head_request
+                    || response.status().is_informational()
+                    || matches!(status, 204 | 304);
+                let (limit, bundle) = (self.limits.response_bytes, self.clone());
+                Ok(response.map(move |body| {
+                    GuardedBody {
+                        inner: LimitedBody::new(body, limit),
+                        outcome: Some(outcome_rx),
+                        inner_done: false,
+                        bundle: Some(bundle),
+                        status,
+                        started,
+                        bodyless,
+                    }
+                    .boxed_unsync()
+                }))
+            }
+            Ok(Err(code)) => Err(RequestError::Guest {
+                bundle,
+                reason: format!("guest answered with error code {code:?}"),
+            }),
+            Err(_) => {
+                let outcome = task.await;
+                Err(match outcome {
+                    Ok(Ok(())) => RequestError::NoResponse { bundle },
+                    Ok(Err(error)) => error,
+                    Err(join) => RequestError::Guest {
+                        bundle,
+                        reason: format!("request task failed: {join}"),
+                    },
+                })
+            }
+        }
+    }
+
+    fn classify(&self, error: wasmtime::Error) -> RequestError {
+        let bundle = self.name.to_string();
+        // The trap sits below a backtrace context; find it in the chain.
+        let trap = error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<Trap>().copied());
+        let table_full = error.chain().any(|cause| {
+            cause
+                .downcast_ref::<wasmtime::component::ResourceTableError>()
+                .is_some_and(|e| matches!(e, wasmtime::component::ResourceTableError::Full))
+        });
+        let chain = format!("{error:#}");
+        match trap {
+            Some(Trap::Interrupt) => RequestError::Timeout {
+                bundle,
+                limit: self.limits.timeout,
+            },
+            Some(Trap::StackOverflow) => RequestError::Stack { bundle },
+            _ if table_full => RequestError::HostResources {
+                bundle,
+                limit: self.host_resource_limit(),
+            },
+            _ if chain.contains("forcing trap when growing memory") => RequestError::Memory {
+                bundle,
+                limit_mib: self.limits.memory_bytes >> 20,
+            },
+            // A short reason: the trap itself (its text starts with "wasm trap:"),
+            // not a page of wasm backtrace.
+            Some(trap) => RequestError::Guest {
+                bundle,
+                reason: trap.to_string(),
+            },
+            None => RequestError::Guest {
+                bundle,
+                reason: error.root_cause().to_string(),
+            },
+        }
+    }
+
+    /// Logs a failed request once (through the bundle's limiter).
+    pub fn log_failure(&self, error: &RequestError, elapsed: Duration, after_head: bool) {
+        let when = if after_head {
+            "after the response head was sent; response aborted"
+        } else {
+            "before a response was sent"
+        };
+        crate::limited_warn!(
+            self.log,
+            self.name,
+            error.kind(),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "{error} ({when})"
+        );
+    }
+}
+
+/// The response body of a guest: it ends cleanly only when the instance that
+/// produced it finished without fault. A trap, a time-out or a cut-off after the
+/// head makes the body end with an error, so the client sees an aborted response
+/// (no terminating chunk, connection closed) rather than a truncated one that looks
+/// complete; the failure is logged once and counted as `status="aborted"`. The
+/// request is counted in `/metrics` when its body ends.
+pub struct GuardedBody {
+    inner: LimitedBody,
+    outcome: Option<tokio::sync::oneshot::Receiver<Result<(), RequestError>>>,
+    inner_done: bool,
+    /// Taken when the request is accounted for.
+    bundle: Option<Arc<LoadedBundle>>,
+    status: u16,
+    started: Instant,
+    /// The client gets no body (HEAD, 204, 304): hyper drops it unread.
+    bodyless: bool,
+}
+
+impl GuardedBody {
+    /// The bundle's name while the request is not yet accounted for.
+    fn bundle_name(&self) -> String {
+        self.bundle
+            .as_ref()
+            .map(|b| b.name.to_string())
+            .unwrap_or_default()
+    }
+
+    fn finish_ok(&mut self) {
+        if let Some(bundle) = self.bundle.take() {
+            bundle.metrics.request(&bundle.name, self.status);
+        }
+    }
+
+    fn finish_aborted(&mut self, error: &RequestError) {
+        if let Some(bundle) = self.bundle.take() {
+            bundle.log_failure(error, self.started.elapsed(), true);
+            bundle.metrics.request_aborted(&bundle.name);
+        }
+    }
+}
+
+impl hyper::body::Body for GuardedBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if !this.inner_done {
+            match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(Some(Err(error))) => {
+                    this.inner_done = true;
+                    this.outcome = None;
+                    let bundle = this.bundle_name();
+                    let failure = match &error {
+                        wasmtime_wasi_http::Error::HttpResponseBodySize(Some(limit)) => {
+                            RequestError::Guest {
+                                bundle,
+                                reason: format!(
+                                    "response exceeded its body size limit of {limit} bytes"
+                                ),
+                            }
+                        }
+                        other => RequestError::Guest {
+                            bundle,
+                            reason: format!("response body failed: {other}"),
+                        },
+                    };
+                    this.finish_aborted(&failure);
+                    return Poll::Ready(Some(Err(error)));
+                }
+                Poll::Ready(None) => this.inner_done = true,
+            }
+        }
+        let Some(outcome) = this.outcome.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let result = match std::pin::Pin::new(outcome).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(result)) => result,
+            Poll::Ready(Err(_)) => Err(RequestError::Guest {
+                bundle: this.bundle_name(),
+                reason: "the request task ended without an outcome".into(),
+            }),
+        };
+        this.outcome = None;
+        match result {
+            Ok(()) => {
+                this.finish_ok();
+                Poll::Ready(None)
+            }
+            Err(error) => {
+                this.finish_aborted(&error);
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Never claim the end before the outcome is known: hyper must poll once
+        // more, so that a failure still aborts the response.
+        self.outcome.is_none() && self.inner_done
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for GuardedBody {
+    fn drop(&mut self) {
+        let Some(bundle) = self.bundle.take() else {
+            return;
+        };
+        let outcome = self.outcome.take();
+        match (
+            self.bodyless,
+            outcome,
+            tokio::runtime::Handle::try_current(),
+        ) {
+            // No body was ever due: account for the request when its instance ends.
+            (true, Some(outcome), Ok(runtime)) => {
+                let (status, started) = (self.status, self.started);
+                runtime.spawn(async move {
+                    match outcome.await {
+                        Ok(Ok(())) => bundle.metrics.request(&bundle.name, status),
+                        Ok(Err(error)) => {
+                            bundle.log_failure(&error, started.elapsed(), true);
+                            bundle.metrics.request_aborted(&bundle.name);
+                        }
+                        Err(_) => bundle.metrics.request_aborted(&bundle.name),
+                    }
+                });
+            }
+            (true, _, _) => bundle.metrics.request(&bundle.name, self.status),
+            // The client went away before the body ended.
+            (false, _, _) => bundle.metrics.request(&bundle.name, CLIENT_GONE),
+        }
+    }
+}
+
+/// The status recorded for a request whose client left before its body ended
+/// (nginx's convention).
+pub const CLIENT_GONE: u16 = 499;
+
+/// A response made by the host itself (errors, health), in the guests' body type.
+pub fn host_response(
+    status: http::StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> hyper::Response<HyperOutgoingBody> {
+    let body = http_body_util::Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() = status;
+    if let Ok(value) = http::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, value);
+    }
+    response
+}

@@ -1,0 +1,731 @@
+//! Sealed secrets on the wire: a guest writes `{{secret:NAME}}` in the path or a
+//! header value of an outgoing request, and the host puts the value there after
+//! the request has left the guest, then scrubs the value out of what comes back.
+//!
+//! Why here and not in the guest: a bundle that holds its bot token can leak it
+//! (log it, echo it, send it elsewhere); a bundle that only holds a placeholder
+//! cannot. The rules, all checked before anything is sent:
+//! - a placeholder must name a secret the bundle's manifest declares sealed;
+//! - the request's authority must be in that secret's `to` list, and its scheme
+//!   https (plain http only to an authority the operator marks with
+//!   `--sealed-allow-http`);
+//! - only the path (with its query) and header values are substituted; a
+//!   placeholder in a body travels as the literal text;
+//! - the host connects itself (to the address the egress guard checked), with
+//!   its own TLS client: the webpki roots plus the operator's extra roots
+//!   (`--egress-ca-file`), and follows no redirect.
+//!
+//! What comes back (response header values, body, trailers) has every occurrence
+//! of an injected value (and of its percent-encoded form) replaced by the
+//! placeholder again, streaming: the body is never buffered whole; the last
+//! `longest value - 1` bytes of each chunk wait for the next one so that a value
+//! split across chunks is still caught. The response's `content-length` is
+//! dropped, since scrubbing may change the length.
+
+use crate::bundle::authority::Authority;
+use crate::bundle::manifest::SealedSecret;
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions};
+use zeroize::Zeroizing;
+
+const OPEN: &[u8] = b"{{secret:";
+const CLOSE: &[u8] = b"}}";
+/// Longest name a placeholder may carry (as `get` accepts).
+const MAX_NAME: usize = 400;
+/// Connect and first-byte bounds when the guest sets none (its own time limit
+/// still applies).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The operator's settings for requests that carry sealed secrets.
+#[derive(Debug, Clone)]
+pub struct SealedEgress {
+    /// Authorities a sealed secret may reach over plain http (a local sidecar,
+    /// loopback tests); https everywhere else.
+    pub allow_http: Vec<Authority>,
+    /// The TLS client: webpki roots plus the operator's extra roots.
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealedConfigError {
+    #[error("--egress-ca-file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("TLS client set-up failed: {0}")]
+    Tls(String),
+}
+
+impl SealedEgress {
+    /// The settings with the webpki roots and the PEM certificates of `ca_file`.
+    pub fn new(
+        allow_http: Vec<Authority>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, SealedConfigError> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        if let Some(path) = ca_file {
+            let error = |reason: String| SealedConfigError::CaFile {
+                path: path.display().to_string(),
+                reason,
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| error(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| error(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(error("no PEM certificate in the file".into()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| error(e.to_string()))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| SealedConfigError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self {
+            allow_http,
+            tls: Arc::new(tls),
+        })
+    }
+}
+
+/// Why a request with placeholders is refused (nothing has been sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `{{secret:` without a well-formed name and `}}`.
+    Malformed,
+    /// The name is not one of the bundle's sealed secrets.
+    NotSealed(String),
+    /// The destination is not one this secret may travel to.
+    Destination { name: String, why: &'static str },
+}
+
+impl Refusal {
+    /// The secret's name, when the refusal is about one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Refusal::Malformed => None,
+            Refusal::NotSealed(name) | Refusal::Destination { name, .. } => Some(name),
+        }
+    }
+
+    /// A short, operator-facing reason (no value in it).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Malformed => "a malformed {{secret:...}} placeholder",
+            Refusal::NotSealed(_) => "the placeholder names no sealed secret of this bundle",
+            Refusal::Destination { why, .. } => why,
+        }
+    }
+}
+
+/// Whether `text` contains a placeholder opening at all (the cheap pre-check).
+pub fn mentions_placeholder(text: &[u8]) -> bool {
+    text.windows(OPEN.len()).any(|w| w == OPEN)
+}
+
+/// The names of the placeholders in `text`, in order.
+fn placeholder_names(text: &[u8]) -> Result<Vec<&str>, Refusal> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = find(rest, OPEN) {
+        let after = &rest[at + OPEN.len()..];
+        let end = find(after, CLOSE).ok_or(Refusal::Malformed)?;
+        let name = std::str::from_utf8(&after[..end]).map_err(|_| Refusal::Malformed)?;
+        let well_formed = !name.is_empty()
+            && name.len() <= MAX_NAME
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:".contains(&b));
+        if !well_formed {
+            return Err(Refusal::Malformed);
+        }
+        names.push(name);
+        rest = &after[end + CLOSE.len()..];
+    }
+    Ok(names)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The sealed secrets a request uses, after checking every rule; `None` when it
+/// has no placeholder. `https` is the request's scheme.
+pub fn plan<'m, B>(
+    request: &http::Request<B>,
+    authority: &Authority,
+    https: bool,
+    sealed: &'m [SealedSecret],
+    settings: &SealedEgress,
+) -> Result<Option<Vec<&'m SealedSecret>>, Refusal> {
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or(&b""[..], |p| p.as_str().as_bytes());
+    let mut names = placeholder_names(path)?;
+    for value in request.headers().values() {
+        names.extend(placeholder_names(value.as_bytes())?);
+    }
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let mut used: Vec<&SealedSecret> = Vec::new();
+    for name in names {
+        let secret = sealed
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| Refusal::NotSealed(name.to_string()))?;
+        let refuse = |why| Refusal::Destination {
+            name: name.to_string(),
+            why,
+        };
+        if !secret.to.contains(authority) {
+            return Err(refuse("the destination is not in this secret's `to` list"));
+        }
+        if !https && !settings.allow_http.contains(authority) {
+            return Err(refuse(
+                "plain http (the operator has not allowed it for this authority)",
+            ));
+        }
+        if !used.iter().any(|u| u.name == secret.name) {
+            used.push(secret);
+        }
+    }
+    Ok(Some(used))
+}
+
+/// A sealed value, ready to be put into a request and scrubbed out of a response.
+pub struct Injected {
+    placeholder: Vec<u8>,
+    value: Zeroizing<Vec<u8>>,
+    /// The value as it goes into a path (percent-encoded where needed).
+    in_path: Zeroizing<Vec<u8>>,
+}
+
+impl Injected {
+    pub fn new(name: &str, value: &[u8]) -> Self {
+        let mut placeholder = OPEN.to_vec();
+        placeholder.extend_from_slice(name.as_bytes());
+        placeholder.extend_from_slice(CLOSE);
+        Self {
+            placeholder,
+            value: Zeroizing::new(value.to_vec()),
+            in_path: Zeroizing::new(percent_encode_path(value)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Injected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injected")
+            .field("placeholder", &String::from_utf8_lossy(&self.placeholder))
+            .field("value", &"[redacted]")
+            .finish()
+    }
+}
+
+fn percent_encode_path(value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len());
+    for &b in value {
+        let plain = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b);
+        if plain {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+    out
+}
+
+/// A sealed value cannot be placed where it was asked for.
+#[derive(Debug, thiserror::Error)]
+#[error("the value of a sealed secret cannot be placed in {0} (characters a header cannot hold)")]
+pub struct PlacementError(&'static str);
+
+fn replace_all(text: &[u8], from: &[u8], to: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(text.len()));
+    let mut rest = text;
+    while let Some(at) = find(rest, from) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(to);
+        rest = &rest[at + from.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// Puts the values into the request's path and header values.
+pub fn substitute<B>(
+    request: &mut http::Request<B>,
+    injected: &[Injected],
+) -> Result<(), PlacementError> {
+    if let Some(path) = request.uri().path_and_query() {
+        let mut text = Zeroizing::new(path.as_str().as_bytes().to_vec());
+        for one in injected {
+            text = replace_all(&text, &one.placeholder, &one.in_path);
+        }
+        let path = http::uri::PathAndQuery::try_from(text.as_slice())
+            .map_err(|_| PlacementError("the path"))?;
+        let mut parts = request.uri().clone().into_parts();
+        parts.path_and_query = Some(path);
+        *request.uri_mut() =
+            http::Uri::from_parts(parts).map_err(|_| PlacementError("the path"))?;
+    }
+    for value in request.headers_mut().values_mut() {
+        if !mentions_placeholder(value.as_bytes()) {
+            continue;
+        }
+        let mut text = Zeroizing::new(value.as_bytes().to_vec());
+        for one in injected {
+            text = replace_all(&text, &one.placeholder, &one.value);
+        }
+        let mut replaced =
+            http::HeaderValue::from_bytes(&text).map_err(|_| PlacementError("a header"))?;
+        replaced.set_sensitive(true);
+        *value = replaced;
+    }
+    Ok(())
+}
+
+/// Replaces every occurrence of the injected values by their placeholders.
+#[derive(Debug)]
+pub struct Scrubber {
+    /// (needle, replacement); raw and path-encoded forms.
+    needles: Vec<(Zeroizing<Vec<u8>>, Vec<u8>)>,
+    /// The distinct first bytes of the needles.
+    firsts: Vec<u8>,
+    longest: usize,
+}
+
+impl Scrubber {
+    pub fn new(injected: &[Injected]) -> Self {
+        let mut needles = Vec::new();
+        for one in injected {
+            if one.value.is_empty() {
+                continue;
+            }
+            needles.push((one.value.clone(), one.placeholder.clone()));
+            if one.in_path != one.value {
+                needles.push((one.in_path.clone(), one.placeholder.clone()));
+            }
+        }
+        let longest = needles.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        let mut firsts: Vec<u8> = needles
+            .iter()
+            .filter_map(|(n, _)| n.first().copied())
+            .collect();
+        firsts.sort_unstable();
+        firsts.dedup();
+        Self {
+            needles,
+            firsts,
+            longest,
+        }
+    }
+
+    fn match_at(&self, data: &[u8], at: usize) -> Option<&(Zeroizing<Vec<u8>>, Vec<u8>)> {
+        self.needles
+            .iter()
+            .find(|(needle, _)| data[at..].starts_with(needle))
+    }
+
+    /// Scrubs `data[..]`, writing finished bytes to `out`; returns how many bytes
+    /// of `data` are finished (the rest may begin a value and waits, unless
+    /// `last`).
+    fn scrub_into(&self, data: &[u8], last: bool, out: &mut Vec<u8>) -> usize {
+        let keep = if last {
+            0
+        } else {
+            self.longest.saturating_sub(1)
+        };
+        // Before `settled`, a whole value fits in `data`, so a match is decided.
+        let settled = data.len().saturating_sub(keep);
+        let mut at = 0;
+        loop {
+            // Only a byte that begins some value can begin a match.
+            let Some(candidate) = self.next_start(&data[at..]).map(|i| at + i) else {
+                out.extend_from_slice(&data[at..]);
+                return data.len();
+            };
+            out.extend_from_slice(&data[at..candidate]);
+            if let Some((needle, placeholder)) = self.match_at(data, candidate) {
+                out.extend_from_slice(placeholder);
+                at = candidate + needle.len();
+            } else if candidate >= settled {
+                // May be the start of a value cut by the chunk's end: wait.
+                return candidate;
+            } else {
+                out.push(data[candidate]);
+                at = candidate + 1;
+            }
+        }
+    }
+
+    /// Where the next byte that begins a value is (SIMD search for up to three
+    /// distinct first bytes).
+    fn next_start(&self, data: &[u8]) -> Option<usize> {
+        match self.firsts.as_slice() {
+            [] => None,
+            [a] => memchr::memchr(*a, data),
+            [a, b] => memchr::memchr2(*a, *b, data),
+            [a, b, c] => memchr::memchr3(*a, *b, *c, data),
+            firsts => data.iter().position(|byte| firsts.contains(byte)),
+        }
+    }
+
+    /// `data` with every value replaced (for header values and trailers).
+    pub fn scrub(&self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len());
+        self.scrub_into(data, true, &mut out);
+        out
+    }
+
+    /// Scrubs response headers in place (and drops `content-length`).
+    pub fn scrub_headers(&self, headers: &mut http::HeaderMap) {
+        headers.remove(http::header::CONTENT_LENGTH);
+        for value in headers.values_mut() {
+            let scrubbed = self.scrub(value.as_bytes());
+            if scrubbed != value.as_bytes() {
+                // The placeholder is plain ASCII, so a valid value stays valid.
+                if let Ok(clean) = http::HeaderValue::from_bytes(&scrubbed) {
+                    *value = clean;
+                } else {
+                    *value = http::HeaderValue::from_static("");
+                }
+            }
+        }
+    }
+}
+
+/// A response body with the injected values scrubbed out, chunk by chunk.
+pub struct ScrubbedBody<B> {
+    inner: B,
+    scrubber: Arc<Scrubber>,
+    /// Bytes that may begin a value, held back until the next chunk.
+    tail: Zeroizing<Vec<u8>>,
+    /// Trailers that arrived while bytes were held back: sent after them.
+    trailers: Option<http::HeaderMap>,
+    ended: bool,
+}
+
+impl<B> ScrubbedBody<B> {
+    pub fn new(inner: B, scrubber: Arc<Scrubber>) -> Self {
+        Self {
+            inner,
+            scrubber,
+            tail: Zeroizing::new(Vec::new()),
+            trailers: None,
+            ended: false,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8], last: bool) -> Bytes {
+        let mut data = Zeroizing::new(std::mem::take(&mut *self.tail));
+        data.extend_from_slice(chunk);
+        let mut out = Vec::with_capacity(data.len());
+        let done = self.scrubber.scrub_into(&data, last, &mut out);
+        self.tail.extend_from_slice(&data[done..]);
+        Bytes::from(out)
+    }
+}
+
+impl<B> Body for ScrubbedBody<B>
+where
+    B: Body<Data = Bytes, Error = HttpError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = &mut *self;
+        loop {
+            if this.ended {
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    if this.tail.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    let rest = this.push(&[], true);
+                    return Poll::Ready(Some(Ok(Frame::data(rest))));
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(chunk) => {
+                        let out = this.push(&chunk, false);
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                    }
+                    Err(frame) => {
+                        // Trailers end the body: the held-back bytes go first.
+                        let Ok(mut trailers) = frame.into_trailers() else {
+                            continue;
+                        };
+                        this.scrubber.scrub_headers(&mut trailers);
+                        this.ended = true;
+                        if this.tail.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                        }
+                        this.trailers = Some(trailers);
+                        let rest = this.push(&[], true);
+                        return Poll::Ready(Some(Ok(Frame::data(rest))));
+                    }
+                },
+            }
+        }
+    }
+}
+
+type Stream = Box<dyn StreamIo>;
+trait StreamIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin> StreamIo for T {}
+
+/// The response of a sent request and the future that drives its connection.
+pub type Sent = (
+    http::Response<hyper::body::Incoming>,
+    Pin<Box<dyn Future<Output = Result<(), HttpError>> + Send>>,
+);
+
+/// Sends `request` to `addr` (checked by the egress guard) itself: TLS by the
+/// authority's name for https, no redirect followed.
+pub async fn send<B>(
+    mut request: http::Request<B>,
+    addr: SocketAddr,
+    authority: &Authority,
+    https: bool,
+    tls: Arc<rustls::ClientConfig>,
+    options: Option<RequestOptions>,
+) -> Result<Sent, HttpError>
+where
+    B: Body<Data = Bytes, Error = HttpError> + Send + 'static,
+{
+    let connect_timeout = options
+        .and_then(|o| o.connect_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let first_byte_timeout = options
+        .and_then(|o| o.first_byte_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let tcp =
+        match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(error)) => return Err(HttpError::Connect(error)),
+            Err(_) => return Err(HttpError::ConnectionTimeout),
+        };
+    let stream: Stream = if https {
+        let name = match authority.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => rustls::pki_types::ServerName::from(ip),
+            Err(_) => rustls::pki_types::ServerName::try_from(authority.host.clone())?,
+        };
+        let connector = tokio_rustls::TlsConnector::from(tls);
+        match tokio::time::timeout(connect_timeout, connector.connect(name, tcp)).await {
+            Ok(Ok(tls)) => Box::new(tls),
+            Ok(Err(_)) => return Err(HttpError::TlsCertificateError),
+            Err(_) => return Err(HttpError::ConnectionTimeout),
+        }
+    } else {
+        Box::new(tcp)
+    };
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    // Origin form on the wire: the Host header (set by wasi-http) keeps the name.
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    *request.uri_mut() = http::Uri::try_from(path).map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    let mut conn = Box::pin(conn);
+    let mut response = Box::pin(tokio::time::timeout(
+        first_byte_timeout,
+        sender.send_request(request),
+    ));
+    let mut conn_done = false;
+    let response = std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = response.as_mut().poll(cx) {
+            return Poll::Ready(match result {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(error)) => Err(HttpError::from(error)),
+                Err(_) => Err(HttpError::ConnectionReadTimeout),
+            });
+        }
+        if !conn_done && let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            conn_done = true;
+            if let Err(error) = result {
+                return Poll::Ready(Err(HttpError::from(error)));
+            }
+        }
+        Poll::Pending
+    })
+    .await?;
+    let io: Pin<Box<dyn Future<Output = Result<(), HttpError>> + Send>> = if conn_done {
+        Box::pin(async { Ok(()) })
+    } else {
+        Box::pin(async move { conn.await.map_err(HttpError::from) })
+    };
+    Ok((response, io))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealed(name: &str, to: &[&str]) -> SealedSecret {
+        SealedSecret {
+            name: name.into(),
+            to: to.iter().map(|t| Authority::parse(t).unwrap()).collect(),
+        }
+    }
+
+    fn settings(allow_http: &[&str]) -> SealedEgress {
+        SealedEgress::new(
+            allow_http
+                .iter()
+                .map(|t| Authority::parse(t).unwrap())
+                .collect(),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn request(uri: &str, header: Option<&str>) -> http::Request<()> {
+        let mut builder = http::Request::builder().uri(uri);
+        if let Some(value) = header {
+            builder = builder.header("authorization", value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn placeholders_are_checked_against_the_sealed_list_and_destinations() {
+        let list = [sealed("tg/token", &["api.telegram.org:443"])];
+        let tg = Authority::parse("api.telegram.org:443").unwrap();
+        let evil = Authority::parse("evil.example:443").unwrap();
+        let none = settings(&[]);
+        let plain = request("https://api.telegram.org/bot/sendMessage", None);
+        assert_eq!(plan(&plain, &tg, true, &list, &none), Ok(None));
+        let path = request("https://api.telegram.org/bot{{secret:tg/token}}/send", None);
+        assert_eq!(
+            plan(&path, &tg, true, &list, &none).unwrap().unwrap().len(),
+            1
+        );
+        let header = request("https://x/", Some("Bearer {{secret:tg/token}}"));
+        assert!(plan(&header, &tg, true, &list, &none).unwrap().is_some());
+        assert!(matches!(
+            plan(&path, &evil, true, &list, &none),
+            Err(Refusal::Destination { .. })
+        ));
+        assert!(matches!(
+            plan(&path, &tg, false, &list, &none),
+            Err(Refusal::Destination { .. })
+        ));
+        assert!(
+            plan(
+                &path,
+                &tg,
+                false,
+                &list,
+                &settings(&["api.telegram.org:443"])
+            )
+            .is_ok()
+        );
+        let other = request("https://api.telegram.org/{{secret:tg/other}}", None);
+        assert_eq!(
+            plan(&other, &tg, true, &list, &none),
+            Err(Refusal::NotSealed("tg/other".into()))
+        );
+        for bad in ["/{{secret:tg/token", "/{{secret:}}", "/{{secret:TG}}"] {
+            let bad = request(&format!("https://api.telegram.org{bad}"), None);
+            assert_eq!(plan(&bad, &tg, true, &list, &none), Err(Refusal::Malformed));
+        }
+    }
+
+    #[test]
+    fn values_go_into_paths_and_headers() {
+        let injected = [Injected::new("tg/token", b"123:AB/C d")];
+        let mut req = request(
+            "https://api.telegram.org/bot{{secret:tg/token}}/x?a=1",
+            Some("Bearer {{secret:tg/token}}"),
+        );
+        substitute(&mut req, &injected).unwrap();
+        assert_eq!(
+            req.uri().to_string(),
+            "https://api.telegram.org/bot123:AB%2FC%20d/x?a=1"
+        );
+        assert_eq!(req.headers()["authorization"], "Bearer 123:AB/C d");
+        let mut bad = request("https://x/", Some("{{secret:tg/token}}"));
+        assert!(substitute(&mut bad, &[Injected::new("tg/token", b"a\r\nb")]).is_err());
+    }
+
+    #[test]
+    fn scrubbing_catches_values_split_across_chunks() {
+        let scrubber = Arc::new(Scrubber::new(&[Injected::new("k", b"s3cr3t/v")]));
+        let text = b"a s3cr3t/v b s3cr3t%2Fv c s3cr3t/".to_vec();
+        let expected = b"a {{secret:k}} b {{secret:k}} c s3cr3t/".to_vec();
+        for split in 1..6 {
+            let chunks: Vec<Bytes> = text.chunks(split).map(Bytes::copy_from_slice).collect();
+            let mut body = ScrubbedBody::new(Chunks(chunks.into()), scrubber.clone());
+            let mut out = Vec::new();
+            let waker = std::task::Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            while let Poll::Ready(Some(frame)) = Pin::new(&mut body).poll_frame(&mut cx) {
+                out.extend_from_slice(&frame.unwrap().into_data().unwrap());
+            }
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&expected)
+            );
+        }
+        assert_eq!(scrubber.scrub(b"xs3cr3t/vx"), b"x{{secret:k}}x");
+        // Every two-chunk cut of a text full of near misses.
+        let text = b"ss3s3cs3cr3t/vs3cr3t/s3cr3t/vvs3cr3t%2Fvs".to_vec();
+        let want = String::from_utf8_lossy(&scrubber.scrub(&text)).into_owned();
+        assert!(
+            want.starts_with("ss3s3c{{secret:k}}s3cr3t/{{secret:k}}v{{secret:k}}s"),
+            "{want}"
+        );
+        for cut in 0..=text.len() {
+            let chunks = vec![
+                Bytes::copy_from_slice(&text[..cut]),
+                Bytes::copy_from_slice(&text[cut..]),
+            ];
+            let mut body = ScrubbedBody::new(Chunks(chunks.into()), scrubber.clone());
+            let mut out = Vec::new();
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            while let Poll::Ready(Some(frame)) = Pin::new(&mut body).poll_frame(&mut cx) {
+                out.extend_from_slice(&frame.unwrap().into_data().unwrap());
+            }
+            assert_eq!(String::from_utf8_lossy(&out), want, "cut at {cut}");
+        }
+    }
+
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = HttpError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+            Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
+        }
+    }
+}
