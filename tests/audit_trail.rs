@@ -55,8 +55,8 @@ const SECRET: &[u8] = b"audit-webhook-key-0123456789";
 async fn cached_gets_are_counted_and_written_at_shutdown_everything_else_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
-    dev_put(&store, "acme/_/probe/x", b"value-x");
-    dev_put(&store, "acme/_/probe/z", b"value-z");
+    dev_put(&store, "acme/_/probe/x", b"value-of-x");
+    dev_put(&store, "acme/_/probe/z", b"value-of-z");
     dev_put(&store, "acme/_/webchat-bot/webhook-secret", SECRET);
     let probe = write_bundle(dir.path(), "probe", "probe", &["/p"], r#"secrets = ["x"]"#);
     let webchat = webchat_bundle(dir.path());
@@ -76,13 +76,13 @@ async fn cached_gets_are_counted_and_written_at_shutdown_everything_else_on_its_
     for _ in 0..n / 1000 {
         bench_get(&gtc, 1000, "x").await;
     }
-    assert_eq!(probe_get(&gtc, "/p", b"x").await["value"], "value-x");
+    assert_eq!(probe_get(&gtc, "/p", b"x").await["value"], "value-of-x");
     for _ in 0..3 {
         assert_eq!(webhook(&gtc, SECRET, r#"{"text":"hi"}"#).await.0, 200);
     }
     // A fetch (undeclared, allowed by the migration switch), then its hit.
-    assert_eq!(probe_get(&gtc, "/p", b"z").await["value"], "value-z");
-    assert_eq!(probe_get(&gtc, "/p", b"z").await["value"], "value-z");
+    assert_eq!(probe_get(&gtc, "/p", b"z").await["value"], "value-of-z");
+    assert_eq!(probe_get(&gtc, "/p", b"z").await["value"], "value-of-z");
     // A fetch that finds nothing, then the cached "not found".
     for _ in 0..2 {
         assert_eq!(probe_get(&gtc, "/p", b"nope").await["error"], "not-found");
@@ -169,7 +169,7 @@ async fn cached_gets_are_counted_and_written_at_shutdown_everything_else_on_its_
 async fn every_hit_gets_a_record_when_the_operator_asks() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
-    dev_put(&store, "acme/_/probe/x", b"value-x");
+    dev_put(&store, "acme/_/probe/x", b"value-of-x");
     let probe = write_bundle(dir.path(), "probe", "probe", &["/p"], r#"secrets = ["x"]"#);
     let gtc = Gtc::serve(
         &[
@@ -193,14 +193,27 @@ async fn every_hit_gets_a_record_when_the_operator_asks() {
 async fn a_stale_answer_has_a_record_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
-    dev_put(&store, "acme/_/probe/x", b"value-x");
+    dev_put(&store, "acme/_/probe/x", b"value-of-x");
     let probe = write_bundle(dir.path(), "probe", "probe", &["/p"], r#"secrets = ["x"]"#);
     let mut env = env_for(&store);
     env.push(("GREENTIC_SECRETS_CACHE_TTL", "1s".into()));
     let gtc = Gtc::serve(&[format!("--bundle={}", probe.display())], &env);
     std::fs::remove_file(&store).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert_eq!(probe_get(&gtc, "/p", b"x").await["value"], "value-x");
+    // Once its TTL (1 s) has passed, the cached value is served stale (the store
+    // is gone): asked until /metrics counts one stale answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        assert_eq!(probe_get(&gtc, "/p", b"x").await["value"], "value-of-x");
+        let metrics = gtc.metrics().await;
+        if metrics.contains("gtc_secrets_cache_total{result=\"stale\"} 1\n") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never stale: {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let (_, log) = gtc.terminate();
     assert_eq!(
         lines_about(&log, X, &["cache=\"stale\"", "outcome=\"ok\""]).len(),

@@ -27,7 +27,7 @@ async fn greentic_runner_components_read_their_scope_through_secrets_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
     dev_put(&store, "acme/ops/runner/api-token", b"runner-token-ops");
-    dev_put(&store, "acme/_/shared/region", b"eu-west");
+    dev_put(&store, "acme/_/shared/region", b"eu-west-1");
     dev_put(
         &store,
         "acme/billing/runner/api-token",
@@ -47,7 +47,7 @@ async fn greentic_runner_components_read_their_scope_through_secrets_store() {
         ask(&gtc, "api-token").await,
         (200, "runner-token-ops".into())
     );
-    assert_eq!(ask(&gtc, "shared/region").await, (200, "eu-west".into()));
+    assert_eq!(ask(&gtc, "shared/region").await, (200, "eu-west-1".into()));
     // A missing secret is ok(none), not an error.
     assert_eq!(ask(&gtc, "absent").await, (404, "none".into()));
     // Undeclared, another team's, malformed: that WIT's cases.

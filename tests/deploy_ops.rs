@@ -42,7 +42,7 @@ use support::kubernetes_validate as validate;
 fn rendered_manifests_validate_against_kubernetes_schemas() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
-    dev_put(
+    dev_put_shipped(
         &store,
         "acme/_/webchat-bot/webhook-secret",
         b"dev-only-value",
@@ -619,6 +619,7 @@ fn two_tenants_render_into_one_namespace_without_overwriting_each_other() {
         ("dev", "acme", tenant("dev", "acme")),
     ];
     let mut seen = std::collections::BTreeMap::new();
+    let mut own_selectors = 0;
     for (env, tenant, yaml) in &renders {
         for (kind, name, doc) in documents(yaml) {
             // Every object names its scope and is labelled with it.
@@ -641,6 +642,7 @@ fn two_tenants_render_into_one_namespace_without_overwriting_each_other() {
                 if block.contains("app.kubernetes.io/name: vault") {
                     continue;
                 }
+                own_selectors += 1;
                 assert!(
                     block.contains(&format!("greentic.ai/tenant: {tenant}")),
                     "{kind} {name}: selector without the tenant:\n{block}"
@@ -648,6 +650,13 @@ fn two_tenants_render_into_one_namespace_without_overwriting_each_other() {
             }
         }
     }
+    // Workloads, Services and NetworkPolicies of three scopes: many selectors
+    // were checked, not none.
+    assert!(
+        own_selectors >= 30,
+        "only {own_selectors} selectors checked"
+    );
+
     // The three scopes' workers have three identities (what Vault binds).
     let accounts: Vec<String> = renders
         .iter()

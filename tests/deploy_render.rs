@@ -118,7 +118,7 @@ const OPENSHIFT_DNS: [&str; 8] = [
 fn dev_store_render(value: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
-    dev_put(&store, "acme/_/webchat-bot/webhook-secret", value);
+    dev_put_shipped(&store, "acme/_/webchat-bot/webhook-secret", value);
     render(&[
         "--backend",
         "dev-store",
@@ -487,10 +487,12 @@ fn prometheus_gets_a_policy_and_a_monitor_that_fits_the_service() {
     let monitor = find(&objs, "ServiceMonitor", WORKER);
     assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
     let service = find(&objs, "Service", WORKER);
-    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+    let monitor_labels = monitor["spec"]["selector"]["matchLabels"]
         .as_object()
-        .unwrap()
-    {
+        .unwrap();
+    // An empty selector would select every Service.
+    assert!(!monitor_labels.is_empty(), "{monitor}");
+    for (key, value) in monitor_labels {
         assert_eq!(&service["metadata"]["labels"][key], value, "{key}");
     }
     assert_eq!(
@@ -722,12 +724,11 @@ fn dns_selector_scale_and_resources_follow_the_flags() {
 }
 
 /// Whether `selector` (matchLabels) picks a pod labelled `labels`.
+/// An empty selector (which would select every pod) fails the test.
 fn selects(selector: &Value, labels: &Value) -> bool {
-    selector["matchLabels"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .all(|(key, value)| &labels[key] == value)
+    let wanted = selector["matchLabels"].as_object().unwrap();
+    assert!(!wanted.is_empty(), "an empty selector: {selector}");
+    wanted.iter().all(|(key, value)| &labels[key] == value)
 }
 
 fn pod_labels(deployment: &Value) -> &Value {
@@ -757,10 +758,11 @@ fn isolated_teams_get_their_own_pdb_hpa_and_spread_and_the_scope_policies_select
         assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], name.as_str());
         assert_eq!(hpa["metadata"]["labels"]["greentic.ai/team"], team);
         assert!(worker["spec"].get("replicas").is_none());
-        for constraint in worker["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        let constraints = worker["spec"]["template"]["spec"]["topologySpreadConstraints"]
             .as_array()
-            .unwrap()
-        {
+            .unwrap();
+        assert_eq!(constraints.len(), 2, "{name}: zone and host spread");
+        for constraint in constraints {
             assert_eq!(&constraint["labelSelector"], selector, "{name}");
         }
         for other in teams.iter().filter(|t| **t != team) {

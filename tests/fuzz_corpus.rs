@@ -34,6 +34,26 @@ fn envelope_corpus() {
     replay("envelope", gtc::fuzz_checks::envelope);
 }
 
+/// The envelope corpus reaches the invariants, not only the parser: enough of its
+/// inputs parse into v2 (and v1) envelopes whose round trip, wrong-key and
+/// rollback checks then run.
+#[test]
+fn envelope_corpus_reaches_the_v2_invariants() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/envelope");
+    let (mut v1, mut v2) = (0, 0);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        match gtc::fuzz_checks::envelope_reached(&data) {
+            Some(1) => v1 += 1,
+            Some(2) => v2 += 1,
+            _ => {}
+        }
+    }
+    eprintln!("envelope corpus: {v2} v2 and {v1} v1 envelopes reach the invariants");
+    assert!(v2 >= 30, "only {v2} inputs reach the v2 invariants");
+    assert!(v1 >= 3, "only {v1} inputs reach the v1 invariants");
+}
+
 #[test]
 fn manifest_corpus() {
     replay("manifest", gtc::fuzz_checks::manifest);

@@ -95,8 +95,8 @@ async fn webhook_signed_unsigned_and_backend_down() {
 async fn teams_see_their_own_and_tenant_wide_secrets_only() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
-    seed(&store, "acme/team-a/probe/mine", b"a-value");
-    seed(&store, "acme/team-b/probe/only-b", b"b-value");
+    seed(&store, "acme/team-a/probe/mine", b"team-a-value");
+    seed(&store, "acme/team-b/probe/only-b", b"team-b-value");
     seed(&store, "acme/_/probe/shared", b"shared-value");
     seed(&store, "acme/team-b/probe/shared", b"b-override");
     seed(&store, "other/_/probe/shared", b"other-tenant");
@@ -126,7 +126,7 @@ async fn teams_see_their_own_and_tenant_wide_secrets_only() {
 
     assert_eq!(
         value(&probe_get(&gtc, "/a", b"probe/mine").await).as_deref(),
-        Some("a-value")
+        Some("team-a-value")
     );
     // Team A falls back to the tenant-wide secret, team B has its own.
     assert_eq!(
@@ -148,7 +148,7 @@ async fn teams_see_their_own_and_tenant_wide_secrets_only() {
     );
     assert_eq!(
         value(&probe_get(&gtc, "/b", b"probe/only-b").await).as_deref(),
-        Some("b-value")
+        Some("team-b-value")
     );
     // A full URI of the bundle's own scope works, exactly.
     assert_eq!(
@@ -171,7 +171,7 @@ async fn teams_see_their_own_and_tenant_wide_secrets_only() {
 async fn hostile_names_are_rejected_with_the_right_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
-    seed(&store, "acme/team-a/probe/x", b"x-value");
+    seed(&store, "acme/team-a/probe/x", b"the-x-value");
     let a = write_bundle(
         dir.path(),
         "probe",
@@ -246,9 +246,17 @@ async fn hostile_names_are_rejected_with_the_right_error() {
             "{:?} -> {answer}",
             String::from_utf8_lossy(&name[..name.len().min(80)])
         );
-        // The explanation never echoes the name back.
+        // The explanation never echoes the name back: short, and without the
+        // name (or its first 16 bytes, for the long ones) in it.
         let detail = answer["detail"].as_str().unwrap_or_default();
         assert!(!detail.is_empty() && detail.len() < 100, "{detail}");
+        let shown = String::from_utf8_lossy(&name[..name.len().min(16)]);
+        if shown.len() >= 6 {
+            assert!(
+                !detail.contains(shown.as_ref()),
+                "{shown:?} echoed back: {detail}"
+            );
+        }
     }
     for name in &denied {
         let answer = probe_get(&gtc, "/p", name).await;
@@ -260,7 +268,10 @@ async fn hostile_names_are_rejected_with_the_right_error() {
         );
     }
     // The well-formed control still works.
-    assert_eq!(probe_get(&gtc, "/p", b"probe/x").await["value"], "x-value");
+    assert_eq!(
+        probe_get(&gtc, "/p", b"probe/x").await["value"],
+        "the-x-value"
+    );
     let log = gtc.stop();
     assert!(
         !log.contains(&one_mib[..1000]),
@@ -272,7 +283,7 @@ async fn hostile_names_are_rejected_with_the_right_error() {
 async fn sandbox_gives_nothing_and_limits_hold() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
-    seed(&store, "acme/_/probe/x", b"x-value");
+    seed(&store, "acme/_/probe/x", b"the-x-value");
     let allowed = tiny_http_server(16);
     let denied = tiny_http_server(16);
     let probe = write_bundle(
@@ -336,7 +347,10 @@ async fn sandbox_gives_nothing_and_limits_hold() {
     assert_eq!(grown.status(), 500);
     let hello = client().get(gtc.url("/hello")).send().await.unwrap();
     assert_eq!(hello.status(), 200);
-    assert_eq!(probe_get(&gtc, "/p", b"probe/x").await["value"], "x-value");
+    assert_eq!(
+        probe_get(&gtc, "/p", b"probe/x").await["value"],
+        "the-x-value"
+    );
 
     let log = gtc.stop();
     assert!(
@@ -388,12 +402,21 @@ fn op_secrets_put_and_ls_never_show_values() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
     let env = env_for(&store);
+    // Registered first: run_gtc scans put's own stdout and stderr for them.
+    forbid(b"value-from-stdin");
+    forbid(b"value-from-file");
     let out = run_gtc(
         &["op", "secrets", "put", "acme/_/bot/api-key"],
         &env,
         b"value-from-stdin",
     );
     assert!(out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("stored secrets://dev/acme/_/bot/api-key in dev store"),
+        "{said}"
+    );
+    assert!(!said.contains("value-from"), "{said}");
     let value_file = dir.path().join("value");
     std::fs::write(&value_file, b"value-from-file").unwrap();
     let out = run_gtc(
@@ -409,6 +432,12 @@ fn op_secrets_put_and_ls_never_show_values() {
         b"",
     );
     assert!(out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("stored secrets://dev/acme/ops/bot/token"),
+        "{said}"
+    );
+    assert!(!said.contains("value-from"), "{said}");
     let out = run_gtc(&["op", "secrets", "ls", "acme"], &env, b"");
     let listing = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
@@ -447,6 +476,7 @@ async fn compiled_component_cache_serves_the_same_results() {
         format!("--compile-cache={}", cache.display()),
     ];
     let mut answers = Vec::new();
+    let mut logs = Vec::new();
     for _run in 0..2 {
         // First run compiles and fills the cache; the second loads from it.
         let gtc = Gtc::serve(&args, &env_for(&store));
@@ -455,7 +485,35 @@ async fn compiled_component_cache_serves_the_same_results() {
         let value = probe_get(&gtc, "/p", b"x").await;
         let env = get_json(gtc.url("/p/env")).await;
         answers.push((signed, unsigned, value, env));
+        logs.push(gtc.stop());
     }
+    // The first start compiled both components, the second compiled nothing and
+    // loaded both from the cache: the answers compared are a cached start's.
+    let count = |log: &str, what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        count(&logs[0], "bundle component compiled"),
+        2,
+        "{}",
+        logs[0]
+    );
+    assert_eq!(
+        count(&logs[0], "loaded from the compile cache"),
+        0,
+        "{}",
+        logs[0]
+    );
+    assert_eq!(
+        count(&logs[1], "bundle component compiled"),
+        0,
+        "{}",
+        logs[1]
+    );
+    assert_eq!(
+        count(&logs[1], "loaded from the compile cache"),
+        2,
+        "{}",
+        logs[1]
+    );
     assert!(
         std::fs::read_dir(&cache).unwrap().next().is_some(),
         "nothing was cached"

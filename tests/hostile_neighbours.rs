@@ -81,7 +81,25 @@ fn host(dir: &std::path::Path, extra: &str, flags: &[&str]) -> Gtc {
 fn metric(text: &str, name_and_labels: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
-        .unwrap_or(0.0)
+        .unwrap_or_else(|| panic!("metric {name_and_labels} is absent:\n{text}"))
+}
+
+/// Polls `/metrics` until `name_and_labels` satisfies `done` (at most 30 s);
+/// returns the last value.
+async fn metric_until(gtc: &Gtc, name_and_labels: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = gtc.metrics().await;
+        let value = metric(&text, name_and_labels);
+        if done(value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name_and_labels} stayed at {value}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Starts `n` concurrent GETs of `path`; each yields (head status, retry-after
@@ -157,12 +175,18 @@ async fn slots_are_held_until_the_instance_is_gone() {
     let baseline = neighbour(&gtc.base, 40).await;
 
     let hanging = attack(&gtc.base, "/h/head-hang", 6);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The attack holds the bundle's whole cap (2) before the neighbour is measured.
+    metric_until(
+        &gtc,
+        "gtc_bundle_instances_in_use{bundle=\"hostile\"}",
+        |held| held >= 2.0,
+    )
+    .await;
     let metrics = gtc.metrics().await;
     assert_eq!(
         metric(&metrics, "gtc_bundle_instances_in_use{bundle=\"hostile\"}"),
         2.0,
-        "{metrics}"
+        "never more than the cap: {metrics}"
     );
     let during = neighbour(&gtc.base, 50).await;
     let outcomes = hanging.await.unwrap();
@@ -200,16 +224,29 @@ async fn slots_are_held_until_the_instance_is_gone() {
     neighbour(&gtc.base, 5).await;
     let baseline = neighbour(&gtc.base, 40).await;
     let hanging = attack(&gtc.base, "/h/head-hang", 300);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    metric_until(
+        &gtc,
+        "gtc_bundle_instances_in_use{bundle=\"hostile\"}",
+        |held| held >= 128.0,
+    )
+    .await;
     let during = neighbour(&gtc.base, 100).await;
     let outcomes = hanging.await.unwrap();
     assert_unhurt(&baseline, &during);
     let held = outcomes.iter().filter(|(s, _, _)| *s == 200).count();
     assert_eq!(held, 128, "the hostile bundle holds exactly its fair share");
+    // Every other request was refused properly: a 503 with Retry-After, never a
+    // failed connection (status 0) or a completed body.
+    let refused = outcomes
+        .iter()
+        .filter(|(s, retry, _)| *s == 503 && *retry)
+        .count();
+    assert_eq!(held + refused, 300, "{outcomes:?}");
     assert!(
         outcomes
             .iter()
-            .all(|(s, _, complete)| *s == 503 || !complete)
+            .all(|(s, _, complete)| *s != 200 || !complete),
+        "a held request completed: {outcomes:?}"
     );
 }
 
@@ -246,7 +283,13 @@ async fn failures_after_the_head_abort_the_response() {
     // A HEAD request gets no body; it still counts as the 200 it was.
     let head = client().head(gtc.url("/hello")).send().await.unwrap();
     assert_eq!(head.status(), 200);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Counted when its (empty) body ends, just after the answer.
+    metric_until(
+        &gtc,
+        "gtc_requests_total{bundle=\"hello\",status=\"200\"}",
+        |count| count >= 66.0,
+    )
+    .await;
     let metrics = gtc.metrics().await;
     assert_eq!(
         metric(
@@ -346,7 +389,13 @@ async fn a_log_flood_is_rate_limited() {
     let baseline = neighbour(&gtc.base, 30).await;
     let no_path = attack(&gtc.base, "/h/no-path?authority=127.0.0.1:9&n=1000000", 2);
     let denied = attack(&gtc.base, "/h/denied?n=1000000", 2);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // All four attackers run before the neighbour is measured.
+    metric_until(
+        &gtc,
+        "gtc_bundle_instances_in_use{bundle=\"hostile\"}",
+        |running| running >= 4.0,
+    )
+    .await;
     let during = neighbour(&gtc.base, 30).await;
     no_path.await.unwrap();
     denied.await.unwrap();
@@ -407,7 +456,12 @@ async fn one_bundle_cannot_hold_every_slot() {
     let baseline = neighbour(&gtc.base, 30).await;
     let started = Instant::now();
     let hanging = attack(&gtc.base, "/h/head-hang", 40);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    metric_until(
+        &gtc,
+        "gtc_bundle_instances_in_use{bundle=\"hostile\"}",
+        |held| held >= 4.0,
+    )
+    .await;
     let during = neighbour(&gtc.base, 50).await;
     let outcomes = hanging.await.unwrap();
     let took = started.elapsed();
@@ -499,8 +553,19 @@ async fn idle_connections_cannot_shut_the_host_out() {
     );
     assert_unhurt(&baseline, &during);
     // The header-read timeout frees the slots the idle connections held.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert_eq!(closed_by_server(&mut idle).await, idle.len());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let closed = closed_by_server(&mut idle).await;
+        if closed == idle.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{closed} of {} idle connections closed",
+            idle.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let fresh = client.get(gtc.url("/hello")).send().await.unwrap();
     assert_eq!(fresh.status(), 200);
     let metrics = gtc.metrics().await;

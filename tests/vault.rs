@@ -403,8 +403,13 @@ async fn rotation_is_served_after_one_ttl_without_restart() {
     let gtc = serve_webchat(&world, &[("GREENTIC_SECRETS_CACHE_TTL", "1s".into())]);
     assert_eq!(webhook(&gtc, b"first-version-key", "{}").await.0, 200);
     world.put(SECRET_PATH, b"second-version-key");
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert_eq!(webhook(&gtc, b"second-version-key", "{}").await.0, 200);
+    // The cached first version expires after its TTL (1 s): from then on the new
+    // version signs, without a restart. Waited for, with a generous deadline.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while webhook(&gtc, b"second-version-key", "{}").await.0 != 200 {
+        assert!(Instant::now() < deadline, "never rotated:\n{}", gtc.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(webhook(&gtc, b"first-version-key", "{}").await.0, 401);
 }
 
@@ -427,11 +432,23 @@ async fn openbao_down_serves_stale_within_bound_then_503_then_recovers() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (status, body) = webhook(&gtc, SECRET, "{}").await;
     assert_eq!(status, 200, "{body}");
-    // Past TTL + stale bound: unavailable, the bot answers 503.
-    let wait = Duration::from_millis(4600).saturating_sub(down_at.elapsed());
-    tokio::time::sleep(wait).await;
-    let (status, body) = webhook(&gtc, SECRET, "{}").await;
-    assert_eq!(status, 503, "{body}");
+    // Past TTL + stale bound (4.3 s): unavailable, the bot answers 503. Waited
+    // for; it must not come before the bound.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = webhook(&gtc, SECRET, "{}").await;
+        if status == 503 {
+            assert!(
+                down_at.elapsed() >= Duration::from_secs(4),
+                "503 after {:?}, within the stale bound",
+                down_at.elapsed()
+            );
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(Instant::now() < deadline, "never 503:\n{}", gtc.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     world.bao.resume();
     // Back: recovery without restarting gtc.
     let deadline = Instant::now() + Duration::from_secs(10);

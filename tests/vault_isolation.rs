@@ -588,6 +588,7 @@ async fn write_v1_envelope(world: &VaultWorld, rest: &str, value: &[u8]) {
     let dek = base64::engine::general_purpose::STANDARD
         .decode(key["data"]["plaintext"].as_str().unwrap())
         .unwrap();
+    forbid(&dek);
     let uri = format!("secrets://dev/{rest}");
     let envelope = gtc::secrets::envelope::Envelope::seal_v1(
         value,
@@ -761,11 +762,17 @@ async fn v1_entries_migrate_and_a_rolled_back_version_is_refused() {
         &world.admin_env(),
         b"",
     );
+    assert!(check.status.success(), "{}", stderr(&check));
+    let report = stdout(&check);
+    // Every entry of team-a (the rewrapped legacy one and the current one) is
+    // listed, and every one is current: an empty report fails here.
+    assert!(report.lines().count() >= 2, "{report}");
     assert!(
-        stdout(&check)
-            .lines()
-            .all(|l| l.contains("\tcurrent (envelope v2")),
-        "{}",
-        stdout(&check)
+        report.contains("secrets://dev/acme/team-a/probe/legacy\t"),
+        "{report}"
+    );
+    assert!(
+        report.lines().all(|l| l.contains("\tcurrent (envelope v2")),
+        "{report}"
     );
 }

@@ -179,9 +179,13 @@ async fn drop_at_start(world: &VaultWorld, mode: Mode) {
         proxy.tally()
     );
     let metrics = gtc.metrics().await;
+    let fail_fast = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gtc_vault_fail_fast_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("gtc_vault_fail_fast_total is absent: {metrics}"));
     assert!(
-        metrics.contains("gtc_vault_backend_state{state=\"down\"} 1")
-            && !metrics.contains("gtc_vault_fail_fast_total 0"),
+        metrics.contains("gtc_vault_backend_state{state=\"down\"} 1") && fail_fast > 0,
         "{metrics}"
     );
     // The network is back: served again without a restart.
@@ -247,6 +251,13 @@ async fn drop_while_running(world: &VaultWorld, mode: Mode) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(seen.contains(&200) && seen.contains(&503), "{seen:?}");
+    // Stale then 503: once the stale bound is spent, no 200 comes back while the
+    // network stays down.
+    let first_503 = seen.iter().position(|s| *s == 503).unwrap_or(seen.len());
+    assert!(
+        seen[first_503..].iter().all(|s| *s == 503),
+        "{mode:?}: a 200 after a 503: {seen:?}"
+    );
     eprintln!(
         "{mode:?} on a running worker: {} answers, {} stale 200s then 503s, the slowest in {slowest:?}",
         seen.len(),

@@ -761,6 +761,14 @@ async fn soak(seconds: u64) {
     let out = root().join("target/soak-report.md");
     std::fs::write(&out, &report).unwrap();
     eprintln!("written: {}", out.display());
+    // The bar (RELIABILITY.md): every well-behaved request answered, no 5xx. The
+    // report is written first, so a failed run still says when and what.
+    assert!(
+        failures.is_empty(),
+        "the soak failed its bar: {} request(s) got a 5xx or no answer (see {})",
+        failures.len(),
+        out.display()
+    );
 }
 
 /// The hostile bundle's attackers: each loops over one abuse until `stop`;

@@ -399,8 +399,10 @@ pub fn exit_status(error: &anyhow::Error) -> u8 {
 }
 
 /// Each bundle's default share of the instance pool: equal parts, at least one.
-/// The shares add up to no more than the pool, so every bundle can always get its
-/// share however busy the others are.
+/// With no more bundles than pool slots the shares add up to no more than the
+/// pool, so every bundle can always get its share however busy the others are;
+/// with more bundles than slots each gets one, and a request past the free slots
+/// waits its queue timeout for one.
 pub fn fair_share(pool: u32, bundles: usize) -> u32 {
     let bundles = u32::try_from(bundles.max(1)).unwrap_or(u32::MAX);
     (pool / bundles).max(1)
@@ -435,14 +437,27 @@ async fn forbid_backend(guard: &mut EgressGuard, addr: &str) {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn fair_shares_never_exceed_the_pool() {
+    fn fair_shares_fit_the_pool_and_are_never_zero() {
         for pool in [1u32, 2, 7, 256] {
-            for bundles in 1usize..=20 {
+            for bundles in 1usize..=300 {
                 let share = super::fair_share(pool, bundles);
-                assert!(share >= 1);
-                assert!(share as usize * bundles <= (pool as usize).max(bundles));
+                if bundles <= pool as usize {
+                    // Equal parts that fit: the sum never exceeds the pool, and
+                    // no slot a bundle could have is left out.
+                    assert!(
+                        share as usize * bundles <= pool as usize,
+                        "{pool}/{bundles}"
+                    );
+                    assert!(
+                        (share as usize + 1) * bundles > pool as usize,
+                        "{pool}/{bundles}"
+                    );
+                } else {
+                    assert_eq!(share, 1, "{pool}/{bundles}: one each, never zero");
+                }
             }
         }
         assert_eq!(super::fair_share(256, 2), 128);
+        assert_eq!(super::fair_share(7, 3), 2);
     }
 }

@@ -19,18 +19,49 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// Secret material registered by the tests (values, data keys, tokens): no log,
-/// command output, metric or readiness answer may contain any of it. Every `gtc`
-/// process started through this harness is scanned when it stops.
+/// command output, metric or readiness answer may contain any of it, as it is or
+/// encoded the ways a JSON log or an HTTP body carries bytes (base64, base64url,
+/// hex). Every `gtc` process started through this harness is scanned when it stops.
 static FORBIDDEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
-/// Registers secret material that must never appear in any output.
+/// The shortest secret the scan accepts: a shorter one would match innocent text
+/// (a route, a log word), so a test that registers one is refused loudly rather
+/// than scanned for nothing.
+pub const MIN_FORBIDDEN_LEN: usize = 8;
+
+/// Registers secret material that must never appear in any output: its raw text
+/// (when it is UTF-8) and its base64, base64url and hex forms.
 pub fn forbid(secret: &[u8]) {
-    if secret.len() >= 8 {
-        FORBIDDEN
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(String::from_utf8_lossy(secret).into_owned());
+    use base64::Engine as _;
+    assert!(
+        secret.len() >= MIN_FORBIDDEN_LEN,
+        "the leak scan cannot look for a {}-byte secret (at least {MIN_FORBIDDEN_LEN} bytes: a \
+         shorter one matches innocent text); seed a longer test value",
+        secret.len()
+    );
+    let mut forms = vec![
+        base64::engine::general_purpose::STANDARD.encode(secret),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
+        hex::encode(secret),
+    ];
+    if let Ok(text) = std::str::from_utf8(secret) {
+        forms.push(text.to_string());
     }
+    // Padding is what a longer encoding would not share: scan without it.
+    for form in &mut forms {
+        while form.ends_with('=') {
+            form.pop();
+        }
+    }
+    FORBIDDEN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(forms);
+}
+
+/// How many forms of secret material the scan looks for right now.
+pub fn forbidden_count() -> usize {
+    FORBIDDEN.lock().unwrap_or_else(|e| e.into_inner()).len()
 }
 
 /// Vault/OpenBao service tokens (`hvs.…`, `s.` + 24 characters) and JWTs.
@@ -70,19 +101,33 @@ pub fn assert_no_leaks(context: &str, text: &str) {
 }
 
 /// A plain blocking GET of the host's own endpoints, for the leak scan on stop.
-fn blocking_get(base: &str, path: &str) -> String {
+/// A scan that cannot read its input panics: an empty answer would pass every
+/// scan and prove nothing.
+pub fn blocking_get(base: &str, path: &str) -> String {
+    try_blocking_get(base, path).unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// [`blocking_get`], with the reason it could not read an answer.
+fn try_blocking_get(base: &str, path: &str) -> Result<String, String> {
     use std::io::Read;
-    let Some(addr) = base.strip_prefix("http://") else {
-        return String::new();
-    };
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
+    let addr = base
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("leak scan of {path}: {base:?} is not an http:// address"))?;
+    let mut stream = std::net::TcpStream::connect(addr)
+        .map_err(|e| format!("leak scan of {path}: cannot connect to {addr}: {e}"))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = stream.write_all(format!("GET {path} HTTP/1.0\r\nhost: {addr}\r\n\r\n").as_bytes());
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nhost: {addr}\r\n\r\n").as_bytes())
+        .map_err(|e| format!("leak scan of {path}: cannot send the request: {e}"))?;
     let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| format!("leak scan of {path}: cannot read the answer: {e}"))?;
+    if answer.starts_with("HTTP/1.") {
+        Ok(answer)
+    } else {
+        Err(format!("leak scan of {path}: no HTTP answer ({answer:?})"))
+    }
 }
 
 /// A loopback port that was free a moment ago (for servers that must be told
@@ -217,6 +262,8 @@ pub struct Gtc {
     pub base: String,
     log: PathBuf,
     _log_dir: tempfile::TempDir,
+    /// The stop-time leak scan has run (once per process).
+    scanned: bool,
 }
 
 impl Gtc {
@@ -284,6 +331,7 @@ impl Gtc {
             base,
             log,
             _log_dir: log_dir,
+            scanned: false,
         }
     }
 
@@ -336,9 +384,13 @@ impl Gtc {
     }
 
     /// Stops the process as Kubernetes does (SIGTERM), waits for it to exit
-    /// (at most 30 s, then SIGKILL) and returns its exit code and log, scanned for
-    /// leaks.
+    /// (at most 30 s, then SIGKILL) and returns its exit code and log; `/metrics`
+    /// and `/readyz` (while it still runs) and the log are scanned for leaks.
     pub fn terminate(mut self) -> (Option<i32>, String) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            assert_no_leaks("/metrics", &blocking_get(&self.base, "/metrics"));
+            assert_no_leaks("/readyz", &blocking_get(&self.base, "/readyz"));
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status();
@@ -356,6 +408,7 @@ impl Gtc {
         };
         let log = self.log();
         assert_no_leaks("the gtc log", &log);
+        self.scanned = true;
         (code, log)
     }
 
@@ -368,9 +421,20 @@ impl Gtc {
     }
 
     fn shut_down(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let metrics = blocking_get(&self.base, "/metrics");
-            let ready = blocking_get(&self.base, "/readyz");
+        if self.scanned {
+            return;
+        }
+        self.scanned = true;
+        let running = self.child.try_wait().ok().flatten().is_none();
+        // Read while it serves; judged after the kill, so a failed read never
+        // leaves the process behind.
+        let answers = running.then(|| {
+            (
+                try_blocking_get(&self.base, "/metrics"),
+                try_blocking_get(&self.base, "/readyz"),
+            )
+        });
+        if running {
             let _ = Command::new("kill")
                 .args(["-TERM", &self.pid().to_string()])
                 .status();
@@ -380,14 +444,17 @@ impl Gtc {
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            if !std::thread::panicking() {
-                assert_no_leaks("/metrics", &metrics);
-                assert_no_leaks("/readyz", &ready);
-                assert_no_leaks("the gtc log", &self.log());
-            }
         }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            return;
+        }
+        if let Some((metrics, ready)) = answers {
+            assert_no_leaks("/metrics", &metrics.unwrap_or_else(|why| panic!("{why}")));
+            assert_no_leaks("/readyz", &ready.unwrap_or_else(|why| panic!("{why}")));
+        }
+        assert_no_leaks("the gtc log", &self.log());
     }
 }
 
@@ -446,9 +513,18 @@ pub async fn webhook(gtc: &Gtc, secret: &[u8], body: &str) -> (u16, String) {
     (status, response.text().await.unwrap())
 }
 
-/// Seeds the dev store at `store` through the real `gtc op secrets put`.
+/// Seeds the dev store at `store` through the real `gtc op secrets put`; the value
+/// is registered with the leak scan.
 pub fn dev_put(store: &Path, path: &str, value: &[u8]) {
     forbid(value);
+    dev_put_shipped(store, path, value);
+}
+
+/// Seeds a dev store that a `--backend dev-store` render ships in its Kubernetes
+/// Secret, by design (the dev store is for development clusters): the value is
+/// expected in that render's output, so it is not registered with the leak scan.
+/// Everything else seeds with [`dev_put`].
+pub fn dev_put_shipped(store: &Path, path: &str, value: &[u8]) {
     let out = run_gtc(
         &["op", "secrets", "put", path],
         &[("GREENTIC_DEV_STORE", store.display().to_string())],
@@ -461,10 +537,13 @@ pub fn dev_put(store: &Path, path: &str, value: &[u8]) {
     );
 }
 
-/// A running `gtc route` in front of a worker.
+/// A running `gtc route` in front of a worker. Its log goes to a file that is
+/// scanned for leaks when it stops, as a worker's is.
 pub struct Router {
     child: Child,
     pub base: String,
+    log: PathBuf,
+    _log_dir: tempfile::TempDir,
 }
 
 impl Router {
@@ -476,10 +555,12 @@ impl Router {
     pub fn start_with(upstreams: &[String]) -> Router {
         let mut args = vec!["route".to_string(), "--listen=127.0.0.1:0".to_string()];
         args.extend(upstreams.iter().map(|u| format!("--upstream={u}")));
+        let log_dir = tempfile::tempdir().unwrap();
+        let log = log_dir.path().join("route.log");
         let mut child = base_command(&[])
             .args(&args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn gtc route");
         let stdout = child.stdout.take().unwrap();
@@ -490,7 +571,17 @@ impl Router {
             .strip_prefix("gtc route listening on ")
             .unwrap_or_else(|| panic!("unexpected router output {line:?}"))
             .to_string();
-        Router { child, base }
+        Router {
+            child,
+            base,
+            log,
+            _log_dir: log_dir,
+        }
+    }
+
+    /// Everything the router logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
@@ -498,6 +589,9 @@ impl Drop for Router {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            assert_no_leaks("the gtc route log", &self.log());
+        }
     }
 }
 

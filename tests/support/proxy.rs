@@ -122,6 +122,8 @@ pub struct VaultProxy {
     pub addr: String,
     port: u16,
     mode: Arc<AtomicU8>,
+    /// The mode the accept loop has acted on (it stores it each time round).
+    applied: Arc<AtomicU8>,
     wake: tokio::sync::watch::Sender<u8>,
     counters: Arc<Counters>,
     /// Connections made to fill the backlog in `NoAccept` mode.
@@ -143,11 +145,12 @@ impl VaultProxy {
             .to_string();
         let port = super::free_port();
         let mode_flag = Arc::new(AtomicU8::new(mode as u8));
+        let applied = Arc::new(AtomicU8::new(mode as u8));
         let counters = Arc::new(Counters::default());
         let (wake, mut woken) = tokio::sync::watch::channel(mode as u8);
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (flag, counts) = (mode_flag.clone(), counters.clone());
+        let (flag, counts, acted) = (mode_flag.clone(), counters.clone(), applied.clone());
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -162,7 +165,9 @@ impl VaultProxy {
                 let listener = socket.listen(BACKLOG).unwrap();
                 ready_tx.send(()).unwrap();
                 loop {
-                    let accepting = Mode::from_u8(flag.load(Ordering::SeqCst)) != Mode::NoAccept;
+                    let now = flag.load(Ordering::SeqCst);
+                    acted.store(now, Ordering::SeqCst);
+                    let accepting = Mode::from_u8(now) != Mode::NoAccept;
                     tokio::select! {
                         _ = &mut stop_rx => break,
                         _ = woken.changed() => continue,
@@ -184,6 +189,7 @@ impl VaultProxy {
             addr: format!("http://127.0.0.1:{port}"),
             port,
             mode: mode_flag,
+            applied,
             wake,
             counters,
             fillers: Mutex::new(Vec::new()),
@@ -204,8 +210,16 @@ impl VaultProxy {
     pub fn set_mode(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::SeqCst);
         let _ = self.wake.send(mode as u8);
-        // Let the accept loop see the change before the backlog is filled.
-        std::thread::sleep(Duration::from_millis(50));
+        // The accept loop must have acted on the change before the backlog is
+        // filled (or before the test relies on the new mode).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.applied.load(Ordering::SeqCst) != mode as u8 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the proxy never switched to {mode:?}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         if mode == Mode::NoAccept {
             self.fill_backlog();
         } else {

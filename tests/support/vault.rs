@@ -360,14 +360,84 @@ impl VaultWorld {
         env
     }
 
-    /// `gtc op secrets put PATH` with `value` on stdin.
+    /// `gtc op secrets put PATH` with `value` on stdin. The value and the data key
+    /// the envelope was sealed with are registered with the leak scan.
     pub fn put(&self, path: &str, value: &[u8]) {
+        super::forbid(value);
         let out = super::run_gtc(&["op", "secrets", "put", path], &self.admin_env(), value);
         assert!(
             out.status.success(),
             "put {path}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        super::forbid(&self.data_key_of(path));
+    }
+
+    /// The plaintext data key of the envelope stored at `path` (TENANT/TEAM/CATEGORY/NAME
+    /// in env `dev`), unwrapped with the root token. Callable from sync and async
+    /// tests alike: the requests run on a thread of their own.
+    pub fn data_key_of(&self, path: &str) -> Vec<u8> {
+        use base64::Engine as _;
+        let (addr, namespace, ca) = (
+            self.bao.addr.clone(),
+            self.namespace.clone(),
+            self.bao.ca_cert.clone(),
+        );
+        let kv_path = format!("secret/data/greentic/dev/{path}");
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async move {
+                        let mut builder = reqwest::Client::builder().no_proxy();
+                        if let Some(ca) = &ca {
+                            let pem = std::fs::read(ca).unwrap();
+                            builder = builder.add_root_certificate(
+                                reqwest::Certificate::from_pem(&pem).unwrap(),
+                            );
+                        }
+                        let client = builder.build().unwrap();
+                        let call = |method: reqwest::Method, api: String| {
+                            let mut request = client
+                                .request(method, format!("{addr}/v1/{api}"))
+                                .header("X-Vault-Token", ROOT_TOKEN);
+                            if let Some(namespace) = &namespace {
+                                request = request.header("X-Vault-Namespace", namespace);
+                            }
+                            request
+                        };
+                        let entry: Value = call(reqwest::Method::GET, kv_path.clone())
+                            .send()
+                            .await
+                            .unwrap()
+                            .json()
+                            .await
+                            .unwrap();
+                        let data = &entry["data"]["data"];
+                        let key = data["transit_key"]
+                            .as_str()
+                            .unwrap_or_else(|| panic!("{kv_path}: not an envelope v2: {entry}"));
+                        let wrapped = data["wrapped_dek"].as_str().unwrap();
+                        let opened: Value =
+                            call(reqwest::Method::POST, format!("transit/decrypt/{key}"))
+                                .json(&json!({ "ciphertext": wrapped }))
+                                .send()
+                                .await
+                                .unwrap()
+                                .json()
+                                .await
+                                .unwrap();
+                        base64::engine::general_purpose::STANDARD
+                            .decode(opened["data"]["plaintext"].as_str().unwrap())
+                            .unwrap()
+                    })
+                })
+                .join()
+                .unwrap()
+        })
     }
 
     /// Logs in as the worker would (for boundary tests); returns the client token.

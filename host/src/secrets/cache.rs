@@ -430,8 +430,10 @@ mod tests {
     #[tokio::test]
     async fn hit_after_miss_and_rotation_after_ttl() {
         let dir = tempfile::tempdir().unwrap();
+        // A TTL far longer than the two calls that must see the cached value
+        // take, even on a loaded machine; the sleep passes it for sure.
         let policy = CachePolicy {
-            ttl: Duration::from_millis(200),
+            ttl: Duration::from_millis(1000),
             ..CachePolicy::default()
         };
         let (svc, store) = service(dir.path(), policy);
@@ -442,7 +444,7 @@ mod tests {
         store.put(&p, b"two").unwrap();
         let (v, o) = svc.get(&p).await.unwrap();
         assert_eq!((v.unwrap().expose(), o), (&b"one"[..], CacheOutcome::Hit));
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(1050)).await;
         let (v, o) = svc.get(&p).await.unwrap();
         assert_eq!((v.unwrap().expose(), o), (&b"two"[..], CacheOutcome::Miss));
     }
@@ -450,9 +452,11 @@ mod tests {
     #[tokio::test]
     async fn stale_is_served_within_bound_then_unavailable() {
         let dir = tempfile::tempdir().unwrap();
+        // Stale from 100 ms to 2.1 s: a wide window for the stale answer, and a
+        // sleep that surely passes its end.
         let policy = CachePolicy {
             ttl: Duration::from_millis(100),
-            stale_for: Duration::from_millis(300),
+            stale_for: Duration::from_millis(2000),
             max_entries: 10,
             ..CachePolicy::default()
         };
@@ -464,7 +468,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(150)).await;
         let (v, o) = svc.get(&p).await.unwrap();
         assert_eq!((v.unwrap().expose(), o), (&b"one"[..], CacheOutcome::Stale));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(2000)).await;
         assert!(matches!(
             svc.get(&p).await,
             Err(BackendError::Unavailable(_))

@@ -963,6 +963,43 @@ mod tests {
             !yaml.contains("VAULT_KV_MOUNT") && !yaml.contains("VAULT_TRANSIT_KEY"),
             "defaults are not repeated"
         );
+        // A token only for the worker: its pod mounts the Vault-audience projection
+        // (never the API token); the router's pod mounts no token at all.
+        let deployments: Vec<(String, String)> = objects
+            .iter()
+            .filter(|o| o.kind() == "Deployment")
+            .map(|o| {
+                (
+                    o.name().to_string(),
+                    to_yaml(std::slice::from_ref(o)).unwrap(),
+                )
+            })
+            .collect();
+        let worker = deployments
+            .iter()
+            .find(|(name, _)| name.starts_with("gtc-worker"))
+            .map(|(_, yaml)| yaml)
+            .expect("a worker Deployment");
+        assert!(worker.contains("serviceAccountToken:"), "{worker}");
+        assert!(
+            worker.lines().any(|l| l.trim() == "audience: vault"),
+            "{worker}"
+        );
+        assert!(
+            worker.contains("automountServiceAccountToken: false"),
+            "{worker}"
+        );
+        let router = deployments
+            .iter()
+            .find(|(name, _)| name.starts_with("gtc-router"))
+            .map(|(_, yaml)| yaml)
+            .expect("a router Deployment");
+        assert!(!router.contains("serviceAccountToken:"), "{router}");
+        assert!(!router.contains("audience:"), "{router}");
+        assert!(
+            router.contains("automountServiceAccountToken: false"),
+            "{router}"
+        );
         let mut custom = config(BackendKind::Vault);
         custom.layout.kv_prefix = "other".into();
         custom.layout.legacy_transit_key = Some("greentic".into());
