@@ -463,6 +463,10 @@ async fn openbao_down_serves_stale_within_bound_then_503_then_recovers() {
     let log = gtc.stop();
     assert!(log.contains("serving a stale cached secret"), "{log}");
     assert!(log.contains("unreachable (request timeout)"), "{log}");
+    // The backend is described with the transit key this worker uses, not the
+    // template it is derived from.
+    assert!(log.contains("transit transit/greentic-dev-acme)"), "{log}");
+    assert!(!log.contains("greentic-<env>-<tenant>"), "{log}");
 }
 
 #[tokio::test]

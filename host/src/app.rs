@@ -6,7 +6,7 @@
 use crate::bundle::compile_cache::CacheSetting;
 use crate::bundle::manifest::{BundleError, BundleSpec, Limits, Manifest};
 use crate::cli::{RouteArgs, ServeArgs};
-use crate::config::{BackendConfig, ConfigError, Environment, FleetSettings, PodConfig};
+use crate::config::{BackendConfig, ConfigError, Environment, PodConfig};
 use crate::metrics::Metrics;
 use crate::secrets::audit::{self, AuditConfig};
 use crate::secrets::backend::{DevStore, SecretsBackend, VaultBackend};
@@ -78,12 +78,8 @@ impl AppError {
 /// Builds the configured secrets backend for a worker. The Vault session logs
 /// in from the background after `start_delay` (the start-up jitter): serving
 /// starts at once, and `/readyz` says when the worker can serve.
-pub fn worker_backend(
-    backend: &BackendConfig,
-    fleet: &FleetSettings,
-    start_delay: Duration,
-) -> Result<SecretsBackend, AppError> {
-    match backend {
+pub fn worker_backend(pod: &PodConfig, start_delay: Duration) -> Result<SecretsBackend, AppError> {
+    match &pod.backend {
         BackendConfig::DevStore { path } => {
             Ok(SecretsBackend::DevStore(DevStore::new(path.clone())))
         }
@@ -93,13 +89,13 @@ pub fn worker_backend(
             let session = Arc::new(Session::with_backoff(
                 client,
                 settings.login.clone(),
-                fleet.backoff,
+                pod.fleet.backoff,
             ));
             session.spawn_maintenance(start_delay);
-            Ok(SecretsBackend::Vault(VaultBackend::new(
-                session,
-                settings.layout.clone(),
-            )))
+            Ok(SecretsBackend::Vault(
+                VaultBackend::new(session, settings.layout.clone())
+                    .for_scope(&pod.env, &pod.tenant),
+            ))
         }
     }
 }
@@ -220,7 +216,7 @@ pub async fn build_host(
         BackendConfig::Vault(_) => jitter(Duration::ZERO, pod.fleet.startup_jitter),
         BackendConfig::DevStore { .. } => Duration::ZERO,
     };
-    let backend = worker_backend(&pod.backend, &pod.fleet, start_delay)?;
+    let backend = worker_backend(pod, start_delay)?;
     tracing::info!(backend = %backend.describe(), env = %pod.env, tenant = %pod.tenant, "secrets backend selected");
     let service = Arc::new(SecretsService::new(backend, pod.cache));
     let gets = Arc::new(GetCounters::default());

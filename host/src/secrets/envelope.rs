@@ -362,6 +362,43 @@ mod tests {
         envelope.to_kv_data().as_object().cloned().unwrap()
     }
 
+    /// The README's "Reading an envelope" recipe, written from the README alone
+    /// (none of this module's AAD code): it opens what `seal` wrote, and fails
+    /// for another URI, version or key name.
+    #[test]
+    fn an_independent_reader_following_the_readme_opens_v2() {
+        let envelope =
+            Envelope::seal(b"readme-value", &dek(), "vault:v1:x".into(), KEY, URI, 7).unwrap();
+        let data = envelope.to_kv_data();
+        let open = |uri: &str, version: u64, key: &str| {
+            let mut aad = Vec::new();
+            aad.extend_from_slice(b"greentic.secrets.envelope/v2");
+            aad.push(0);
+            aad.extend_from_slice(uri.as_bytes());
+            aad.push(0);
+            aad.extend_from_slice(version.to_string().as_bytes());
+            aad.push(0);
+            aad.extend_from_slice(key.as_bytes());
+            let nonce = STANDARD.decode(data["nonce"].as_str().unwrap()).unwrap();
+            let ciphertext = STANDARD
+                .decode(data["ciphertext"].as_str().unwrap())
+                .unwrap();
+            Aes256Gcm::new_from_slice(dek().expose()).unwrap().decrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &ciphertext,
+                    aad: &aad,
+                },
+            )
+        };
+        assert_eq!(data["kv_version"], 7);
+        assert_eq!(data["transit_key"], KEY);
+        assert_eq!(open(URI, 7, KEY).unwrap(), b"readme-value");
+        assert!(open(URI, 8, KEY).is_err());
+        assert!(open("secrets://dev/acme/_/webchat-bot/webhook-secret", 7, KEY).is_err());
+        assert!(open(URI, 7, "greentic").is_err());
+    }
+
     fn sealed(version: u64) -> Envelope {
         Envelope::seal(
             b"the value",

@@ -149,11 +149,29 @@ impl From<VaultError> for FetchError {
 pub struct VaultBackend {
     session: Arc<Session>,
     layout: VaultLayout,
+    /// The transit key of the pod's scope, once known (for `describe`).
+    scope_key: Option<String>,
 }
 
 impl VaultBackend {
     pub fn new(session: Arc<Session>, layout: VaultLayout) -> Self {
-        Self { session, layout }
+        Self {
+            session,
+            layout,
+            scope_key: None,
+        }
+    }
+
+    /// Names the pod's (env, tenant), so that [`VaultBackend::describe`] (the log,
+    /// `/readyz`) names the transit key this worker actually uses.
+    pub fn for_scope(mut self, env: &Segment, tenant: &Segment) -> Self {
+        self.scope_key = Some(
+            self.layout
+                .transit_key
+                .clone()
+                .unwrap_or_else(|| tenant_transit_key(env, tenant)),
+        );
+        self
     }
 
     pub fn session(&self) -> &Arc<Session> {
@@ -174,9 +192,9 @@ impl VaultBackend {
             self.layout.kv_mount,
             self.layout.kv_prefix,
             self.layout.transit_mount,
-            self.layout
-                .transit_key
+            self.scope_key
                 .as_deref()
+                .or(self.layout.transit_key.as_deref())
                 .unwrap_or("greentic-<env>-<tenant>")
         )
     }
