@@ -404,6 +404,49 @@ async fn ten_thousand_distinct_names_stay_within_the_bundle_budget_and_the_probe
 }
 
 #[tokio::test]
+async fn a_thousand_missing_declared_names_cost_at_most_the_bundle_budget() {
+    // An idle bundle that declares 1000 names nobody seeded: the start-up prefetch
+    // and the keeper charge its fetch budget (5/s, burst 20) like its requests do,
+    // and a missing name backs off; nothing is asked of the guest at all.
+    let world = VaultWorld::start("20m", "1h");
+    let proxy = VaultProxy::start(&world.bao.addr, Mode::Forward);
+    let env = env_via(
+        &world,
+        &proxy.addr,
+        &[
+            ("GREENTIC_BUNDLE_FETCH_RATE", "5"),
+            ("GREENTIC_BUNDLE_FETCH_BURST", "20"),
+        ],
+    );
+    let names: Vec<String> = (0..1000).map(|i| format!("\"missing-{i}\"")).collect();
+    let declared = format!("secrets = [{}]", names.join(", "));
+    let before = proxy.tally();
+    let started = Instant::now();
+    let gtc = serve_probe(&world, &env, &declared);
+    // Wait until the keeper has spent its burst (work is happening), then watch
+    // a few seconds more: the reads grow with the budget, not with the names.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.tally().since(&before).kv_read < 20 {
+        assert!(Instant::now() < deadline, "the keeper never read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let reads = proxy.tally().since(&before).kv_read;
+    let elapsed = started.elapsed();
+    let allowed = 20 + (5.0 * elapsed.as_secs_f64()).ceil() as u64;
+    eprintln!("1000 missing declared names: {reads} KV reads in {elapsed:?} (budget {allowed})");
+    assert!(
+        reads <= allowed,
+        "{reads} KV reads in {elapsed:?}: more than the budget allows ({allowed})"
+    );
+    // Not ready (the names do not resolve), and it says why, without a value.
+    let (status, body, _) = timed_readyz(&gtc).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("missing-"), "{body}");
+    drop(gtc);
+}
+
+#[tokio::test]
 async fn a_missing_role_costs_one_login_per_backoff_interval() {
     let world = VaultWorld::start("20m", "1h");
     world

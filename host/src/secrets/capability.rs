@@ -305,7 +305,13 @@ pub struct BundleSecrets {
     budget: Arc<FetchBudget>,
     /// The manifest's declared names and what the worker last found for each.
     declared_status: RwLock<Vec<(String, DeclaredStatus)>>,
+    /// Declared names the keeper found missing: when to look again, and the
+    /// back-off that led there (2 s, doubling, up to the cache TTL).
+    missing: std::sync::Mutex<HashMap<String, (Instant, Duration)>>,
 }
+
+/// The keeper's first back-off for a declared name it found missing.
+pub const MISSING_FIRST_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A remembered resolution of one name.
 #[derive(Clone)]
@@ -350,6 +356,7 @@ impl BundleSecrets {
             deadline: crate::secrets::cache::UNHURRIED,
             budget,
             declared_status: RwLock::new(Vec::new()),
+            missing: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -387,27 +394,48 @@ impl BundleSecrets {
     /// costs nothing; one past its TTL is fetched again, so declared secrets stay
     /// fresh and a guest never waits for them.
     pub async fn check_declared(&self) {
-        let names: Vec<String> = self
-            .declared_status
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(name, _)| name.clone())
-            .collect();
+        let now = Instant::now();
+        let names: Vec<String> = {
+            let missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
+            self.declared_status
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(name, _)| name.clone())
+                .filter(|name| missing.get(name).is_none_or(|(next, _)| *next <= now))
+                .collect()
+        };
+        // The keeper's backend trips are the bundle's: charged to its budget like a
+        // guest's (a cache hit costs nothing).
         let limits = FetchLimits {
             deadline: self.deadline,
-            budget: None,
+            budget: Some(&self.budget),
             counted: false,
         };
+        let longest = self.service.policy().ttl.max(MISSING_FIRST_BACKOFF);
         for name in names {
-            let status = match self
+            let result = self
                 .resolve_within(&name, Use::Readiness, limits)
                 .await
-                .result
-            {
+                .result;
+            let status = match &result {
                 Ok(_) => DeclaredStatus::Ok,
-                Err(error) => DeclaredStatus::Failed(describe_guest_error(&error)),
+                // The budget is spent: what was found stays as it was, and the rest
+                // waits for the next round.
+                Err(GuestError::Unavailable) if self.budget.is_spent() => return,
+                Err(error) => DeclaredStatus::Failed(describe_guest_error(error)),
             };
+            {
+                let mut missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
+                if matches!(result, Err(GuestError::NotFound)) {
+                    let backoff = missing
+                        .get(&name)
+                        .map_or(MISSING_FIRST_BACKOFF, |(_, last)| (*last * 2).min(longest));
+                    missing.insert(name.clone(), (Instant::now() + backoff, backoff));
+                } else {
+                    missing.remove(&name);
+                }
+            }
             let mut declared = self
                 .declared_status
                 .write()
@@ -819,6 +847,63 @@ mod tests {
                 burst,
             },
         )
+    }
+
+    #[tokio::test]
+    async fn a_missing_declared_name_backs_off_doubling_up_to_the_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = CachePolicy {
+            ttl: Duration::from_secs(10),
+            not_found_ttl: Duration::ZERO,
+            ..CachePolicy::default()
+        };
+        let secrets = bundle_with(dir.path(), 1e9, policy)
+            .with_limits(crate::secrets::cache::UNHURRIED, unlimited())
+            .with_declared(["later", "own"]);
+        let backoff = |secrets: &BundleSecrets| {
+            secrets
+                .missing
+                .lock()
+                .unwrap()
+                .get("later")
+                .map(|(_, backoff)| *backoff)
+        };
+        // Due now: moves the next look to the past, as time passing would.
+        let make_due = |secrets: &BundleSecrets| {
+            if let Some(entry) = secrets.missing.lock().unwrap().get_mut("later") {
+                entry.0 = Instant::now();
+            }
+        };
+        secrets.check_declared().await;
+        assert_eq!(backoff(&secrets), Some(Duration::from_secs(2)));
+        // Not due yet: not looked at again, the back-off stays.
+        secrets.check_declared().await;
+        assert_eq!(backoff(&secrets), Some(Duration::from_secs(2)));
+        for expected in [4, 8, 10, 10] {
+            make_due(&secrets);
+            secrets.check_declared().await;
+            assert_eq!(backoff(&secrets), Some(Duration::from_secs(expected)));
+        }
+        // A found name never backs off; once seeded, the missing one resolves and
+        // its back-off is forgotten.
+        assert!(secrets.missing.lock().unwrap().get("own").is_none());
+        DevStore::new(dir.path().join("store.json"))
+            .put(
+                &SecretPath::parse_uri("secrets://dev/acme/_/bot/later").unwrap(),
+                b"seeded-later",
+            )
+            .unwrap();
+        make_due(&secrets);
+        secrets.check_declared().await;
+        assert_eq!(backoff(&secrets), None);
+        assert!(
+            secrets
+                .declared()
+                .iter()
+                .all(|(_, status)| *status == DeclaredStatus::Ok),
+            "{:?}",
+            secrets.declared()
+        );
     }
 
     #[tokio::test]

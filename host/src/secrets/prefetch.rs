@@ -10,6 +10,13 @@
 //! fresh without a guest ever waiting for them, the Vault load of an idle worker
 //! is its declared secrets once per TTL, and `/readyz` answers from what the
 //! keeper last found, without calling Vault.
+//!
+//! The keeper's backend trips are charged to the bundle's fetch budget, as its
+//! requests' are: a manifest that declares a thousand names cannot make the worker
+//! read faster than the budget (what the budget does not cover waits for the next
+//! round, and `/readyz` keeps saying "not fetched yet"). A declared name found
+//! missing is looked at again after 2 s, then 4, 8, … up to the cache TTL, not at
+//! every tick (see `BundleSecrets::check_declared`).
 
 use crate::secrets::capability::BundleSecrets;
 use crate::secrets::vault::health::jitter;

@@ -72,6 +72,14 @@ impl FetchBudget {
         self.policy
     }
 
+    /// Whether the bucket holds less than one fetch right now (nothing taken).
+    pub fn is_spent(&self) -> bool {
+        let bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let earned =
+            Instant::now().duration_since(bucket.refilled).as_secs_f64() * self.policy.per_second;
+        (bucket.tokens + earned).min(self.policy.burst) < 1.0
+    }
+
     /// Takes one fetch from the bucket; `false` (counted, logged once per
     /// window) when it is empty.
     pub fn try_take(&self) -> bool {
