@@ -41,6 +41,15 @@ fn bundle_check_names_the_field_or_import_at_fault() {
         "secrets-store@2.0.0",
         &files.join("newer.wasm"),
     );
+    // Greentic's secrets-store@1.1.0 (get and put) imported under the 1.0.0 name:
+    // a provided name and version whose types are not the host's (1.0.0 has no
+    // `put`), as a component built from a drifted copy of the WIT would be.
+    let wrong_types = renamed_guest(
+        "greentic-component-v1-1",
+        "secrets-store@1.1.0",
+        "secrets-store@1.0.0",
+        &files.join("wrong-types.wasm"),
+    );
     let no_handler = renamed_guest(
         "hello",
         "wasi:http/incoming-handler",
@@ -115,7 +124,23 @@ fn bundle_check_names_the_field_or_import_at_fault() {
             vec![
                 "error: import greentic:secrets-store/secrets-store@2.0.0 is not provided",
                 "version 2.0.0 is not one this host can satisfy (it provides \
-                 greentic:secrets-store/secrets-store@1.0.x)",
+                 greentic:secrets-store/secrets-store@1.0.x and \
+                 greentic:secrets-store/secrets-store@1.1.x)",
+            ],
+        ),
+        (
+            "wrong-types",
+            wrong_types,
+            "",
+            2,
+            vec![
+                "MISMATCH greentic:secrets-store/secrets-store@1.0.0",
+                "error: import greentic:secrets-store/secrets-store@1.0.0 does not match \
+                 what this host provides: component imports instance \
+                 `greentic:secrets-store/secrets-store@1.0.0`",
+                "`put`",
+                "unchecked wasi:",
+                "the imports marked `unchecked` are checked once that one is fixed",
             ],
         ),
         (
@@ -157,6 +182,10 @@ fn bundle_check_names_the_field_or_import_at_fault() {
             assert!(output.contains(w), "{id}: wanted {w:?} in\n{output}");
         }
         assert!(!output.contains("panicked"), "{id}: {output}");
+        if code != 0 {
+            // An import the start would refuse is never listed as `ok`.
+            assert!(!output.contains("ok       greentic:"), "{id}: {output}");
+        }
     }
 
     // A good bundle: imports and exports listed, size, secrets, egress, limits.

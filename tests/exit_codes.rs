@@ -84,7 +84,7 @@ fn component_files_the_host_cannot_run_exit_2_with_a_hint() {
                 "does not provide",
                 "the host provides: greentic:secrets/secrets@1.0.x, greentic:secrets/secrets@1.1.x, \
                  greentic:secrets/sealed@1.1.x, greentic:secrets-store/secrets-store@1.0.x, \
-                 wasi:http/outgoing-handler@0.2.x, wasi:http/types@0.2.x",
+                 greentic:secrets-store/secrets-store@1.1.x, wasi:http/outgoing-handler@0.2.x, wasi:http/types@0.2.x",
                 "wasi:io/streams@0.2.x",
             ],
         ),

@@ -26,8 +26,9 @@ pub trait ComponentHost {
     type Error: std::error::Error + Send + Sync + 'static;
     /// The file check and compile (or compile-cache load) a start does first.
     fn compile(&self, manifest: &Manifest) -> Result<Loaded, Self::Error>;
-    /// Links `component` against the host's imports, as a start does.
-    fn link_check(&self, component: &Component) -> Result<(), String>;
+    /// Links `component` against the host's imports and checks its export, as a
+    /// start does.
+    fn link_check(&self, component: &Component) -> Result<(), LinkFailure>;
     /// The engine components are compiled for.
     fn engine(&self) -> &wasmtime::Engine;
     /// The operator's maxima for what a manifest may ask.
@@ -36,6 +37,20 @@ pub trait ComponentHost {
     fn refuses_destination(&self, authority: &Authority) -> Option<&'static str>;
     /// The compile cache's directory, when one is set.
     fn compile_cache_dir(&self) -> Option<&Path>;
+}
+
+/// Why a component does not link, as the host's linker says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkFailure {
+    /// An import the linker cannot satisfy: its name, when the linker names it,
+    /// and the linker's reason (e.g. "instance export `get` has the wrong type").
+    /// The linker stops at the first such import.
+    Import {
+        import: Option<String>,
+        reason: String,
+    },
+    /// Every import links; the export is not what the host calls.
+    Export(String),
 }
 
 /// The outcome of checking one bundle directory.
@@ -159,20 +174,58 @@ fn check_component(manifest: &Manifest, host: &impl ComponentHost, report: &mut 
         }
     ));
     let (imports, exports) = component_check::interfaces(host.engine(), &loaded.component);
+    // The link check decides what an import's line says: an import is `ok` only
+    // when the linker accepted it, so the listing and the link check never
+    // disagree. The linker stops at the first import it cannot satisfy; the
+    // provided imports after that one are `unchecked`, not `ok`.
+    let link = host.link_check(&loaded.component);
+    let failed_import = match &link {
+        Err(LinkFailure::Import { import, .. }) => Some(import.as_deref()),
+        _ => None,
+    };
     report.lines.push(format!("imports ({}):", imports.len()));
-    let mut missing = false;
+    let mut unchecked = false;
     for import in &imports {
         match component_check::classify(import) {
-            ImportStatus::Provided => report.lines.push(format!("  ok       {import}")),
-            ImportStatus::Sandboxed(_) => report.lines.push(format!("  sandbox  {import}")),
             ImportStatus::Missing(hint) => {
-                missing = true;
                 report.lines.push(format!("  MISSING  {import}"));
                 report.errors.push(format!(
                     "import {import} is not provided by this host: {hint}"
                 ));
             }
+            _ if failed_import == Some(Some(import.as_str())) => {
+                report.lines.push(format!("  MISMATCH {import}"));
+                if let Err(LinkFailure::Import { reason, .. }) = &link {
+                    report.errors.push(format!(
+                        "import {import} does not match what this host provides: {reason} — \
+                         rebuild against the WIT the host links (the project's wit/ \
+                         directory; greentic:secrets-store exactly as Greentic publishes it)"
+                    ));
+                }
+            }
+            _ if failed_import.is_some() => {
+                unchecked = true;
+                report.lines.push(format!("  unchecked {import}"));
+            }
+            ImportStatus::Provided => report.lines.push(format!("  ok       {import}")),
+            ImportStatus::Sandboxed(_) => report.lines.push(format!("  sandbox  {import}")),
         }
+    }
+    if unchecked {
+        report.lines.push(
+            "  (the link check stops at the first import it cannot satisfy: the imports \
+             marked `unchecked` are checked once that one is fixed)"
+                .to_string(),
+        );
+    }
+    if let Err(LinkFailure::Import {
+        import: None,
+        reason,
+    }) = &link
+    {
+        report
+            .errors
+            .push(format!("the component cannot be linked: {reason}"));
     }
     for (why, names) in component_check::sandboxed(&imports) {
         report
@@ -192,7 +245,7 @@ fn check_component(manifest: &Manifest, host: &impl ComponentHost, report: &mut 
              (world greentic:secrets/bot, or wasi:http/proxy)",
             component_check::REQUIRED_EXPORT
         ));
-    } else if !missing && let Err(reason) = host.link_check(&loaded.component) {
+    } else if let Err(LinkFailure::Export(reason)) = &link {
         report
             .errors
             .push(format!("the component cannot be linked: {reason}"));
