@@ -118,7 +118,7 @@ fn route_errors_and_bad_settings_exit_2_and_runtime_failures_exit_1() {
         (
             "same bundle twice",
             vec![&hello, &hello],
-            "claimed by both hello and hello",
+            "bundle id \"hello\" is given more than once",
         ),
         ("reserved route", vec![&reserved], "reserved by the host"),
     ] {

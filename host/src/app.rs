@@ -4,6 +4,7 @@
 //! live here because they wire the wings together.
 
 use crate::bundle::compile_cache::CacheSetting;
+use crate::bundle::fleet::{self, FleetErrors, Member};
 use crate::bundle::manifest::{BundleError, BundleSpec, Limits, Manifest};
 use crate::cli::{RouteArgs, ServeArgs};
 use crate::config::{BackendConfig, ConfigError, Environment, FleetSettings, PodConfig};
@@ -20,7 +21,7 @@ use crate::secrets::vault::VaultClient;
 use crate::secrets::vault::health::jitter;
 use crate::secrets::vault::session::Session;
 use crate::serve::egress::EgressGuard;
-use crate::serve::ingress::{self, Host, RouteError};
+use crate::serve::ingress::{self, Host};
 use crate::serve::route::{self, Router};
 use crate::serve::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use crate::serve::sealed::SealedEgress;
@@ -35,8 +36,9 @@ pub enum AppError {
     Bundle(#[from] BundleError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// What `bundle::fleet::check` refuses about the bundles served together.
     #[error(transparent)]
-    Route(#[from] RouteError),
+    Fleet(#[from] FleetErrors),
     #[error("{0}")]
     Backend(String),
     #[error("no bundles to serve: pass at least one --bundle DIR[=TEAM]")]
@@ -63,7 +65,7 @@ impl AppError {
         match self {
             Self::Config(_)
             | Self::Bundle(_)
-            | Self::Route(_)
+            | Self::Fleet(_)
             | Self::NoBundles
             | Self::Declaration { .. }
             | Self::UnknownBundle(_)
@@ -229,6 +231,21 @@ pub async fn build_host(
         .iter()
         .map(|spec| Manifest::load(&spec.dir))
         .collect::<Result<Vec<_>, _>>()?;
+    // The rules across bundles, the very ones `gtc bundle check` runs, before
+    // anything is compiled.
+    let members: Vec<Member<'_>> = specs
+        .iter()
+        .zip(&manifests)
+        .map(|(spec, manifest)| Member {
+            manifest,
+            dir: &spec.dir,
+            team: &spec.team,
+        })
+        .collect();
+    let problems = fleet::check(&members);
+    if !problems.is_empty() {
+        return Err(FleetErrors(problems).into());
+    }
     if let Some(unknown) = runtime_config
         .allow_undeclared_secrets
         .iter()
@@ -319,7 +336,7 @@ pub async fn build_host(
         }
     }
     prefetch::spawn_keeper(keeper, start_delay, prefetch::keeper_tick(pod.cache.ttl));
-    let host = Host::new(bundles, service, gets, metrics)?;
+    let host = Host::new(bundles, service, gets, metrics);
     Ok((Arc::new(host), runtime))
 }
 

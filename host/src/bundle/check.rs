@@ -6,6 +6,9 @@
 //! reported all at once rather than stopping at the first: an author fixes a bundle
 //! in one round. Every problem names the field or import at fault and what to do.
 //!
+//! Rules across the bundles given together (routes, ids) are `fleet`'s, run by
+//! `commands::check_all` over every report's manifest, as `gtc serve` runs them.
+//!
 //! The engine, linker and operator settings are the request path's
 //! (`serve::runtime::Runtime`); this wing sits below it and sees them through the
 //! [`ComponentHost`] trait, so the checks are the start's own, not a copy.
@@ -13,7 +16,7 @@
 use crate::bundle::authority::Authority;
 use crate::bundle::compile_cache::{Loaded, Origin};
 use crate::bundle::component_check::{self, ImportStatus};
-use crate::bundle::manifest::{Limits, MANIFEST_FILE, Manifest};
+use crate::bundle::manifest::{BundleError, Limits, MANIFEST_FILE, Manifest};
 use crate::secrets::scope::RequestedName;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -62,6 +65,8 @@ pub struct Report {
     pub errors: Vec<String>,
     /// What `gtc serve` accepts but the author should know.
     pub warnings: Vec<String>,
+    /// The manifest, when it parsed: the checks across bundles need it.
+    pub manifest: Option<Manifest>,
 }
 
 impl Report {
@@ -103,6 +108,13 @@ pub fn check(path: &Path, host: &impl ComponentHost) -> Report {
     };
     let manifest = match Manifest::load(dir) {
         Ok(manifest) => manifest,
+        Err(BundleError::Invalid { path, problems }) => {
+            // Every problem on its own line, each naming its field.
+            for problem in problems {
+                report.errors.push(format!("{}: {problem}", path.display()));
+            }
+            return report;
+        }
         Err(error) => {
             report.errors.push(error.to_string());
             return report;
@@ -124,7 +136,32 @@ pub fn check(path: &Path, host: &impl ComponentHost) -> Report {
     }
     check_component(&manifest, host, &mut report);
     report.lines.push(manifest.review().trim_end().to_string());
+    report.manifest = Some(manifest);
     report
+}
+
+/// The imports through which a guest reads secrets with `get`.
+const GET_IMPORTS: [&str; 2] = [
+    "greentic:secrets/secrets@",
+    "greentic:secrets-store/secrets-store@",
+];
+
+/// A component that can call `get` while its manifest declares nothing readable:
+/// every such call is denied (`undeclared`), so the author hears it now.
+fn check_reads_declared(manifest: &Manifest, imports: &[String], report: &mut Report) {
+    if manifest.declared_names().next().is_some() {
+        return;
+    }
+    for import in imports {
+        if GET_IMPORTS.iter().any(|prefix| import.starts_with(prefix)) {
+            report.warnings.push(format!(
+                "secrets: the component imports {import} but bundle.toml declares no \
+                 secret, so every get it makes will be denied (audit reason \
+                 \"undeclared\"): list the names it reads in `secrets = [...]` (or \
+                 `[secrets] read`)"
+            ));
+        }
+    }
 }
 
 /// Declared names must be valid names (the grammar `secrets.get` parses); the
@@ -174,6 +211,7 @@ fn check_component(manifest: &Manifest, host: &impl ComponentHost, report: &mut 
         }
     ));
     let (imports, exports) = component_check::interfaces(host.engine(), &loaded.component);
+    check_reads_declared(manifest, &imports, report);
     // The link check decides what an import's line says: an import is `ok` only
     // when the linker accepted it, so the listing and the link check never
     // disagree. The linker stops at the first import it cannot satisfy; the
