@@ -496,4 +496,35 @@ fn bundle_check_warns_when_every_get_would_be_denied() {
     let hello = write_bundle(dir.path(), "quiet", "hello", &["/q"], "");
     let (_, output) = check(&hello);
     assert!(output.contains("ok: 0 error(s), 0 warning(s)"), "{output}");
+    // A component that checks signatures with `sealed`, but no sealed secret.
+    let unsealed = write_bundle(
+        dir.path(),
+        "unsealed",
+        "webchat-bot",
+        &["/u"],
+        "secrets = [\"settings\"]",
+    );
+    let (status, output) = check(&unsealed);
+    assert_eq!(status, 0, "{output}");
+    assert!(
+        output.contains(
+            "warning: secrets.sealed: the component imports greentic:secrets/sealed@1.1.0 \
+             but bundle.toml declares no sealed secret"
+        ),
+        "{output}"
+    );
+
+    // `gtc serve` logs the same warning at start (one list for both commands).
+    let store = dir.path().join("store.json");
+    let gtc = Gtc::serve(
+        &[format!("--bundle={}", undeclared.display())],
+        &[("GREENTIC_DEV_STORE", store.display().to_string())],
+    );
+    let log = gtc.stop();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("bundle=reader")
+            && l.contains("so every get it makes will be denied")),
+        "{log}"
+    );
 }

@@ -146,22 +146,32 @@ const GET_IMPORTS: [&str; 2] = [
     "greentic:secrets-store/secrets-store@",
 ];
 
-/// A component that can call `get` while its manifest declares nothing readable:
-/// every such call is denied (`undeclared`), so the author hears it now.
-fn check_reads_declared(manifest: &Manifest, imports: &[String], report: &mut Report) {
-    if manifest.declared_names().next().is_some() {
-        return;
-    }
+/// What a component's code can only have denied, given its manifest: it imports
+/// a way to read secrets (`get`) while the manifest declares no secret, or
+/// `sealed` while it declares no sealed secret, so every such call is refused
+/// (`undeclared`). `gtc bundle check` reports these as warnings and `gtc serve`
+/// logs them at start: one list for both.
+pub fn only_denied(manifest: &Manifest, imports: &[String]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let declares_any = manifest.declared_names().next().is_some();
     for import in imports {
-        if GET_IMPORTS.iter().any(|prefix| import.starts_with(prefix)) {
-            report.warnings.push(format!(
+        if !declares_any && GET_IMPORTS.iter().any(|prefix| import.starts_with(prefix)) {
+            warnings.push(format!(
                 "secrets: the component imports {import} but bundle.toml declares no \
                  secret, so every get it makes will be denied (audit reason \
                  \"undeclared\"): list the names it reads in `secrets = [...]` (or \
                  `[secrets] read`)"
             ));
         }
+        if manifest.sealed.is_empty() && import.starts_with("greentic:secrets/sealed@") {
+            warnings.push(format!(
+                "secrets.sealed: the component imports {import} but bundle.toml declares \
+                 no sealed secret, so every verify-hmac-sha256 it makes will be denied: \
+                 declare the key under [[secrets.sealed]]"
+            ));
+        }
     }
+    warnings
 }
 
 /// Declared names must be valid names (the grammar `secrets.get` parses); the
@@ -211,7 +221,7 @@ fn check_component(manifest: &Manifest, host: &impl ComponentHost, report: &mut 
         }
     ));
     let (imports, exports) = component_check::interfaces(host.engine(), &loaded.component);
-    check_reads_declared(manifest, &imports, report);
+    report.warnings.extend(only_denied(manifest, &imports));
     // The link check decides what an import's line says: an import is `ok` only
     // when the linker accepted it, so the listing and the link check never
     // disagree. The linker stops at the first import it cannot satisfy; the

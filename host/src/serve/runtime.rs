@@ -372,6 +372,9 @@ impl Runtime {
         for (why, names) in component_check::sandboxed(&imports) {
             tracing::warn!(bundle = %bundle, imports = names.join(", "), "{why}");
         }
+        for warning in crate::bundle::check::only_denied(&manifest, &imports) {
+            tracing::warn!(bundle = %bundle, "{warning}");
+        }
         let (limits, capped) = manifest.limits.capped(&self.config.maxima);
         if !capped.is_empty() {
             tracing::warn!(
