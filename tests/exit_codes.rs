@@ -127,6 +127,24 @@ fn route_errors_and_bad_settings_exit_2_and_runtime_failures_exit_1() {
         assert_eq!(code, 2, "{what}: {output}");
         assert!(output.contains(wanted), "{what}: {output}");
     }
+    // Two bad manifests: both named at once, each with every problem.
+    let bad_one = write_bundle(dir.path(), "bad-one", "hello", &["nope"], "colour = 1");
+    let bad_two = write_bundle(
+        dir.path(),
+        "bad-two",
+        "hello",
+        &["/two"],
+        "[limits]\ntimeout_ms = 0",
+    );
+    let (code, output) = serve_fails(&[&bad_one, &hello, &bad_two], &env);
+    assert_eq!(code, 2, "{output}");
+    for wanted in [
+        "bad-one/bundle.toml is invalid: unknown field `colour`",
+        "routes: \"nope\" must be a path prefix starting with '/'",
+        "bad-two/bundle.toml is invalid: limits.timeout_ms must be 1..=600000",
+    ] {
+        assert!(output.contains(wanted), "wanted {wanted:?} in\n{output}");
+    }
     // A duration that overflows: refused, naming the variable.
     let mut overflow = env.clone();
     overflow.push(("GREENTIC_SECRETS_CACHE_TTL", "307445734561825861m".into()));

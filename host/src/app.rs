@@ -34,6 +34,9 @@ pub enum AppError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    /// Several bundles' manifests are invalid: each is named.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Bundles(Vec<BundleError>),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     /// What `bundle::fleet::check` refuses about the bundles served together.
@@ -65,6 +68,7 @@ impl AppError {
         match self {
             Self::Config(_)
             | Self::Bundle(_)
+            | Self::Bundles(_)
             | Self::Fleet(_)
             | Self::NoBundles
             | Self::Declaration { .. }
@@ -227,10 +231,19 @@ pub async fn build_host(
     let service = Arc::new(SecretsService::new(backend, pod.cache));
     let gets = Arc::new(GetCounters::default());
     let runtime = Runtime::with_metrics(&runtime_config, metrics.clone())?;
-    let manifests = specs
+    // Every manifest is read before any is refused, so that all their problems
+    // are reported at once, as `gtc bundle check` does.
+    let (manifests, invalid): (Vec<_>, Vec<_>) = specs
         .iter()
         .map(|spec| Manifest::load(&spec.dir))
-        .collect::<Result<Vec<_>, _>>()?;
+        .partition(Result::is_ok);
+    let mut invalid: Vec<BundleError> = invalid.into_iter().filter_map(Result::err).collect();
+    if invalid.len() == 1 {
+        return Err(invalid.remove(0).into());
+    } else if !invalid.is_empty() {
+        return Err(AppError::Bundles(invalid));
+    }
+    let manifests: Vec<Manifest> = manifests.into_iter().filter_map(Result::ok).collect();
     // The rules across bundles, the very ones `gtc bundle check` runs, before
     // anything is compiled.
     let members: Vec<Member<'_>> = specs
