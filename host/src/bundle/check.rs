@@ -148,8 +148,7 @@ const GET_IMPORTS: [&str; 2] = [
 
 /// What a component's code can only have denied, given its manifest: it imports
 /// a way to read secrets (`get`) while the manifest declares no secret, or
-/// `sealed` while it declares no sealed secret, so every such call is refused
-/// (`undeclared`). `gtc bundle check` reports these as warnings and `gtc serve`
+/// `sealed` while it declares no sealed secret, so every such call is refused. `gtc bundle check` reports these as warnings and `gtc serve`
 /// logs them at start: one list for both.
 pub fn only_denied(manifest: &Manifest, imports: &[String]) -> Vec<String> {
     let mut warnings = Vec::new();
@@ -224,8 +223,8 @@ fn check_component(manifest: &Manifest, host: &impl ComponentHost, report: &mut 
     report.warnings.extend(only_denied(manifest, &imports));
     // The link check decides what an import's line says: an import is `ok` only
     // when the linker accepted it, so the listing and the link check never
-    // disagree. The linker stops at the first import it cannot satisfy; the
-    // provided imports after that one are `unchecked`, not `ok`.
+    // disagree. The linker stops at the first import it cannot satisfy, so when
+    // it fails the other provided imports are `unchecked`, not `ok`.
     let link = host.link_check(&loaded.component);
     let failed_import = match &link {
         Err(LinkFailure::Import { import, .. }) => Some(import.as_deref()),
