@@ -46,6 +46,8 @@ fn main() {
         "guests/telegram-bot",
         "guests/legacy-v1",
         "guests/greentic-component",
+        "guests/greentic-component-v1-1",
+        "guests/greentic-wit",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());

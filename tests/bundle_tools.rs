@@ -41,6 +41,15 @@ fn bundle_check_names_the_field_or_import_at_fault() {
         "secrets-store@2.0.0",
         &files.join("newer.wasm"),
     );
+    // Greentic's secrets-store@1.1.0 (get and put) imported under the 1.0.0 name:
+    // a provided name and version whose types are not the host's (1.0.0 has no
+    // `put`), as a component built from a drifted copy of the WIT would be.
+    let wrong_types = renamed_guest(
+        "greentic-component-v1-1",
+        "secrets-store@1.1.0",
+        "secrets-store@1.0.0",
+        &files.join("wrong-types.wasm"),
+    );
     let no_handler = renamed_guest(
         "hello",
         "wasi:http/incoming-handler",
@@ -115,7 +124,23 @@ fn bundle_check_names_the_field_or_import_at_fault() {
             vec![
                 "error: import greentic:secrets-store/secrets-store@2.0.0 is not provided",
                 "version 2.0.0 is not one this host can satisfy (it provides \
-                 greentic:secrets-store/secrets-store@1.0.x)",
+                 greentic:secrets-store/secrets-store@1.0.x and \
+                 greentic:secrets-store/secrets-store@1.1.x)",
+            ],
+        ),
+        (
+            "wrong-types",
+            wrong_types,
+            "",
+            2,
+            vec![
+                "MISMATCH greentic:secrets-store/secrets-store@1.0.0",
+                "error: import greentic:secrets-store/secrets-store@1.0.0 does not match \
+                 what this host provides: component imports instance \
+                 `greentic:secrets-store/secrets-store@1.0.0`",
+                "`put`",
+                "unchecked wasi:",
+                "the imports marked `unchecked` are checked once that one is fixed",
             ],
         ),
         (
@@ -131,7 +156,7 @@ fn bundle_check_names_the_field_or_import_at_fault() {
         (
             "sockets-and-files",
             guest("probe"),
-            "",
+            "secrets = [\"token\"]",
             0,
             vec![
                 "sandbox  wasi:sockets/tcp@",
@@ -157,6 +182,10 @@ fn bundle_check_names_the_field_or_import_at_fault() {
             assert!(output.contains(w), "{id}: wanted {w:?} in\n{output}");
         }
         assert!(!output.contains("panicked"), "{id}: {output}");
+        if code != 0 {
+            // An import the start would refuse is never listed as `ok`.
+            assert!(!output.contains("ok       greentic:"), "{id}: {output}");
+        }
     }
 
     // A good bundle: imports and exports listed, size, secrets, egress, limits.
@@ -195,7 +224,12 @@ fn bundle_check_names_the_field_or_import_at_fault() {
     );
     let output = text(&out);
     assert_eq!(out.status.code(), Some(2), "{output}");
-    assert_eq!(output.matches("== ").count(), 3, "{output}");
+    // Each bundle, then the three as one set (nothing wrong across them here).
+    assert_eq!(output.matches("== ").count(), 4, "{output}");
+    assert!(
+        output.contains("== the 3 bundle(s) together\nok: 0 error(s)"),
+        "{output}"
+    );
     assert!(output.contains("2 bundle(s) would not start"), "{output}");
 }
 
@@ -291,4 +325,206 @@ async fn bundle_compile_fills_the_cache_that_serve_maps() {
     );
     let log = gtc.stop();
     assert!(log.contains("the compile cache, which is off"), "{log}");
+}
+
+/// `gtc bundle check` over `bundles` (each `DIR[=TEAM]`): (exit status, output).
+fn check_set(bundles: &[String]) -> (i32, String) {
+    let mut args = vec!["bundle", "check", "--no-compile-cache"];
+    args.extend(bundles.iter().map(String::as_str));
+    let out = run_gtc(&args, &[], b"");
+    (out.status.code().unwrap_or(-1), text(&out))
+}
+
+/// `gtc serve` over `bundles`, which must refuse to start: (exit status, output).
+fn serve_refuses(root: &Path, bundles: &[String]) -> (i32, String) {
+    let mut args = vec!["serve".to_string(), "--listen=127.0.0.1:0".to_string()];
+    args.extend(bundles.iter().map(|b| format!("--bundle={b}")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = [(
+        "GREENTIC_DEV_STORE",
+        root.join("store.json").display().to_string(),
+    )];
+    let out = run_gtc(&args, &env, b"");
+    (out.status.code().unwrap_or(-1), text(&out))
+}
+
+#[test]
+fn bundle_check_refuses_every_set_serve_refuses_with_the_same_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let path = |p: &Path| p.display().to_string();
+    let a = path(&write_bundle(root, "bot-a", "hello", &["/shared"], ""));
+    let b = path(&write_bundle(root, "bot-b", "hello", &["/shared/"], ""));
+    let reserved = path(&write_bundle(root, "bot-r", "hello", &["/healthz"], ""));
+    let hello = path(&write_bundle(root, "hello", "hello", &["/hello"], ""));
+    let hello_team = format!("{hello}=support");
+    let conflict = "routes: \"/shared\" is claimed by both bot-a and bot-b";
+    let healthz = "routes: \"/healthz\" of bundle bot-r is reserved by the host";
+    let twice = "id: bundle id \"hello\" is given more than once";
+    for (what, set, wanted) in [
+        ("route conflict", vec![a.clone(), b.clone()], vec![conflict]),
+        ("reserved route", vec![reserved.clone()], vec![healthz]),
+        (
+            "same bundle twice",
+            vec![hello.clone(), hello_team.clone()],
+            vec![twice],
+        ),
+        (
+            "all at once",
+            vec![
+                a.clone(),
+                reserved.clone(),
+                hello.clone(),
+                b.clone(),
+                hello.clone(),
+            ],
+            vec![conflict, healthz, twice],
+        ),
+    ] {
+        let (code, checked) = check_set(&set);
+        assert_eq!(code, 2, "{what}: {checked}");
+        let (code, served) = serve_refuses(root, &set);
+        assert_eq!(code, 2, "{what}: {served}");
+        for w in &wanted {
+            assert!(
+                checked.contains(w),
+                "bundle check, {what}: wanted {w:?} in\n{checked}"
+            );
+            assert!(
+                served.contains(w),
+                "serve, {what}: wanted {w:?} in\n{served}"
+            );
+        }
+        assert!(
+            checked.contains(&format!("FAILED: {} error(s)", wanted.len())),
+            "{what}: {checked}"
+        );
+        assert!(
+            checked.contains("would not start together"),
+            "{what}: {checked}"
+        );
+    }
+    // A set serve accepts is one bundle check accepts.
+    let (code, checked) = check_set(&[a.clone(), hello.clone()]);
+    assert_eq!(code, 0, "{checked}");
+    assert!(
+        checked.contains("== the 2 bundle(s) together\nok: 0 error(s)"),
+        "{checked}"
+    );
+}
+
+#[test]
+fn bundle_check_reports_every_manifest_problem_in_the_projects_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let hello = guest("hello");
+    let bad = bundle_with_component(dir.path(), "placeholder", &hello, "");
+    // Every field wrong at once: a bad id, an unknown field, a route without '/',
+    // secrets neither a list nor a table, a bad egress entry, a bad limit.
+    std::fs::write(
+        bad.join("bundle.toml"),
+        format!(
+            "id = \"Bad Id\"\ncomponent = {:?}\nroutes = [\"nope\"]\nsecrets = 5\n\
+             colour = \"blue\"\n[egress]\nallow = [\"user@api.example.com:443\"]\n\
+             [limits]\ntimeout_ms = 0\n",
+            hello.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (status, output) = check(&bad);
+    assert_eq!(status, 2, "{output}");
+    for wanted in [
+        "unknown field `colour`",
+        "id: \"Bad Id\" is not a valid bundle id",
+        "routes: \"nope\" must be a path prefix starting with '/'",
+        "secrets: must be a list of names (secrets = [\"name\"]) or a table",
+        "egress.allow: \"user@api.example.com:443\"",
+        "limits.timeout_ms must be 1..=600000",
+        "FAILED: 6 error(s)",
+    ] {
+        assert!(output.contains(wanted), "wanted {wanted:?} in\n{output}");
+    }
+    for unwanted in [
+        "untagged enum",
+        "malformed secret name",
+        "did not match any variant",
+    ] {
+        assert!(!output.contains(unwanted), "{unwanted:?} in\n{output}");
+    }
+    // The table form's own fields are named too (no serde "untagged" text).
+    std::fs::write(
+        bad.join("bundle.toml"),
+        format!(
+            "id = \"ok-id\"\ncomponent = {:?}\nroutes = [\"/x\"]\n[secrets]\nreed = [\"a\"]\n",
+            hello.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (status, output) = check(&bad);
+    assert_eq!(status, 2, "{output}");
+    assert!(
+        output.contains("secrets: unknown field `reed`, expected `read` or `sealed`"),
+        "{output}"
+    );
+    assert!(!output.contains("untagged"), "{output}");
+}
+
+#[test]
+fn bundle_check_warns_when_every_get_would_be_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let undeclared = write_bundle(dir.path(), "reader", "greentic-component", &["/r"], "");
+    let (status, output) = check(&undeclared);
+    assert_eq!(status, 0, "{output}");
+    assert!(
+        output.contains(
+            "warning: secrets: the component imports \
+             greentic:secrets-store/secrets-store@1.0.0 but bundle.toml declares no secret, \
+             so every get it makes will be denied"
+        ),
+        "{output}"
+    );
+    assert!(output.contains("ok: 0 error(s), 1 warning(s)"), "{output}");
+    // Declared: no warning. A component that imports no secrets: no warning.
+    let declared = write_bundle(
+        dir.path(),
+        "reader2",
+        "greentic-component",
+        &["/r2"],
+        "secrets = [\"token\"]",
+    );
+    let (_, output) = check(&declared);
+    assert!(output.contains("ok: 0 error(s), 0 warning(s)"), "{output}");
+    let hello = write_bundle(dir.path(), "quiet", "hello", &["/q"], "");
+    let (_, output) = check(&hello);
+    assert!(output.contains("ok: 0 error(s), 0 warning(s)"), "{output}");
+    // A component that checks signatures with `sealed`, but no sealed secret.
+    let unsealed = write_bundle(
+        dir.path(),
+        "unsealed",
+        "webchat-bot",
+        &["/u"],
+        "secrets = [\"settings\"]",
+    );
+    let (status, output) = check(&unsealed);
+    assert_eq!(status, 0, "{output}");
+    assert!(
+        output.contains(
+            "warning: secrets.sealed: the component imports greentic:secrets/sealed@1.1.0 \
+             but bundle.toml declares no sealed secret"
+        ),
+        "{output}"
+    );
+
+    // `gtc serve` logs the same warning at start (one list for both commands).
+    let store = dir.path().join("store.json");
+    let gtc = Gtc::serve(
+        &[format!("--bundle={}", undeclared.display())],
+        &[("GREENTIC_DEV_STORE", store.display().to_string())],
+    );
+    let log = gtc.stop();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("bundle=reader")
+            && l.contains("so every get it makes will be denied")),
+        "{log}"
+    );
 }

@@ -1,6 +1,9 @@
-//! Components written elsewhere run unchanged: one written for Greentic's runner
-//! (`greentic:secrets-store/secrets-store@1.0.0`), answered on the same scoped
-//! resolution as gtc's own `secrets.get`, with that WIT's shapes.
+//! Components written elsewhere run unchanged: ones written for Greentic's runner
+//! (`greentic:secrets-store/secrets-store@1.0.0` and `@1.1.0`, their bindings
+//! generated from `guests/greentic-wit/`, which matches Greentic's published
+//! packages type for type: `enum secrets-error`), answered on the same scoped
+//! resolution as gtc's own `secrets.get`, with that WIT's shapes; 1.1.0's `put` is
+//! refused by this read-only host.
 
 mod support;
 
@@ -100,4 +103,66 @@ async fn an_unreachable_backend_is_internal_in_secrets_store() {
             .any(|l| l.contains("secrets-store.get") && l.contains("outcome=\"unavailable\"")),
         "the audit keeps the real outcome:\n{log}"
     );
+}
+
+async fn ask11(gtc: &Gtc, query: &str) -> (u16, String) {
+    gtc.get(&format!("/runner11?{query}")).await
+}
+
+#[tokio::test]
+async fn secrets_store_1_1_components_read_and_their_put_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(&store, "acme/ops/runner11/api-token", b"runner11-token-ops");
+    let runner = write_bundle(
+        dir.path(),
+        "runner11",
+        "greentic-component-v1-1",
+        &["/runner11"],
+        r#"secrets = ["api-token", "absent"]"#,
+    );
+    let env = vec![
+        ("GREENTIC_ENV", "dev".to_string()),
+        ("GREENTIC_TENANT", "acme".to_string()),
+        ("GREENTIC_DEV_STORE", store.display().to_string()),
+    ];
+    let gtc = Gtc::serve(&[format!("--bundle={}=ops", runner.display())], &env);
+
+    // get: 1.0.0's answers, in 1.1.0's types.
+    assert_eq!(
+        ask11(&gtc, "key=api-token").await,
+        (200, "runner11-token-ops".into())
+    );
+    assert_eq!(ask11(&gtc, "key=absent").await, (404, "none".into()));
+    assert_eq!(ask11(&gtc, "key=undeclared").await, (500, "denied".into()));
+    assert_eq!(ask11(&gtc, "key=..%2Fx").await, (500, "invalid-key".into()));
+
+    // put: the guest is stopped (it never answers `stored`), the log says why in
+    // words a guest author can act on, and /metrics counts it.
+    let (status, body) = ask11(&gtc, "put=api-token").await;
+    assert_eq!(status, 500, "{body}");
+    assert_ne!(body, "stored");
+    let metrics = gtc.metrics().await;
+    assert!(
+        metrics.contains("gtc_secrets_store_put_refused_total 1\n"),
+        "{metrics}"
+    );
+    // The value was not replaced: the next request reads the seeded one.
+    assert_eq!(
+        ask11(&gtc, "key=api-token").await,
+        (200, "runner11-token-ops".into())
+    );
+    let log = gtc.stop();
+    assert!(
+        log.contains("greentic:secrets-store put is refused: gtc is a read-only secrets host")
+            && log.contains("operators write them with `gtc op secrets put`"),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("secrets-store.put refused")
+            && l.contains("runner11")
+            && l.contains("key_len=9")),
+        "{log}"
+    );
+    assert!(!log.contains("runner11-token"), "no value in the log");
 }

@@ -84,7 +84,7 @@ fn component_files_the_host_cannot_run_exit_2_with_a_hint() {
                 "does not provide",
                 "the host provides: greentic:secrets/secrets@1.0.x, greentic:secrets/secrets@1.1.x, \
                  greentic:secrets/sealed@1.1.x, greentic:secrets-store/secrets-store@1.0.x, \
-                 wasi:http/outgoing-handler@0.2.x, wasi:http/types@0.2.x",
+                 greentic:secrets-store/secrets-store@1.1.x, wasi:http/outgoing-handler@0.2.x, wasi:http/types@0.2.x",
                 "wasi:io/streams@0.2.x",
             ],
         ),
@@ -118,7 +118,7 @@ fn route_errors_and_bad_settings_exit_2_and_runtime_failures_exit_1() {
         (
             "same bundle twice",
             vec![&hello, &hello],
-            "claimed by both hello and hello",
+            "bundle id \"hello\" is given more than once",
         ),
         ("reserved route", vec![&reserved], "reserved by the host"),
     ] {
@@ -126,6 +126,24 @@ fn route_errors_and_bad_settings_exit_2_and_runtime_failures_exit_1() {
         let (code, output) = serve_fails(&bundles, &env);
         assert_eq!(code, 2, "{what}: {output}");
         assert!(output.contains(wanted), "{what}: {output}");
+    }
+    // Two bad manifests: both named at once, each with every problem.
+    let bad_one = write_bundle(dir.path(), "bad-one", "hello", &["nope"], "colour = 1");
+    let bad_two = write_bundle(
+        dir.path(),
+        "bad-two",
+        "hello",
+        &["/two"],
+        "[limits]\ntimeout_ms = 0",
+    );
+    let (code, output) = serve_fails(&[&bad_one, &hello, &bad_two], &env);
+    assert_eq!(code, 2, "{output}");
+    for wanted in [
+        "bad-one/bundle.toml is invalid: unknown field `colour`",
+        "routes: \"nope\" must be a path prefix starting with '/'",
+        "bad-two/bundle.toml is invalid: limits.timeout_ms must be 1..=600000",
+    ] {
+        assert!(output.contains(wanted), "wanted {wanted:?} in\n{output}");
     }
     // A duration that overflows: refused, naming the variable.
     let mut overflow = env.clone();

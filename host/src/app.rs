@@ -4,6 +4,7 @@
 //! live here because they wire the wings together.
 
 use crate::bundle::compile_cache::CacheSetting;
+use crate::bundle::fleet::{self, FleetErrors, Member};
 use crate::bundle::manifest::{BundleError, BundleSpec, Limits, Manifest};
 use crate::cli::{RouteArgs, ServeArgs};
 use crate::config::{BackendConfig, ConfigError, Environment, PodConfig};
@@ -20,7 +21,7 @@ use crate::secrets::vault::VaultClient;
 use crate::secrets::vault::health::jitter;
 use crate::secrets::vault::session::Session;
 use crate::serve::egress::EgressGuard;
-use crate::serve::ingress::{self, Host, RouteError};
+use crate::serve::ingress::{self, Host};
 use crate::serve::route::{self, Router};
 use crate::serve::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use crate::serve::sealed::SealedEgress;
@@ -33,10 +34,14 @@ pub enum AppError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    /// Several bundles' manifests are invalid: each is named.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Bundles(Vec<BundleError>),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// What `bundle::fleet::check` refuses about the bundles served together.
     #[error(transparent)]
-    Route(#[from] RouteError),
+    Fleet(#[from] FleetErrors),
     #[error("{0}")]
     Backend(String),
     #[error("no bundles to serve: pass at least one --bundle DIR[=TEAM]")]
@@ -63,7 +68,8 @@ impl AppError {
         match self {
             Self::Config(_)
             | Self::Bundle(_)
-            | Self::Route(_)
+            | Self::Bundles(_)
+            | Self::Fleet(_)
             | Self::NoBundles
             | Self::Declaration { .. }
             | Self::UnknownBundle(_)
@@ -221,10 +227,34 @@ pub async fn build_host(
     let service = Arc::new(SecretsService::new(backend, pod.cache));
     let gets = Arc::new(GetCounters::default());
     let runtime = Runtime::with_metrics(&runtime_config, metrics.clone())?;
-    let manifests = specs
+    // Every manifest is read before any is refused, so that all their problems
+    // are reported at once, as `gtc bundle check` does.
+    let (manifests, invalid): (Vec<_>, Vec<_>) = specs
         .iter()
         .map(|spec| Manifest::load(&spec.dir))
-        .collect::<Result<Vec<_>, _>>()?;
+        .partition(Result::is_ok);
+    let mut invalid: Vec<BundleError> = invalid.into_iter().filter_map(Result::err).collect();
+    if invalid.len() == 1 {
+        return Err(invalid.remove(0).into());
+    } else if !invalid.is_empty() {
+        return Err(AppError::Bundles(invalid));
+    }
+    let manifests: Vec<Manifest> = manifests.into_iter().filter_map(Result::ok).collect();
+    // The rules across bundles, the very ones `gtc bundle check` runs, before
+    // anything is compiled.
+    let members: Vec<Member<'_>> = specs
+        .iter()
+        .zip(&manifests)
+        .map(|(spec, manifest)| Member {
+            manifest,
+            dir: &spec.dir,
+            team: &spec.team,
+        })
+        .collect();
+    let problems = fleet::check(&members);
+    if !problems.is_empty() {
+        return Err(FleetErrors(problems).into());
+    }
     if let Some(unknown) = runtime_config
         .allow_undeclared_secrets
         .iter()
@@ -315,7 +345,7 @@ pub async fn build_host(
         }
     }
     prefetch::spawn_keeper(keeper, start_delay, prefetch::keeper_tick(pod.cache.ttl));
-    let host = Host::new(bundles, service, gets, metrics)?;
+    let host = Host::new(bundles, service, gets, metrics);
     Ok((Arc::new(host), runtime))
 }
 

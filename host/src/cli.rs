@@ -108,13 +108,16 @@ pub enum BundleCommand {
         dir: PathBuf,
     },
     /// Check bundles as `gtc serve` would, without serving them: the manifest, the
-    /// component file, compilation, every import (provided, sandboxed or missing,
-    /// with what to do), the wasi:http export, size, secrets, egress and limits.
-    /// Exit status 2 if a bundle would not start.
+    /// component file, compilation, every import (provided, sandboxed, missing or
+    /// mismatched, with what to do), the wasi:http export, size, secrets, egress and
+    /// limits; then the bundles given together as one `gtc serve` would take them
+    /// (route conflicts, the host's reserved routes, duplicate ids). Exit status 2
+    /// if a bundle, or the set, would not start.
     Check {
-        /// Bundle directories (holding bundle.toml), or their bundle.toml files.
-        #[arg(required = true)]
-        dirs: Vec<PathBuf>,
+        /// Bundle directories (holding bundle.toml), or their bundle.toml files,
+        /// each with the team `gtc serve --bundle DIR=TEAM` would give it.
+        #[arg(required = true, value_name = "DIR[=TEAM]")]
+        dirs: Vec<crate::bundle::manifest::BundleSpec>,
         #[command(flatten)]
         compile: CompileCacheArgs,
     },

@@ -15,7 +15,7 @@
 //! | 3 | [`serve`] | the request path: connections, ingress, runtime, egress, sealed injection, `gtc route` |
 //! | 2 | [`metrics`] | Prometheus counters, rendered from the wings' own counters |
 //! | 2 | [`config`] | the pod's environment, parsed once into types |
-//! | 1 | [`bundle`] | manifests, network authorities, component checks, the compile cache, `bundle check`, `gtc new` |
+//! | 1 | [`bundle`] | manifests, network authorities, component checks, the rules across the bundles served together (`fleet`), the compile cache, `bundle check`, `gtc new` |
 //! | 0 | [`secrets`] | the capability and everything behind it: scope, cache, envelope, audit, backends, the Vault client |
 //!
 //! `serve` and `ops` do not import each other; `config` and `metrics` import only

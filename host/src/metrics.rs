@@ -257,6 +257,17 @@ impl Metrics {
                 counter.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP gtc_secrets_store_put_refused_total greentic:secrets-store@1.1.0 put calls, \
+             each refused (the guest is stopped: this host is read-only)."
+        );
+        let _ = writeln!(out, "# TYPE gtc_secrets_store_put_refused_total counter");
+        let _ = writeln!(
+            out,
+            "gtc_secrets_store_put_refused_total {}",
+            gets.store_put_refused.load(Ordering::Relaxed)
+        );
         let stats = service.stats();
         let _ = writeln!(
             out,

@@ -278,6 +278,14 @@ impl Gtc {
         Self::spawn(base_command(env), args, start)
     }
 
+    /// [`Gtc::serve_within`] run from the directory `cwd` (relative paths in
+    /// `args`, and the default dev store `.greentic/`, are relative to it).
+    pub fn serve_in(cwd: &Path, args: &[String], env: &[(&str, String)], start: Duration) -> Gtc {
+        let mut command = base_command(env);
+        command.current_dir(cwd);
+        Self::spawn(command, args, start)
+    }
+
     /// [`Gtc::serve`] with the process's open-file limit lowered to `nofile`.
     pub fn serve_with_fd_limit(args: &[String], env: &[(&str, String)], nofile: u32) -> Gtc {
         let mut command = command_for(Command::new("bash"), env);

@@ -1,7 +1,11 @@
 //! A component as written for Greentic's runner: it reads secrets through
 //! `greentic:secrets-store/secrets-store@1.0.0` (`get(key) ->
-//! result<option<list<u8>>, secrets-error>`) and knows nothing of gtc's own WIT.
-//! gtc serves that interface on the same scoped resolution, so it runs unchanged.
+//! result<option<list<u8>>, secrets-error>`, `secrets-error` an `enum`) and knows
+//! nothing of gtc's own WIT. Its bindings come from `guests/greentic-wit/`, written
+//! to match Greentic's published package type for type, not from the host's copy
+//! in `wit/deps/`: gtc serves that interface on the same scoped resolution, so it
+//! runs unchanged, and a host copy that drifted from Greentic's shape would fail
+//! to link it.
 //!
 //! `GET …?key=KEY` answers 200 with the value, 404 `none` for `ok(none)`, or the
 //! error's case (`not-found`, `denied`, `invalid-key`, `internal`) with 500.
@@ -14,7 +18,17 @@ wit_bindgen::generate!({
             include wasi:http/proxy@0.2.12;
         }
     ",
-    path: "../../wit",
+    // WASI first (each package after those it uses), then Greentic's package.
+    path: [
+        "../../wit/deps/io.wit",
+        "../../wit/deps/clocks.wit",
+        "../../wit/deps/random.wit",
+        "../../wit/deps/filesystem.wit",
+        "../../wit/deps/sockets.wit",
+        "../../wit/deps/cli.wit",
+        "../../wit/deps/http.wit",
+        "../greentic-wit/secrets-store@1.0.0/package.wit",
+    ],
     world: "greentic:runner-component/component",
     generate_all,
 });

@@ -6,6 +6,9 @@
 //! reported all at once rather than stopping at the first: an author fixes a bundle
 //! in one round. Every problem names the field or import at fault and what to do.
 //!
+//! Rules across the bundles given together (routes, ids) are `fleet`'s, run by
+//! `commands::check_all` over every report's manifest, as `gtc serve` runs them.
+//!
 //! The engine, linker and operator settings are the request path's
 //! (`serve::runtime::Runtime`); this wing sits below it and sees them through the
 //! [`ComponentHost`] trait, so the checks are the start's own, not a copy.
@@ -13,7 +16,7 @@
 use crate::bundle::authority::Authority;
 use crate::bundle::compile_cache::{Loaded, Origin};
 use crate::bundle::component_check::{self, ImportStatus};
-use crate::bundle::manifest::{Limits, MANIFEST_FILE, Manifest};
+use crate::bundle::manifest::{BundleError, Limits, MANIFEST_FILE, Manifest};
 use crate::secrets::scope::RequestedName;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -26,8 +29,9 @@ pub trait ComponentHost {
     type Error: std::error::Error + Send + Sync + 'static;
     /// The file check and compile (or compile-cache load) a start does first.
     fn compile(&self, manifest: &Manifest) -> Result<Loaded, Self::Error>;
-    /// Links `component` against the host's imports, as a start does.
-    fn link_check(&self, component: &Component) -> Result<(), String>;
+    /// Links `component` against the host's imports and checks its export, as a
+    /// start does.
+    fn link_check(&self, component: &Component) -> Result<(), LinkFailure>;
     /// The engine components are compiled for.
     fn engine(&self) -> &wasmtime::Engine;
     /// The operator's maxima for what a manifest may ask.
@@ -36,6 +40,20 @@ pub trait ComponentHost {
     fn refuses_destination(&self, authority: &Authority) -> Option<&'static str>;
     /// The compile cache's directory, when one is set.
     fn compile_cache_dir(&self) -> Option<&Path>;
+}
+
+/// Why a component does not link, as the host's linker says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkFailure {
+    /// An import the linker cannot satisfy: its name, when the linker names it,
+    /// and the linker's reason (e.g. "instance export `get` has the wrong type").
+    /// The linker stops at the first such import.
+    Import {
+        import: Option<String>,
+        reason: String,
+    },
+    /// Every import links; the export is not what the host calls.
+    Export(String),
 }
 
 /// The outcome of checking one bundle directory.
@@ -47,6 +65,8 @@ pub struct Report {
     pub errors: Vec<String>,
     /// What `gtc serve` accepts but the author should know.
     pub warnings: Vec<String>,
+    /// The manifest, when it parsed: the checks across bundles need it.
+    pub manifest: Option<Manifest>,
 }
 
 impl Report {
@@ -88,6 +108,13 @@ pub fn check(path: &Path, host: &impl ComponentHost) -> Report {
     };
     let manifest = match Manifest::load(dir) {
         Ok(manifest) => manifest,
+        Err(BundleError::Invalid { path, problems }) => {
+            // Every problem on its own line, each naming its field.
+            for problem in problems {
+                report.errors.push(format!("{}: {problem}", path.display()));
+            }
+            return report;
+        }
         Err(error) => {
             report.errors.push(error.to_string());
             return report;
@@ -109,7 +136,41 @@ pub fn check(path: &Path, host: &impl ComponentHost) -> Report {
     }
     check_component(&manifest, host, &mut report);
     report.lines.push(manifest.review().trim_end().to_string());
+    report.manifest = Some(manifest);
     report
+}
+
+/// The imports through which a guest reads secrets with `get`.
+const GET_IMPORTS: [&str; 2] = [
+    "greentic:secrets/secrets@",
+    "greentic:secrets-store/secrets-store@",
+];
+
+/// What a component's code can only have denied, given its manifest: it imports
+/// a way to read secrets (`get`) while the manifest declares no secret, or
+/// `sealed` while it declares no sealed secret, so every such call is refused. `gtc bundle check` reports these as warnings and `gtc serve`
+/// logs them at start: one list for both.
+pub fn only_denied(manifest: &Manifest, imports: &[String]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let declares_any = manifest.declared_names().next().is_some();
+    for import in imports {
+        if !declares_any && GET_IMPORTS.iter().any(|prefix| import.starts_with(prefix)) {
+            warnings.push(format!(
+                "secrets: the component imports {import} but bundle.toml declares no \
+                 secret, so every get it makes will be denied (audit reason \
+                 \"undeclared\"): list the names it reads in `secrets = [...]` (or \
+                 `[secrets] read`)"
+            ));
+        }
+        if manifest.sealed.is_empty() && import.starts_with("greentic:secrets/sealed@") {
+            warnings.push(format!(
+                "secrets.sealed: the component imports {import} but bundle.toml declares \
+                 no sealed secret, so every verify-hmac-sha256 it makes will be denied: \
+                 declare the key under [[secrets.sealed]]"
+            ));
+        }
+    }
+    warnings
 }
 
 /// Declared names must be valid names (the grammar `secrets.get` parses); the
@@ -159,20 +220,59 @@ fn check_component(manifest: &Manifest, host: &impl ComponentHost, report: &mut 
         }
     ));
     let (imports, exports) = component_check::interfaces(host.engine(), &loaded.component);
+    report.warnings.extend(only_denied(manifest, &imports));
+    // The link check decides what an import's line says: an import is `ok` only
+    // when the linker accepted it, so the listing and the link check never
+    // disagree. The linker stops at the first import it cannot satisfy, so when
+    // it fails the other provided imports are `unchecked`, not `ok`.
+    let link = host.link_check(&loaded.component);
+    let failed_import = match &link {
+        Err(LinkFailure::Import { import, .. }) => Some(import.as_deref()),
+        _ => None,
+    };
     report.lines.push(format!("imports ({}):", imports.len()));
-    let mut missing = false;
+    let mut unchecked = false;
     for import in &imports {
         match component_check::classify(import) {
-            ImportStatus::Provided => report.lines.push(format!("  ok       {import}")),
-            ImportStatus::Sandboxed(_) => report.lines.push(format!("  sandbox  {import}")),
             ImportStatus::Missing(hint) => {
-                missing = true;
                 report.lines.push(format!("  MISSING  {import}"));
                 report.errors.push(format!(
                     "import {import} is not provided by this host: {hint}"
                 ));
             }
+            _ if failed_import == Some(Some(import.as_str())) => {
+                report.lines.push(format!("  MISMATCH {import}"));
+                if let Err(LinkFailure::Import { reason, .. }) = &link {
+                    report.errors.push(format!(
+                        "import {import} does not match what this host provides: {reason} — \
+                         rebuild against the WIT the host links (the project's wit/ \
+                         directory; greentic:secrets-store exactly as Greentic publishes it)"
+                    ));
+                }
+            }
+            _ if failed_import.is_some() => {
+                unchecked = true;
+                report.lines.push(format!("  unchecked {import}"));
+            }
+            ImportStatus::Provided => report.lines.push(format!("  ok       {import}")),
+            ImportStatus::Sandboxed(_) => report.lines.push(format!("  sandbox  {import}")),
         }
+    }
+    if unchecked {
+        report.lines.push(
+            "  (the link check stops at the first import it cannot satisfy: the imports \
+             marked `unchecked` are checked once that one is fixed)"
+                .to_string(),
+        );
+    }
+    if let Err(LinkFailure::Import {
+        import: None,
+        reason,
+    }) = &link
+    {
+        report
+            .errors
+            .push(format!("the component cannot be linked: {reason}"));
     }
     for (why, names) in component_check::sandboxed(&imports) {
         report
@@ -192,7 +292,7 @@ fn check_component(manifest: &Manifest, host: &impl ComponentHost, report: &mut 
              (world greentic:secrets/bot, or wasi:http/proxy)",
             component_check::REQUIRED_EXPORT
         ));
-    } else if !missing && let Err(reason) = host.link_check(&loaded.component) {
+    } else if let Err(LinkFailure::Export(reason)) = &link {
         report
             .errors
             .push(format!("the component cannot be linked: {reason}"));

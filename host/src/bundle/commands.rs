@@ -4,7 +4,8 @@
 
 use crate::bundle::check::{self, ComponentHost};
 use crate::bundle::compile_cache::Origin;
-use crate::bundle::manifest::Manifest;
+use crate::bundle::fleet::{self, Member};
+use crate::bundle::manifest::{BundleSpec, Manifest};
 use crate::bundle::scaffold;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,8 @@ use std::path::{Path, PathBuf};
 pub enum BundleCommandError {
     #[error("{0} bundle(s) would not start; see the errors above")]
     WouldNotStart(usize),
+    #[error("these bundles would not start together; see the errors above")]
+    WouldNotStartTogether,
     #[error(
         "gtc bundle compile needs a compile cache: pass --compile-cache DIR \
          (or set GTC_COMPILE_CACHE, XDG_CACHE_HOME or HOME)"
@@ -37,21 +40,50 @@ pub fn inspect(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `gtc bundle check DIR...`: a report per bundle; fails when any would not start.
-pub fn check_all(dirs: &[PathBuf], host: &impl ComponentHost) -> anyhow::Result<()> {
+/// `gtc bundle check DIR[=TEAM]...`: a report per bundle, then the bundles as one
+/// set (the rules of [`fleet::check`], which `gtc serve` runs too); fails when any
+/// bundle, or the set, would not start.
+pub fn check_all(specs: &[BundleSpec], host: &impl ComponentHost) -> anyhow::Result<()> {
     let mut failed = 0;
-    for dir in dirs {
-        let report = check::check(dir, host);
-        println!("== {}", dir.display());
+    let mut reports = Vec::new();
+    for spec in specs {
+        let report = check::check(&spec.dir, host);
+        println!("== {}", spec.dir.display());
         print!("{}", report.render());
         if !report.ok() {
             failed += 1;
         }
+        reports.push(report);
     }
-    if failed == 0 {
-        Ok(())
-    } else {
+    let members: Vec<Member<'_>> = specs
+        .iter()
+        .zip(&reports)
+        .filter_map(|(spec, report)| {
+            report.manifest.as_ref().map(|manifest| Member {
+                manifest,
+                dir: &spec.dir,
+                team: &spec.team,
+            })
+        })
+        .collect();
+    let together = fleet::check(&members);
+    if specs.len() > 1 || !together.is_empty() {
+        println!("== the {} bundle(s) together", specs.len());
+        for problem in &together {
+            println!("error: {problem}");
+        }
+        println!(
+            "{}: {} error(s)",
+            if together.is_empty() { "ok" } else { "FAILED" },
+            together.len()
+        );
+    }
+    if failed > 0 {
         Err(BundleCommandError::WouldNotStart(failed).into())
+    } else if !together.is_empty() {
+        Err(BundleCommandError::WouldNotStartTogether.into())
+    } else {
+        Ok(())
     }
 }
 

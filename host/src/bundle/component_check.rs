@@ -18,6 +18,7 @@ pub const HOST_INTERFACES: &[(&str, &str)] = &[
     ("greentic:secrets/secrets", "1.1"),
     ("greentic:secrets/sealed", "1.1"),
     ("greentic:secrets-store/secrets-store", "1.0"),
+    ("greentic:secrets-store/secrets-store", "1.1"),
     ("wasi:http/outgoing-handler", "0.2"),
     ("wasi:http/types", "0.2"),
     ("wasi:cli/environment", "0.2"),
@@ -314,6 +315,9 @@ mod tests {
         assert!(provides("greentic:secrets/sealed@1.1.0"));
         assert!(!provides("greentic:secrets/sealed@1.0.0"));
         assert!(!provides("greentic:secrets/secrets@1.2.0"));
+        assert!(provides("greentic:secrets-store/secrets-store@1.0.0"));
+        assert!(provides("greentic:secrets-store/secrets-store@1.1.0"));
+        assert!(!provides("greentic:secrets-store/secrets-store@1.2.0"));
         assert!(!provides("wasi:http/types"));
         let list = provided_list();
         assert!(list.contains("greentic:secrets/secrets@1.0.x"), "{list}");
@@ -354,7 +358,8 @@ mod tests {
         // The compatibility proof rests on these imports: legacy-v1 is built
         // against greentic:secrets@1.0.0 (the integration tests serve it next to
         // webchat-bot), the SDK's guests against 1.1.0 (webchat-bot uses `sealed`),
-        // greentic-component against Greentic's secrets-store only.
+        // greentic-component and greentic-component-v1-1 against Greentic's
+        // secrets-store (1.0.0 and 1.1.0) only.
         let engine = wasmtime::Engine::default();
         let imports = |guest: &str| -> Vec<String> {
             let path = Path::new(env!("GTC_GUESTS_DIR")).join(format!("{guest}.wasm"));
@@ -371,6 +376,10 @@ mod tests {
         assert_eq!(
             imports("greentic_component"),
             ["greentic:secrets-store/secrets-store@1.0.0"]
+        );
+        assert_eq!(
+            imports("greentic_component_v1_1"),
+            ["greentic:secrets-store/secrets-store@1.1.0"]
         );
         assert_eq!(imports("hello"), Vec::<String>::new());
         let webchat = imports("webchat_bot");

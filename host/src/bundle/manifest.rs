@@ -49,39 +49,18 @@ pub enum BundleError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("bundle manifest {path} is invalid: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    /// Every problem found in the manifest, each naming its field.
+    #[error("bundle manifest {path} is invalid: {}", .problems.join("; "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
     #[error("bad --bundle argument {arg:?}: {reason}")]
     Argument { arg: String, reason: String },
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ManifestFile {
-    id: String,
-    component: PathBuf,
-    routes: Vec<String>,
-    #[serde(default)]
-    secrets: SecretsFile,
-    #[serde(default)]
-    egress: EgressFile,
-    #[serde(default)]
-    limits: LimitsFile,
-}
-
-/// `secrets = [...]`, or the table form with sealed secrets.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum SecretsFile {
-    List(Vec<String>),
-    Table(SecretsTable),
-}
-
-impl Default for SecretsFile {
-    fn default() -> Self {
-        Self::List(Vec::new())
-    }
-}
+/// The top-level fields of `bundle.toml`, in the order the README lists them.
+const FIELDS: [&str; 6] = ["id", "component", "routes", "secrets", "egress", "limits"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,75 +146,218 @@ impl Manifest {
             path: path.clone(),
             source,
         })?;
-        Self::parse(&text, dir).map_err(|reason| BundleError::Invalid { path, reason })
+        Self::parse(&text, dir).map_err(|problems| BundleError::Invalid { path, problems })
     }
 
-    /// Parses manifest text; `dir` anchors the relative component path.
-    pub fn parse(text: &str, dir: &Path) -> Result<Self, String> {
-        let file: ManifestFile = toml::from_str(text).map_err(|e| e.message().to_string())?;
-        let id = Segment::parse(&file.id).map_err(|e| format!("id: {e}"))?;
-        if file.routes.is_empty() {
-            return Err("routes: at least one route prefix is required".into());
+    /// Parses manifest text; `dir` anchors the relative component path. Every
+    /// problem is reported, each naming its field in the manifest's own words (a
+    /// TOML syntax error alone stops the parse: nothing after it can be read).
+    pub fn parse(text: &str, dir: &Path) -> Result<Self, Vec<String>> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| vec![syntax_error(&e)])?;
+        let mut problems = Vec::new();
+        let mut unknown: Vec<&String> = table
+            .keys()
+            .filter(|key| !FIELDS.contains(&key.as_str()))
+            .collect();
+        unknown.sort();
+        for key in unknown {
+            problems.push(format!(
+                "unknown field `{key}` (a manifest has {})",
+                FIELDS.join(", ")
+            ));
         }
-        for route in &file.routes {
-            if !route.starts_with('/') || route.contains(['?', '#', ' ']) {
-                return Err(format!(
-                    "routes: {route:?} must be a path prefix starting with '/'"
+        let id = match table.remove("id") {
+            None => {
+                problems.push("id: missing (the bundle's id, e.g. id = \"webchat-bot\")".into());
+                None
+            }
+            Some(toml::Value::String(id)) => match Segment::parse(&id) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    problems.push(format!(
+                        "id: {id:?} is not a valid bundle id ({}; it is also the default \
+                         secret category)",
+                        e.reason()
+                    ));
+                    None
+                }
+            },
+            Some(other) => {
+                problems.push(format!("id: must be a string, not {}", other.type_str()));
+                None
+            }
+        };
+        let component = match table.remove("component") {
+            None => {
+                problems
+                    .push("component: missing (the .wasm file, relative to bundle.toml)".into());
+                None
+            }
+            Some(toml::Value::String(path)) => Some(dir.join(path)),
+            Some(other) => {
+                problems.push(format!(
+                    "component: must be a string (the .wasm file), not {}",
+                    other.type_str()
                 ));
+                None
+            }
+        };
+        let routes = match table.remove("routes").map(string_list) {
+            None => {
+                problems.push("routes: missing (at least one path prefix, e.g. [\"/bot\"])".into());
+                Vec::new()
+            }
+            Some(Err(why)) => {
+                problems.push(format!("routes: {why}"));
+                Vec::new()
+            }
+            Some(Ok(routes)) => {
+                if routes.is_empty() {
+                    problems.push("routes: at least one route prefix is required".into());
+                }
+                for route in &routes {
+                    if !route.starts_with('/') || route.contains(['?', '#', ' ']) {
+                        problems.push(format!(
+                            "routes: {route:?} must be a path prefix starting with '/'"
+                        ));
+                    }
+                }
+                routes
+            }
+        };
+        let egress: EgressFile = section(&mut table, "egress", &mut problems);
+        let limits_file: LimitsFile = section(&mut table, "limits", &mut problems);
+        let mut egress_allow = Vec::new();
+        for text in &egress.allow {
+            match crate::bundle::authority::Authority::parse(text) {
+                Ok(authority) => egress_allow.push(authority),
+                Err(why) => {
+                    problems.push(format!("egress.allow: {text:?} must be host:port: {why}"))
+                }
             }
         }
-        let egress_allow = file
-            .egress
-            .allow
-            .iter()
-            .map(|text| {
-                crate::bundle::authority::Authority::parse(text)
-                    .map_err(|why| format!("egress.allow: {text:?} must be host:port: {why}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let (secrets, sealed) = match file.secrets {
-            SecretsFile::List(read) => (read, Vec::new()),
-            SecretsFile::Table(table) => (table.read, table.sealed),
+        let (secrets, sealed_entries) = match table.remove("secrets") {
+            None => (Vec::new(), Vec::new()),
+            Some(toml::Value::Array(items)) => match string_list(toml::Value::Array(items)) {
+                Ok(read) => (read, Vec::new()),
+                Err(why) => {
+                    problems.push(format!("secrets: {why}"));
+                    (Vec::new(), Vec::new())
+                }
+            },
+            Some(toml::Value::Table(t)) => match toml::Value::Table(t).try_into::<SecretsTable>() {
+                Ok(table) => (table.read, table.sealed),
+                Err(e) => {
+                    problems.push(format!("secrets: {}", e.message().trim()));
+                    (Vec::new(), Vec::new())
+                }
+            },
+            Some(other) => {
+                problems.push(format!(
+                    "secrets: must be a list of names (secrets = [\"name\"]) or a table \
+                     ([secrets] read = [...] with [[secrets.sealed]] entries), not {}",
+                    other.type_str()
+                ));
+                (Vec::new(), Vec::new())
+            }
         };
-        let sealed = sealed
-            .into_iter()
-            .map(|entry| sealed_secret(entry, &egress_allow))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut sealed = Vec::new();
+        for entry in sealed_entries {
+            match sealed_secret(entry, &egress_allow) {
+                Ok(secret) => sealed.push(secret),
+                Err(why) => problems.push(why),
+            }
+        }
         for name in &secrets {
-            if sealed.iter().any(|s| &s.name == name) {
-                return Err(format!(
+            if sealed.iter().any(|s: &SealedSecret| &s.name == name) {
+                problems.push(format!(
                     "secrets: {name:?} is both readable and sealed; a sealed secret is never readable"
                 ));
             }
         }
         let mut limits = Limits::default();
-        if let Some(mib) = file.limits.memory_mib {
+        if let Some(mib) = limits_file.memory_mib {
             if mib == 0 || mib > MAX_MEMORY_MIB {
-                return Err(format!("limits.memory_mib must be 1..={MAX_MEMORY_MIB}"));
+                problems.push(format!("limits.memory_mib must be 1..={MAX_MEMORY_MIB}"));
+            } else {
+                limits.memory_bytes = (mib << 20) as usize;
             }
-            limits.memory_bytes = (mib << 20) as usize;
         }
-        if let Some(ms) = file.limits.timeout_ms {
+        if let Some(ms) = limits_file.timeout_ms {
             if ms == 0 || ms > 600_000 {
-                return Err("limits.timeout_ms must be 1..=600000".into());
+                problems.push("limits.timeout_ms must be 1..=600000".into());
+            } else {
+                limits.timeout = std::time::Duration::from_millis(ms);
             }
-            limits.timeout = std::time::Duration::from_millis(ms);
         }
-        if let Some(mib) = file.limits.response_mib {
+        if let Some(mib) = limits_file.response_mib {
             if mib == 0 || mib > 1024 {
-                return Err("limits.response_mib must be 1..=1024".into());
+                problems.push("limits.response_mib must be 1..=1024".into());
+            } else {
+                limits.response_bytes = mib << 20;
             }
-            limits.response_bytes = mib << 20;
         }
-        Ok(Self {
-            id,
-            component: dir.join(file.component),
-            routes: file.routes,
-            secrets,
-            sealed,
-            egress_allow,
-            limits,
+        match (id, component) {
+            (Some(id), Some(component)) if problems.is_empty() => Ok(Self {
+                id,
+                component,
+                routes,
+                secrets,
+                sealed,
+                egress_allow,
+                limits,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+/// A TOML syntax error, with its line, column and what was expected.
+fn syntax_error(error: &toml::de::Error) -> String {
+    error.to_string().trim().to_string()
+}
+
+/// A list of strings, or why the value is not one.
+fn string_list(value: toml::Value) -> Result<Vec<String>, String> {
+    let toml::Value::Array(items) = value else {
+        return Err(format!(
+            "must be a list of strings, not {}",
+            value.type_str()
+        ));
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            toml::Value::String(text) => Ok(text),
+            other => Err(format!(
+                "must be a list of strings; one entry is {}",
+                other.type_str()
+            )),
         })
+        .collect()
+}
+
+/// The table `name` (absent: its defaults); a problem is named `name: ...`.
+fn section<T: serde::de::DeserializeOwned + Default>(
+    table: &mut toml::Table,
+    name: &str,
+    problems: &mut Vec<String>,
+) -> T {
+    match table.remove(name) {
+        None => T::default(),
+        Some(value @ toml::Value::Table(_)) => {
+            value.try_into().unwrap_or_else(|e: toml::de::Error| {
+                problems.push(format!("{name}: {}", e.message().trim()));
+                T::default()
+            })
+        }
+        Some(other) => {
+            problems.push(format!(
+                "{name}: must be a table ([{name}]), not {}",
+                other.type_str()
+            ));
+            T::default()
+        }
     }
 }
 

@@ -70,12 +70,25 @@ mod bindings_store {
     });
 }
 
+/// `greentic:secrets-store@1.1.0`: 1.0.0's `get`, plus a `put` that this read-only
+/// host refuses (see [`PUT_REFUSED`]).
+mod bindings_store_1_1 {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        interfaces: "import greentic:secrets-store/secrets-store@1.1.0;",
+        imports: { default: async | trappable },
+    });
+}
+
 pub use bindings::greentic::secrets1_0_0::secrets::Error as GuestError;
 use bindings::greentic::secrets1_0_0::secrets::Host;
 use bindings_1_1::greentic::secrets1_1_0::sealed::Host as SealedHost;
 use bindings_1_1::greentic::secrets1_1_0::secrets::{Error as GuestError11, Host as Host11};
-use bindings_store::greentic::secrets_store::secrets_store::{
+use bindings_store::greentic::secrets_store1_0_0::secrets_store::{
     Host as StoreHost, SecretsError as StoreError,
+};
+use bindings_store_1_1::greentic::secrets_store1_1_0::secrets_store::{
+    Host as StoreHost11, SecretsError as StoreError11,
 };
 
 /// The 1.1.0 spelling of an error (the same cases as 1.0.0).
@@ -101,6 +114,8 @@ pub struct GetCounters {
     pub invalid_name: AtomicU64,
     pub unavailable: AtomicU64,
     pub internal: AtomicU64,
+    /// `greentic:secrets-store@1.1.0` `put` calls, each refused with a trap.
+    pub store_put_refused: AtomicU64,
 }
 
 impl GetCounters {
@@ -720,6 +735,48 @@ impl StoreHost for SecretsCtx {
     }
 }
 
+/// Why a `greentic:secrets-store@1.1.0` `put` stops the guest: the message of the
+/// trap, which the operator's log shows next to the bundle's name. That WIT's
+/// `put` has no error result, so refusing it any other way would look like success.
+pub const PUT_REFUSED: &str = "greentic:secrets-store put is refused: gtc is a read-only \
+     secrets host (a guest reads secrets with get; operators write them with \
+     `gtc op secrets put`), so a component that calls put cannot run here unchanged";
+
+impl StoreHost11 for SecretsCtx {
+    async fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, StoreError11>> {
+        let fetched = self.fetch(&key, Use::Get, "secrets-store.get").await?;
+        Ok(
+            store_answer(fetched.map(|value| value.expose().to_vec())).map_err(
+                |error| match error {
+                    StoreError::NotFound => StoreError11::NotFound,
+                    StoreError::Denied => StoreError11::Denied,
+                    StoreError::InvalidKey => StoreError11::InvalidKey,
+                    StoreError::Internal => StoreError11::Internal,
+                },
+            ),
+        )
+    }
+
+    async fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
+        // Neither the key (the guest's own text) nor the value reaches the log.
+        drop(value);
+        let bundle = &self.bundle;
+        bundle
+            .counters
+            .store_put_refused
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            bundle = %bundle.bundle_id,
+            key_len = key.len(),
+            "secrets-store.put refused: this host is read-only; request stopped"
+        );
+        wasmtime::bail!("{PUT_REFUSED}")
+    }
+}
+
 /// A `secrets.get` answer in `greentic:secrets-store` shapes: a missing secret is
 /// `ok(none)`; a malformed key is `invalid-key`; `unavailable` becomes `internal`,
 /// the only case that WIT has for a failure that is not the guest's.
@@ -760,8 +817,8 @@ fn verify_hmac_sha256(key: &[u8], message: &[u8], mac: &[u8]) -> bool {
     hmac.verify_slice(mac).is_ok()
 }
 
-/// Adds `greentic:secrets` 1.0.0 and 1.1.0 and `greentic:secrets-store` 1.0.0 to a
-/// linker, each under its exact name; `get` finds the per-request state.
+/// Adds `greentic:secrets` 1.0.0 and 1.1.0 and `greentic:secrets-store` 1.0.0 and
+/// 1.1.0 to a linker, each under its exact name; `get` finds the per-request state.
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> &mut SecretsCtx,
@@ -775,9 +832,14 @@ pub fn add_to_linker<T: Send + 'static>(
     bindings_1_1::greentic::secrets1_1_0::sealed::add_to_linker::<T, HasSelf<SecretsCtx>>(
         linker, get,
     )?;
-    bindings_store::greentic::secrets_store::secrets_store::add_to_linker::<T, HasSelf<SecretsCtx>>(
-        linker, get,
-    )
+    bindings_store::greentic::secrets_store1_0_0::secrets_store::add_to_linker::<
+        T,
+        HasSelf<SecretsCtx>,
+    >(linker, get)?;
+    bindings_store_1_1::greentic::secrets_store1_1_0::secrets_store::add_to_linker::<
+        T,
+        HasSelf<SecretsCtx>,
+    >(linker, get)
 }
 
 /// A short operator-facing description of a guest error.

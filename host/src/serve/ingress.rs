@@ -25,58 +25,31 @@ pub struct Host {
     metrics: Arc<Metrics>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RouteError {
-    #[error("route {route:?} is claimed by both {first} and {second}")]
-    Conflict {
-        route: String,
-        first: String,
-        second: String,
-    },
-    #[error("route {route:?} of bundle {bundle} is reserved by the host")]
-    Reserved { route: String, bundle: String },
-}
-
-const RESERVED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
-
 impl Host {
+    /// The routing table of `bundles`, whose routes `bundle::fleet::check` has
+    /// accepted (one owner per prefix, none of the host's own): `app::build_host`
+    /// runs it before any bundle is loaded, as `gtc bundle check` does.
     pub fn new(
         bundles: Vec<Arc<LoadedBundle>>,
         service: Arc<SecretsService>,
         gets: Arc<GetCounters>,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, RouteError> {
+    ) -> Self {
         let mut routes: Vec<(String, usize)> = Vec::new();
         for (index, bundle) in bundles.iter().enumerate() {
             for route in &bundle.manifest().routes {
-                let route = route.trim_end_matches('/').to_string();
-                if RESERVED
-                    .iter()
-                    .any(|r| route == *r || route.starts_with(&format!("{r}/")))
-                {
-                    return Err(RouteError::Reserved {
-                        route,
-                        bundle: bundle.name().to_string(),
-                    });
-                }
-                if let Some((_, other)) = routes.iter().find(|(r, _)| *r == route) {
-                    return Err(RouteError::Conflict {
-                        route,
-                        first: bundles[*other].name().to_string(),
-                        second: bundle.name().to_string(),
-                    });
-                }
+                let route = crate::bundle::fleet::normalized_route(route).to_string();
                 routes.push((route, index));
             }
         }
         routes.sort_by_key(|(route, _)| std::cmp::Reverse(route.len()));
-        Ok(Self {
+        Self {
             bundles,
             routes,
             service,
             gets,
             metrics,
-        })
+        }
     }
 
     /// The bundle that serves `path`, if any.

@@ -181,8 +181,8 @@ impl crate::bundle::check::ComponentHost for Runtime {
         Runtime::compile(self, manifest)
     }
 
-    fn link_check(&self, component: &Component) -> Result<(), String> {
-        Runtime::link_check(self, component)
+    fn link_check(&self, component: &Component) -> Result<(), crate::bundle::check::LinkFailure> {
+        self.pre_instantiate(component).map(|_| ())
     }
 
     fn engine(&self) -> &Engine {
@@ -285,19 +285,32 @@ impl Runtime {
         &self.config
     }
 
-    /// Links `component` against the host's imports and checks its export, as a
-    /// start does; the error says why it cannot run here.
-    pub fn link_check(&self, component: &Component) -> Result<(), String> {
-        self.pre_instantiate(component).map(|_| ())
-    }
-
-    fn pre_instantiate(&self, component: &Component) -> Result<ProxyPre<RequestState>, String> {
-        let instance_pre = self
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| format!("{e:#}"))?;
-        ProxyPre::new(instance_pre)
-            .map_err(|e| format!("not a wasi:http proxy (no incoming-handler export): {e:#}"))
+    /// Links `component` against the host's imports and checks its export: a
+    /// start and `gtc bundle check` alike. The error names the import the linker
+    /// stopped at, when it names one.
+    fn pre_instantiate(
+        &self,
+        component: &Component,
+    ) -> Result<ProxyPre<RequestState>, crate::bundle::check::LinkFailure> {
+        use crate::bundle::check::LinkFailure;
+        let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
+            // wasmtime's own words: "component imports instance `NAME`, but a
+            // matching implementation was not found in the linker".
+            let import = e
+                .to_string()
+                .split_once("component imports ")
+                .and_then(|(_, rest)| rest.split('`').nth(1))
+                .map(str::to_string);
+            LinkFailure::Import {
+                import,
+                reason: format!("{e:#}"),
+            }
+        })?;
+        ProxyPre::new(instance_pre).map_err(|e| {
+            LinkFailure::Export(format!(
+                "not a wasi:http proxy (no incoming-handler export): {e:#}"
+            ))
+        })
     }
 
     /// Checks a bundle's component file and compiles it (or loads it from the
@@ -345,7 +358,11 @@ impl Runtime {
                 component_check::ComponentFileError::Incompatible { path, missing },
             ));
         }
-        let pre = self.pre_instantiate(&component).map_err(|reason| {
+        let pre = self.pre_instantiate(&component).map_err(|failure| {
+            let reason = match failure {
+                crate::bundle::check::LinkFailure::Import { reason, .. }
+                | crate::bundle::check::LinkFailure::Export(reason) => reason,
+            };
             file_err(component_check::ComponentFileError::Unlinkable {
                 path: path.clone(),
                 reason,
@@ -354,6 +371,9 @@ impl Runtime {
         let bundle: Arc<str> = Arc::from(manifest.id.as_str());
         for (why, names) in component_check::sandboxed(&imports) {
             tracing::warn!(bundle = %bundle, imports = names.join(", "), "{why}");
+        }
+        for warning in crate::bundle::check::only_denied(&manifest, &imports) {
+            tracing::warn!(bundle = %bundle, "{warning}");
         }
         let (limits, capped) = manifest.limits.capped(&self.config.maxima);
         if !capped.is_empty() {
