@@ -619,3 +619,38 @@ async fn a_bundle_reads_only_the_secrets_its_manifest_declares() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"));
 }
+
+#[tokio::test]
+async fn bundles_sharing_a_component_share_one_compiled_copy() {
+    // Three bundles of one component and one of another: two compiles, two
+    // shared copies, and every bundle answers from its own route and scope.
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    seed(&store, "acme/_/probe/x", b"shared-copy-value");
+    let mut args = Vec::new();
+    for (id, route) in [("hello-a", "/a"), ("hello-b", "/b"), ("hello-c", "/c")] {
+        let bundle = write_bundle(dir.path(), id, "hello", &[route], "");
+        args.push(format!("--bundle={}", bundle.display()));
+    }
+    let probe = write_bundle(dir.path(), "probe", "probe", &["/p"], r#"secrets = ["x"]"#);
+    args.push(format!("--bundle={}", probe.display()));
+    let gtc = Gtc::serve(&args, &env_for(&store));
+    for route in ["/a", "/b", "/c"] {
+        let response = client().get(gtc.url(route)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{route}");
+    }
+    assert_eq!(
+        probe_get(&gtc, "/p", b"x").await["value"],
+        "shared-copy-value"
+    );
+    let log = gtc.stop();
+    let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(count("compiling bundle component"), 2, "{log}");
+    assert_eq!(count("one compiled copy, shared"), 2, "{log}");
+    assert!(
+        log.lines().any(|l| l.contains("bundles loaded")
+            && l.contains("bundles=4")
+            && l.contains("distinct_components=2")),
+        "{log}"
+    );
+}

@@ -337,6 +337,11 @@ pub async fn build_host(
         );
         bundles.push(Arc::new(bundle));
     }
+    tracing::info!(
+        bundles = bundles.len(),
+        distinct_components = runtime.distinct_components(),
+        "bundles loaded: one compiled copy per distinct component"
+    );
     if start_delay.is_zero() {
         // No start-up jitter to wait for: the first look-up happens before the
         // worker listens, so it is ready as soon as it serves (if it can).

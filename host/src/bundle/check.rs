@@ -211,6 +211,7 @@ fn check_component(manifest: &Manifest, host: &impl ComponentHost, report: &mut 
         loaded.size as f64 / (1 << 20) as f64,
         match loaded.origin {
             Origin::Cached => "loaded from the compile cache",
+            Origin::Shared => "shared with a bundle checked before it",
             Origin::Compiled { .. } => "compiled",
         },
         loaded.elapsed.as_secs_f64(),

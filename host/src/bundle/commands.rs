@@ -106,7 +106,7 @@ pub fn compile_all(dirs: &[PathBuf], host: &impl ComponentHost) -> anyhow::Resul
             manifest.id,
             loaded.size as f64 / (1 << 20) as f64,
             match loaded.origin {
-                Origin::Cached => "already compiled",
+                Origin::Cached | Origin::Shared => "already compiled",
                 Origin::Compiled { .. } => "compiled",
             },
             loaded.elapsed.as_secs_f64(),

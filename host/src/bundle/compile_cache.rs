@@ -76,6 +76,31 @@ pub enum Origin {
     Cached,
     /// Compiled now (and stored, when a cache is set and writable).
     Compiled { stored: bool },
+    /// The same bytes were already loaded for another bundle of this process: that
+    /// compiled copy is shared (one copy of the code in memory).
+    Shared,
+}
+
+/// The components this process has loaded, by the SHA-256 of their bytes, so that
+/// a component several bundles use is compiled (or read from the cache) once and
+/// its code is in memory once, whatever the number of bundles.
+#[derive(Default)]
+pub struct LoadedComponents {
+    by_digest: std::sync::Mutex<std::collections::HashMap<[u8; 32], (Component, String)>>,
+}
+
+impl LoadedComponents {
+    /// Distinct components loaded so far.
+    pub fn len(&self) -> usize {
+        self.by_digest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A loaded component and what it took.
@@ -120,6 +145,7 @@ pub fn load(
     path: &Path,
     cache: &CacheSetting,
     bundle: &str,
+    loaded: &LoadedComponents,
 ) -> Result<Loaded, CompileError> {
     let started = Instant::now();
     let bytes = std::fs::read(path).map_err(|error| CompileError::Read {
@@ -130,6 +156,35 @@ pub fn load(
     let artifact = cache
         .dir()
         .map(|dir| dir.join(artifact_name(engine, &bytes)));
+    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+    let shared = loaded
+        .by_digest
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&digest)
+        .cloned();
+    if let Some((component, first)) = shared {
+        tracing::info!(
+            bundle,
+            component = %path.display(),
+            shared_with = %first,
+            "bundle component already loaded for another bundle: one compiled copy, shared"
+        );
+        return Ok(Loaded {
+            component,
+            origin: Origin::Shared,
+            elapsed: started.elapsed(),
+            size,
+            artifact,
+        });
+    }
+    let remember = |component: &Component| {
+        loaded
+            .by_digest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest, (component.clone(), bundle.to_string()));
+    };
     if let Some(artifact) = artifact.as_deref().filter(|a| a.is_file()) {
         // Read into memory rather than mapped: a file truncated or rewritten in
         // place later (by hand, by another tool) must not fault a running worker.
@@ -144,6 +199,7 @@ pub fn load(
             });
         match loaded {
             Ok(component) => {
+                remember(&component);
                 let elapsed = started.elapsed();
                 tracing::info!(
                     bundle,
@@ -176,6 +232,7 @@ pub fn load(
     );
     let component = Component::new(engine, &bytes)
         .map_err(|error| CompileError::Compile(format!("{error:#}")))?;
+    remember(&component);
     let stored = match &artifact {
         Some(artifact) => store(&component, artifact),
         None => false,
@@ -272,17 +329,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wasm = Path::new(env!("GTC_GUESTS_DIR")).join("hello.wasm");
         let cache = CacheSetting::Dir(dir.path().join("cache"));
-        let first = load(&engine, &wasm, &cache, "hello").unwrap();
+        // Each load as a new process would do it (nothing loaded yet).
+        let fresh = LoadedComponents::default;
+        let first = load(&engine, &wasm, &cache, "hello", &fresh()).unwrap();
         assert_eq!(first.origin, Origin::Compiled { stored: true });
         let artifact = first.artifact.clone().unwrap();
         assert!(artifact.is_file());
-        let second = load(&engine, &wasm, &cache, "hello").unwrap();
+        let second = load(&engine, &wasm, &cache, "hello", &fresh()).unwrap();
         assert_eq!(second.origin, Origin::Cached);
         std::fs::write(&artifact, b"not an artifact").unwrap();
-        let third = load(&engine, &wasm, &cache, "hello").unwrap();
+        let third = load(&engine, &wasm, &cache, "hello", &fresh()).unwrap();
         assert_eq!(third.origin, Origin::Compiled { stored: true });
         assert_eq!(
-            load(&engine, &wasm, &cache, "hello").unwrap().origin,
+            load(&engine, &wasm, &cache, "hello", &fresh())
+                .unwrap()
+                .origin,
             Origin::Cached
         );
         // Other bytes, another key.
@@ -290,7 +351,23 @@ mod tests {
         let mut bytes = std::fs::read(&wasm).unwrap();
         bytes.extend_from_slice(&[0, 4, 3, b'n', b'o', b'p']); // an empty custom section
         std::fs::write(&other, bytes).unwrap();
-        let copy = load(&engine, &other, &cache, "hello").unwrap();
+        let copy = load(&engine, &other, &cache, "hello", &fresh()).unwrap();
         assert_ne!(copy.artifact, first.artifact);
+    }
+
+    #[test]
+    fn one_process_loads_identical_bytes_once() {
+        let engine = Engine::default();
+        let wasm = Path::new(env!("GTC_GUESTS_DIR")).join("hello.wasm");
+        let loaded = LoadedComponents::default();
+        let first = load(&engine, &wasm, &CacheSetting::Off, "a", &loaded).unwrap();
+        assert_eq!(first.origin, Origin::Compiled { stored: false });
+        let second = load(&engine, &wasm, &CacheSetting::Off, "b", &loaded).unwrap();
+        assert_eq!(second.origin, Origin::Shared);
+        assert_eq!(loaded.len(), 1);
+        let probe = Path::new(env!("GTC_GUESTS_DIR")).join("probe.wasm");
+        let other = load(&engine, &probe, &CacheSetting::Off, "c", &loaded).unwrap();
+        assert_eq!(other.origin, Origin::Compiled { stored: false });
+        assert_eq!(loaded.len(), 2);
     }
 }

@@ -209,6 +209,9 @@ impl crate::bundle::check::ComponentHost for Runtime {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<RequestState>,
+    /// Every distinct component loaded so far: bundles with the same component
+    /// share one compiled copy.
+    components: crate::bundle::compile_cache::LoadedComponents,
     slots: Arc<Semaphore>,
     config: RuntimeConfig,
     metrics: Arc<Metrics>,
@@ -265,6 +268,7 @@ impl Runtime {
         Ok(Self {
             engine,
             linker,
+            components: Default::default(),
             slots: Arc::new(Semaphore::new(n as usize)),
             config: config.clone(),
             metrics,
@@ -274,6 +278,11 @@ impl Runtime {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Distinct components loaded so far (bundles sharing one count once).
+    pub fn distinct_components(&self) -> usize {
+        self.components.len()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -331,6 +340,7 @@ impl Runtime {
             &manifest.component,
             &self.config.compile_cache,
             manifest.id.as_str(),
+            &self.components,
         )
         .map_err(|e| RuntimeError::Component {
             bundle: manifest.id.to_string(),
