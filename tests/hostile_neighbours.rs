@@ -578,9 +578,26 @@ async fn idle_connections_cannot_shut_the_host_out() {
         log.contains("connection refused: the connection cap is reached"),
         "{log}"
     );
+    // Rate-limited: at most 20 lines per 1 s window of the limiter, however many
+    // connections were refused (~200 here); a loaded machine can spread the
+    // refusals over more than one window.
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("connection refused: the connection cap"))
+        .collect();
+    let seconds = |line: &str| -> f64 {
+        // `2026-12-04T22:16:39.814024Z …`: seconds within the day.
+        let time = line.get(11..26).unwrap_or("00:00:00.000000");
+        let parts: Vec<f64> = time.split(':').filter_map(|p| p.parse().ok()).collect();
+        parts.iter().fold(0.0, |total, part| total * 60.0 + part)
+    };
+    let span =
+        refusals.last().map_or(0.0, |l| seconds(l)) - refusals.first().map_or(0.0, |l| seconds(l));
+    let windows = 1 + span.max(0.0).ceil() as usize;
     assert!(
-        count(&log, "connection refused: the connection cap") <= 25,
-        "{log}"
+        !refusals.is_empty() && refusals.len() <= 20 * windows,
+        "{} refusal lines over {span:.2} s:\n{log}",
+        refusals.len()
     );
     drop(idle);
 
