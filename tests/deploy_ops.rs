@@ -513,6 +513,65 @@ async fn router_forwards_webhooks_and_keeps_host_endpoints_internal() {
     assert_eq!(too_big.status(), 413);
 }
 
+/// A loopback server that reads each request and closes the connection without
+/// an answer (a worker that crashed mid-request); it ends with the test process.
+fn connection_breaking_server() -> std::net::SocketAddr {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial");
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_router_says_503_for_a_refused_worker_and_502_only_for_a_broken_answer() {
+    // Nothing listens on `refused` (a Service with no ready endpoint); `broken`
+    // takes the request and closes before its body is complete.
+    let refused = format!("http://127.0.0.1:{}", free_port());
+    let broken = format!("http://{}", connection_breaking_server());
+    let router = support::Router::start_with_metrics(&[
+        format!("/down={refused}"),
+        format!("/crash={broken}"),
+    ]);
+    let post = |path: &'static str| {
+        let url = format!("{}{path}", router.base);
+        async move { client().post(url).body("{}").send().await.unwrap() }
+    };
+    let down = post("/down/hook").await;
+    assert_eq!(down.status(), 503);
+    assert_eq!(down.headers()["retry-after"], "5");
+    assert!(down.text().await.unwrap().contains("no_ready_worker"));
+    let crash = post("/crash/hook").await;
+    assert_eq!(crash.status(), 502);
+    assert!(crash.headers().get("retry-after").is_none());
+    assert!(crash.text().await.unwrap().contains("connection_broken"));
+    let metrics = client()
+        .get(router.metrics.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "gtc_route_upstream_failures_total{route=\"/down\",cause=\"no_ready_worker\"} 1",
+        "gtc_route_upstream_failures_total{route=\"/crash\",cause=\"connection_broken\"} 1",
+        "gtc_route_responses_total{status=\"502\"} 1",
+        "gtc_route_responses_total{status=\"503\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    // The public port still keeps /metrics to itself.
+    assert_eq!(post("/metrics").await.status(), 404);
+}
+
 #[test]
 fn local_demo_runs_to_completion() {
     let stub = std::env::current_exe()

@@ -164,6 +164,11 @@ pub struct RouteArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
+    /// Where to serve the router's own Prometheus metrics (`/metrics`: answers by
+    /// status, requests no worker answered by route and cause). Off by default;
+    /// never served on the public --listen port.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub connections: ConnectionArgs,
 }

@@ -7,6 +7,7 @@
 
 pub mod k8s_api;
 pub mod proxy;
+pub mod service;
 pub mod upstream;
 pub mod vault;
 
@@ -465,6 +466,8 @@ pub fn dev_put(store: &Path, path: &str, value: &[u8]) {
 pub struct Router {
     child: Child,
     pub base: String,
+    /// The router's own `/metrics` URL, when started with `--metrics-listen`.
+    pub metrics: Option<String>,
 }
 
 impl Router {
@@ -474,7 +477,19 @@ impl Router {
 
     /// `gtc route` with several `--upstream [PREFIX=]URL`.
     pub fn start_with(upstreams: &[String]) -> Router {
+        Self::start_full(upstreams, false)
+    }
+
+    /// `gtc route` serving its own metrics on a second loopback port.
+    pub fn start_with_metrics(upstreams: &[String]) -> Router {
+        Self::start_full(upstreams, true)
+    }
+
+    fn start_full(upstreams: &[String], metrics: bool) -> Router {
         let mut args = vec!["route".to_string(), "--listen=127.0.0.1:0".to_string()];
+        if metrics {
+            args.push("--metrics-listen=127.0.0.1:0".to_string());
+        }
         args.extend(upstreams.iter().map(|u| format!("--upstream={u}")));
         let mut child = base_command(&[])
             .args(&args)
@@ -483,14 +498,27 @@ impl Router {
             .spawn()
             .expect("spawn gtc route");
         let stdout = child.stdout.take().unwrap();
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        stdout.read_line(&mut line).unwrap();
         let base = line
             .trim()
             .strip_prefix("gtc route listening on ")
             .unwrap_or_else(|| panic!("unexpected router output {line:?}"))
             .to_string();
-        Router { child, base }
+        let metrics = metrics.then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix("gtc route metrics on ")
+                .unwrap_or_else(|| panic!("unexpected router output {line:?}"))
+                .to_string()
+        });
+        Router {
+            child,
+            base,
+            metrics,
+        }
     }
 }
 
