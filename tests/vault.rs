@@ -450,12 +450,49 @@ async fn openbao_down_serves_stale_within_bound_then_503_then_recovers() {
 
 #[tokio::test]
 async fn a_vault_namespace_is_honoured_end_to_end() {
-    // Auth, engines, policy, role and the secret all live in namespace `tenants`.
+    // Auth, engines, policy, role and the secret all live in namespace `tenants`
+    // (created with `bao namespace create`; the bootstrap runs inside it).
     let world = VaultWorld::start_in_namespace("tenants");
     world.put(SECRET_PATH, b"namespaced-signing-key");
-    let gtc = serve_webchat(&world, &[]);
+    // Through a counting proxy: its `other` requests are the worker's `sys/health`
+    // heartbeats (every 5 s of idleness), which Vault serves only in the root
+    // namespace.
+    let proxy = support::proxy::VaultProxy::start(&world.bao.addr, support::proxy::Mode::Forward);
+    let env = with_env(&world.worker_env(), "VAULT_ADDR", Some(&proxy.addr));
+    let bundle = webchat_bundle(world.dir.path());
+    let gtc = Gtc::serve(&[format!("--bundle={}=support", bundle.display())], &env);
     assert_eq!(webhook(&gtc, b"namespaced-signing-key", "{}").await.0, 200);
-    drop(gtc);
+    assert_eq!(gtc.get("/readyz").await.0, 200);
+    // Two heartbeats sent: the first one's answer has been taken in.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.tally().other < 2 {
+        assert!(Instant::now() < deadline, "no heartbeat:\n{}", gtc.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The heartbeat left the backend healthy (a refused one makes it "degraded",
+    // and "down" after three).
+    let (status, body) = gtc.get("/readyz").await;
+    assert_eq!(status, 200, "{body}\n{}", gtc.log());
+    let readyz: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        readyz["backend"]["state"],
+        "healthy",
+        "{body}\n{}",
+        gtc.log()
+    );
+    assert_eq!(webhook(&gtc, b"namespaced-signing-key", "{}").await.0, 200);
+    // The doctor walks the same path (health, login, read, decrypt) in the namespace.
+    let doctor = run_gtc(
+        &["doctor", &format!("--bundle={}=support", bundle.display())],
+        &world.worker_env(),
+        b"",
+    );
+    let report = text(&doctor);
+    assert_eq!(doctor.status.code(), Some(0), "{report}");
+    assert!(!report.contains("[FAIL]"), "{report}");
+    let log = gtc.stop();
+    assert!(!log.contains("Vault backend is down"), "{log}");
+    drop(proxy);
     // The same worker without VAULT_NAMESPACE finds no such role in the root namespace.
     let bundle = webchat_bundle(world.dir.path());
     let env = with_env(&world.worker_env(), "VAULT_NAMESPACE", None);
