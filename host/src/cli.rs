@@ -326,6 +326,13 @@ pub struct RenderArgs {
     /// egress.allow must then be covered by --egress-cidr, or the render fails.
     #[arg(long, value_name = "DIR")]
     pub bundle_manifests: Option<PathBuf>,
+    /// Objects already in the namespace, as YAML (`kubectl get
+    /// deploy,svc,sa,secret,networkpolicy,pdb,hpa -n NS -o yaml`, or other scopes'
+    /// renders; repeat): an object of the same kind and name that belongs to
+    /// another scope (names join env, tenant and team with '-', so
+    /// `prod/eu-acme` and `prod-eu/acme` collide) is refused, naming both (exit 2).
+    #[arg(long = "existing", value_name = "FILE")]
+    pub existing: Vec<PathBuf>,
     /// The address block a bundle's egress destination stands for, HOST:PORT=CIDR
     /// (repeat). NetworkPolicy cannot match host names: without a block, the
     /// default deny drops the bundle's outgoing calls.
@@ -598,6 +605,20 @@ impl RenderArgs {
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
+        let existing = args
+            .existing
+            .iter()
+            .map(|path| {
+                std::fs::read_to_string(path)
+                    .map(|text| crate::ops::deploy::existing::ExistingFile {
+                        path: path.display().to_string(),
+                        text,
+                    })
+                    .map_err(|e| {
+                        RenderError::Invalid(format!("--existing {}: {e}", path.display()))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut egress_allowlists = Vec::new();
         if let Some(dir) = &args.bundle_manifests {
             for (name, manifest) in manifests("bundle-manifests", dir)? {
@@ -678,6 +699,7 @@ impl RenderArgs {
                 interval: args.scrape_interval,
             },
             image_pull_policy: args.image_pull_policy,
+            existing,
             egress: args.egress_cidrs,
             egress_allowlists,
             scale: crate::ops::deploy::scale::ScaleFlags {

@@ -52,15 +52,19 @@ impl Object {
     }
 
     pub fn name(&self) -> &str {
+        &self.metadata().name
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
         match self {
-            Self::ServiceAccount(o) => &o.metadata.name,
-            Self::Secret(o) => &o.metadata.name,
-            Self::Deployment(o) => &o.metadata.name,
-            Self::Service(o) => &o.metadata.name,
-            Self::NetworkPolicy(o) => &o.metadata.name,
-            Self::PodDisruptionBudget(o) => &o.metadata.name,
-            Self::HorizontalPodAutoscaler(o) => &o.metadata.name,
-            Self::Monitor(o) => &o.metadata.name,
+            Self::ServiceAccount(o) => &o.metadata,
+            Self::Secret(o) => &o.metadata,
+            Self::Deployment(o) => &o.metadata,
+            Self::Service(o) => &o.metadata,
+            Self::NetworkPolicy(o) => &o.metadata,
+            Self::PodDisruptionBudget(o) => &o.metadata,
+            Self::HorizontalPodAutoscaler(o) => &o.metadata,
+            Self::Monitor(o) => &o.metadata,
         }
     }
 }

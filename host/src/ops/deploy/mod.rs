@@ -19,6 +19,7 @@
 //! [`network`] Vault/DNS/metrics/egress rules, [`scale`] PDB/HPA/spread/resources,
 //! [`validate`] the argument checks.
 
+pub mod existing;
 pub mod k8s;
 pub mod names;
 pub mod network;
@@ -117,6 +118,9 @@ pub struct DeployConfig {
     pub scale: scale::ScaleFlags,
     /// `None`: Kubernetes' default (IfNotPresent for a tag or digest).
     pub image_pull_policy: Option<PullPolicy>,
+    /// Objects already in the namespace (`--existing`): a name another scope
+    /// holds there is refused.
+    pub existing: Vec<existing::ExistingFile>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -156,12 +160,18 @@ struct WorkerPlan<'a> {
     bundles: Vec<&'a DeployedBundle>,
 }
 
+/// An object's metadata; its full scope goes in the `greentic.ai/scope`
+/// annotation (names and label values may be shortened, see `names`).
 fn meta(config: &DeployConfig, name: &str, labels: Labels) -> ObjectMeta {
+    let scope = match labels.get(names::LABEL_TEAM) {
+        Some(team) => format!("{}/{}/{team}", config.env, config.tenant),
+        None => format!("{}/{}", config.env, config.tenant),
+    };
     ObjectMeta {
         name: name.to_string(),
         namespace: config.namespace.clone(),
         labels,
-        annotations: BTreeMap::new(),
+        annotations: BTreeMap::from([(names::ANNOTATION_SCOPE.to_string(), scope)]),
     }
 }
 
@@ -284,7 +294,7 @@ fn policy(
     what: &str,
     spec: NetworkPolicySpec,
 ) -> Object {
-    let name = names.policy(what);
+    let name = names.policy(what, None);
     Object::NetworkPolicy(NetworkPolicy {
         api_version: "networking.k8s.io/v1".into(),
         kind: "NetworkPolicy".into(),
@@ -492,11 +502,12 @@ fn plan_workers<'a>(
     };
     if !isolated {
         let name = names.worker(None)?;
+        let identity = names.identity(None)?;
         let service_account = config
             .service_account
             .clone()
-            .unwrap_or_else(|| name.clone());
-        let role = config.vault_role.clone().unwrap_or_else(|| name.clone());
+            .unwrap_or_else(|| identity.clone());
+        let role = config.vault_role.clone().unwrap_or(identity);
         return Ok(vec![WorkerPlan {
             name,
             service_account,
@@ -534,9 +545,10 @@ fn plan_workers<'a>(
         .into_iter()
         .map(|(team, bundles)| {
             let name = names.worker(Some(team))?;
+            let identity = names.identity(Some(team))?;
             Ok(WorkerPlan {
-                service_account: name.clone(),
-                role: name.clone(),
+                service_account: identity.clone(),
+                role: identity,
                 name,
                 team: Some(team.clone()),
                 bundles,
@@ -674,6 +686,7 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
         &workers,
         vault_network.as_ref(),
     )?);
+    existing::check(&objects, &config.existing)?;
     Ok(objects)
 }
 
@@ -936,6 +949,7 @@ mod tests {
             egress_allowlists: Vec::new(),
             scale: scale::ScaleFlags::default(),
             image_pull_policy: None,
+            existing: Vec::new(),
         }
     }
 

@@ -438,7 +438,7 @@ pub(super) fn bundle_egress_policies(
     }
     let per_team = !allowlists.is_empty() && workers.iter().any(|w| w.team.is_some());
     if !per_team {
-        let name = names.policy(EGRESS_POLICY);
+        let name = names.policy(EGRESS_POLICY, None);
         let all: Vec<&EgressGrant> = grants.iter().collect();
         return Ok(vec![egress_policy(
             config,
@@ -467,10 +467,7 @@ pub(super) fn bundle_egress_policies(
             continue;
         }
         let team = worker.team.as_ref();
-        let name = match team {
-            Some(team) => format!("{}-{team}", names.policy(EGRESS_POLICY)),
-            None => names.policy(EGRESS_POLICY),
-        };
+        let name = names.policy(EGRESS_POLICY, team);
         out.push(egress_policy(
             config,
             &name,
@@ -521,7 +518,7 @@ fn egress_policy(
         .collect::<Vec<_>>()
         .join("; ");
     let mut metadata = super::meta(config, name, labels);
-    metadata.annotations = BTreeMap::from([
+    metadata.annotations.extend([
         ("greentic.ai/egress-destinations".to_string(), mapping),
         (
             "greentic.ai/egress-note".to_string(),
