@@ -499,3 +499,108 @@ async fn a_vault_namespace_is_honoured_end_to_end() {
     let gtc = Gtc::serve(&[format!("--bundle={}=support", bundle.display())], &env);
     assert_eq!(webhook(&gtc, b"namespaced-signing-key", "{}").await.0, 503);
 }
+
+#[tokio::test]
+async fn an_external_vault_logs_workers_in_with_the_rendered_reviewer_and_not_without_it() {
+    // The render for an external Vault emits the reviewer ServiceAccount and its
+    // system:auth-delegator binding; the TokenReview stand-in grants exactly that
+    // binding to that account (what `kubectl apply` of the render does), and the
+    // bootstrap is given its token (`kubectl create token`).
+    let out = run_gtc(
+        &[
+            "deploy",
+            "render",
+            "--env",
+            "dev",
+            "--tenant",
+            "acme",
+            "--namespace",
+            WORKER_NAMESPACE,
+            "--image",
+            "registry.example/gtc:0.1.0",
+            "--bundle",
+            "webchat-bot=support",
+            "--vault-addr",
+            "https://vault.example.com",
+            "--vault-mode",
+            "external",
+            "--vault-cidr",
+            "203.0.113.10/32",
+        ],
+        &[],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    let binding: Value = {
+        use serde::Deserialize as _;
+        serde_norway::Deserializer::from_str(&yaml)
+            .map(|doc| Value::deserialize(doc).unwrap())
+            .find(|doc| doc["kind"] == "ClusterRoleBinding")
+            .expect("no ClusterRoleBinding in the external render")
+    };
+    assert_eq!(binding["roleRef"]["name"], "system:auth-delegator");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": REVIEWER_SERVICE_ACCOUNT, "namespace": WORKER_NAMESPACE}])
+    );
+    assert!(yaml.contains(&format!(
+        "name: {REVIEWER_SERVICE_ACCOUNT}\n  namespace: {WORKER_NAMESPACE}"
+    )));
+
+    // With the reviewer (VaultWorld bootstraps with it): login works.
+    let world = VaultWorld::start("20m", "1h");
+    world.put(SECRET_PATH, b"reviewed-signing-key");
+    let gtc = serve_webchat(&world, &[]);
+    assert_eq!(webhook(&gtc, b"reviewed-signing-key", "{}").await.0, 200);
+    drop(gtc);
+    assert!(
+        world.k8s.refused_callers().is_empty(),
+        "{:?}",
+        world.k8s.refused_callers()
+    );
+
+    // An external bootstrap with no reviewer identity at all is refused (exit 2).
+    let out = world.run_bootstrap(&[("TOKEN_REVIEWER_JWT_FILE", "")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("TOKEN_REVIEWER_JWT_FILE") && said.contains("USE_CLIENT_JWT_AS_REVIEWER"),
+        "{said}"
+    );
+    // The client's own JWT as the reviewer: Vault sends the worker's token (audience
+    // `vault`) as its bearer; the API server refuses it, and so every login fails.
+    let out = world.run_bootstrap(&[
+        ("TOKEN_REVIEWER_JWT_FILE", ""),
+        ("USE_CLIENT_JWT_AS_REVIEWER", "true"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let bundle = webchat_bundle(world.dir.path());
+    let doctor = run_gtc(
+        &["doctor", &format!("--bundle={}=support", bundle.display())],
+        &world.worker_env(),
+        b"",
+    );
+    let report = text(&doctor);
+    assert_eq!(doctor.status.code(), Some(1), "{report}");
+    let fail = report
+        .lines()
+        .find(|l| l.starts_with("[FAIL]"))
+        .unwrap_or_default();
+    assert!(fail.contains("login"), "{report}");
+    assert!(
+        fail.contains("reviewer") && fail.contains("system:auth-delegator"),
+        "{report}"
+    );
+    let refused = world.k8s.refused_callers();
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.starts_with("401") && r.contains("\"vault\"")),
+        "{refused:?}"
+    );
+    // Giving the reviewer back makes the same worker identity log in again.
+    assert!(world.run_bootstrap(&[]).status.success());
+    let gtc = serve_webchat(&world, &[]);
+    assert_eq!(webhook(&gtc, b"reviewed-signing-key", "{}").await.0, 200);
+}

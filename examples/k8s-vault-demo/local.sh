@@ -52,6 +52,7 @@ curl -fsS "$VAULT_ADDR/v1/sys/health" >/dev/null
 
 step "starting the TokenReview stand-in and minting the worker's ServiceAccount token"
 "$TOKENREVIEW_STUB_BIN" --jwt-out "$work/sa-token" --ca-out "$work/k8s-ca.pem" \
+  --reviewer-jwt-out "$work/reviewer-jwt" --reviewer gtc-vault-reviewer-dev-demo \
   --namespace greentic --service-account gtc-worker-dev-demo >"$work/stub.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$work/stub.out" 2>/dev/null && break; sleep 0.1; done
@@ -64,7 +65,7 @@ export GREENTIC_ENV=dev GREENTIC_TENANT=demo
 for _ in 1 2; do
   PATH="$(dirname "$bao"):$PATH" VAULT_CLI=bao VAULT_TOKEN=root WORKER_NAMESPACE=greentic \
     K8S_HOST="$k8s_host" K8S_CA_CERT_FILE="$work/k8s-ca.pem" K8S_DISABLE_LOCAL_CA_JWT=true \
-    examples/k8s-vault-demo/vault-bootstrap.sh
+    TOKEN_REVIEWER_JWT_FILE="$work/reviewer-jwt" examples/k8s-vault-demo/vault-bootstrap.sh
 done
 
 step "seeding the webhook secret (operator, admin token)"

@@ -686,8 +686,61 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
         &workers,
         vault_network.as_ref(),
     )?);
+    if let Some(network::VaultNetwork::External { .. }) = &vault_network {
+        objects.extend(reviewer_objects(config, &names));
+    }
     existing::check(&objects, &config.existing)?;
     Ok(objects)
+}
+
+/// An external Vault's reviewer identity, as Vault's Kubernetes auth documents
+/// it: a ServiceAccount of its own (no token mounted anywhere) bound to
+/// `system:auth-delegator`, so that Vault's TokenReview calls authenticate as it
+/// (`token_reviewer_jwt`, given to `vault-bootstrap.sh` as
+/// `TOKEN_REVIEWER_JWT_FILE`). The worker's own token (audience `vault`) cannot
+/// do it: the API server does not accept that audience.
+fn reviewer_objects(config: &DeployConfig, names: &ScopeNames) -> Vec<Object> {
+    let name = names.reviewer();
+    let mut account = meta(config, &name, names.labels(names::REVIEWER, &name, None));
+    account.annotations.insert(
+        "greentic.ai/reviewer-token".into(),
+        format!(
+            "kubectl create token {name} -n {} --duration=8760h > reviewer.jwt; \
+             vault-bootstrap.sh with TOKEN_REVIEWER_JWT_FILE=reviewer.jwt (renew it before it \
+             expires; the API server may cap the duration)",
+            config.namespace
+        ),
+    );
+    let binding = names.reviewer_binding(&config.namespace);
+    let mut binding_meta = meta(
+        config,
+        &binding,
+        names.labels(names::REVIEWER, &binding, None),
+    );
+    binding_meta.namespace = String::new();
+    vec![
+        Object::ServiceAccount(ServiceAccount {
+            api_version: "v1".into(),
+            kind: "ServiceAccount".into(),
+            metadata: account,
+            automount_service_account_token: false,
+        }),
+        Object::ClusterRoleBinding(ClusterRoleBinding {
+            api_version: "rbac.authorization.k8s.io/v1".into(),
+            kind: "ClusterRoleBinding".into(),
+            metadata: binding_meta,
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "ClusterRole".into(),
+                name: "system:auth-delegator".into(),
+            },
+            subjects: vec![Subject {
+                kind: "ServiceAccount".into(),
+                name,
+                namespace: config.namespace.clone(),
+            }],
+        }),
+    ]
 }
 
 /// One worker's objects: its ServiceAccount (vault) or dev-store Secret, its

@@ -33,6 +33,8 @@ use std::collections::BTreeMap;
 
 pub const WORKER: &str = "gtc-worker";
 pub const ROUTER: &str = "gtc-router";
+/// The external Vault's TokenReview identity.
+pub const REVIEWER: &str = "gtc-vault-reviewer";
 pub const DEV_SECRET: &str = "gtc-dev-secrets";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
@@ -137,6 +139,19 @@ impl ScopeNames {
 
     pub fn router(&self) -> String {
         fit(&format!("{ROUTER}-{}", self.suffix()), MAX_LABEL)
+    }
+
+    /// The reviewer ServiceAccount an external Vault calls TokenReview as.
+    pub fn reviewer(&self) -> String {
+        fit(&format!("{REVIEWER}-{}", self.suffix()), MAX_SUBDOMAIN)
+    }
+
+    /// Its ClusterRoleBinding (cluster-scoped: the namespace is in the name).
+    pub fn reviewer_binding(&self, namespace: &str) -> String {
+        fit(
+            &format!("{REVIEWER}-{namespace}-{}", self.suffix()),
+            MAX_SUBDOMAIN,
+        )
     }
 
     pub fn dev_secret(&self) -> String {
