@@ -178,7 +178,7 @@ pub struct RouteArgs {
 pub struct ConnectionArgs {
     /// Time a client has to send a complete request head; also the keep-alive
     /// idle timeout (a connection with no request in progress is closed after it).
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub header_read_timeout: Duration,
     /// Open client connections; past it a new connection gets 503 and is closed.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
@@ -201,6 +201,42 @@ impl ConnectionArgs {
 /// Parses a duration flag (`250ms`, `10s`, `5m`).
 fn duration(text: &str) -> Result<Duration, String> {
     crate::config::parse_duration("the flag", text).map_err(|e| e.to_string())
+}
+
+/// [`duration`], refusing zero (a timeout of nothing).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        zero if zero.is_zero() => Err("must be more than 0".into()),
+        positive => Ok(positive),
+    }
+}
+
+/// A Prometheus duration (`30s`, `1m30s`, `500ms`): what a ServiceMonitor's
+/// `interval` accepts; anything else would be refused only at scrape time.
+fn prometheus_duration(text: &str) -> Result<String, String> {
+    let mut rest = text;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = ["ms", "s", "m", "h", "d", "w", "y"]
+            .into_iter()
+            .find(|unit| rest[digits..].starts_with(unit));
+        match unit {
+            Some(unit) if digits > 0 => rest = &rest[digits + unit.len()..],
+            _ => {
+                return Err(format!(
+                    "{text:?} is not a Prometheus duration (e.g. 30s, 1m, 1m30s, 500ms)"
+                ));
+            }
+        }
+        parts += 1;
+    }
+    if parts == 0 {
+        return Err("empty: expected a Prometheus duration such as 30s".into());
+    }
+    Ok(text.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -345,8 +381,14 @@ pub struct RenderArgs {
     /// router, from --replicas up to this many pods (needs a metrics server).
     #[arg(long, value_name = "N")]
     pub autoscale_max: Option<i32>,
-    /// The autoscaler's target CPU utilisation, percent of the CPU request.
-    #[arg(long, value_name = "PERCENT", default_value_t = 70)]
+    /// The autoscaler's target CPU utilisation, percent of the CPU request
+    /// (needs --autoscale-max: without it there is no autoscaler).
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value_t = 70,
+        requires = "autoscale_max"
+    )]
     pub autoscale_cpu_percent: i32,
     /// PodDisruptionBudget of worker and router: pods that may be down at once.
     #[arg(
@@ -357,7 +399,7 @@ pub struct RenderArgs {
     )]
     pub pdb_max_unavailable: i32,
     /// Render no PodDisruptionBudget.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pdb_max_unavailable")]
     pub no_pdb: bool,
     /// Topology spread of the pods across zones and nodes.
     #[arg(long, value_enum, default_value = "preferred")]
@@ -411,8 +453,8 @@ pub struct RenderArgs {
     /// worker (needs --metrics-from-namespace).
     #[arg(long, value_enum, value_name = "KIND", num_args = 0..=1, default_missing_value = "service-monitor")]
     pub prometheus_operator: Option<crate::ops::deploy::network::MonitorKind>,
-    /// Scrape interval of the ServiceMonitor/PodMonitor.
-    #[arg(long, default_value = "30s")]
+    /// Scrape interval of the ServiceMonitor/PodMonitor (a Prometheus duration).
+    #[arg(long, default_value = "30s", value_parser = prometheus_duration)]
     pub scrape_interval: String,
     /// dev-store backend only: the dev store file to ship in the gtc-dev-secrets Secret.
     #[arg(long)]
@@ -585,12 +627,21 @@ impl RenderArgs {
             )));
         }
         let dev_store = match &args.dev_store {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                RenderError::Invalid(format!(
-                    "--dev-store {}: cannot read it: {e}",
-                    path.display()
-                ))
-            })?),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    RenderError::Invalid(format!(
+                        "--dev-store {}: cannot read it: {e}",
+                        path.display()
+                    ))
+                })?;
+                serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                    RenderError::Invalid(format!(
+                        "--dev-store {}: not a dev store (JSON): {e}",
+                        path.display()
+                    ))
+                })?;
+                Some(text)
+            }
             None => None,
         };
         // The bundles' manifests, when a copy is at hand: --bundles-dir for the

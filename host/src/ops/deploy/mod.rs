@@ -611,6 +611,13 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
     // Where Vault is decides the workers' egress rule (one for all of them).
     let vault_network = match config.backend {
         BackendKind::Vault => {
+            if config.dev_store.is_some() {
+                return Err(RenderError::Invalid(
+                    "--dev-store is for --backend dev-store; with the vault backend no secret \
+                     is shipped in the cluster: drop --dev-store (or pass --backend dev-store)"
+                        .into(),
+                ));
+            }
             let addr = config.vault_addr.as_deref().ok_or_else(|| {
                 RenderError::Invalid("--vault-addr is required with --backend vault".into())
             })?;
