@@ -351,3 +351,74 @@ fn operator_configuration_errors_exit_2_naming_the_variable_or_flag() {
         text(&out)
     );
 }
+
+#[test]
+fn a_closed_pipe_or_a_full_disk_on_stdout_is_a_one_line_error_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(
+        &store,
+        "acme/_/webchat-bot/webhook-secret",
+        b"closed-pipe-value-1",
+    );
+    let bundle = webchat_bundle(dir.path());
+    let bundle_arg = format!("--bundle={}=support", bundle.display());
+    let env = vec![
+        ("GREENTIC_DEV_STORE", store.display().to_string()),
+        ("GREENTIC_ENV", "dev".to_string()),
+        ("GREENTIC_TENANT", "acme".to_string()),
+    ];
+    let bundle_dir = bundle.display().to_string();
+    let commands: Vec<Vec<&str>> = vec![
+        vec![
+            "deploy",
+            "render",
+            "--env",
+            "prod",
+            "--tenant",
+            "acme",
+            "--image",
+            "registry.example/gtc:0.1.0",
+            "--bundle",
+            "webchat-bot=support",
+            "--vault-addr",
+            "http://vault.vault.svc:8200",
+        ],
+        vec!["bundle", "inspect", &bundle_dir],
+        vec!["op", "secrets", "ls", "acme", "--env", "dev"],
+        vec!["doctor", &bundle_arg],
+    ];
+    for args in &commands {
+        // Each command works with a reader at the other end...
+        let ok = run_gtc(args, &env, b"");
+        assert!(ok.status.success(), "{args:?}: {}", text(&ok));
+        assert!(!ok.stdout.is_empty(), "{args:?}");
+        // ...and with the reader gone (kubectl exited early) or the disk full, it
+        // says so on one line and exits 1.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        for (what, stdout) in [
+            ("closed pipe", std::process::Stdio::from(writer)),
+            ("full disk", full.into()),
+        ] {
+            let out = gtc_command(args, &env)
+                .stdout(stdout)
+                .stderr(std::process::Stdio::piped())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?} {what}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{args:?} {what}: {stderr}");
+            let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+            assert_eq!(errors.len(), 1, "{args:?} {what}: {stderr}");
+            assert!(
+                errors[0].contains("cannot write the output"),
+                "{args:?} {what}: {stderr}"
+            );
+        }
+    }
+}

@@ -16,10 +16,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => app::serve(&env, args, shutdown_signal()).await?,
         Command::Route(args) => app::route(args, shutdown_signal()).await?,
         Command::Deploy { command } => match *command {
-            DeployCommand::Render(args) => deploy::print_yaml(&args.into_config()?)?,
+            DeployCommand::Render(args) => emit(&deploy::render_yaml(&args.into_config()?)?)?,
         },
         Command::Bundle { command } => match command {
-            BundleCommand::Inspect { dir } => bundle::inspect(&dir)?,
+            BundleCommand::Inspect { dir } => emit(&bundle::inspect(&dir)?)?,
             BundleCommand::Check { dirs, compile } => {
                 bundle::check_all(&dirs, &app::tool_runtime(compile.setting())?)?
             }
@@ -28,7 +28,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::New(args) => bundle::new(args.lang, &args.name, args.dir.as_deref())?,
-        Command::Doctor(args) => doctor::command(&env, &args.bundles).await?,
+        Command::Doctor(args) => {
+            let (report, outcome) = doctor::command(&env, &args.bundles).await;
+            emit(&report)?;
+            outcome?
+        }
         Command::Op {
             command: OpCommand::Secrets { command },
         } => match command {
@@ -44,7 +48,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 prefix,
                 env: env_flag,
                 check,
-            } => secrets_admin::ls_command(&env, &prefix, env_flag.as_deref(), check).await?,
+            } => {
+                emit(&secrets_admin::ls_command(&env, &prefix, env_flag.as_deref(), check).await?)?
+            }
             SecretsCommand::Rewrap {
                 prefix,
                 env: env_flag,
@@ -55,6 +61,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+/// Writes a command's output to stdout. A closed pipe (`gtc deploy render | kubectl
+/// apply -f -` where kubectl exits early, `| head`) or a full disk is an error like
+/// any other: one line, exit status 1 — never a panic.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| anyhow::anyhow!("cannot write the output to standard output: {e}"))
 }
 
 fn main() -> ExitCode {

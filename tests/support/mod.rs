@@ -164,6 +164,14 @@ pub fn renamed_guest(guest_name: &str, from: &str, to: &str, out: &Path) -> Path
 
 /// The base environment of a `gtc` process: nothing inherited from the test's own
 /// environment except PATH, so no stray Kubernetes or Vault variable changes it.
+/// `gtc ARGS` in the base environment plus `env`, not started (for tests that
+/// wire its standard streams themselves).
+pub fn gtc_command(args: &[&str], env: &[(&str, String)]) -> Command {
+    let mut command = base_command(env);
+    command.args(args);
+    command
+}
+
 fn base_command(env: &[(&str, String)]) -> Command {
     command_for(Command::new(gtc_bin()), env)
 }

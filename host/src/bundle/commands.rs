@@ -31,10 +31,9 @@ impl BundleCommandError {
 }
 
 /// `gtc bundle inspect DIR`: the manifest as the host reads it.
-pub fn inspect(dir: &Path) -> anyhow::Result<()> {
+pub fn inspect(dir: &Path) -> anyhow::Result<String> {
     let manifest = Manifest::load(dir)?;
-    print!("{}", manifest.review());
-    Ok(())
+    Ok(manifest.review())
 }
 
 /// `gtc bundle check DIR...`: a report per bundle; fails when any would not start.

@@ -143,20 +143,27 @@ pub enum DoctorFailed {
     Check,
 }
 
-/// `gtc doctor` as a command: each step on its own line, then the verdict.
-pub async fn command(env: &dyn Environment, bundles: &[BundleSpec]) -> Result<(), DoctorFailed> {
+/// `gtc doctor` as a command: the report (each step on its own line, then the
+/// verdict) for the caller to write to stdout, and the outcome.
+pub async fn command(
+    env: &dyn Environment,
+    bundles: &[BundleSpec],
+) -> (String, Result<(), DoctorFailed>) {
+    use std::fmt::Write as _;
     let report = run(env, bundles).await;
+    let mut text = String::new();
     for check in &report.checks {
-        println!("{check}");
+        let _ = writeln!(text, "{check}");
     }
-    if report.healthy() {
-        println!("all checks passed");
+    let outcome = if report.healthy() {
+        text.push_str("all checks passed\n");
         Ok(())
     } else if report.configuration_failed() {
         Err(DoctorFailed::Configuration)
     } else {
         Err(DoctorFailed::Check)
-    }
+    };
+    (text, outcome)
 }
 
 /// Runs every check for the configured backend.

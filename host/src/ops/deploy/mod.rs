@@ -963,9 +963,10 @@ fn worker_objects(
 }
 
 /// `gtc deploy render` as a command: the manifests as YAML on stdout.
-pub fn print_yaml(config: &DeployConfig) -> Result<(), RenderError> {
-    print!("{}", to_yaml(&render(config)?)?);
-    Ok(())
+/// The rendered manifests as YAML, for the caller to write (`main` writes it,
+/// turning a closed pipe into an error rather than a panic).
+pub fn render_yaml(config: &DeployConfig) -> Result<String, RenderError> {
+    to_yaml(&render(config)?)
 }
 
 /// The objects as a multi-document YAML stream.
