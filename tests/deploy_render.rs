@@ -1520,3 +1520,67 @@ fn scopes_whose_names_collide_in_one_namespace_are_refused_naming_both() {
         "{stderr}"
     );
 }
+
+#[test]
+fn monitor_labels_reach_the_service_monitor_and_pod_monitor() {
+    for kind in ["service-monitor", "pod-monitor"] {
+        let objs = objects(&render(&[
+            "--vault-addr",
+            VAULT_IN_CLUSTER,
+            "--metrics-from-namespace",
+            "monitoring",
+            "--prometheus-operator",
+            kind,
+            "--monitor-label",
+            "release=kube-prometheus-stack",
+            "--monitor-label",
+            "team.example.com/owner=platform",
+        ]));
+        let monitor = objs
+            .iter()
+            .find(|o| o["apiVersion"] == "monitoring.coreos.com/v1")
+            .unwrap();
+        let labels = &monitor["metadata"]["labels"];
+        assert_eq!(labels["release"], "kube-prometheus-stack", "{kind}");
+        assert_eq!(labels["team.example.com/owner"], "platform", "{kind}");
+        // The render's own labels stay.
+        assert_eq!(labels["greentic.ai/tenant"], "acme", "{kind}");
+        // Only the monitor carries them.
+        let worker = find(&objs, "Deployment", WORKER);
+        assert!(worker["metadata"]["labels"].get("release").is_none());
+    }
+    // Refused: a malformed label, one that would override the render's, and the
+    // flag without a monitor to put it on.
+    for (args, says) in [
+        (
+            vec!["--prometheus-operator", "--monitor-label", "release"],
+            "KEY=VALUE",
+        ),
+        (
+            vec![
+                "--prometheus-operator",
+                "--monitor-label",
+                "greentic.ai/tenant=other",
+            ],
+            "set by the render",
+        ),
+        (
+            vec!["--monitor-label", "release=x"],
+            "--prometheus-operator",
+        ),
+    ] {
+        let stderr = refused(
+            &[
+                &[
+                    "--vault-addr",
+                    VAULT_IN_CLUSTER,
+                    "--metrics-from-namespace",
+                    "monitoring",
+                ][..],
+                &args,
+            ]
+            .concat(),
+        );
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}

@@ -449,6 +449,15 @@ pub struct RenderArgs {
     /// of --metrics-from-namespace].
     #[arg(long = "metrics-from-pod-label", value_name = "KEY=VALUE")]
     pub metrics_from_pod_labels: Vec<String>,
+    /// A label of the ServiceMonitor/PodMonitor, KEY=VALUE (repeat): what your
+    /// Prometheus selects monitors by, e.g. release=kube-prometheus-stack
+    /// (kube-prometheus-stack's serviceMonitorSelector). Needs --prometheus-operator.
+    #[arg(
+        long = "monitor-label",
+        value_name = "KEY=VALUE",
+        requires = "prometheus_operator"
+    )]
+    pub monitor_labels: Vec<String>,
     /// Also render a Prometheus Operator ServiceMonitor or PodMonitor for the
     /// worker (needs --metrics-from-namespace).
     #[arg(long, value_enum, value_name = "KIND", num_args = 0..=1, default_missing_value = "service-monitor")]
@@ -748,6 +757,7 @@ impl RenderArgs {
                 from_pod_labels: args.metrics_from_pod_labels,
                 monitor: args.prometheus_operator,
                 interval: args.scrape_interval,
+                monitor_labels: args.monitor_labels,
             },
             image_pull_policy: args.image_pull_policy,
             existing,

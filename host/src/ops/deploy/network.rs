@@ -293,6 +293,9 @@ pub struct MetricsFlags {
     /// Render a Prometheus Operator object too.
     pub monitor: Option<MonitorKind>,
     pub interval: String,
+    /// Extra labels of the ServiceMonitor/PodMonitor (`KEY=VALUE`), e.g. the
+    /// `release` label kube-prometheus-stack's Prometheus selects monitors by.
+    pub monitor_labels: Vec<String>,
 }
 
 /// The ingress policy admitting Prometheus to the worker's port, and the
@@ -352,10 +355,21 @@ pub fn metrics_objects(
         };
         // Named like the scope's (shared) worker; selects all its workers.
         let name = names.worker(None)?;
+        let mut labels = names.labels(WORKER, &name, None);
+        for pair in &metrics.monitor_labels {
+            let (key, value) = validate::label("monitor-label", pair)?;
+            if labels.contains_key(&key) {
+                return Err(RenderError::Invalid(format!(
+                    "--monitor-label {pair:?}: {key} is set by the render (it selects this \
+                     scope's objects); choose another label"
+                )));
+            }
+            labels.insert(key, value);
+        }
         out.push(Object::Monitor(Monitor {
             api_version: "monitoring.coreos.com/v1".into(),
             kind: kind_name.into(),
-            metadata: super::meta(config, &name, names.labels(WORKER, &name, None)),
+            metadata: super::meta(config, &name, labels),
             spec: MonitorSpec {
                 selector: names.component(WORKER),
                 namespace_selector: MonitorNamespaces {
