@@ -560,6 +560,14 @@ async fn an_external_vault_logs_workers_in_with_the_rendered_reviewer_and_not_wi
         world.k8s.refused_callers()
     );
 
+    // Vault refusing the bootstrap's own token is exit 1 (not the CLI's 2).
+    let out = world.run_bootstrap(&[("VAULT_TOKEN", "not-a-token")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("Vault refused it or could not be reached"),
+        "{}",
+        text(&out)
+    );
     // An external bootstrap with no reviewer identity at all is refused (exit 2).
     let out = world.run_bootstrap(&[("TOKEN_REVIEWER_JWT_FILE", "")]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

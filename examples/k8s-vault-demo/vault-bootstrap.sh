@@ -55,9 +55,14 @@
 #
 # Exit status: 0 done, 1 Vault refused or failed, 2 bad configuration or an
 # identity that would be shared between scopes.
-set -euo pipefail
+set -Eeuo pipefail
 
 fail2() { echo "vault-bootstrap: $*" >&2; exit 2; }
+# Any other failing command is a Vault call that Vault refused (bad or expired
+# VAULT_TOKEN, a policy that does not allow it, sealed) or that could not reach
+# it: exit 1, as the header promises — not the CLI's own status (the vault and
+# bao CLIs exit 2 for an API error, which would read as "bad configuration").
+trap 'echo "vault-bootstrap: a call to Vault failed (line $LINENO; its message is above): Vault refused it or could not be reached" >&2; exit 1' ERR
 need() { [ -n "${!1:-}" ] || fail2 "$1 is required"; }
 need VAULT_ADDR; need VAULT_TOKEN; need GREENTIC_ENV; need GREENTIC_TENANT
 
@@ -181,10 +186,8 @@ scope_line() { printf '# gtc-scope: env=%s tenant=%s team=%s' "$env_name" "$tena
 # ---- Checks first: nothing is written when an identity would be shared. ----
 existing_roles=""
 if has "$auth_mounts" "$k8s_mount"; then
-  set +e
-  listing="$("$cli" list -format=json "auth/$k8s_mount/role" 2>/dev/null)"
-  status=$?
-  set -e
+  status=0
+  listing="$("$cli" list -format=json "auth/$k8s_mount/role" 2>/dev/null)" || status=$?
   case "$status" in
     0) existing_roles="$(grep -o '"[^"]*"' <<<"$listing" | tr -d '"')" ;;
     2) existing_roles="" ;;  # no roles yet
