@@ -422,3 +422,50 @@ fn a_closed_pipe_or_a_full_disk_on_stdout_is_a_one_line_error_exit_1() {
         }
     }
 }
+
+#[test]
+fn messages_name_the_variable_the_user_set_and_say_an_os_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = webchat_bundle(dir.path());
+    let bundle_arg = format!("--bundle={}", bundle.display());
+    // GTC_LISTEN set to something that is no address: exit 2, naming GTC_LISTEN
+    // (not --listen, which the user did not give).
+    let mut env = dev_env(dir.path());
+    env.push(("GTC_LISTEN", "notanaddr".into()));
+    let out = run_gtc(&["serve", &bundle_arg], &env, b"");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let error = text(&out);
+    let error = error
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert!(error.contains("GTC_LISTEN=\"notanaddr\""), "{error}");
+    assert!(!error.contains("--listen"), "{error}");
+    // A bad --listen names the flag.
+    let out = run_gtc(
+        &["serve", "--listen", "nope", &bundle_arg],
+        &dev_env(dir.path()),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--listen"), "{}", text(&out));
+    // A missing bundle: the OS error once.
+    let missing = dir.path().join("nope");
+    let out = run_gtc(
+        &[
+            "serve",
+            "--listen=127.0.0.1:0",
+            &format!("--bundle={}", missing.display()),
+        ],
+        &dev_env(dir.path()),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let error = text(&out);
+    let error = error
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert!(error.contains("No such file or directory"), "{error}");
+    assert_eq!(error.matches("os error 2").count(), 1, "{error}");
+}

@@ -112,10 +112,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     // Bind first: the host's own port is a destination no bundle may reach.
-    let listener = bind(args.listen).await?;
+    let listen = match args.listen {
+        Some(listen) => listen,
+        None => crate::config::listen_addr(env)?,
+    };
+    let listener = bind(listen).await?;
     let addr = listener
         .local_addr()
-        .map_err(|e| AppError::Listen(args.listen, e.to_string()))?;
+        .map_err(|e| AppError::Listen(listen, e.to_string()))?;
     let runtime_config = runtime_config(&args, addr.port())?;
     audit::install(AuditConfig {
         every_hit: args.audit_every_hit,

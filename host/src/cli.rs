@@ -476,9 +476,10 @@ pub struct ServeArgs {
     /// alone for tenant-wide secrets only. Repeat for more bundles.
     #[arg(long = "bundle", value_name = "DIR[=TEAM]", required = true)]
     pub bundles: Vec<BundleSpec>,
-    /// Address to listen on (port 0 picks a free port; the address is printed).
-    #[arg(long, default_value = "127.0.0.1:8080", env = "GTC_LISTEN")]
-    pub listen: SocketAddr,
+    /// Address to listen on (port 0 picks a free port; the address is printed)
+    /// [default: GTC_LISTEN when set, else 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
     /// Requests that may run at once (the instance pool); more wait for a free
     /// instance, at most --queue-timeout.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100000))]

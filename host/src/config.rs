@@ -232,6 +232,23 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Parses `250ms`, `30s`, `5m`, `1h` (or plain seconds), at most [`MAX_DURATION`].
 /// The arithmetic is checked: a number that would overflow is refused, never
 /// wrapped or saturated into some other duration.
+/// Where `gtc serve` listens when `--listen` is not given.
+pub const ENV_LISTEN: &str = "GTC_LISTEN";
+/// Its default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// `GTC_LISTEN` (a `HOST:PORT` socket address), else the default; an error
+/// names the variable, since the operator set it there, not as a flag.
+pub fn listen_addr(env: &dyn Environment) -> Result<std::net::SocketAddr, ConfigError> {
+    let value = env.var(ENV_LISTEN);
+    let text = value.as_deref().unwrap_or(DEFAULT_LISTEN);
+    text.parse().map_err(|_| ConfigError::Invalid {
+        var: ENV_LISTEN,
+        value: text.to_string(),
+        reason: "expected an IP address and port, e.g. 0.0.0.0:8080".into(),
+    })
+}
+
 /// [`parse_duration`], refusing zero (a timeout of nothing).
 pub fn positive_duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
     let duration = parse_duration(var, value)?;

@@ -75,6 +75,20 @@ fn emit(text: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot write the output to standard output: {e}"))
 }
 
+/// The error and its causes on one line, each cause once: an error whose message
+/// already quotes its source (`cannot read X: No such file…`) does not repeat it.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     app::init_logging();
@@ -94,7 +108,7 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", one_line(&error));
             ExitCode::from(app::exit_status(&error))
         }
     }
