@@ -385,6 +385,7 @@ fn a_closed_pipe_or_a_full_disk_on_stdout_is_a_one_line_error_exit_1() {
             "http://vault.vault.svc:8200",
         ],
         vec!["bundle", "inspect", &bundle_dir],
+        vec!["bundle", "check", &bundle_dir],
         vec!["op", "secrets", "ls", "acme", "--env", "dev"],
         vec!["doctor", &bundle_arg],
     ];

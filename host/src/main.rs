@@ -21,13 +21,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bundle { command } => match command {
             BundleCommand::Inspect { dir } => emit(&bundle::inspect(&dir)?)?,
             BundleCommand::Check { dirs, compile } => {
-                bundle::check_all(&dirs, &app::tool_runtime(compile.setting())?)?
+                let (report, outcome) =
+                    bundle::check_all(&dirs, &app::tool_runtime(compile.setting())?);
+                emit(&report)?;
+                outcome?
             }
             BundleCommand::Compile { dirs, compile } => {
-                bundle::compile_all(&dirs, &app::tool_runtime(compile.setting())?)?
+                let (report, outcome) =
+                    bundle::compile_all(&dirs, &app::tool_runtime(compile.setting())?);
+                emit(&report)?;
+                outcome?
             }
         },
-        Command::New(args) => bundle::new(args.lang, &args.name, args.dir.as_deref())?,
+        Command::New(args) => emit(&bundle::new(args.lang, &args.name, args.dir.as_deref())?)?,
         Command::Doctor(args) => {
             let (report, outcome) = doctor::command(&env, &args.bundles).await;
             emit(&report)?;
@@ -56,7 +62,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 env: env_flag,
                 from_key,
             } => {
-                secrets_admin::rewrap_command(&env, &prefix, env_flag.as_deref(), &from_key).await?
+                let (report, outcome) =
+                    secrets_admin::rewrap_command(&env, &prefix, env_flag.as_deref(), &from_key)
+                        .await?;
+                emit(&report)?;
+                outcome?
             }
         },
     }

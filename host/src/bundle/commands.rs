@@ -36,26 +36,40 @@ pub fn inspect(dir: &Path) -> anyhow::Result<String> {
     Ok(manifest.review())
 }
 
-/// `gtc bundle check DIR...`: a report per bundle; fails when any would not start.
-pub fn check_all(dirs: &[PathBuf], host: &impl ComponentHost) -> anyhow::Result<()> {
+/// `gtc bundle check DIR...`: a report per bundle (for the caller to write to
+/// stdout), and a failure when any would not start.
+pub fn check_all(dirs: &[PathBuf], host: &impl ComponentHost) -> (String, anyhow::Result<()>) {
     let mut failed = 0;
+    let mut text = String::new();
     for dir in dirs {
         let report = check::check(dir, host);
-        println!("== {}", dir.display());
-        print!("{}", report.render());
+        text.push_str(&format!("== {}\n{}", dir.display(), report.render()));
         if !report.ok() {
             failed += 1;
         }
     }
-    if failed == 0 {
+    let outcome = if failed == 0 {
         Ok(())
     } else {
         Err(BundleCommandError::WouldNotStart(failed).into())
-    }
+    };
+    (text, outcome)
 }
 
-/// `gtc bundle compile DIR...`: fills the compile cache `host` was built with.
-pub fn compile_all(dirs: &[PathBuf], host: &impl ComponentHost) -> anyhow::Result<()> {
+/// `gtc bundle compile DIR...`: fills the compile cache `host` was built with;
+/// a line per bundle (for the caller to write to stdout), then the outcome.
+pub fn compile_all(dirs: &[PathBuf], host: &impl ComponentHost) -> (String, anyhow::Result<()>) {
+    let mut text = String::new();
+    let outcome = compile_into(dirs, host, &mut text);
+    (text, outcome)
+}
+
+fn compile_into(
+    dirs: &[PathBuf],
+    host: &impl ComponentHost,
+    text: &mut String,
+) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
     if host.compile_cache_dir().is_none() {
         return Err(BundleCommandError::NoCache.into());
     }
@@ -68,7 +82,8 @@ pub fn compile_all(dirs: &[PathBuf], host: &impl ComponentHost) -> anyhow::Resul
             }
             (_, Some(artifact)) => artifact.clone(),
         };
-        println!(
+        let _ = writeln!(
+            text,
             "{}: {:.1} MiB component, {} in {:.2} s -> {}",
             manifest.id,
             loaded.size as f64 / (1 << 20) as f64,
@@ -83,17 +98,18 @@ pub fn compile_all(dirs: &[PathBuf], host: &impl ComponentHost) -> anyhow::Resul
     Ok(())
 }
 
-/// `gtc new`: writes the bundle and says what to run next.
-pub fn new(lang: scaffold::Language, name: &str, dir: Option<&Path>) -> anyhow::Result<()> {
+/// `gtc new`: writes the bundle; returns what to run next, for the caller to
+/// write to stdout.
+pub fn new(lang: scaffold::Language, name: &str, dir: Option<&Path>) -> anyhow::Result<String> {
     let created = scaffold::create(lang, name, dir)?;
-    println!(
-        "created {} ({}, {} files); next, in that directory:",
+    let mut text = format!(
+        "created {} ({}, {} files); next, in that directory:\n",
         created.dir.display(),
         created.description,
         created.files
     );
     for line in created.next_steps() {
-        println!("  {line}");
+        text.push_str(&format!("  {line}\n"));
     }
-    Ok(())
+    Ok(text)
 }

@@ -336,12 +336,12 @@ pub async fn rewrap_command(
     prefix: &str,
     env_flag: Option<&str>,
     from_key: &str,
-) -> Result<(), OpError> {
+) -> Result<(String, Result<(), OpError>), OpError> {
     let (report, all_ok) = rewrap(env, prefix, env_flag, Some(from_key)).await?;
-    print!("{report}");
-    if all_ok {
+    let outcome = if all_ok {
         Ok(())
     } else {
         Err(OpError::RewrapIncomplete)
-    }
+    };
+    Ok((report, outcome))
 }
