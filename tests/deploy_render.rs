@@ -1584,3 +1584,57 @@ fn monitor_labels_reach_the_service_monitor_and_pod_monitor() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn with_a_prometheus_the_router_serves_its_metrics_on_a_port_only_prometheus_reaches() {
+    let objs = objects(&render(&[
+        "--vault-addr",
+        VAULT_IN_CLUSTER,
+        "--metrics-from-namespace",
+        "monitoring",
+        "--metrics-from-pod-label",
+        "app.kubernetes.io/name=prometheus",
+    ]));
+    let router = find(&objs, "Deployment", ROUTER);
+    let container = &router["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&"--metrics-listen=0.0.0.0:9091"), "{args:?}");
+    assert!(args.contains(&"--listen=0.0.0.0:8080"), "{args:?}");
+    assert!(
+        container["ports"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "metrics", "containerPort": 9091, "protocol": "TCP"})),
+        "{container}"
+    );
+    let policy = find(
+        &objs,
+        "NetworkPolicy",
+        "allow-metrics-scrape-to-router-prod-acme",
+    );
+    assert!(selects(&policy["spec"]["podSelector"], pod_labels(router)));
+    assert_eq!(
+        policy["spec"]["ingress"],
+        json!([{
+            "from": [{
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+            }],
+            "ports": [{"protocol": "TCP", "port": 9091}],
+        }])
+    );
+    // Without a Prometheus, no metrics port and no such policy.
+    let objs = objects(&render(&["--vault-addr", VAULT_IN_CLUSTER]));
+    let router = find(&objs, "Deployment", ROUTER);
+    assert!(!router.to_string().contains("metrics-listen"));
+    assert!(!has(
+        &objs,
+        "NetworkPolicy",
+        "allow-metrics-scrape-to-router-prod-acme"
+    ));
+}

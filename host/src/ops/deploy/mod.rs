@@ -32,6 +32,8 @@ use k8s::*;
 pub use names::{DEV_SECRET, ROUTER, ScopeNames, WORKER};
 use std::collections::BTreeMap;
 const PORT: i32 = 8080;
+/// Where the rendered router serves its own `/metrics` (`gtc route --metrics-listen`).
+pub const ROUTER_METRICS_PORT: i32 = 9091;
 const RUN_AS: i64 = 65532;
 /// Where the worker's projected Vault token is mounted.
 pub const VAULT_TOKEN_DIR: &str = "/var/run/secrets/greentic/vault";
@@ -651,8 +653,15 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
     let mut router_args = vec!["route".to_string()];
     router_args.extend(router_upstreams(config, &workers)?);
     router_args.push(format!("--listen=0.0.0.0:{PORT}"));
+    // With a Prometheus to scrape it, the router serves its own metrics (503s for
+    // routes with no ready worker, by cause) on a port of their own, never on
+    // the public one.
+    let router_metrics = config.metrics.from_namespace.is_some();
+    if router_metrics {
+        router_args.push(format!("--metrics-listen=0.0.0.0:{ROUTER_METRICS_PORT}"));
+    }
     let router_name = names.router();
-    let router = container(
+    let mut router = container(
         ROUTER,
         &config.image,
         config.image_pull_policy,
@@ -661,6 +670,13 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
         config.scale.router.resources("router")?,
         vec![],
     );
+    if router_metrics {
+        router.ports.push(ContainerPort {
+            name: "metrics".into(),
+            container_port: ROUTER_METRICS_PORT,
+            protocol: "TCP".into(),
+        });
+    }
     objects.push(Object::Deployment(deployment(
         config,
         &names,

@@ -323,25 +323,35 @@ pub fn metrics_objects(
         let (key, value) = validate::label("metrics-from-pod-label", pair)?;
         pod_labels.insert(key, value);
     }
-    let mut out = vec![policy(
-        config,
-        names,
-        "allow-metrics-scrape-to-worker",
-        NetworkPolicySpec {
-            pod_selector: names.component(WORKER),
-            policy_types: vec!["Ingress".into()],
-            ingress: vec![PolicyRule {
-                from: Some(vec![PolicyPeer {
-                    namespace_selector: Some(namespace_named(namespace)),
-                    pod_selector: Some(match_labels(pod_labels)),
-                    ip_block: None,
-                }]),
-                ports: vec![tcp(port)],
-                ..PolicyRule::default()
-            }],
-            egress: vec![],
-        },
-    )];
+    let scrape = |component: &str, port: i32| NetworkPolicySpec {
+        pod_selector: names.component(component),
+        policy_types: vec!["Ingress".into()],
+        ingress: vec![PolicyRule {
+            from: Some(vec![PolicyPeer {
+                namespace_selector: Some(namespace_named(namespace)),
+                pod_selector: Some(match_labels(pod_labels.clone())),
+                ip_block: None,
+            }]),
+            ports: vec![tcp(port)],
+            ..PolicyRule::default()
+        }],
+        egress: vec![],
+    };
+    let mut out = vec![
+        policy(
+            config,
+            names,
+            "allow-metrics-scrape-to-worker",
+            scrape(WORKER, port),
+        ),
+        // The router's own metrics port (its public port stays closed to them).
+        policy(
+            config,
+            names,
+            "allow-metrics-scrape-to-router",
+            scrape(super::ROUTER, super::ROUTER_METRICS_PORT),
+        ),
+    ];
     if let Some(kind) = metrics.monitor {
         let endpoint = MonitorEndpoint {
             port: "http".into(),
