@@ -141,7 +141,8 @@ fn documents(yaml: &str) -> Vec<(String, String, String)> {
 
 #[test]
 fn vault_render_has_no_secret_and_only_the_worker_has_a_token() {
-    // Even with a dev store lying around, the vault render carries no value.
+    // A dev store given to a vault render is refused (exit 2, naming the flag),
+    // and its value is not printed.
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
     dev_put(
@@ -149,10 +150,15 @@ fn vault_render_has_no_secret_and_only_the_worker_has_a_token() {
         "acme/_/webchat-bot/webhook-secret",
         b"must-not-appear-anywhere",
     );
-    let mut args = VAULT_RENDER.to_vec();
+    let mut args = vec!["deploy", "render"];
+    args.extend_from_slice(&VAULT_RENDER);
     let store_arg = store.to_str().unwrap().to_string();
     args.extend_from_slice(&["--dev-store", &store_arg]);
-    let yaml = render(&args);
+    let refused = run_gtc(&args, &[], b"");
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("--dev-store"), "{}", text(&refused));
+    assert!(!text(&refused).contains("must-not-appear-anywhere"));
+    let yaml = render(&VAULT_RENDER);
     assert!(!yaml.contains("must-not-appear-anywhere"));
     assert!(
         !yaml.contains("VAULT_TOKEN") && !yaml.contains("hvs.") && !yaml.contains("stringData")
@@ -511,6 +517,116 @@ async fn router_forwards_webhooks_and_keeps_host_endpoints_internal() {
         .await
         .unwrap();
     assert_eq!(too_big.status(), 413);
+}
+
+/// A loopback server that reads each request and closes the connection without
+/// an answer (a worker that crashed mid-request); it ends with the test process.
+fn connection_breaking_server() -> std::net::SocketAddr {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial");
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_router_says_503_for_a_refused_worker_and_502_only_for_a_broken_answer() {
+    // Nothing listens on `refused` (a Service with no ready endpoint); `broken`
+    // takes the request and closes before its body is complete.
+    let refused = format!("http://127.0.0.1:{}", free_port());
+    let broken = format!("http://{}", connection_breaking_server());
+    let router = support::Router::start_with_metrics(&[
+        format!("/down={refused}"),
+        format!("/crash={broken}"),
+    ]);
+    let post = |path: &'static str| {
+        let url = format!("{}{path}", router.base);
+        async move { client().post(url).body("{}").send().await.unwrap() }
+    };
+    let down = post("/down/hook").await;
+    assert_eq!(down.status(), 503);
+    assert_eq!(down.headers()["retry-after"], "5");
+    assert!(down.text().await.unwrap().contains("no_ready_worker"));
+    let crash = post("/crash/hook").await;
+    assert_eq!(crash.status(), 502);
+    assert!(crash.headers().get("retry-after").is_none());
+    assert!(crash.text().await.unwrap().contains("connection_broken"));
+    let metrics = client()
+        .get(router.metrics.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "gtc_route_upstream_failures_total{route=\"/down\",cause=\"no_ready_worker\"} 1",
+        "gtc_route_upstream_failures_total{route=\"/crash\",cause=\"connection_broken\"} 1",
+        "gtc_route_responses_total{status=\"502\"} 1",
+        "gtc_route_responses_total{status=\"503\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    // The public port still keeps /metrics to itself.
+    assert_eq!(post("/metrics").await.status(), 404);
+}
+
+#[test]
+fn local_demo_names_a_missing_prerequisite_and_exits_2() {
+    // A PATH holding only some of the tools local.sh needs (it never reaches npm:
+    // the bao CLI comes from `install-tools.sh --bao-only`).
+    let bin = tempfile::tempdir().unwrap();
+    let which = |tool: &str| {
+        let out = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let link = |tools: &[&str]| {
+        for tool in tools {
+            let target = which(tool);
+            assert!(!target.is_empty(), "{tool} is not installed here");
+            let _ = std::os::unix::fs::symlink(&target, bin.path().join(tool));
+        }
+    };
+    link(&["bash", "dirname", "curl"]);
+    let run = |binaries: bool| {
+        let mut command = Command::new(which("bash"));
+        command
+            .arg(root().join("examples/k8s-vault-demo/local.sh"))
+            .env_clear()
+            .env("PATH", bin.path());
+        if binaries {
+            command
+                .env("GTC_BIN", gtc_bin())
+                .env("TOKENREVIEW_STUB_BIN", "/nonexistent/tokenreview-stub");
+        }
+        command.output().unwrap()
+    };
+    let out = run(true);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("local.sh: openssl is required"),
+        "{}",
+        text(&out)
+    );
+    link(&["openssl"]);
+    // Without prebuilt binaries it builds them: cargo is needed then.
+    let out = run(false);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("local.sh: cargo is required"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -194,6 +194,19 @@ fn every_render() -> Vec<(&'static str, String)> {
         ),
         ("dev-store", dev_store_render(b"render-dev-value")),
         (
+            "long-scope",
+            render_scope(
+                "production",
+                &"t".repeat(48),
+                &[
+                    "--vault-addr",
+                    VAULT_IN_CLUSTER,
+                    "--bundle",
+                    "webchat-bot=support",
+                ],
+            ),
+        ),
+        (
             "isolated-teams",
             teams_render(&["--autoscale-max", "4", "--prometheus-operator"]),
         ),
@@ -1102,4 +1115,528 @@ fn demo_and_image_build_static_checks() {
         function.contains("exit 1") && function.contains("%{http_code}"),
         "{function}"
     );
+}
+
+/// `gtc deploy render --env ENV --tenant TENANT ARGS` (an image added); the YAML.
+fn render_scope(env: &str, tenant: &str, args: &[&str]) -> String {
+    let mut all = vec![
+        "deploy",
+        "render",
+        "--env",
+        env,
+        "--tenant",
+        tenant,
+        "--image",
+        "registry.example/gtc:0.1.0",
+    ];
+    all.extend_from_slice(args);
+    let out = run_gtc(&all, &[], b"");
+    assert!(out.status.success(), "render {all:?}: {}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Whether `name` is an RFC 1123 label of at most `limit` characters (dots
+/// allowed for a subdomain).
+fn rfc1123(name: &str, limit: usize, dots: bool) -> bool {
+    let ok_char =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
+    !name.is_empty()
+        && name.len() <= limit
+        && name.chars().all(ok_char)
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// Every name and label value of `objs` within the API server's limits: object
+/// names DNS-1123 subdomains (253), Services DNS labels (63), every label value
+/// (in metadata, selectors, pod templates, policy peers) at most 63 characters of
+/// [A-Za-z0-9._-], alphanumeric at both ends. Returns the label values seen.
+fn assert_within_api_limits(objs: &[Value]) -> Vec<String> {
+    fn label_values(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, inner) in map {
+                    if key == "labels" || key == "matchLabels" {
+                        for label in inner.as_object().into_iter().flat_map(|m| m.values()) {
+                            out.push(label.as_str().unwrap().to_string());
+                        }
+                    } else {
+                        label_values(inner, out);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| label_values(i, out)),
+            _ => {}
+        }
+    }
+    let mut values = Vec::new();
+    for obj in objs {
+        let name = obj["metadata"]["name"].as_str().unwrap();
+        let limit = if obj["kind"] == "Service" { 63 } else { 253 };
+        assert!(rfc1123(name, limit, limit == 253), "{} {name}", obj["kind"]);
+        label_values(obj, &mut values);
+    }
+    for value in &values {
+        assert!(
+            value.len() <= 63
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && value.ends_with(|c: char| c.is_ascii_alphanumeric()),
+            "label value {value:?} ({} characters)",
+            value.len()
+        );
+    }
+    values
+}
+
+#[test]
+fn long_scopes_render_names_and_labels_the_api_server_accepts_at_the_63_64_boundary() {
+    let vault = [
+        "--vault-addr",
+        VAULT_IN_CLUSTER,
+        "--bundle",
+        "webchat-bot=support",
+    ];
+    // `gtc-worker-prod-` is 16 characters: a 47-character tenant makes a 63-character
+    // worker name (kept), a 48-character one a 64-character name (shortened).
+    let at_63 = "t".repeat(47);
+    let objs = objects(&render_scope("prod", &at_63, &vault));
+    assert_within_api_limits(&objs);
+    let worker = format!("gtc-worker-prod-{at_63}");
+    assert_eq!(worker.len(), 63);
+    assert_eq!(
+        find(&objs, "Service", &worker)["metadata"]["labels"]["app.kubernetes.io/instance"],
+        worker.as_str()
+    );
+    assert!(has(&objs, "ServiceAccount", &worker));
+
+    let at_64 = "t".repeat(48);
+    let yaml = render_scope("prod", &at_64, &vault);
+    let objs = objects(&yaml);
+    let values = assert_within_api_limits(&objs);
+    let full = format!("gtc-worker-prod-{at_64}");
+    assert_eq!(full.len(), 64);
+    let service = objs
+        .iter()
+        .find(|o| {
+            o["kind"] == "Service"
+                && o["metadata"]["labels"]["app.kubernetes.io/name"] == "gtc-worker"
+        })
+        .unwrap();
+    let short = service["metadata"]["name"].as_str().unwrap();
+    assert_eq!(short.len(), 63, "{short}");
+    assert!(short.starts_with(&full[..50]), "{short}");
+    // The same scope renders the same names; a different one (same first 54
+    // characters) other names.
+    assert_eq!(render_scope("prod", &at_64, &vault), yaml);
+    let other = objects(&render_scope(
+        "prod",
+        &format!("{}u", "t".repeat(47)),
+        &vault,
+    ));
+    assert!(!has(&other, "Service", short));
+    // The ServiceAccount (= the Vault role, what the bootstrap binds) keeps the
+    // full name; the Deployment runs under it and is found by the router.
+    let deployment = find(&objs, "Deployment", short);
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["serviceAccountName"],
+        full.as_str()
+    );
+    assert_eq!(
+        env_of(deployment, "VAULT_K8S_ROLE").as_deref(),
+        Some(full.as_str())
+    );
+    assert!(has(&objs, "ServiceAccount", &full));
+    let router = objs
+        .iter()
+        .find(|o| {
+            o["kind"] == "Deployment"
+                && o["metadata"]["labels"]["app.kubernetes.io/name"] == "gtc-router"
+        })
+        .unwrap();
+    let args = router["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains(&format!("http://{short}.")), "{args}");
+    // The full scope is kept in an annotation on every object.
+    for obj in &objs {
+        assert_eq!(
+            obj["metadata"]["annotations"]["greentic.ai/scope"],
+            format!("prod/{at_64}").as_str(),
+            "{}",
+            obj["metadata"]["name"]
+        );
+    }
+    // The issue's example: every policy's instance label fits, and the
+    // router → worker policy still selects the worker's pods.
+    let objs = objects(&render_scope(
+        "production",
+        "acme-corporation-europe",
+        &vault,
+    ));
+    let values_issue = assert_within_api_limits(&objs);
+    assert!(values.iter().chain(&values_issue).any(|v| v.len() == 63));
+    let policy = find(
+        &objs,
+        "NetworkPolicy",
+        "allow-worker-ingress-from-router-production-acme-corporation-europe",
+    );
+    let instance = policy["metadata"]["labels"]["app.kubernetes.io/instance"]
+        .as_str()
+        .unwrap();
+    assert!(
+        instance.len() == 63
+            && instance.starts_with("allow-worker-ingress-from-router-production-acme"),
+        "{instance}"
+    );
+    let worker = find(
+        &objs,
+        "Deployment",
+        "gtc-worker-production-acme-corporation-europe",
+    );
+    assert!(selects(&policy["spec"]["podSelector"], pod_labels(worker)));
+}
+
+#[test]
+fn a_long_team_gets_a_worker_and_an_egress_policy_within_the_limits() {
+    // With isolated teams, `gtc-worker-prod-acme-` (21) + a 42-character team is 63
+    // characters; 43 is 64. The per-team bundle egress policy's name goes past 63
+    // and its instance label is shortened.
+    let dir = tempfile::tempdir().unwrap();
+    write_bundle(
+        dir.path(),
+        "webchat-bot",
+        "webchat-bot",
+        &["/webhook"],
+        "[egress]\nallow = [\"api.example.com:443\"]",
+    );
+    write_bundle(dir.path(), "hello", "hello", &["/hello"], "");
+    for (team, shortened) in [("s".repeat(42), false), ("s".repeat(43), true)] {
+        let bundle = format!("webchat-bot={team}");
+        let objs = objects(&render_scope(
+            "prod",
+            "acme",
+            &[
+                "--vault-addr",
+                VAULT_IN_CLUSTER,
+                "--bundle",
+                &bundle,
+                "--bundle",
+                "hello=sales",
+                "--bundles-dir",
+                dir.path().to_str().unwrap(),
+                "--bundle-manifests",
+                dir.path().to_str().unwrap(),
+                "--egress-cidr",
+                "api.example.com:443=203.0.113.0/24",
+            ],
+        ));
+        assert_within_api_limits(&objs);
+        let full = format!("gtc-worker-prod-acme-{team}");
+        let deployment = objs
+            .iter()
+            .find(|o| {
+                o["kind"] == "Deployment" && pod_labels(o)["greentic.ai/team"] == team.as_str()
+            })
+            .unwrap();
+        let name = deployment["metadata"]["name"].as_str().unwrap();
+        assert_eq!(name == full, !shortened, "{name}");
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["serviceAccountName"],
+            full.as_str()
+        );
+        let egress = objs
+            .iter()
+            .find(|o| {
+                o["kind"] == "NetworkPolicy"
+                    && o["metadata"]["name"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("allow-worker-egress-to-bundle-destinations")
+                    && o["metadata"]["labels"]["greentic.ai/team"] == team.as_str()
+            })
+            .unwrap_or_else(|| panic!("no egress policy for {team}"));
+        assert!(egress["metadata"]["name"].as_str().unwrap().len() > 63);
+        assert!(selects(
+            &egress["spec"]["podSelector"],
+            pod_labels(deployment)
+        ));
+        assert_eq!(
+            egress["metadata"]["annotations"]["greentic.ai/scope"],
+            format!("prod/acme/{team}").as_str()
+        );
+    }
+}
+
+/// `gtc deploy render --env ENV --tenant TENANT ARGS`: (exit code, stdout, stderr).
+fn render_scope_raw(env: &str, tenant: &str, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec![
+        "deploy",
+        "render",
+        "--env",
+        env,
+        "--tenant",
+        tenant,
+        "--image",
+        "registry.example/gtc:0.1.0",
+    ];
+    all.extend_from_slice(args);
+    let out = run_gtc(&all, &[], b"");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn scopes_whose_names_collide_in_one_namespace_are_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = ["--vault-addr", VAULT_IN_CLUSTER];
+    let write = |name: &str, yaml: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, yaml).unwrap();
+        path.display().to_string()
+    };
+    // prod/eu-acme is in the namespace; prod-eu/acme would take its 13 names.
+    let eu_acme = write(
+        "eu-acme.yaml",
+        &render_scope(
+            "prod",
+            "eu-acme",
+            &[&vault[..], &["--bundle", "webchat-bot=support"]].concat(),
+        ),
+    );
+    let (code, _, stderr) = render_scope_raw(
+        "prod-eu",
+        "acme",
+        &[
+            &vault[..],
+            &["--bundle", "webchat-bot=support", "--existing", &eu_acme],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("gtc-worker-prod-eu-acme")
+            && stderr.contains("scope prod-eu/acme (this render)")
+            && stderr.contains("scope prod/eu-acme"),
+        "{stderr}"
+    );
+    // The same scope rendered again over itself is not a collision.
+    assert_eq!(
+        render_scope_raw(
+            "prod",
+            "eu-acme",
+            &[
+                &vault[..],
+                &["--bundle", "webchat-bot=support", "--existing", &eu_acme]
+            ]
+            .concat(),
+        )
+        .0,
+        0
+    );
+    // Team `support` of prod/acme (isolated teams) against tenant prod/acme-support,
+    // given as `kubectl get -o yaml` prints it: a List.
+    let support_tenant = objects(&render_scope(
+        "prod",
+        "acme-support",
+        &[&vault[..], &["--bundle", "webchat-bot=support"]].concat(),
+    ));
+    let list = serde_norway::to_string(
+        &json!({"apiVersion": "v1", "kind": "List", "items": support_tenant}),
+    )
+    .unwrap();
+    let listed = write("namespace.yaml", &list);
+    let bundles = tempfile::tempdir().unwrap();
+    write_bundle(
+        bundles.path(),
+        "webchat-bot",
+        "webchat-bot",
+        &["/webhook"],
+        "",
+    );
+    write_bundle(bundles.path(), "hello", "hello", &["/hello"], "");
+    let teams = [
+        "--bundle",
+        "webchat-bot=support",
+        "--bundle",
+        "hello=sales",
+        "--bundles-dir",
+        bundles.path().to_str().unwrap(),
+    ];
+    let (code, _, stderr) = render_scope_raw(
+        "prod",
+        "acme",
+        &[&vault[..], &teams[..], &["--existing", &listed]].concat(),
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("gtc-worker-prod-acme-support")
+            && stderr.contains("scope prod/acme/support (this render)")
+            && stderr.contains("scope prod/acme-support"),
+        "{stderr}"
+    );
+    // Without the other scope in the namespace, the same render is fine.
+    assert_eq!(
+        render_scope_raw("prod", "acme", &[&vault[..], &teams[..]].concat()).0,
+        0
+    );
+    // An object of that name not rendered by gtc is refused too; a bad file is exit 2.
+    let foreign = write(
+        "foreign.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: gtc-router-prod-eu-acme\n",
+    );
+    let (code, _, stderr) = render_scope_raw(
+        "prod-eu",
+        "acme",
+        &[
+            &vault[..],
+            &["--bundle", "webchat-bot=support", "--existing", &foreign],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("Service gtc-router-prod-eu-acme") && stderr.contains("no gtc scope"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = render_scope_raw(
+        "prod",
+        "acme",
+        &[
+            &vault[..],
+            &[
+                "--bundle",
+                "webchat-bot=support",
+                "--existing",
+                "/nonexistent/x.yaml",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--existing /nonexistent/x.yaml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn monitor_labels_reach_the_service_monitor_and_pod_monitor() {
+    for kind in ["service-monitor", "pod-monitor"] {
+        let objs = objects(&render(&[
+            "--vault-addr",
+            VAULT_IN_CLUSTER,
+            "--metrics-from-namespace",
+            "monitoring",
+            "--prometheus-operator",
+            kind,
+            "--monitor-label",
+            "release=kube-prometheus-stack",
+            "--monitor-label",
+            "team.example.com/owner=platform",
+        ]));
+        let monitor = objs
+            .iter()
+            .find(|o| o["apiVersion"] == "monitoring.coreos.com/v1")
+            .unwrap();
+        let labels = &monitor["metadata"]["labels"];
+        assert_eq!(labels["release"], "kube-prometheus-stack", "{kind}");
+        assert_eq!(labels["team.example.com/owner"], "platform", "{kind}");
+        // The render's own labels stay.
+        assert_eq!(labels["greentic.ai/tenant"], "acme", "{kind}");
+        // Only the monitor carries them.
+        let worker = find(&objs, "Deployment", WORKER);
+        assert!(worker["metadata"]["labels"].get("release").is_none());
+    }
+    // Refused: a malformed label, one that would override the render's, and the
+    // flag without a monitor to put it on.
+    for (args, says) in [
+        (
+            vec!["--prometheus-operator", "--monitor-label", "release"],
+            "KEY=VALUE",
+        ),
+        (
+            vec![
+                "--prometheus-operator",
+                "--monitor-label",
+                "greentic.ai/tenant=other",
+            ],
+            "set by the render",
+        ),
+        (
+            vec!["--monitor-label", "release=x"],
+            "--prometheus-operator",
+        ),
+    ] {
+        let stderr = refused(
+            &[
+                &[
+                    "--vault-addr",
+                    VAULT_IN_CLUSTER,
+                    "--metrics-from-namespace",
+                    "monitoring",
+                ][..],
+                &args,
+            ]
+            .concat(),
+        );
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn with_a_prometheus_the_router_serves_its_metrics_on_a_port_only_prometheus_reaches() {
+    let objs = objects(&render(&[
+        "--vault-addr",
+        VAULT_IN_CLUSTER,
+        "--metrics-from-namespace",
+        "monitoring",
+        "--metrics-from-pod-label",
+        "app.kubernetes.io/name=prometheus",
+    ]));
+    let router = find(&objs, "Deployment", ROUTER);
+    let container = &router["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&"--metrics-listen=0.0.0.0:9091"), "{args:?}");
+    assert!(args.contains(&"--listen=0.0.0.0:8080"), "{args:?}");
+    assert!(
+        container["ports"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "metrics", "containerPort": 9091, "protocol": "TCP"})),
+        "{container}"
+    );
+    let policy = find(
+        &objs,
+        "NetworkPolicy",
+        "allow-metrics-scrape-to-router-prod-acme",
+    );
+    assert!(selects(&policy["spec"]["podSelector"], pod_labels(router)));
+    assert_eq!(
+        policy["spec"]["ingress"],
+        json!([{
+            "from": [{
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+            }],
+            "ports": [{"protocol": "TCP", "port": 9091}],
+        }])
+    );
+    // Without a Prometheus, no metrics port and no such policy.
+    let objs = objects(&render(&["--vault-addr", VAULT_IN_CLUSTER]));
+    let router = find(&objs, "Deployment", ROUTER);
+    assert!(!router.to_string().contains("metrics-listen"));
+    assert!(!has(
+        &objs,
+        "NetworkPolicy",
+        "allow-metrics-scrape-to-router-prod-acme"
+    ));
 }

@@ -229,3 +229,262 @@ fn op_secrets_exits_1_when_vault_is_unreachable_and_2_when_misconfigured() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("http:// or https://"), "{}", text(&out));
 }
+
+#[test]
+fn operator_configuration_errors_exit_2_naming_the_variable_or_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not-pem.crt");
+    std::fs::write(&not_pem, "this is no certificate\n").unwrap();
+    let not_json = dir.path().join("store.json");
+    std::fs::write(&not_json, "{not json").unwrap();
+    let bundle = webchat_bundle(dir.path());
+    let vault_env = |extra: (&'static str, String)| {
+        vec![
+            ("GREENTIC_SECRETS_BACKEND", "vault".to_string()),
+            ("VAULT_ADDR", "http://127.0.0.1:1".to_string()),
+            ("VAULT_K8S_ROLE", "gtc-worker-dev-acme".to_string()),
+            ("GREENTIC_ENV", "dev".to_string()),
+            ("GREENTIC_TENANT", "acme".to_string()),
+            extra,
+        ]
+    };
+    let missing = dir.path().join("nope.crt").display().to_string();
+    let dir_path = dir.path().display().to_string();
+    let env_cases: Vec<((&'static str, String), &str)> = vec![
+        (("VAULT_CACERT", missing.clone()), "no such file"),
+        (("VAULT_CACERT", dir_path), "is a directory"),
+        (
+            ("VAULT_CACERT", not_pem.display().to_string()),
+            "not a PEM certificate",
+        ),
+        (
+            ("GREENTIC_VAULT_TIMEOUT", "0s".into()),
+            "must be more than 0",
+        ),
+    ];
+    for ((var, value), says) in env_cases {
+        let env = vault_env((var, value.clone()));
+        let (code, output) = serve_fails(&[&bundle], &env);
+        assert_eq!(code, 2, "serve {var}={value}: {output}");
+        assert!(output.contains(var) && output.contains(says), "{output}");
+        // The OS error is said once, not twice.
+        assert!(output.matches("os error").count() <= 1, "{output}");
+        let doctor = run_gtc(&["doctor"], &env, b"");
+        assert_eq!(
+            doctor.status.code(),
+            Some(2),
+            "doctor {var}: {}",
+            text(&doctor)
+        );
+        assert!(text(&doctor).contains(var), "{}", text(&doctor));
+    }
+
+    let render = |args: &[&str]| {
+        let mut all = vec![
+            "deploy",
+            "render",
+            "--env",
+            "prod",
+            "--tenant",
+            "acme",
+            "--image",
+            "registry.example/gtc:0.1.0",
+            "--bundle",
+            "webchat-bot=support",
+        ];
+        all.extend_from_slice(args);
+        let out = run_gtc(&all, &[], b"");
+        (out.status.code().unwrap_or(-1), text(&out))
+    };
+    let vault = ["--vault-addr", "http://vault.vault.svc:8200"];
+    let store = not_json.to_str().unwrap();
+    let flag_cases: Vec<(Vec<&str>, &[&str])> = vec![
+        (
+            [
+                &vault[..],
+                &[
+                    "--metrics-from-namespace",
+                    "monitoring",
+                    "--prometheus-operator",
+                    "--scrape-interval",
+                    "abc",
+                ],
+            ]
+            .concat(),
+            &["--scrape-interval", "not a Prometheus duration"],
+        ),
+        (
+            vec!["--backend", "dev-store", "--dev-store", store],
+            &["--dev-store", "not a dev store (JSON)"],
+        ),
+        (
+            [&vault[..], &["--dev-store", &missing]].concat(),
+            &["--dev-store"],
+        ),
+        (
+            [&vault[..], &["--no-pdb", "--pdb-max-unavailable", "2"]].concat(),
+            &["--no-pdb", "--pdb-max-unavailable"],
+        ),
+        (
+            [&vault[..], &["--autoscale-cpu-percent", "50"]].concat(),
+            &["--autoscale-max"],
+        ),
+    ];
+    for (args, says) in flag_cases {
+        let (code, output) = render(&args);
+        assert_eq!(code, 2, "render {args:?}: {output}");
+        for word in says {
+            assert!(output.contains(word), "render {args:?}: {output}");
+        }
+    }
+    // A dev store that is JSON, given with the vault backend: refused by name.
+    let store = dir.path().join("good.json");
+    dev_put(
+        &store,
+        "acme/_/webchat-bot/webhook-secret",
+        b"render-dev-value-1",
+    );
+    let (code, output) = render(&[&vault[..], &["--dev-store", store.to_str().unwrap()]].concat());
+    assert_eq!(code, 2, "{output}");
+    assert!(
+        output.contains("--dev-store is for --backend dev-store"),
+        "{output}"
+    );
+    // And the router's timeouts.
+    let out = run_gtc(
+        &[
+            "route",
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--header-read-timeout",
+            "0s",
+        ],
+        &[],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--header-read-timeout"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_closed_pipe_or_a_full_disk_on_stdout_is_a_one_line_error_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(
+        &store,
+        "acme/_/webchat-bot/webhook-secret",
+        b"closed-pipe-value-1",
+    );
+    let bundle = webchat_bundle(dir.path());
+    let bundle_arg = format!("--bundle={}=support", bundle.display());
+    let env = vec![
+        ("GREENTIC_DEV_STORE", store.display().to_string()),
+        ("GREENTIC_ENV", "dev".to_string()),
+        ("GREENTIC_TENANT", "acme".to_string()),
+    ];
+    let bundle_dir = bundle.display().to_string();
+    let commands: Vec<Vec<&str>> = vec![
+        vec![
+            "deploy",
+            "render",
+            "--env",
+            "prod",
+            "--tenant",
+            "acme",
+            "--image",
+            "registry.example/gtc:0.1.0",
+            "--bundle",
+            "webchat-bot=support",
+            "--vault-addr",
+            "http://vault.vault.svc:8200",
+        ],
+        vec!["bundle", "inspect", &bundle_dir],
+        vec!["bundle", "check", &bundle_dir],
+        vec!["op", "secrets", "ls", "acme", "--env", "dev"],
+        vec!["doctor", &bundle_arg],
+    ];
+    for args in &commands {
+        // Each command works with a reader at the other end...
+        let ok = run_gtc(args, &env, b"");
+        assert!(ok.status.success(), "{args:?}: {}", text(&ok));
+        assert!(!ok.stdout.is_empty(), "{args:?}");
+        // ...and with the reader gone (kubectl exited early) or the disk full, it
+        // says so on one line and exits 1.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        for (what, stdout) in [
+            ("closed pipe", std::process::Stdio::from(writer)),
+            ("full disk", full.into()),
+        ] {
+            let out = gtc_command(args, &env)
+                .stdout(stdout)
+                .stderr(std::process::Stdio::piped())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?} {what}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{args:?} {what}: {stderr}");
+            let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+            assert_eq!(errors.len(), 1, "{args:?} {what}: {stderr}");
+            assert!(
+                errors[0].contains("cannot write the output"),
+                "{args:?} {what}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn messages_name_the_variable_the_user_set_and_say_an_os_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = webchat_bundle(dir.path());
+    let bundle_arg = format!("--bundle={}", bundle.display());
+    // GTC_LISTEN set to something that is no address: exit 2, naming GTC_LISTEN
+    // (not --listen, which the user did not give).
+    let mut env = dev_env(dir.path());
+    env.push(("GTC_LISTEN", "notanaddr".into()));
+    let out = run_gtc(&["serve", &bundle_arg], &env, b"");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let error = text(&out);
+    let error = error
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert!(error.contains("GTC_LISTEN=\"notanaddr\""), "{error}");
+    assert!(!error.contains("--listen"), "{error}");
+    // A bad --listen names the flag.
+    let out = run_gtc(
+        &["serve", "--listen", "nope", &bundle_arg],
+        &dev_env(dir.path()),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--listen"), "{}", text(&out));
+    // A missing bundle: the OS error once.
+    let missing = dir.path().join("nope");
+    let out = run_gtc(
+        &[
+            "serve",
+            "--listen=127.0.0.1:0",
+            &format!("--bundle={}", missing.display()),
+        ],
+        &dev_env(dir.path()),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let error = text(&out);
+    let error = error
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert!(error.contains("No such file or directory"), "{error}");
+    assert_eq!(error.matches("os error 2").count(), 1, "{error}");
+}

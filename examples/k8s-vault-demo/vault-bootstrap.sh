@@ -39,15 +39,30 @@
 #   LEGACY_TRANSIT_KEY (none)          also allow decrypt with this key (migration)
 #   K8S_HOST (https://kubernetes.default.svc)   the API server Vault calls for TokenReview
 #   K8S_CA_CERT_FILE                   its CA (PEM); in a pod, the mounted ca.crt
-#   K8S_DISABLE_LOCAL_CA_JWT (false)   true when Vault does not run inside the cluster
+#   K8S_DISABLE_LOCAL_CA_JWT (false)   true when Vault does not run inside the cluster;
+#                                      it then needs one of these two (neither: exit 2):
+#   TOKEN_REVIEWER_JWT_FILE            (the default way) a token of the reviewer
+#     or TOKEN_REVIEWER_JWT            ServiceAccount `gtc deploy render --vault-mode
+#                                      external` emits, bound to system:auth-delegator:
+#                                      kubectl create token gtc-vault-reviewer-ENV-TENANT
+#                                      -n NS --duration=8760h (Vault's token_reviewer_jwt)
+#   USE_CLIENT_JWT_AS_REVIEWER (false) true: Vault reviews each worker token with that
+#                                      token itself; the API server must accept it (an
+#                                      audience of its own besides `vault`) and the
+#                                      worker's ServiceAccount needs system:auth-delegator
 #   TOKEN_AUDIENCE (vault)             the audience of the projected token
 #   TOKEN_TTL (20m)  TOKEN_MAX_TTL (1h)
 #
 # Exit status: 0 done, 1 Vault refused or failed, 2 bad configuration or an
 # identity that would be shared between scopes.
-set -euo pipefail
+set -Eeuo pipefail
 
 fail2() { echo "vault-bootstrap: $*" >&2; exit 2; }
+# Any other failing command is a Vault call that Vault refused (bad or expired
+# VAULT_TOKEN, a policy that does not allow it, sealed) or that could not reach
+# it: exit 1, as the header promises — not the CLI's own status (the vault and
+# bao CLIs exit 2 for an API error, which would read as "bad configuration").
+trap 'echo "vault-bootstrap: a call to Vault failed (line $LINENO; its message is above): Vault refused it or could not be reached" >&2; exit 1' ERR
 need() { [ -n "${!1:-}" ] || fail2 "$1 is required"; }
 need VAULT_ADDR; need VAULT_TOKEN; need GREENTIC_ENV; need GREENTIC_TENANT
 
@@ -83,6 +98,28 @@ if [ -z "$ca_file" ] && [ -f /var/run/secrets/kubernetes.io/serviceaccount/ca.cr
   ca_file=/var/run/secrets/kubernetes.io/serviceaccount/ca.crt
 fi
 k8s_name_ok "$ns" || fail2 "WORKER_NAMESPACE=$ns is not a Kubernetes namespace name"
+
+# Who Vault's TokenReview calls authenticate as. Inside the cluster Vault uses its
+# own ServiceAccount token. Outside (K8S_DISABLE_LOCAL_CA_JWT=true) it sends the
+# reviewer JWT, or with none the worker's own token, whose audience (`vault`) the API
+# server refuses — every login would then fail. So one of the two is required.
+external="${K8S_DISABLE_LOCAL_CA_JWT:-false}"
+client_reviewer="${USE_CLIENT_JWT_AS_REVIEWER:-false}"
+reviewer_jwt_file=""
+if [ -n "${TOKEN_REVIEWER_JWT_FILE:-}" ]; then
+  { [ -f "$TOKEN_REVIEWER_JWT_FILE" ] && [ -r "$TOKEN_REVIEWER_JWT_FILE" ] && [ -s "$TOKEN_REVIEWER_JWT_FILE" ]; } ||
+    fail2 "TOKEN_REVIEWER_JWT_FILE=$TOKEN_REVIEWER_JWT_FILE is not a readable, non-empty file"
+  reviewer_jwt_file="$TOKEN_REVIEWER_JWT_FILE"
+elif [ -n "${TOKEN_REVIEWER_JWT:-}" ]; then
+  reviewer_jwt_file="$(mktemp)"
+  trap 'rm -f "$reviewer_jwt_file"' EXIT
+  printf '%s' "$TOKEN_REVIEWER_JWT" >"$reviewer_jwt_file"
+fi
+[ -n "$reviewer_jwt_file" ] && [ "$client_reviewer" = true ] &&
+  fail2 "give a reviewer JWT (TOKEN_REVIEWER_JWT_FILE / TOKEN_REVIEWER_JWT) or USE_CLIENT_JWT_AS_REVIEWER=true, not both"
+if [ "$external" = true ] && [ -z "$reviewer_jwt_file" ] && [ "$client_reviewer" != true ]; then
+  fail2 "K8S_DISABLE_LOCAL_CA_JWT=true (Vault outside the cluster) needs a reviewer identity, or every worker login fails at TokenReview: set TOKEN_REVIEWER_JWT_FILE to a token of the reviewer ServiceAccount that gtc deploy render --vault-mode external emits (kubectl create token gtc-vault-reviewer-$scope -n $ns --duration=8760h), or USE_CLIENT_JWT_AS_REVIEWER=true if the workers' tokens carry an audience the API server accepts and their ServiceAccounts are bound to system:auth-delegator"
+fi
 for name in "$key" ${legacy_key:+"$legacy_key"}; do
   vault_name_ok "$name" || fail2 "transit key name $name: letters, digits, '.', '_', '-' only"
 done
@@ -149,10 +186,8 @@ scope_line() { printf '# gtc-scope: env=%s tenant=%s team=%s' "$env_name" "$tena
 # ---- Checks first: nothing is written when an identity would be shared. ----
 existing_roles=""
 if has "$auth_mounts" "$k8s_mount"; then
-  set +e
-  listing="$("$cli" list -format=json "auth/$k8s_mount/role" 2>/dev/null)"
-  status=$?
-  set -e
+  status=0
+  listing="$("$cli" list -format=json "auth/$k8s_mount/role" 2>/dev/null)" || status=$?
   case "$status" in
     0) existing_roles="$(grep -o '"[^"]*"' <<<"$listing" | tr -d '"')" ;;
     2) existing_roles="" ;;  # no roles yet
@@ -201,7 +236,8 @@ else
 fi
 config_args=("kubernetes_host=$k8s_host")
 [ -n "$ca_file" ] && config_args+=("kubernetes_ca_cert=@$ca_file")
-[ "${K8S_DISABLE_LOCAL_CA_JWT:-false}" = "true" ] && config_args+=("disable_local_ca_jwt=true")
+[ "$external" = "true" ] && config_args+=("disable_local_ca_jwt=true")
+[ -n "$reviewer_jwt_file" ] && config_args+=("token_reviewer_jwt=@$reviewer_jwt_file")
 "$cli" write "auth/$k8s_mount/config" "${config_args[@]}" >/dev/null
 say "configured auth/$k8s_mount (kubernetes_host=$k8s_host)"
 

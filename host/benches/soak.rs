@@ -408,6 +408,13 @@ async fn soak(seconds: u64) {
         bao_bin().parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // Vault "outside the cluster" reviews tokens as the rendered reviewer.
+    let reviewer = dir.path().join("reviewer-jwt");
+    std::fs::write(
+        &reviewer,
+        k8s.mint_reviewer(WORKER_NAMESPACE, "gtc-vault-reviewer-dev-acme"),
+    )
+    .unwrap();
     let boot = Command::new("bash")
         .arg(root().join("examples/k8s-vault-demo/vault-bootstrap.sh"))
         .env_clear()
@@ -424,6 +431,7 @@ async fn soak(seconds: u64) {
         .env("K8S_HOST", &k8s.addr)
         .env("K8S_CA_CERT_FILE", &ca)
         .env("K8S_DISABLE_LOCAL_CA_JWT", "true")
+        .env("TOKEN_REVIEWER_JWT_FILE", &reviewer)
         .env("TOKEN_TTL", "5s")
         .env("TOKEN_MAX_TTL", "15s")
         .output()

@@ -114,10 +114,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     // Bind first: the host's own port is a destination no bundle may reach.
-    let listener = bind(args.listen).await?;
+    let listen = match args.listen {
+        Some(listen) => listen,
+        None => crate::config::listen_addr(env)?,
+    };
+    let listener = bind(listen).await?;
     let addr = listener
         .local_addr()
-        .map_err(|e| AppError::Listen(args.listen, e.to_string()))?;
+        .map_err(|e| AppError::Listen(listen, e.to_string()))?;
     let runtime_config = runtime_config(&args, addr.port())?;
     audit::install(AuditConfig {
         every_hit: args.audit_every_hit,
@@ -172,9 +176,26 @@ pub async fn route(args: RouteArgs, shutdown: impl Future<Output = ()>) -> Resul
     let addr = listener
         .local_addr()
         .map_err(|e| AppError::Listen(args.listen, e.to_string()))?;
+    let metrics_listener = match args.metrics_listen {
+        Some(metrics_addr) => Some(bind(metrics_addr).await?),
+        None => None,
+    };
     println!("gtc route listening on http://{addr}");
+    if let (Some(metrics_listener), Some(asked)) = (&metrics_listener, args.metrics_listen) {
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .map_err(|e| AppError::Listen(asked, e.to_string()))?;
+        println!("gtc route metrics on http://{metrics_addr}/metrics");
+    }
     tracing::info!(%addr, upstreams = ?args.upstreams, "routing");
-    route::serve(listener, router, &args.connections.limits(), shutdown).await;
+    route::serve(
+        listener,
+        metrics_listener,
+        router,
+        &args.connections.limits(),
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 

@@ -167,6 +167,11 @@ pub struct RouteArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
+    /// Where to serve the router's own Prometheus metrics (`/metrics`: answers by
+    /// status, requests no worker answered by route and cause). Off by default;
+    /// never served on the public --listen port.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub connections: ConnectionArgs,
 }
@@ -176,7 +181,7 @@ pub struct RouteArgs {
 pub struct ConnectionArgs {
     /// Time a client has to send a complete request head; also the keep-alive
     /// idle timeout (a connection with no request in progress is closed after it).
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub header_read_timeout: Duration,
     /// Open client connections; past it a new connection gets 503 and is closed.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
@@ -199,6 +204,42 @@ impl ConnectionArgs {
 /// Parses a duration flag (`250ms`, `10s`, `5m`).
 fn duration(text: &str) -> Result<Duration, String> {
     crate::config::parse_duration("the flag", text).map_err(|e| e.to_string())
+}
+
+/// [`duration`], refusing zero (a timeout of nothing).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        zero if zero.is_zero() => Err("must be more than 0".into()),
+        positive => Ok(positive),
+    }
+}
+
+/// A Prometheus duration (`30s`, `1m30s`, `500ms`): what a ServiceMonitor's
+/// `interval` accepts; anything else would be refused only at scrape time.
+fn prometheus_duration(text: &str) -> Result<String, String> {
+    let mut rest = text;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = ["ms", "s", "m", "h", "d", "w", "y"]
+            .into_iter()
+            .find(|unit| rest[digits..].starts_with(unit));
+        match unit {
+            Some(unit) if digits > 0 => rest = &rest[digits + unit.len()..],
+            _ => {
+                return Err(format!(
+                    "{text:?} is not a Prometheus duration (e.g. 30s, 1m, 1m30s, 500ms)"
+                ));
+            }
+        }
+        parts += 1;
+    }
+    if parts == 0 {
+        return Err("empty: expected a Prometheus duration such as 30s".into());
+    }
+    Ok(text.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -324,6 +365,13 @@ pub struct RenderArgs {
     /// egress.allow must then be covered by --egress-cidr, or the render fails.
     #[arg(long, value_name = "DIR")]
     pub bundle_manifests: Option<PathBuf>,
+    /// Objects already in the namespace, as YAML (`kubectl get
+    /// deploy,svc,sa,secret,networkpolicy,pdb,hpa -n NS -o yaml`, or other scopes'
+    /// renders; repeat): an object of the same kind and name that belongs to
+    /// another scope (names join env, tenant and team with '-', so
+    /// `prod/eu-acme` and `prod-eu/acme` collide) is refused, naming both (exit 2).
+    #[arg(long = "existing", value_name = "FILE")]
+    pub existing: Vec<PathBuf>,
     /// The address block a bundle's egress destination stands for, HOST:PORT=CIDR
     /// (repeat). NetworkPolicy cannot match host names: without a block, the
     /// default deny drops the bundle's outgoing calls.
@@ -336,8 +384,14 @@ pub struct RenderArgs {
     /// router, from --replicas up to this many pods (needs a metrics server).
     #[arg(long, value_name = "N")]
     pub autoscale_max: Option<i32>,
-    /// The autoscaler's target CPU utilisation, percent of the CPU request.
-    #[arg(long, value_name = "PERCENT", default_value_t = 70)]
+    /// The autoscaler's target CPU utilisation, percent of the CPU request
+    /// (needs --autoscale-max: without it there is no autoscaler).
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value_t = 70,
+        requires = "autoscale_max"
+    )]
     pub autoscale_cpu_percent: i32,
     /// PodDisruptionBudget of worker and router: pods that may be down at once.
     #[arg(
@@ -348,7 +402,7 @@ pub struct RenderArgs {
     )]
     pub pdb_max_unavailable: i32,
     /// Render no PodDisruptionBudget.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pdb_max_unavailable")]
     pub no_pdb: bool,
     /// Topology spread of the pods across zones and nodes.
     #[arg(long, value_enum, default_value = "preferred")]
@@ -398,12 +452,21 @@ pub struct RenderArgs {
     /// of --metrics-from-namespace].
     #[arg(long = "metrics-from-pod-label", value_name = "KEY=VALUE")]
     pub metrics_from_pod_labels: Vec<String>,
+    /// A label of the ServiceMonitor/PodMonitor, KEY=VALUE (repeat): what your
+    /// Prometheus selects monitors by, e.g. release=kube-prometheus-stack
+    /// (kube-prometheus-stack's serviceMonitorSelector). Needs --prometheus-operator.
+    #[arg(
+        long = "monitor-label",
+        value_name = "KEY=VALUE",
+        requires = "prometheus_operator"
+    )]
+    pub monitor_labels: Vec<String>,
     /// Also render a Prometheus Operator ServiceMonitor or PodMonitor for the
     /// worker (needs --metrics-from-namespace).
     #[arg(long, value_enum, value_name = "KIND", num_args = 0..=1, default_missing_value = "service-monitor")]
     pub prometheus_operator: Option<crate::ops::deploy::network::MonitorKind>,
-    /// Scrape interval of the ServiceMonitor/PodMonitor.
-    #[arg(long, default_value = "30s")]
+    /// Scrape interval of the ServiceMonitor/PodMonitor (a Prometheus duration).
+    #[arg(long, default_value = "30s", value_parser = prometheus_duration)]
     pub scrape_interval: String,
     /// dev-store backend only: the dev store file to ship in the gtc-dev-secrets Secret.
     #[arg(long)]
@@ -416,9 +479,10 @@ pub struct ServeArgs {
     /// alone for tenant-wide secrets only. Repeat for more bundles.
     #[arg(long = "bundle", value_name = "DIR[=TEAM]", required = true)]
     pub bundles: Vec<BundleSpec>,
-    /// Address to listen on (port 0 picks a free port; the address is printed).
-    #[arg(long, default_value = "127.0.0.1:8080", env = "GTC_LISTEN")]
-    pub listen: SocketAddr,
+    /// Address to listen on (port 0 picks a free port; the address is printed)
+    /// [default: GTC_LISTEN when set, else 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
     /// Requests that may run at once (the instance pool); more wait for a free
     /// instance, at most --queue-timeout.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100000))]
@@ -576,12 +640,21 @@ impl RenderArgs {
             )));
         }
         let dev_store = match &args.dev_store {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                RenderError::Invalid(format!(
-                    "--dev-store {}: cannot read it: {e}",
-                    path.display()
-                ))
-            })?),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    RenderError::Invalid(format!(
+                        "--dev-store {}: cannot read it: {e}",
+                        path.display()
+                    ))
+                })?;
+                serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                    RenderError::Invalid(format!(
+                        "--dev-store {}: not a dev store (JSON): {e}",
+                        path.display()
+                    ))
+                })?;
+                Some(text)
+            }
             None => None,
         };
         // The bundles' manifests, when a copy is at hand: --bundles-dir for the
@@ -596,6 +669,20 @@ impl RenderArgs {
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
+        let existing = args
+            .existing
+            .iter()
+            .map(|path| {
+                std::fs::read_to_string(path)
+                    .map(|text| crate::ops::deploy::existing::ExistingFile {
+                        path: path.display().to_string(),
+                        text,
+                    })
+                    .map_err(|e| {
+                        RenderError::Invalid(format!("--existing {}: {e}", path.display()))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut egress_allowlists = Vec::new();
         if let Some(dir) = &args.bundle_manifests {
             for (name, manifest) in manifests("bundle-manifests", dir)? {
@@ -674,8 +761,10 @@ impl RenderArgs {
                 from_pod_labels: args.metrics_from_pod_labels,
                 monitor: args.prometheus_operator,
                 interval: args.scrape_interval,
+                monitor_labels: args.monitor_labels,
             },
             image_pull_policy: args.image_pull_policy,
+            existing,
             egress: args.egress_cidrs,
             egress_allowlists,
             scale: crate::ops::deploy::scale::ScaleFlags {

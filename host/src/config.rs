@@ -232,6 +232,66 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Parses `250ms`, `30s`, `5m`, `1h` (or plain seconds), at most [`MAX_DURATION`].
 /// The arithmetic is checked: a number that would overflow is refused, never
 /// wrapped or saturated into some other duration.
+/// Where `gtc serve` listens when `--listen` is not given.
+pub const ENV_LISTEN: &str = "GTC_LISTEN";
+/// Its default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// `GTC_LISTEN` (a `HOST:PORT` socket address), else the default; an error
+/// names the variable, since the operator set it there, not as a flag.
+pub fn listen_addr(env: &dyn Environment) -> Result<std::net::SocketAddr, ConfigError> {
+    let value = env.var(ENV_LISTEN);
+    let text = value.as_deref().unwrap_or(DEFAULT_LISTEN);
+    text.parse().map_err(|_| ConfigError::Invalid {
+        var: ENV_LISTEN,
+        value: text.to_string(),
+        reason: "expected an IP address and port, e.g. 0.0.0.0:8080".into(),
+    })
+}
+
+/// [`parse_duration`], refusing zero (a timeout of nothing).
+pub fn positive_duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let duration = parse_duration(var, value)?;
+    if duration.is_zero() {
+        return Err(ConfigError::Invalid {
+            var,
+            value: value.to_string(),
+            reason: "must be more than 0".into(),
+        });
+    }
+    Ok(duration)
+}
+
+/// A file of PEM certificates (`VAULT_CACERT`): present, a file, and holding at
+/// least one certificate reqwest accepts. Checked once here, so each fault is a
+/// configuration error naming the variable, with the OS error said once.
+pub fn pem_certificate_file(var: &'static str, path: &str) -> Result<PathBuf, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        var,
+        value: path.to_string(),
+        reason,
+    };
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(invalid("no such file".into()));
+        }
+        Err(_) if std::path::Path::new(path).is_dir() => {
+            return Err(invalid("is a directory, not a PEM certificate file".into()));
+        }
+        Err(e) => return Err(invalid(format!("cannot read it: {e}"))),
+    };
+    let has_block = text
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----");
+    if !has_block || reqwest::Certificate::from_pem_bundle(&text).is_err() {
+        return Err(invalid(
+            "not a PEM certificate (expected -----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
 pub fn parse_duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
     let invalid = |reason: &str| ConfigError::Invalid {
         var,
@@ -525,13 +585,17 @@ fn vault_common(
         });
     }
     let timeout = match env.var(ENV_VAULT_TIMEOUT) {
-        Some(value) => parse_duration(ENV_VAULT_TIMEOUT, &value)?,
+        Some(value) => positive_duration(ENV_VAULT_TIMEOUT, &value)?,
         None => DEFAULT_VAULT_TIMEOUT,
+    };
+    let ca_cert = match env.var("VAULT_CACERT") {
+        Some(path) => Some(pem_certificate_file("VAULT_CACERT", &path)?),
+        None => None,
     };
     let client = crate::secrets::vault::ClientConfig {
         addr,
         namespace: env.var("VAULT_NAMESPACE"),
-        ca_cert: env.var("VAULT_CACERT").map(PathBuf::from),
+        ca_cert,
         timeout,
     };
     let layout = crate::secrets::backend::VaultLayout {
@@ -650,7 +714,10 @@ pub fn fleet_settings(env: &dyn Environment) -> Result<FleetSettings, ConfigErro
             per_second: positive_number(env, ENV_FETCH_RATE, defaults.per_second)?,
             burst: positive_number(env, ENV_FETCH_BURST, defaults.burst)?.max(1.0),
         },
-        backend_timeout: duration(ENV_VAULT_TIMEOUT, DEFAULT_VAULT_TIMEOUT)?,
+        backend_timeout: match env.var(ENV_VAULT_TIMEOUT) {
+            Some(value) => positive_duration(ENV_VAULT_TIMEOUT, &value)?,
+            None => DEFAULT_VAULT_TIMEOUT,
+        },
     })
 }
 

@@ -16,19 +16,29 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => app::serve(&env, args, shutdown_signal()).await?,
         Command::Route(args) => app::route(args, shutdown_signal()).await?,
         Command::Deploy { command } => match *command {
-            DeployCommand::Render(args) => deploy::print_yaml(&args.into_config()?)?,
+            DeployCommand::Render(args) => emit(&deploy::render_yaml(&args.into_config()?)?)?,
         },
         Command::Bundle { command } => match command {
-            BundleCommand::Inspect { dir } => bundle::inspect(&dir)?,
+            BundleCommand::Inspect { dir } => emit(&bundle::inspect(&dir)?)?,
             BundleCommand::Check { dirs, compile } => {
-                bundle::check_all(&dirs, &app::tool_runtime(compile.setting())?)?
+                let (report, outcome) =
+                    bundle::check_all(&dirs, &app::tool_runtime(compile.setting())?);
+                emit(&report)?;
+                outcome?
             }
             BundleCommand::Compile { dirs, compile } => {
-                bundle::compile_all(&dirs, &app::tool_runtime(compile.setting())?)?
+                let (report, outcome) =
+                    bundle::compile_all(&dirs, &app::tool_runtime(compile.setting())?);
+                emit(&report)?;
+                outcome?
             }
         },
-        Command::New(args) => bundle::new(args.lang, &args.name, args.dir.as_deref())?,
-        Command::Doctor(args) => doctor::command(&env, &args.bundles).await?,
+        Command::New(args) => emit(&bundle::new(args.lang, &args.name, args.dir.as_deref())?)?,
+        Command::Doctor(args) => {
+            let (report, outcome) = doctor::command(&env, &args.bundles).await;
+            emit(&report)?;
+            outcome?
+        }
         Command::Op {
             command: OpCommand::Secrets { command },
         } => match command {
@@ -44,17 +54,49 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 prefix,
                 env: env_flag,
                 check,
-            } => secrets_admin::ls_command(&env, &prefix, env_flag.as_deref(), check).await?,
+            } => {
+                emit(&secrets_admin::ls_command(&env, &prefix, env_flag.as_deref(), check).await?)?
+            }
             SecretsCommand::Rewrap {
                 prefix,
                 env: env_flag,
                 from_key,
             } => {
-                secrets_admin::rewrap_command(&env, &prefix, env_flag.as_deref(), &from_key).await?
+                let (report, outcome) =
+                    secrets_admin::rewrap_command(&env, &prefix, env_flag.as_deref(), &from_key)
+                        .await?;
+                emit(&report)?;
+                outcome?
             }
         },
     }
     Ok(())
+}
+
+/// Writes a command's output to stdout. A closed pipe (`gtc deploy render | kubectl
+/// apply -f -` where kubectl exits early, `| head`) or a full disk is an error like
+/// any other: one line, exit status 1 — never a panic.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| anyhow::anyhow!("cannot write the output to standard output: {e}"))
+}
+
+/// The error and its causes on one line, each cause once: an error whose message
+/// already quotes its source (`cannot read X: No such file…`) does not repeat it.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 fn main() -> ExitCode {
@@ -76,7 +118,7 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", one_line(&error));
             ExitCode::from(app::exit_status(&error))
         }
     }

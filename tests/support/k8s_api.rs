@@ -2,6 +2,16 @@
 //! TokenReview. It mints projected ServiceAccount tokens (RS256, with a key
 //! generated at start) and reviews them as the API server would: signature,
 //! expiry and audience are checked, and the answer names the ServiceAccount.
+//!
+//! Its caller is authenticated and authorized as the API server does it: the
+//! request's bearer token must be a token of this issuer whose audience the API
+//! server accepts ([`API_AUDIENCE`]; a worker's projected token, audience `vault`,
+//! is not one) — else 401 — and its ServiceAccount must be bound to
+//! `system:auth-delegator` ([`K8sApi::bind_auth_delegator`], what applying the
+//! rendered ClusterRoleBinding does) — else 403. So Vault configured without a
+//! reviewer JWT (it then sends the worker's own token) fails here as it would
+//! on a cluster.
+//!
 //! Used by the tests and by examples/k8s-vault-demo/local.sh (through the
 //! `tokenreview-stub` example). Listens on 127.0.0.1 only; stops on drop.
 
@@ -12,6 +22,7 @@ use rsa::signature::{SignatureEncoding as _, Signer as _, Verifier as _};
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,11 +33,20 @@ pub struct K8sApi {
     /// `jti` of every token reviewed, in order.
     pub reviewed: Arc<Mutex<Vec<String>>>,
     pub ca_pem: String,
+    /// `system:serviceaccount:NS:NAME` of every ServiceAccount bound to
+    /// `system:auth-delegator` (allowed to create TokenReviews).
+    delegators: Arc<Mutex<BTreeSet<String>>>,
+    /// Callers refused, as `STATUS reason`, in order.
+    pub refused_callers: Arc<Mutex<Vec<String>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 pub const WORKER_NAMESPACE: &str = "greentic-workers";
+
+/// The audience the API server accepts for its own API (its issuer, as a
+/// cluster's default `--api-audiences`): what `kubectl create token` mints.
+pub const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 
 fn now() -> u64 {
     SystemTime::now()
@@ -40,17 +60,24 @@ impl K8sApi {
         let key = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
         let public = RsaPublicKey::from(&key);
         let reviewed = Arc::new(Mutex::new(Vec::new()));
+        let delegators = Arc::new(Mutex::new(BTreeSet::new()));
+        let refused_callers = Arc::new(Mutex::new(Vec::new()));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = format!("http://{}", listener.local_addr().unwrap());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let seen = reviewed.clone();
+        let state = ApiState {
+            key: public,
+            seen: reviewed.clone(),
+            delegators: delegators.clone(),
+            refused: refused_callers.clone(),
+        };
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(serve_token_reviews(listener, public, seen, stop_rx));
+            runtime.block_on(serve_token_reviews(listener, state, stop_rx));
         });
         let ca =
             rcgen::generate_simple_self_signed(vec!["kubernetes.default.svc".to_string()]).unwrap();
@@ -59,6 +86,8 @@ impl K8sApi {
             key,
             reviewed,
             ca_pem: ca.cert.pem(),
+            delegators,
+            refused_callers,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
@@ -99,6 +128,77 @@ impl K8sApi {
     pub fn reviewed(&self) -> Vec<String> {
         self.reviewed.lock().unwrap().clone()
     }
+
+    /// Binds `service_account` to `system:auth-delegator` (what applying a
+    /// ClusterRoleBinding to it does): it may create TokenReviews.
+    pub fn bind_auth_delegator(&self, namespace: &str, service_account: &str) {
+        self.delegators.lock().unwrap().insert(format!(
+            "system:serviceaccount:{namespace}:{service_account}"
+        ));
+    }
+
+    /// A reviewer token for `service_account`, bound to `system:auth-delegator`,
+    /// with the API server's audience (what `kubectl create token` mints).
+    pub fn mint_reviewer(&self, namespace: &str, service_account: &str) -> String {
+        self.bind_auth_delegator(namespace, service_account);
+        self.mint(
+            namespace,
+            service_account,
+            API_AUDIENCE,
+            Duration::from_secs(24 * 3600),
+        )
+    }
+
+    /// The callers refused so far (`401 …` / `403 …`).
+    pub fn refused_callers(&self) -> Vec<String> {
+        self.refused_callers.lock().unwrap().clone()
+    }
+}
+
+/// What the server needs to review tokens and authenticate its callers.
+#[derive(Clone)]
+struct ApiState {
+    key: RsaPublicKey,
+    seen: Arc<Mutex<Vec<String>>>,
+    delegators: Arc<Mutex<BTreeSet<String>>>,
+    refused: Arc<Mutex<Vec<String>>>,
+}
+
+fn audiences_of(claims: &Value) -> Vec<String> {
+    claims["aud"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Authenticates and authorizes the caller of a TokenReview as the API server
+/// does: `Err((status, reason))` when it may not create one.
+fn authorize_caller(authorization: Option<&str>, state: &ApiState) -> Result<(), (u16, String)> {
+    let bearer = authorization
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or((401, "no bearer token".to_string()))?;
+    let claims = verify(bearer, &state.key).map_err(|why| (401, why))?;
+    if !audiences_of(&claims).iter().any(|a| a == API_AUDIENCE) {
+        return Err((
+            401,
+            format!(
+                "the bearer token's audience {:?} is not accepted by the API server",
+                audiences_of(&claims)
+            ),
+        ));
+    }
+    let user = claims["sub"].as_str().unwrap_or_default();
+    if !state.delegators.lock().unwrap().contains(user) {
+        return Err((
+            403,
+            format!("{user} cannot create tokenreviews (no system:auth-delegator binding)"),
+        ));
+    }
+    Ok(())
 }
 
 /// The `jti` claim of a JWT (no verification: test bookkeeping only).
@@ -174,14 +274,7 @@ fn review(body: &[u8], key: &RsaPublicKey, seen: &Mutex<Vec<String>>) -> Value {
     if let Some(jti) = claims["jti"].as_str() {
         seen.lock().unwrap().push(jti.to_string());
     }
-    let token_audiences: Vec<String> = claims["aud"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let token_audiences = audiences_of(&claims);
     let wanted: Vec<String> = request["spec"]["audiences"]
         .as_array()
         .map(|a| {
@@ -225,8 +318,7 @@ fn review(body: &[u8], key: &RsaPublicKey, seen: &Mutex<Vec<String>>) -> Value {
 
 async fn serve_token_reviews(
     listener: std::net::TcpListener,
-    key: RsaPublicKey,
-    seen: Arc<Mutex<Vec<String>>>,
+    state: ApiState,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     use http_body_util::{BodyExt as _, Full};
@@ -236,25 +328,49 @@ async fn serve_token_reviews(
             accepted = listener.accept() => match accepted { Ok((s, _)) => s, Err(_) => continue },
             _ = &mut stop => return,
         };
-        let (key, seen) = (key.clone(), seen.clone());
+        let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
-                    let (key, seen) = (key.clone(), seen.clone());
+                    let state = state.clone();
                     async move {
                         let path = request.uri().path().to_string();
+                        let caller = authorize_caller(
+                            request
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok()),
+                            &state,
+                        );
                         let body = request
                             .into_body()
                             .collect()
                             .await
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
-                        let (status, answer) =
-                            if path == "/apis/authentication.k8s.io/v1/tokenreviews" {
-                                (201, review(&body, &key, &seen))
-                            } else {
+                        let (status, answer) = match caller {
+                            _ if path != "/apis/authentication.k8s.io/v1/tokenreviews" => {
                                 (404, json!({"kind": "Status", "code": 404}))
-                            };
+                            }
+                            Err((status, reason)) => {
+                                state
+                                    .refused
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("{status} {reason}"));
+                                let message = if status == 401 {
+                                    "Unauthorized"
+                                } else {
+                                    "Forbidden"
+                                };
+                                (
+                                    status,
+                                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                           "message": message, "reason": message, "code": status}),
+                                )
+                            }
+                            Ok(()) => (201, review(&body, &state.key, &state.seen)),
+                        };
                         let mut response =
                             hyper::Response::new(Full::new(bytes::Bytes::from(answer.to_string())));
                         *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();

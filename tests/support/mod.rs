@@ -7,6 +7,7 @@
 
 pub mod k8s_api;
 pub mod proxy;
+pub mod service;
 pub mod upstream;
 pub mod vault;
 
@@ -208,6 +209,14 @@ pub fn renamed_guest(guest_name: &str, from: &str, to: &str, out: &Path) -> Path
 
 /// The base environment of a `gtc` process: nothing inherited from the test's own
 /// environment except PATH, so no stray Kubernetes or Vault variable changes it.
+/// `gtc ARGS` in the base environment plus `env`, not started (for tests that
+/// wire its standard streams themselves).
+pub fn gtc_command(args: &[&str], env: &[(&str, String)]) -> Command {
+    let mut command = base_command(env);
+    command.args(args);
+    command
+}
+
 fn base_command(env: &[(&str, String)]) -> Command {
     command_for(Command::new(gtc_bin()), env)
 }
@@ -552,6 +561,8 @@ pub struct Router {
     pub base: String,
     log: PathBuf,
     _log_dir: tempfile::TempDir,
+    /// The router's own `/metrics` URL, when started with `--metrics-listen`.
+    pub metrics: Option<String>,
 }
 
 impl Router {
@@ -561,7 +572,19 @@ impl Router {
 
     /// `gtc route` with several `--upstream [PREFIX=]URL`.
     pub fn start_with(upstreams: &[String]) -> Router {
+        Self::start_full(upstreams, false)
+    }
+
+    /// `gtc route` serving its own metrics on a second loopback port.
+    pub fn start_with_metrics(upstreams: &[String]) -> Router {
+        Self::start_full(upstreams, true)
+    }
+
+    fn start_full(upstreams: &[String], metrics: bool) -> Router {
         let mut args = vec!["route".to_string(), "--listen=127.0.0.1:0".to_string()];
+        if metrics {
+            args.push("--metrics-listen=127.0.0.1:0".to_string());
+        }
         args.extend(upstreams.iter().map(|u| format!("--upstream={u}")));
         let log_dir = tempfile::tempdir().unwrap();
         let log = log_dir.path().join("route.log");
@@ -572,18 +595,28 @@ impl Router {
             .spawn()
             .expect("spawn gtc route");
         let stdout = child.stdout.take().unwrap();
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        stdout.read_line(&mut line).unwrap();
         let base = line
             .trim()
             .strip_prefix("gtc route listening on ")
             .unwrap_or_else(|| panic!("unexpected router output {line:?}"))
             .to_string();
+        let metrics = metrics.then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix("gtc route metrics on ")
+                .unwrap_or_else(|| panic!("unexpected router output {line:?}"))
+                .to_string()
+        });
         Router {
             child,
             base,
             log,
             _log_dir: log_dir,
+            metrics,
         }
     }
 

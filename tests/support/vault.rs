@@ -217,6 +217,9 @@ pub struct VaultWorld {
 pub const ROLE: &str = "gtc-worker-dev-acme";
 /// The worker's ServiceAccount the bootstrap binds by default (= the role's name).
 pub const SERVICE_ACCOUNT: &str = "gtc-worker-dev-acme";
+/// The reviewer ServiceAccount `gtc deploy render --vault-mode external` emits for
+/// dev/acme (bound to `system:auth-delegator`).
+pub const REVIEWER_SERVICE_ACCOUNT: &str = "gtc-vault-reviewer-dev-acme";
 
 impl VaultWorld {
     /// Starts both servers and runs the bootstrap with the given token TTLs.
@@ -275,6 +278,15 @@ impl VaultWorld {
     pub fn run_bootstrap(&self, vars: &[(&str, &str)]) -> Output {
         let ca = self.dir.path().join("k8s-ca.pem");
         std::fs::write(&ca, &self.k8s.ca_pem).unwrap();
+        // Vault runs "outside the cluster" here: it reviews tokens with the
+        // reviewer's JWT, as the rendered reviewer identity provides it.
+        let reviewer = self.dir.path().join("reviewer-jwt");
+        std::fs::write(
+            &reviewer,
+            self.k8s
+                .mint_reviewer(WORKER_NAMESPACE, REVIEWER_SERVICE_ACCOUNT),
+        )
+        .unwrap();
         let path = format!(
             "{}:{}",
             bao_bin().parent().unwrap().display(),
@@ -294,7 +306,8 @@ impl VaultWorld {
             .env("WORKER_NAMESPACE", WORKER_NAMESPACE)
             .env("K8S_HOST", &self.k8s.addr)
             .env("K8S_CA_CERT_FILE", &ca)
-            .env("K8S_DISABLE_LOCAL_CA_JWT", "true");
+            .env("K8S_DISABLE_LOCAL_CA_JWT", "true")
+            .env("TOKEN_REVIEWER_JWT_FILE", &reviewer);
         if let Some(ca) = &self.bao.ca_cert {
             command.env("VAULT_CACERT", ca);
         }

@@ -34,22 +34,22 @@ impl BundleCommandError {
 }
 
 /// `gtc bundle inspect DIR`: the manifest as the host reads it.
-pub fn inspect(dir: &Path) -> anyhow::Result<()> {
+pub fn inspect(dir: &Path) -> anyhow::Result<String> {
     let manifest = Manifest::load(dir)?;
-    print!("{}", manifest.review());
-    Ok(())
+    Ok(manifest.review())
 }
 
 /// `gtc bundle check DIR[=TEAM]...`: a report per bundle, then the bundles as one
-/// set (the rules of [`fleet::check`], which `gtc serve` runs too); fails when any
-/// bundle, or the set, would not start.
-pub fn check_all(specs: &[BundleSpec], host: &impl ComponentHost) -> anyhow::Result<()> {
+/// set (the rules of [`fleet::check`], which `gtc serve` runs too), for the caller
+/// to write to stdout; fails when any bundle, or the set, would not start.
+pub fn check_all(specs: &[BundleSpec], host: &impl ComponentHost) -> (String, anyhow::Result<()>) {
+    use std::fmt::Write as _;
     let mut failed = 0;
     let mut reports = Vec::new();
+    let mut text = String::new();
     for spec in specs {
         let report = check::check(&spec.dir, host);
-        println!("== {}", spec.dir.display());
-        print!("{}", report.render());
+        let _ = write!(text, "== {}\n{}", spec.dir.display(), report.render());
         if !report.ok() {
             failed += 1;
         }
@@ -68,27 +68,41 @@ pub fn check_all(specs: &[BundleSpec], host: &impl ComponentHost) -> anyhow::Res
         .collect();
     let together = fleet::check(&members);
     if specs.len() > 1 || !together.is_empty() {
-        println!("== the {} bundle(s) together", specs.len());
+        let _ = writeln!(text, "== the {} bundle(s) together", specs.len());
         for problem in &together {
-            println!("error: {problem}");
+            let _ = writeln!(text, "error: {problem}");
         }
-        println!(
+        let _ = writeln!(
+            text,
             "{}: {} error(s)",
             if together.is_empty() { "ok" } else { "FAILED" },
             together.len()
         );
     }
-    if failed > 0 {
+    let outcome = if failed > 0 {
         Err(BundleCommandError::WouldNotStart(failed).into())
     } else if !together.is_empty() {
         Err(BundleCommandError::WouldNotStartTogether.into())
     } else {
         Ok(())
-    }
+    };
+    (text, outcome)
 }
 
-/// `gtc bundle compile DIR...`: fills the compile cache `host` was built with.
-pub fn compile_all(dirs: &[PathBuf], host: &impl ComponentHost) -> anyhow::Result<()> {
+/// `gtc bundle compile DIR...`: fills the compile cache `host` was built with;
+/// a line per bundle (for the caller to write to stdout), then the outcome.
+pub fn compile_all(dirs: &[PathBuf], host: &impl ComponentHost) -> (String, anyhow::Result<()>) {
+    let mut text = String::new();
+    let outcome = compile_into(dirs, host, &mut text);
+    (text, outcome)
+}
+
+fn compile_into(
+    dirs: &[PathBuf],
+    host: &impl ComponentHost,
+    text: &mut String,
+) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
     if host.compile_cache_dir().is_none() {
         return Err(BundleCommandError::NoCache.into());
     }
@@ -101,7 +115,8 @@ pub fn compile_all(dirs: &[PathBuf], host: &impl ComponentHost) -> anyhow::Resul
             }
             (_, Some(artifact)) => artifact.clone(),
         };
-        println!(
+        let _ = writeln!(
+            text,
             "{}: {:.1} MiB component, {} in {:.2} s -> {}",
             manifest.id,
             loaded.size as f64 / (1 << 20) as f64,
@@ -116,17 +131,18 @@ pub fn compile_all(dirs: &[PathBuf], host: &impl ComponentHost) -> anyhow::Resul
     Ok(())
 }
 
-/// `gtc new`: writes the bundle and says what to run next.
-pub fn new(lang: scaffold::Language, name: &str, dir: Option<&Path>) -> anyhow::Result<()> {
+/// `gtc new`: writes the bundle; returns what to run next, for the caller to
+/// write to stdout.
+pub fn new(lang: scaffold::Language, name: &str, dir: Option<&Path>) -> anyhow::Result<String> {
     let created = scaffold::create(lang, name, dir)?;
-    println!(
-        "created {} ({}, {} files); next, in that directory:",
+    let mut text = format!(
+        "created {} ({}, {} files); next, in that directory:\n",
         created.dir.display(),
         created.description,
         created.files
     );
     for line in created.next_steps() {
-        println!("  {line}");
+        text.push_str(&format!("  {line}\n"));
     }
-    Ok(())
+    Ok(text)
 }

@@ -143,20 +143,27 @@ pub enum DoctorFailed {
     Check,
 }
 
-/// `gtc doctor` as a command: each step on its own line, then the verdict.
-pub async fn command(env: &dyn Environment, bundles: &[BundleSpec]) -> Result<(), DoctorFailed> {
+/// `gtc doctor` as a command: the report (each step on its own line, then the
+/// verdict) for the caller to write to stdout, and the outcome.
+pub async fn command(
+    env: &dyn Environment,
+    bundles: &[BundleSpec],
+) -> (String, Result<(), DoctorFailed>) {
+    use std::fmt::Write as _;
     let report = run(env, bundles).await;
+    let mut text = String::new();
     for check in &report.checks {
-        println!("{check}");
+        let _ = writeln!(text, "{check}");
     }
-    if report.healthy() {
-        println!("all checks passed");
+    let outcome = if report.healthy() {
+        text.push_str("all checks passed\n");
         Ok(())
     } else if report.configuration_failed() {
         Err(DoctorFailed::Configuration)
     } else {
         Err(DoctorFailed::Check)
-    }
+    };
+    (text, outcome)
 }
 
 /// Runs every check for the configured backend.
@@ -451,8 +458,11 @@ async fn login(client: &VaultClient, login: &LoginConfig) -> Result<VaultToken, 
         .map_err(|error| match error {
             VaultError::Status { addr, operation, status, mut errors } if status == 400 || status == 403 => {
                 errors.push(format!(
-                    "check that the token file holds a token of the ServiceAccount the role binds (gtc-worker-<env>-<tenant> by default) with audience vault, and that auth/{}/role/{} binds it",
-                    login.mount, login.role
+                    "check that the token file holds a token of the ServiceAccount the role binds (gtc-worker-<env>-<tenant> by default) with audience vault, and that auth/{}/role/{} binds it; \
+                     with Vault outside the cluster, also that Vault's TokenReview calls are accepted by the API server: auth/{}/config needs the reviewer's token_reviewer_jwt \
+                     (vault-bootstrap.sh TOKEN_REVIEWER_JWT_FILE, a token of gtc-vault-reviewer-<env>-<tenant>, whose ClusterRoleBinding to system:auth-delegator the render emits) — \
+                     without one Vault sends the worker's own token, which the API server refuses",
+                    login.mount, login.role, login.mount
                 ));
                 VaultError::Status { addr, operation, status, errors }
             }
@@ -529,7 +539,7 @@ fn login_failure(error: &VaultError, settings: &config::VaultSettings) -> String
              Kubernetes login (auth/{}/login, role {}) within {:?} — Vault is most likely waiting \
              for the Kubernetes API (TokenReview): check kubernetes_host in auth/{}/config, \
              Vault's egress to the API server, and for a Vault outside the cluster \
-             K8S_DISABLE_LOCAL_CA_JWT=true in vault-bootstrap.sh",
+             K8S_DISABLE_LOCAL_CA_JWT=true and TOKEN_REVIEWER_JWT_FILE in vault-bootstrap.sh",
             settings.login.mount,
             settings.login.role,
             settings.client.timeout,

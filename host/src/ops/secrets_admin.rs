@@ -313,22 +313,20 @@ pub async fn put_command(
     Ok(())
 }
 
-/// `gtc op secrets ls [--check]` as a command: one line per entry on stdout.
+/// `gtc op secrets ls [--check]` as a command: one line per entry, for the
+/// caller to write to stdout.
 pub async fn ls_command(
     env: &dyn Environment,
     prefix: &str,
     env_flag: Option<&str>,
     with_check: bool,
-) -> Result<(), OpError> {
+) -> Result<String, OpError> {
     let lines = if with_check {
         check(env, prefix, env_flag).await?
     } else {
         list(env, prefix, env_flag).await?
     };
-    for line in lines {
-        println!("{line}");
-    }
-    Ok(())
+    Ok(lines.into_iter().map(|line| format!("{line}\n")).collect())
 }
 
 /// `gtc op secrets rewrap` as a command: the report on stdout; fails (exit 1)
@@ -338,12 +336,12 @@ pub async fn rewrap_command(
     prefix: &str,
     env_flag: Option<&str>,
     from_key: &str,
-) -> Result<(), OpError> {
+) -> Result<(String, Result<(), OpError>), OpError> {
     let (report, all_ok) = rewrap(env, prefix, env_flag, Some(from_key)).await?;
-    print!("{report}");
-    if all_ok {
+    let outcome = if all_ok {
         Ok(())
     } else {
         Err(OpError::RewrapIncomplete)
-    }
+    };
+    Ok((report, outcome))
 }

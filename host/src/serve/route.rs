@@ -10,17 +10,194 @@
 //! pairs when each team has its own worker: a path goes to the longest prefix it
 //! falls under (on a segment boundary, as the worker itself matches routes), else
 //! to the plain URL if one is given, else it is answered 404 here.
+//!
+//! The router tells callers the truth about a worker it could not use. In a
+//! cluster the upstream is a Service: when none of its workers is ready (e.g.
+//! while Vault is down and `/readyz` answers 503) the Service has no endpoints
+//! and a connection to it is refused, so a refused or timed-out *connect* means
+//! "no ready worker": 503 with `Retry-After` (the request never reached a worker,
+//! retrying is safe). 502 is kept for a worker that took the request and broke
+//! the connection before its answer was complete; 504 for one that did not
+//! answer within the router's time limit. Each is counted in the router's own
+//! metrics ([`RouteCounters`], served on `--metrics-listen`, never on the public
+//! port).
 
 use crate::serve::runtime::host_response;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt as _, Limited};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// Largest request body forwarded.
 pub const MAX_BODY: usize = 1 << 20;
+
+/// What a caller is told to wait before retrying when no worker is ready: about
+/// one readiness-probe period of the rendered worker.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// How long the router waits for a TCP connection to a worker. A Service with no
+/// ready endpoint refuses at once; a NetworkPolicy drop only times out.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a request could not be answered by a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum UpstreamFailure {
+    /// The connection was refused: no ready worker behind the Service (503).
+    Refused,
+    /// The connection was not accepted in time: a NetworkPolicy drop or a node
+    /// gone (503).
+    ConnectTimeout,
+    /// The worker took the request and broke the connection before its answer
+    /// was complete (502).
+    Broken,
+    /// The worker did not answer within the router's time limit (504).
+    Timeout,
+}
+
+impl UpstreamFailure {
+    /// The `cause` label and the body's words.
+    pub fn cause(self) -> &'static str {
+        match self {
+            Self::Refused => "no_ready_worker",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::Broken => "connection_broken",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    fn classify(error: &reqwest::Error) -> Self {
+        if error.is_connect() {
+            if error.is_timeout() {
+                Self::ConnectTimeout
+            } else {
+                Self::Refused
+            }
+        } else if error.is_timeout() {
+            Self::Timeout
+        } else {
+            Self::Broken
+        }
+    }
+
+    /// The answer the caller gets.
+    fn response(self) -> hyper::Response<HyperOutgoingBody> {
+        let (status, body) = match self {
+            Self::Refused => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{\"error\":\"no worker of this route is ready\",\"cause\":\"no_ready_worker\"}\n",
+            ),
+            Self::ConnectTimeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{\"error\":\"no worker of this route could be reached in time\",\"cause\":\"connect_timeout\"}\n",
+            ),
+            Self::Broken => (
+                StatusCode::BAD_GATEWAY,
+                "{\"error\":\"the worker broke the connection before answering\",\"cause\":\"connection_broken\"}\n",
+            ),
+            Self::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "{\"error\":\"the worker did not answer in time\",\"cause\":\"timeout\"}\n",
+            ),
+        };
+        let mut response = host_response(status, "application/json", body);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
+        response
+    }
+}
+
+/// The router's own counters, rendered at `/metrics` on `--metrics-listen`.
+#[derive(Default)]
+pub struct RouteCounters {
+    /// Answers the router gave, by status (forwarded or its own).
+    responses: Mutex<BTreeMap<u16, u64>>,
+    /// Requests no worker answered, by (route, cause).
+    failures: Mutex<BTreeMap<(String, UpstreamFailure), u64>>,
+}
+
+impl RouteCounters {
+    fn response(&self, status: StatusCode) {
+        let mut responses = self.responses.lock().unwrap_or_else(|e| e.into_inner());
+        *responses.entry(status.as_u16()).or_default() += 1;
+    }
+
+    fn failure(&self, route: &str, failure: UpstreamFailure) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        *failures.entry((route.to_string(), failure)).or_default() += 1;
+    }
+
+    /// The Prometheus text exposition of the counters and `connections`'s.
+    pub fn render(&self, connections: &crate::metrics::Metrics) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP gtc_route_responses_total Answers the router gave, by HTTP status.\n\
+             # TYPE gtc_route_responses_total counter\n",
+        );
+        for (status, count) in self
+            .responses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "gtc_route_responses_total{{status=\"{status}\"}} {count}"
+            );
+        }
+        out.push_str(
+            "# HELP gtc_route_upstream_failures_total Requests no worker answered, by route and cause \
+             (no_ready_worker and connect_timeout answer 503, connection_broken 502, timeout 504).\n\
+             # TYPE gtc_route_upstream_failures_total counter\n",
+        );
+        for ((route, failure), count) in self
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "gtc_route_upstream_failures_total{{route=\"{}\",cause=\"{}\"}} {count}",
+                escape_label(route),
+                failure.cause()
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP gtc_route_connections_open Client connections open.\n\
+             # TYPE gtc_route_connections_open gauge\n\
+             gtc_route_connections_open {}\n\
+             # HELP gtc_route_connections_refused_total Client connections refused at the cap.\n\
+             # TYPE gtc_route_connections_refused_total counter\n\
+             gtc_route_connections_refused_total {}\n",
+            connections
+                .connections_open
+                .load(std::sync::atomic::Ordering::Relaxed),
+            connections
+                .connections_refused
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        out
+    }
+}
+
+/// A Prometheus label value: `\\`, `"` and newlines escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
 
 /// Headers that describe one connection, never forwarded.
 const HOP_BY_HOP: [&str; 8] = [
@@ -40,6 +217,7 @@ pub struct Router {
     /// Where paths under no prefix go.
     fallback: Option<String>,
     client: reqwest::Client,
+    counters: RouteCounters,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +284,7 @@ impl Router {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(std::time::Duration::from_secs(60))
+            .connect_timeout(CONNECT_TIMEOUT)
             // Below the worker's keep-alive idle timeout (its header-read timeout,
             // 10 s by default), so a pooled connection is never reused just as the
             // worker closes it.
@@ -116,19 +295,50 @@ impl Router {
             prefixed,
             fallback,
             client,
+            counters: RouteCounters::default(),
         })
     }
 
     /// The upstream that serves `path`, if any.
     pub fn upstream_for(&self, path: &str) -> Option<&str> {
+        self.route_for(path).map(|(_, upstream)| upstream)
+    }
+
+    /// (the route's prefix, or `*` for the fallback; its upstream) for `path`.
+    fn route_for(&self, path: &str) -> Option<(&str, &str)> {
         self.prefixed
             .iter()
             .find(|(prefix, _)| crate::serve::connections::serves(prefix, path))
-            .map(|(_, upstream)| upstream.as_str())
-            .or(self.fallback.as_deref())
+            .map(|(prefix, upstream)| (prefix.as_str(), upstream.as_str()))
+            .or(self.fallback.as_deref().map(|upstream| ("*", upstream)))
+    }
+
+    /// The router's counters.
+    pub fn counters(&self) -> &RouteCounters {
+        &self.counters
     }
 
     async fn forward(
+        &self,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> hyper::Response<HyperOutgoingBody> {
+        let response = self.forward_uncounted(request).await;
+        self.counters.response(response.status());
+        response
+    }
+
+    fn failed(
+        &self,
+        route: &str,
+        upstream: &str,
+        failure: UpstreamFailure,
+    ) -> hyper::Response<HyperOutgoingBody> {
+        tracing::warn!(route, %upstream, cause = failure.cause(), "no answer from a worker");
+        self.counters.failure(route, failure);
+        failure.response()
+    }
+
+    async fn forward_uncounted(
         &self,
         request: hyper::Request<hyper::body::Incoming>,
     ) -> hyper::Response<HyperOutgoingBody> {
@@ -138,7 +348,7 @@ impl Router {
             "/metrics" => return host_response(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
             _ => {}
         }
-        let Some(upstream) = self.upstream_for(&path) else {
+        let Some((route, upstream)) = self.route_for(&path) else {
             return host_response(
                 StatusCode::NOT_FOUND,
                 "application/json",
@@ -178,12 +388,7 @@ impl Router {
                 let body = match answer.bytes().await {
                     Ok(body) => body,
                     Err(error) => {
-                        tracing::warn!("upstream body failed: {error}");
-                        return host_response(
-                            StatusCode::BAD_GATEWAY,
-                            "application/json",
-                            "{\"error\":\"upstream failed\"}\n",
-                        );
+                        return self.failed(route, upstream, UpstreamFailure::classify(&error));
                     }
                 };
                 let mut response = host_response(status, "application/octet-stream", body);
@@ -196,29 +401,57 @@ impl Router {
                 }
                 response
             }
-            Err(error) => {
-                tracing::warn!(%upstream, "cannot reach the worker: {}", if error.is_timeout() { "timeout" } else { "connection failed" });
-                host_response(
-                    StatusCode::BAD_GATEWAY,
-                    "application/json",
-                    "{\"error\":\"worker unreachable\"}\n",
-                )
-            }
+            Err(error) => self.failed(route, upstream, UpstreamFailure::classify(&error)),
         }
     }
 }
 
-/// Serves the router on `listener` until `shutdown` completes.
+/// Serves the router on `listener` until `shutdown` completes, and its metrics
+/// on `metrics_listener` (`/metrics`; anything else is 404) when one is given.
 pub async fn serve(
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     router: Arc<Router>,
     limits: &crate::serve::connections::ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let connections = Arc::new(crate::metrics::Metrics::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics_server = metrics_listener.map(|listener| {
+        let router = router.clone();
+        let connections = connections.clone();
+        let limits = limits.clone();
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            crate::serve::connections::serve_connections(
+                listener,
+                &limits,
+                Arc::new(crate::metrics::Metrics::default()),
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let text = (request.uri().path() == "/metrics")
+                        .then(|| router.counters().render(&connections));
+                    async move {
+                        match text {
+                            Some(text) => {
+                                host_response(StatusCode::OK, "text/plain; version=0.0.4", text)
+                            }
+                            None => {
+                                host_response(StatusCode::NOT_FOUND, "text/plain", "not found\n")
+                            }
+                        }
+                    }
+                },
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+            )
+            .await;
+        })
+    });
     crate::serve::connections::serve_connections(
         listener,
         limits,
-        Arc::new(crate::metrics::Metrics::default()),
+        connections,
         move |request| {
             let router = router.clone();
             async move { router.forward(request).await }
@@ -226,6 +459,10 @@ pub async fn serve(
         shutdown,
     )
     .await;
+    let _ = stop.send(true);
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
 }
 
 #[cfg(test)]

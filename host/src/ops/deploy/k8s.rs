@@ -14,6 +14,8 @@ pub type Labels = BTreeMap<String, String>;
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
     pub name: String,
+    /// Empty for a cluster-scoped object (a ClusterRoleBinding).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub namespace: String,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: Labels,
@@ -35,6 +37,8 @@ pub enum Object {
     HorizontalPodAutoscaler(HorizontalPodAutoscaler),
     /// A Prometheus Operator `ServiceMonitor` or `PodMonitor` (a CRD).
     Monitor(Monitor),
+    /// The external Vault's reviewer binding to `system:auth-delegator`.
+    ClusterRoleBinding(ClusterRoleBinding),
 }
 
 impl Object {
@@ -48,19 +52,25 @@ impl Object {
             Self::PodDisruptionBudget(o) => &o.kind,
             Self::HorizontalPodAutoscaler(o) => &o.kind,
             Self::Monitor(o) => &o.kind,
+            Self::ClusterRoleBinding(o) => &o.kind,
         }
     }
 
     pub fn name(&self) -> &str {
+        &self.metadata().name
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
         match self {
-            Self::ServiceAccount(o) => &o.metadata.name,
-            Self::Secret(o) => &o.metadata.name,
-            Self::Deployment(o) => &o.metadata.name,
-            Self::Service(o) => &o.metadata.name,
-            Self::NetworkPolicy(o) => &o.metadata.name,
-            Self::PodDisruptionBudget(o) => &o.metadata.name,
-            Self::HorizontalPodAutoscaler(o) => &o.metadata.name,
-            Self::Monitor(o) => &o.metadata.name,
+            Self::ServiceAccount(o) => &o.metadata,
+            Self::Secret(o) => &o.metadata,
+            Self::Deployment(o) => &o.metadata,
+            Self::Service(o) => &o.metadata,
+            Self::NetworkPolicy(o) => &o.metadata,
+            Self::PodDisruptionBudget(o) => &o.metadata,
+            Self::HorizontalPodAutoscaler(o) => &o.metadata,
+            Self::Monitor(o) => &o.metadata,
+            Self::ClusterRoleBinding(o) => &o.metadata,
         }
     }
 }
@@ -72,6 +82,32 @@ pub struct ServiceAccount {
     pub kind: String,
     pub metadata: ObjectMeta,
     pub automount_service_account_token: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRoleBinding {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub role_ref: RoleRef,
+    pub subjects: Vec<Subject>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleRef {
+    pub api_group: String,
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subject {
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -19,6 +19,7 @@
 //! [`network`] Vault/DNS/metrics/egress rules, [`scale`] PDB/HPA/spread/resources,
 //! [`validate`] the argument checks.
 
+pub mod existing;
 pub mod k8s;
 pub mod names;
 pub mod network;
@@ -31,6 +32,8 @@ use k8s::*;
 pub use names::{DEV_SECRET, ROUTER, ScopeNames, WORKER};
 use std::collections::BTreeMap;
 const PORT: i32 = 8080;
+/// Where the rendered router serves its own `/metrics` (`gtc route --metrics-listen`).
+pub const ROUTER_METRICS_PORT: i32 = 9091;
 const RUN_AS: i64 = 65532;
 /// Where the worker's projected Vault token is mounted.
 pub const VAULT_TOKEN_DIR: &str = "/var/run/secrets/greentic/vault";
@@ -117,6 +120,9 @@ pub struct DeployConfig {
     pub scale: scale::ScaleFlags,
     /// `None`: Kubernetes' default (IfNotPresent for a tag or digest).
     pub image_pull_policy: Option<PullPolicy>,
+    /// Objects already in the namespace (`--existing`): a name another scope
+    /// holds there is refused.
+    pub existing: Vec<existing::ExistingFile>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -156,12 +162,18 @@ struct WorkerPlan<'a> {
     bundles: Vec<&'a DeployedBundle>,
 }
 
+/// An object's metadata; its full scope goes in the `greentic.ai/scope`
+/// annotation (names and label values may be shortened, see `names`).
 fn meta(config: &DeployConfig, name: &str, labels: Labels) -> ObjectMeta {
+    let scope = match labels.get(names::LABEL_TEAM) {
+        Some(team) => format!("{}/{}/{team}", config.env, config.tenant),
+        None => format!("{}/{}", config.env, config.tenant),
+    };
     ObjectMeta {
         name: name.to_string(),
         namespace: config.namespace.clone(),
         labels,
-        annotations: BTreeMap::new(),
+        annotations: BTreeMap::from([(names::ANNOTATION_SCOPE.to_string(), scope)]),
     }
 }
 
@@ -284,7 +296,7 @@ fn policy(
     what: &str,
     spec: NetworkPolicySpec,
 ) -> Object {
-    let name = names.policy(what);
+    let name = names.policy(what, None);
     Object::NetworkPolicy(NetworkPolicy {
         api_version: "networking.k8s.io/v1".into(),
         kind: "NetworkPolicy".into(),
@@ -492,11 +504,12 @@ fn plan_workers<'a>(
     };
     if !isolated {
         let name = names.worker(None)?;
+        let identity = names.identity(None)?;
         let service_account = config
             .service_account
             .clone()
-            .unwrap_or_else(|| name.clone());
-        let role = config.vault_role.clone().unwrap_or_else(|| name.clone());
+            .unwrap_or_else(|| identity.clone());
+        let role = config.vault_role.clone().unwrap_or(identity);
         return Ok(vec![WorkerPlan {
             name,
             service_account,
@@ -534,9 +547,10 @@ fn plan_workers<'a>(
         .into_iter()
         .map(|(team, bundles)| {
             let name = names.worker(Some(team))?;
+            let identity = names.identity(Some(team))?;
             Ok(WorkerPlan {
-                service_account: name.clone(),
-                role: name.clone(),
+                service_account: identity.clone(),
+                role: identity,
                 name,
                 team: Some(team.clone()),
                 bundles,
@@ -599,6 +613,13 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
     // Where Vault is decides the workers' egress rule (one for all of them).
     let vault_network = match config.backend {
         BackendKind::Vault => {
+            if config.dev_store.is_some() {
+                return Err(RenderError::Invalid(
+                    "--dev-store is for --backend dev-store; with the vault backend no secret \
+                     is shipped in the cluster: drop --dev-store (or pass --backend dev-store)"
+                        .into(),
+                ));
+            }
             let addr = config.vault_addr.as_deref().ok_or_else(|| {
                 RenderError::Invalid("--vault-addr is required with --backend vault".into())
             })?;
@@ -632,8 +653,15 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
     let mut router_args = vec!["route".to_string()];
     router_args.extend(router_upstreams(config, &workers)?);
     router_args.push(format!("--listen=0.0.0.0:{PORT}"));
+    // With a Prometheus to scrape it, the router serves its own metrics (503s for
+    // routes with no ready worker, by cause) on a port of their own, never on
+    // the public one.
+    let router_metrics = config.metrics.from_namespace.is_some();
+    if router_metrics {
+        router_args.push(format!("--metrics-listen=0.0.0.0:{ROUTER_METRICS_PORT}"));
+    }
     let router_name = names.router();
-    let router = container(
+    let mut router = container(
         ROUTER,
         &config.image,
         config.image_pull_policy,
@@ -642,6 +670,13 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
         config.scale.router.resources("router")?,
         vec![],
     );
+    if router_metrics {
+        router.ports.push(ContainerPort {
+            name: "metrics".into(),
+            container_port: ROUTER_METRICS_PORT,
+            protocol: "TCP".into(),
+        });
+    }
     objects.push(Object::Deployment(deployment(
         config,
         &names,
@@ -674,7 +709,61 @@ pub fn render(config: &DeployConfig) -> Result<Vec<Object>, RenderError> {
         &workers,
         vault_network.as_ref(),
     )?);
+    if let Some(network::VaultNetwork::External { .. }) = &vault_network {
+        objects.extend(reviewer_objects(config, &names));
+    }
+    existing::check(&objects, &config.existing)?;
     Ok(objects)
+}
+
+/// An external Vault's reviewer identity, as Vault's Kubernetes auth documents
+/// it: a ServiceAccount of its own (no token mounted anywhere) bound to
+/// `system:auth-delegator`, so that Vault's TokenReview calls authenticate as it
+/// (`token_reviewer_jwt`, given to `vault-bootstrap.sh` as
+/// `TOKEN_REVIEWER_JWT_FILE`). The worker's own token (audience `vault`) cannot
+/// do it: the API server does not accept that audience.
+fn reviewer_objects(config: &DeployConfig, names: &ScopeNames) -> Vec<Object> {
+    let name = names.reviewer();
+    let mut account = meta(config, &name, names.labels(names::REVIEWER, &name, None));
+    account.annotations.insert(
+        "greentic.ai/reviewer-token".into(),
+        format!(
+            "kubectl create token {name} -n {} --duration=8760h > reviewer.jwt; \
+             vault-bootstrap.sh with TOKEN_REVIEWER_JWT_FILE=reviewer.jwt (renew it before it \
+             expires; the API server may cap the duration)",
+            config.namespace
+        ),
+    );
+    let binding = names.reviewer_binding(&config.namespace);
+    let mut binding_meta = meta(
+        config,
+        &binding,
+        names.labels(names::REVIEWER, &binding, None),
+    );
+    binding_meta.namespace = String::new();
+    vec![
+        Object::ServiceAccount(ServiceAccount {
+            api_version: "v1".into(),
+            kind: "ServiceAccount".into(),
+            metadata: account,
+            automount_service_account_token: false,
+        }),
+        Object::ClusterRoleBinding(ClusterRoleBinding {
+            api_version: "rbac.authorization.k8s.io/v1".into(),
+            kind: "ClusterRoleBinding".into(),
+            metadata: binding_meta,
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "ClusterRole".into(),
+                name: "system:auth-delegator".into(),
+            },
+            subjects: vec![Subject {
+                kind: "ServiceAccount".into(),
+                name,
+                namespace: config.namespace.clone(),
+            }],
+        }),
+    ]
 }
 
 /// One worker's objects: its ServiceAccount (vault) or dev-store Secret, its
@@ -890,9 +979,10 @@ fn worker_objects(
 }
 
 /// `gtc deploy render` as a command: the manifests as YAML on stdout.
-pub fn print_yaml(config: &DeployConfig) -> Result<(), RenderError> {
-    print!("{}", to_yaml(&render(config)?)?);
-    Ok(())
+/// The rendered manifests as YAML, for the caller to write (`main` writes it,
+/// turning a closed pipe into an error rather than a panic).
+pub fn render_yaml(config: &DeployConfig) -> Result<String, RenderError> {
+    to_yaml(&render(config)?)
 }
 
 /// The objects as a multi-document YAML stream.
@@ -936,6 +1026,7 @@ mod tests {
             egress_allowlists: Vec::new(),
             scale: scale::ScaleFlags::default(),
             image_pull_policy: None,
+            existing: Vec::new(),
         }
     }
 

@@ -11,23 +11,62 @@
 //! never select another scope's pods.
 //!
 //! Names that Kubernetes would reject are refused here, with the reason, rather
-//! than rendered: a Service name is a DNS-1035 label (a–z, 0–9, '-', at most 63
-//! characters, starting with a letter), stricter than a secret path segment.
+//! than rendered (a '.' or '_' in a part). Names that are only too long are
+//! shortened instead, deterministically ([`fit`]): the first characters, then a
+//! '-' and 8 hex digits of the SHA-256 of the full name, so two long names that
+//! share a beginning stay distinct, and the same scope always renders the same
+//! name. Limits: a Service (and so the worker and router, whose Deployment,
+//! PodDisruptionBudget and HPA share its name) is a DNS-1035 label, at most 63
+//! characters; every label value at most 63 (the `app.kubernetes.io/instance`
+//! label carries an object's name, so a long NetworkPolicy name is shortened
+//! there); other object names at most 253. The worker's ServiceAccount and Vault
+//! role keep the full `gtc-worker-ENV-TENANT[-TEAM]` (a ServiceAccount name may
+//! have 253 characters), which is what `vault-bootstrap.sh` binds. Every object
+//! carries its full scope in the annotation `greentic.ai/scope`
+//! (`ENV/TENANT[/TEAM]`).
 
 use super::RenderError;
 use super::k8s::{LabelSelector, Labels};
 use crate::secrets::scope::Segment;
+use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 
 pub const WORKER: &str = "gtc-worker";
 pub const ROUTER: &str = "gtc-router";
+/// The external Vault's TokenReview identity.
+pub const REVIEWER: &str = "gtc-vault-reviewer";
 pub const DEV_SECRET: &str = "gtc-dev-secrets";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 pub const LABEL_ENV: &str = "greentic.ai/env";
 pub const LABEL_TENANT: &str = "greentic.ai/tenant";
 pub const LABEL_TEAM: &str = "greentic.ai/team";
-const MAX_NAME: usize = 63;
+/// The annotation with an object's full scope, `ENV/TENANT[/TEAM]`.
+pub const ANNOTATION_SCOPE: &str = "greentic.ai/scope";
+/// A DNS-1035 label (a Service name) and a label value.
+pub const MAX_LABEL: usize = 63;
+/// A DNS-1123 subdomain (most object names).
+pub const MAX_SUBDOMAIN: usize = 253;
+/// Hex digits of the hash that ends a shortened name.
+const HASH_DIGITS: usize = 8;
+
+/// `name` if it has at most `limit` characters, else its first characters (no
+/// trailing '-') + '-' + the first 8 hex digits of SHA-256(`name`), `limit`
+/// characters at most. `name` is ASCII (checked by the callers).
+pub fn fit(name: &str, limit: usize) -> String {
+    if name.len() <= limit {
+        return name.to_string();
+    }
+    let digest = Sha256::digest(name.as_bytes());
+    let hash: String = digest
+        .iter()
+        .take(HASH_DIGITS / 2)
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let keep = limit.saturating_sub(HASH_DIGITS + 1);
+    let head = name.get(..keep).unwrap_or(name).trim_end_matches('-');
+    format!("{head}-{hash}")
+}
 
 /// The rendered scope: env and tenant, checked to make valid names and labels.
 #[derive(Debug, Clone)]
@@ -56,63 +95,83 @@ fn check_part(what: &str, value: &str) -> Result<(), RenderError> {
     }
 }
 
-fn check_name(name: String) -> Result<String, RenderError> {
-    if name.len() > MAX_NAME {
-        return Err(RenderError::Invalid(format!(
-            "object name {name:?} is longer than {MAX_NAME} characters (Kubernetes Service \
-             names are DNS-1035 labels): shorten the env, tenant or team names"
-        )));
-    }
-    Ok(name)
-}
-
 impl ScopeNames {
     pub fn new(env: &Segment, tenant: &Segment) -> Result<Self, RenderError> {
         check_part("--env", env.as_str())?;
         check_part("--tenant", tenant.as_str())?;
-        let names = Self {
+        Ok(Self {
             env: env.to_string(),
             tenant: tenant.to_string(),
-        };
-        check_name(names.router())?;
-        Ok(names)
+        })
     }
 
     fn suffix(&self) -> String {
         format!("{}-{}", self.env, self.tenant)
     }
 
-    /// The worker of the whole tenant (`team: None`) or of one team. Also the
-    /// name of its ServiceAccount and Vault role.
-    pub fn worker(&self, team: Option<&Segment>) -> Result<String, RenderError> {
+    /// The full scope, `ENV/TENANT[/TEAM]` (the [`ANNOTATION_SCOPE`] value).
+    pub fn scope(&self, team: Option<&str>) -> String {
+        match team {
+            Some(team) => format!("{}/{}/{team}", self.env, self.tenant),
+            None => format!("{}/{}", self.env, self.tenant),
+        }
+    }
+
+    /// The identity of the tenant's worker (`team: None`) or of one team's:
+    /// `gtc-worker-ENV-TENANT[-TEAM]` in full, the name of its ServiceAccount and
+    /// Vault role (what `vault-bootstrap.sh` binds).
+    pub fn identity(&self, team: Option<&Segment>) -> Result<String, RenderError> {
         let base = format!("{WORKER}-{}", self.suffix());
         match team {
-            None => check_name(base),
+            None => Ok(base),
             Some(team) => {
                 check_part("--bundle team", team.as_str())?;
-                check_name(format!("{base}-{team}"))
+                Ok(format!("{base}-{team}"))
             }
         }
     }
 
+    /// The worker's Deployment and Service name: [`Self::identity`] fitted to a
+    /// Service name's 63 characters.
+    pub fn worker(&self, team: Option<&Segment>) -> Result<String, RenderError> {
+        Ok(fit(&self.identity(team)?, MAX_LABEL))
+    }
+
     pub fn router(&self) -> String {
-        format!("{ROUTER}-{}", self.suffix())
+        fit(&format!("{ROUTER}-{}", self.suffix()), MAX_LABEL)
+    }
+
+    /// The reviewer ServiceAccount an external Vault calls TokenReview as.
+    pub fn reviewer(&self) -> String {
+        fit(&format!("{REVIEWER}-{}", self.suffix()), MAX_SUBDOMAIN)
+    }
+
+    /// Its ClusterRoleBinding (cluster-scoped: the namespace is in the name).
+    pub fn reviewer_binding(&self, namespace: &str) -> String {
+        fit(
+            &format!("{REVIEWER}-{namespace}-{}", self.suffix()),
+            MAX_SUBDOMAIN,
+        )
     }
 
     pub fn dev_secret(&self) -> String {
-        format!("{DEV_SECRET}-{}", self.suffix())
+        fit(&format!("{DEV_SECRET}-{}", self.suffix()), MAX_SUBDOMAIN)
     }
 
-    /// A NetworkPolicy's name: what it does, then the scope.
-    pub fn policy(&self, what: &str) -> String {
-        format!("{what}-{}", self.suffix())
+    /// A NetworkPolicy's name: what it does, then the scope (and the team).
+    pub fn policy(&self, what: &str, team: Option<&Segment>) -> String {
+        let name = match team {
+            Some(team) => format!("{what}-{}-{team}", self.suffix()),
+            None => format!("{what}-{}", self.suffix()),
+        };
+        fit(&name, MAX_SUBDOMAIN)
     }
 
     /// Labels of an object of `component` (e.g. `gtc-worker`), instance `instance`.
     pub fn labels(&self, component: &str, instance: &str, team: Option<&Segment>) -> Labels {
         let mut labels = BTreeMap::from([
             (LABEL_NAME.to_string(), component.to_string()),
-            (LABEL_INSTANCE.to_string(), instance.to_string()),
+            (LABEL_INSTANCE.to_string(), fit(instance, MAX_LABEL)),
             (
                 "app.kubernetes.io/part-of".to_string(),
                 "greentic".to_string(),
@@ -131,7 +190,7 @@ impl ScopeNames {
         let mut selector = self.component(component);
         selector
             .match_labels
-            .insert(LABEL_INSTANCE.to_string(), instance.to_string());
+            .insert(LABEL_INSTANCE.to_string(), fit(instance, MAX_LABEL));
         selector
     }
 
@@ -172,11 +231,10 @@ mod tests {
             "gtc-worker-prod-acme-support"
         );
         assert_eq!(names.router(), "gtc-router-prod-acme");
-        assert_eq!(names.policy("default-deny"), "default-deny-prod-acme");
+        assert_eq!(names.policy("default-deny", None), "default-deny-prod-acme");
         assert!(ScopeNames::new(&seg("prod"), &seg("acme.eu")).is_err());
         assert!(ScopeNames::new(&seg("prod"), &seg("acme_eu")).is_err());
         assert!(ScopeNames::new(&seg("prod"), &seg("acme-")).is_err());
-        assert!(ScopeNames::new(&seg("prod"), &seg(&"a".repeat(60))).is_err());
         assert!(names.worker(Some(&seg("team.x"))).is_err());
         let labels = names.labels(WORKER, "gtc-worker-prod-acme", Some(&seg("support")));
         assert_eq!(labels[LABEL_ENV], "prod");
@@ -184,5 +242,20 @@ mod tests {
         assert_eq!(labels[LABEL_TEAM], "support");
         let selector = names.instance(WORKER, "gtc-worker-prod-acme");
         assert_eq!(selector.match_labels.len(), 4);
+    }
+
+    #[test]
+    fn fit_keeps_short_names_and_shortens_long_ones_deterministically() {
+        let at_63 = "a".repeat(63);
+        assert_eq!(fit(&at_63, MAX_LABEL), at_63);
+        let at_64 = format!("{}-b", "a".repeat(62));
+        let short = fit(&at_64, MAX_LABEL);
+        assert_eq!(short.len(), MAX_LABEL);
+        assert_eq!(short, fit(&at_64, MAX_LABEL));
+        assert!(short.starts_with(&"a".repeat(54)), "{short}");
+        // A '-' at the cut is not left before the hash's own.
+        let dashed = format!("{}-{}", "a".repeat(53), "c".repeat(20));
+        assert!(!fit(&dashed, MAX_LABEL).contains("--"));
+        assert_ne!(fit(&format!("{}-c", "a".repeat(62)), MAX_LABEL), short);
     }
 }

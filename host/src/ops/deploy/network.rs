@@ -293,6 +293,9 @@ pub struct MetricsFlags {
     /// Render a Prometheus Operator object too.
     pub monitor: Option<MonitorKind>,
     pub interval: String,
+    /// Extra labels of the ServiceMonitor/PodMonitor (`KEY=VALUE`), e.g. the
+    /// `release` label kube-prometheus-stack's Prometheus selects monitors by.
+    pub monitor_labels: Vec<String>,
 }
 
 /// The ingress policy admitting Prometheus to the worker's port, and the
@@ -320,25 +323,35 @@ pub fn metrics_objects(
         let (key, value) = validate::label("metrics-from-pod-label", pair)?;
         pod_labels.insert(key, value);
     }
-    let mut out = vec![policy(
-        config,
-        names,
-        "allow-metrics-scrape-to-worker",
-        NetworkPolicySpec {
-            pod_selector: names.component(WORKER),
-            policy_types: vec!["Ingress".into()],
-            ingress: vec![PolicyRule {
-                from: Some(vec![PolicyPeer {
-                    namespace_selector: Some(namespace_named(namespace)),
-                    pod_selector: Some(match_labels(pod_labels)),
-                    ip_block: None,
-                }]),
-                ports: vec![tcp(port)],
-                ..PolicyRule::default()
-            }],
-            egress: vec![],
-        },
-    )];
+    let scrape = |component: &str, port: i32| NetworkPolicySpec {
+        pod_selector: names.component(component),
+        policy_types: vec!["Ingress".into()],
+        ingress: vec![PolicyRule {
+            from: Some(vec![PolicyPeer {
+                namespace_selector: Some(namespace_named(namespace)),
+                pod_selector: Some(match_labels(pod_labels.clone())),
+                ip_block: None,
+            }]),
+            ports: vec![tcp(port)],
+            ..PolicyRule::default()
+        }],
+        egress: vec![],
+    };
+    let mut out = vec![
+        policy(
+            config,
+            names,
+            "allow-metrics-scrape-to-worker",
+            scrape(WORKER, port),
+        ),
+        // The router's own metrics port (its public port stays closed to them).
+        policy(
+            config,
+            names,
+            "allow-metrics-scrape-to-router",
+            scrape(super::ROUTER, super::ROUTER_METRICS_PORT),
+        ),
+    ];
     if let Some(kind) = metrics.monitor {
         let endpoint = MonitorEndpoint {
             port: "http".into(),
@@ -352,10 +365,21 @@ pub fn metrics_objects(
         };
         // Named like the scope's (shared) worker; selects all its workers.
         let name = names.worker(None)?;
+        let mut labels = names.labels(WORKER, &name, None);
+        for pair in &metrics.monitor_labels {
+            let (key, value) = validate::label("monitor-label", pair)?;
+            if labels.contains_key(&key) {
+                return Err(RenderError::Invalid(format!(
+                    "--monitor-label {pair:?}: {key} is set by the render (it selects this \
+                     scope's objects); choose another label"
+                )));
+            }
+            labels.insert(key, value);
+        }
         out.push(Object::Monitor(Monitor {
             api_version: "monitoring.coreos.com/v1".into(),
             kind: kind_name.into(),
-            metadata: super::meta(config, &name, names.labels(WORKER, &name, None)),
+            metadata: super::meta(config, &name, labels),
             spec: MonitorSpec {
                 selector: names.component(WORKER),
                 namespace_selector: MonitorNamespaces {
@@ -438,7 +462,7 @@ pub(super) fn bundle_egress_policies(
     }
     let per_team = !allowlists.is_empty() && workers.iter().any(|w| w.team.is_some());
     if !per_team {
-        let name = names.policy(EGRESS_POLICY);
+        let name = names.policy(EGRESS_POLICY, None);
         let all: Vec<&EgressGrant> = grants.iter().collect();
         return Ok(vec![egress_policy(
             config,
@@ -467,10 +491,7 @@ pub(super) fn bundle_egress_policies(
             continue;
         }
         let team = worker.team.as_ref();
-        let name = match team {
-            Some(team) => format!("{}-{team}", names.policy(EGRESS_POLICY)),
-            None => names.policy(EGRESS_POLICY),
-        };
+        let name = names.policy(EGRESS_POLICY, team);
         out.push(egress_policy(
             config,
             &name,
@@ -521,7 +542,7 @@ fn egress_policy(
         .collect::<Vec<_>>()
         .join("; ");
     let mut metadata = super::meta(config, name, labels);
-    metadata.annotations = BTreeMap::from([
+    metadata.annotations.extend([
         ("greentic.ai/egress-destinations".to_string(), mapping),
         (
             "greentic.ai/egress-note".to_string(),

@@ -10,6 +10,12 @@
 //!
 //! Errors explain themselves to an operator: an unreachable Vault names the
 //! address and the likely cause (a NetworkPolicy), a 403 names the operation.
+//!
+//! Namespaces (`VAULT_NAMESPACE`): login, KV, transit and token calls carry
+//! `X-Vault-Namespace`; `sys/health` never does, because Vault and OpenBao serve it
+//! only in the root namespace (inside one they answer `400 operation unavailable
+//! in namespaces`, which would make a namespaced worker look down for good). The
+//! health of the server is the same from every namespace.
 
 pub mod health;
 pub mod parse;
@@ -152,6 +158,15 @@ pub struct KvEntry {
     pub version: Option<u64>,
 }
 
+/// Which Vault namespace a call goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Namespace {
+    /// `VAULT_NAMESPACE` when set (everything the worker does with a token).
+    Configured,
+    /// The root namespace (`sys/health`, which Vault serves only there).
+    Root,
+}
+
 /// The shared client. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct VaultClient {
@@ -227,10 +242,25 @@ impl VaultClient {
         self.timeout
     }
 
-    /// Sends one request and returns (status, JSON body). 404 is returned to the
-    /// caller (KV-v2 uses it with a normal body); other non-2xx become errors.
+    /// Sends one request inside `VAULT_NAMESPACE` and returns (status, JSON
+    /// body). 404 is returned to the caller (KV-v2 uses it with a normal body);
+    /// other non-2xx become errors.
     async fn call(
         &self,
+        method: Method,
+        path: &str,
+        token: Option<&VaultToken>,
+        body: Option<&Value>,
+        operation: &str,
+    ) -> Result<(StatusCode, Value), VaultError> {
+        self.call_in(Namespace::Configured, method, path, token, body, operation)
+            .await
+    }
+
+    /// [`Self::call`] in `namespace`.
+    async fn call_in(
+        &self,
+        namespace: Namespace,
         method: Method,
         path: &str,
         token: Option<&VaultToken>,
@@ -242,7 +272,7 @@ impl VaultClient {
         if let Some(token) = token {
             request = request.header("X-Vault-Token", token.header_value()?);
         }
-        if let Some(namespace) = &self.namespace {
+        if let (Namespace::Configured, Some(namespace)) = (namespace, &self.namespace) {
             request = request.header("X-Vault-Namespace", namespace);
         }
         request = request.header("X-Vault-Request", "true");
@@ -607,12 +637,14 @@ impl VaultClient {
         Ok((dek, wrapped.to_string()))
     }
 
-    /// `GET sys/health` (no token): `Ok(())` when initialized, unsealed and active.
+    /// `GET sys/health` (no token, root namespace): `Ok(())` when initialized,
+    /// unsealed and active.
     pub async fn health(&self) -> Result<(), VaultError> {
         // A standby node forwards requests: healthy for a worker (the default
         // answer for a standby is 429, which is not an error here).
         let (status, _) = self
-            .call(
+            .call_in(
+                Namespace::Root,
                 Method::GET,
                 "sys/health?standbyok=true&perfstandbyok=true",
                 None,
@@ -626,12 +658,13 @@ impl VaultClient {
         Ok(())
     }
 
-    /// `GET sys/health` as a liveness check of a worker (no token, the cheapest
-    /// call Vault answers): a standby answers too; a 503 means sealed.
+    /// `GET sys/health` as a liveness check of a worker (no token, root namespace,
+    /// the cheapest call Vault answers): a standby answers too; a 503 means sealed.
     pub async fn heartbeat(&self) -> Result<(), VaultError> {
         let operation = "health check (sys/health)";
         match self
-            .call(
+            .call_in(
+                Namespace::Root,
                 Method::GET,
                 "sys/health?standbyok=true&perfstandbyok=true",
                 None,
