@@ -180,7 +180,8 @@ fn bundle_check_names_the_field_or_import_at_fault() {
         assert!(output.contains(wanted), "wanted {wanted:?} in\n{output}");
     }
 
-    // Several bundles at once: every one is reported, the status counts failures.
+    // Several bundles at once: every one is reported, then what they would refuse
+    // together (nothing here); the status counts failures.
     let out = run_gtc(
         &[
             "bundle",
@@ -195,7 +196,11 @@ fn bundle_check_names_the_field_or_import_at_fault() {
     );
     let output = text(&out);
     assert_eq!(out.status.code(), Some(2), "{output}");
-    assert_eq!(output.matches("== ").count(), 3, "{output}");
+    assert_eq!(output.matches("== ").count(), 4, "{output}");
+    assert!(
+        output.contains("== across the 3 bundles\nok: 0 error(s), 0 warning(s)"),
+        "{output}"
+    );
     assert!(output.contains("2 bundle(s) would not start"), "{output}");
 }
 

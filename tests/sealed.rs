@@ -493,3 +493,168 @@ async fn the_telegram_example_answers_through_the_api_with_an_injected_token() {
         "{review}"
     );
 }
+
+#[tokio::test]
+async fn a_sealed_value_has_one_owner_bundle_on_a_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(&store, "acme/_/probe/token", TOKEN);
+    dev_put(&store, "acme/support/probe/token", TOKEN);
+    // The owner seals its own `token` (bare name: category = its id, `probe`).
+    let owner = write_bundle(
+        dir.path(),
+        "probe",
+        "sealed-probe",
+        &["/s"],
+        "[[secrets.sealed]]\nname = \"token\"",
+    );
+    let owner_arg = format!("--bundle={}=support", owner.display());
+    let cache = format!("--compile-cache={}", dir.path().join("cc").display());
+    // A second bundle claims the same value in every name form, sealed (with its
+    // own destination) or readable, from the same team or another one.
+    let thief_to = "[egress]\nallow = [\"thief.example:443\"]";
+    let claims = [
+        (
+            "sealed, same name, same team",
+            "probe/token",
+            true,
+            "support",
+        ),
+        (
+            "sealed, another team (tenant-wide value)",
+            "probe/token",
+            true,
+            "sales",
+        ),
+        ("sealed, tenant-wide bundle", "probe/token", true, "_"),
+        (
+            "sealed, full team URI",
+            "secrets://dev/acme/support/probe/token",
+            true,
+            "support",
+        ),
+        (
+            "sealed, full tenant-wide URI",
+            "secrets://dev/acme/_/probe/token",
+            true,
+            "sales",
+        ),
+        ("readable, same team", "probe/token", false, "support"),
+        ("readable, another team", "probe/token", false, "sales"),
+    ];
+    for (what, name, sealed, team) in claims {
+        let declaration = if sealed {
+            format!(
+                "[[secrets.sealed]]\nname = \"{name}\"\nto = [\"thief.example:443\"]\n{thief_to}"
+            )
+        } else {
+            format!("secrets = [\"{name}\"]")
+        };
+        let thief = write_bundle(dir.path(), "thief", "sealed-probe", &["/t"], &declaration);
+        let out = run_gtc_to_end(
+            &[
+                "serve",
+                "--listen=127.0.0.1:0",
+                &owner_arg,
+                &format!("--bundle={}={team}", thief.display()),
+                &cache,
+            ],
+            &env_for(&store),
+            std::time::Duration::from_secs(60),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains("sealed secret probe/token has two owners")
+                && stderr.contains(&format!("bundle probe ({})", owner.display()))
+                && stderr.contains(&format!("bundle thief ({})", thief.display())),
+            "{what}: {stderr}"
+        );
+        // `bundle check` says the same across the bundles it is given.
+        let out = run_gtc_to_end(
+            &[
+                "bundle",
+                "check",
+                owner.to_str().unwrap(),
+                thief.to_str().unwrap(),
+                &cache,
+            ],
+            &[],
+            std::time::Duration::from_secs(120),
+        );
+        let report = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{what}: {report}");
+        assert!(
+            report.contains("error: sealed secret probe/token has two owners"),
+            "{what}: {report}"
+        );
+    }
+
+    // A neighbour sealing a value of its own is no claim on the owner's; the
+    // owner still works (signature checks with its key).
+    let neighbour = write_bundle(
+        dir.path(),
+        "thief",
+        "sealed-probe",
+        &["/t"],
+        "[[secrets.sealed]]\nname = \"thief/token\"",
+    );
+    let neighbour_arg = format!("--bundle={}=support", neighbour.display());
+    let out = run_gtc_to_end(
+        &[
+            "bundle",
+            "check",
+            owner.to_str().unwrap(),
+            neighbour.to_str().unwrap(),
+            &cache,
+        ],
+        &[],
+        std::time::Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let gtc = Gtc::serve(
+        &[owner_arg.clone(), neighbour_arg, cache.clone()],
+        &env_for(&store),
+    );
+    let mac = sign(TOKEN, b"message")["sha256=".len()..].to_string();
+    let verify = |prefix: &str| {
+        client()
+            .post(gtc.url(&format!("{prefix}/verify")))
+            .header("x-name", "probe/token")
+            .header("x-mac", mac.clone())
+            .body("message")
+            .send()
+    };
+    let answer: serde_json::Value = verify("/s").await.unwrap().json().await.unwrap();
+    assert_eq!(answer["valid"], true, "{answer}");
+    let answer: serde_json::Value = verify("/t").await.unwrap().json().await.unwrap();
+    assert_eq!(answer["error"], "denied", "{answer}");
+    gtc.stop();
+
+    // Sharing is the operator's explicit choice, logged at start.
+    let second = write_bundle(
+        dir.path(),
+        "second",
+        "sealed-probe",
+        &["/two"],
+        "[[secrets.sealed]]\nname = \"probe/token\"",
+    );
+    let gtc = Gtc::serve(
+        &[
+            owner_arg,
+            format!("--bundle={}=support", second.display()),
+            "--share-sealed=probe/token".into(),
+            cache,
+        ],
+        &env_for(&store),
+    );
+    let log = gtc.stop();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("--share-sealed")
+            && l.contains("secret=probe/token")
+            && l.contains("probe (")
+            && l.contains("second (")),
+        "{log}"
+    );
+}

@@ -5,6 +5,7 @@
 
 use crate::bundle::compile_cache::CacheSetting;
 use crate::bundle::manifest::{BundleError, BundleSpec, Limits, Manifest};
+use crate::bundle::ownership::{self, Claims};
 use crate::cli::{RouteArgs, ServeArgs};
 use crate::config::{BackendConfig, ConfigError, Environment, FleetSettings, PodConfig};
 use crate::metrics::Metrics;
@@ -46,6 +47,8 @@ pub enum AppError {
         bundle: String,
         source: crate::secrets::capability::DeclarationError,
     },
+    #[error(transparent)]
+    SealedOwner(#[from] crate::bundle::ownership::OwnerConflict),
     #[error("--allow-undeclared-secrets {0}: no bundle with that id is served")]
     UnknownBundle(String),
     #[error(transparent)]
@@ -67,6 +70,7 @@ impl AppError {
             | Self::NoBundles
             | Self::Declaration { .. }
             | Self::UnknownBundle(_)
+            | Self::SealedOwner(_)
             | Self::Sealed(_) => true,
             Self::Runtime(runtime) => runtime.is_configuration(),
             Self::Router(router) => router.is_configuration(),
@@ -156,6 +160,7 @@ fn runtime_config(args: &ServeArgs, own_port: u16) -> Result<RuntimeConfig, AppE
         compile_cache: args.compile.setting(),
         keep_resident: (args.keep_resident_kib as usize) << 10,
         allow_undeclared_secrets: args.allow_undeclared_secrets.clone(),
+        share_sealed: args.share.share_sealed.clone(),
         sealed_egress: Some(Arc::new(SealedEgress::new(
             args.sealed_allow_http.clone(),
             args.egress_ca_file.as_deref(),
@@ -269,6 +274,23 @@ pub async fn build_host(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let claims: Vec<Claims> = specs
+        .iter()
+        .zip(&manifests)
+        .map(|(spec, manifest)| Claims::of(manifest, &spec.dir, Some(&spec.team)))
+        .collect();
+    let (conflicts, shared) = ownership::conflicts(&claims, &runtime_config.share_sealed);
+    if let Some(conflict) = conflicts.into_iter().next() {
+        return Err(conflict.into());
+    }
+    for shared in shared {
+        tracing::warn!(
+            secret = %shared.key,
+            bundles = %shared.bundles.join(", "),
+            "a sealed secret is shared by several bundles (--share-sealed): each of them may \
+             inject it towards its own destinations and check signatures with it"
+        );
+    }
     let mut bundles = Vec::new();
     let mut keeper = Vec::new();
     for ((spec, manifest), mut declared) in specs.iter().zip(manifests).zip(all_declared.clone()) {

@@ -81,11 +81,7 @@ impl Report {
 /// engine, linker and compile cache.
 pub fn check(path: &Path, host: &impl ComponentHost) -> Report {
     let mut report = Report::default();
-    let dir = if path.is_file() {
-        path.parent().unwrap_or(Path::new("."))
-    } else {
-        path
-    };
+    let dir = bundle_dir(path);
     let manifest = match Manifest::load(dir) {
         Ok(manifest) => manifest,
         Err(error) => {
@@ -110,6 +106,15 @@ pub fn check(path: &Path, host: &impl ComponentHost) -> Report {
     check_component(&manifest, host, &mut report);
     report.lines.push(manifest.review().trim_end().to_string());
     report
+}
+
+/// The bundle directory `path` names: itself, or the directory of a manifest file.
+pub fn bundle_dir(path: &Path) -> &Path {
+    if path.is_file() {
+        path.parent().unwrap_or(Path::new("."))
+    } else {
+        path
+    }
 }
 
 /// Declared names must be valid names (the grammar `secrets.get` parses); the

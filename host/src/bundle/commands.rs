@@ -5,6 +5,7 @@
 use crate::bundle::check::{self, ComponentHost};
 use crate::bundle::compile_cache::Origin;
 use crate::bundle::manifest::Manifest;
+use crate::bundle::ownership::{self, Claims};
 use crate::bundle::scaffold;
 use std::path::{Path, PathBuf};
 
@@ -37,9 +38,16 @@ pub fn inspect(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `gtc bundle check DIR...`: a report per bundle; fails when any would not start.
-pub fn check_all(dirs: &[PathBuf], host: &impl ComponentHost) -> anyhow::Result<()> {
+/// `gtc bundle check DIR...`: a report per bundle, then what the bundles would
+/// refuse together (a sealed secret claimed by two of them, unless `shared`);
+/// fails when any would not start.
+pub fn check_all(
+    dirs: &[PathBuf],
+    host: &impl ComponentHost,
+    shared: &[String],
+) -> anyhow::Result<()> {
     let mut failed = 0;
+    let mut claims = Vec::new();
     for dir in dirs {
         let report = check::check(dir, host);
         println!("== {}", dir.display());
@@ -47,6 +55,31 @@ pub fn check_all(dirs: &[PathBuf], host: &impl ComponentHost) -> anyhow::Result<
         if !report.ok() {
             failed += 1;
         }
+        let dir = check::bundle_dir(dir);
+        if let Ok(manifest) = Manifest::load(dir) {
+            claims.push(Claims::of(&manifest, dir, None));
+        }
+    }
+    if dirs.len() > 1 {
+        let (conflicts, sharing) = ownership::conflicts(&claims, shared);
+        println!("== across the {} bundles", dirs.len());
+        for shared in &sharing {
+            println!(
+                "warning: sealed secret {} is shared by {} (--share-sealed)",
+                shared.key,
+                shared.bundles.join(", ")
+            );
+        }
+        for conflict in &conflicts {
+            println!("error: {conflict}");
+        }
+        println!(
+            "{}: {} error(s), {} warning(s)",
+            if conflicts.is_empty() { "ok" } else { "FAILED" },
+            conflicts.len(),
+            sharing.len()
+        );
+        failed += conflicts.len();
     }
     if failed == 0 {
         Ok(())

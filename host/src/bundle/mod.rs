@@ -6,6 +6,7 @@
 //! says whether a file is a component this host can run and what it imports;
 //! [`compile_cache`] keeps compiled components between starts; [`check`] is
 //! `gtc bundle check` (everything a start would refuse, reported at once);
+//! [`ownership`] gives each sealed value one owner bundle;
 //! [`scaffold`] is `gtc new`; [`commands`] holds the bodies of `gtc bundle …` and
 //! `gtc new`.
 //!
@@ -19,4 +20,5 @@ pub mod commands;
 pub mod compile_cache;
 pub mod component_check;
 pub mod manifest;
+pub mod ownership;
 pub mod scaffold;
