@@ -8,6 +8,7 @@ use std::path::Path;
 use support::*;
 
 const TOKEN: &[u8] = b"sealed-bot-token-7f3a9c2e11";
+const KEY: &[u8] = b"sealed-api-key-0b9d4e81c6a2";
 
 fn env_for(store: &Path) -> Vec<(&'static str, String)> {
     vec![
@@ -44,10 +45,31 @@ fn operators_see_every_sealed_secret_and_where_it_may_travel() {
     let review = String::from_utf8_lossy(&out.stdout);
     assert!(review.contains("bundle probe"), "{review}");
     assert!(review.contains("readable secrets probe/plain"), "{review}");
+    // No `inject` in this manifest: the migration default place, and a warning.
     assert!(
-        review.contains("sealed secret probe/token may travel to https://api.telegram.org:443"),
+        review.contains(
+            "sealed secret probe/token may travel to https://api.telegram.org:443 \
+             in header:authorization=Bearer {}"
+        ),
         "{review}"
     );
+    let out = run_gtc(&["bundle", "check", bundle.to_str().unwrap()], &[], b"");
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("warning: secrets.sealed \"probe/token\": no `inject`"),
+        "{report}"
+    );
+    // A place that is not one is a bad manifest.
+    let manifest = std::fs::read_to_string(bundle.join("bundle.toml")).unwrap();
+    std::fs::write(
+        bundle.join("bundle.toml"),
+        manifest.replace("to = [", "inject = \"query:t={}\"\nto = ["),
+    )
+    .unwrap();
+    let out = run_gtc(&["bundle", "inspect", bundle.to_str().unwrap()], &[], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inject \"query:t={}\""));
     // A sealed destination outside the egress allowlist is a bad manifest.
     std::fs::write(
         bundle.join("bundle.toml"),
@@ -129,6 +151,11 @@ async fn get_never_returns_a_sealed_value_and_readiness_counts_it() {
     )
     .await;
     let log = gtc.stop();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("no `inject`") && l.contains("bundle=probe")),
+        "{log}"
+    );
     let refused: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("gtc::audit") && l.contains("probe/token"))
@@ -223,6 +250,7 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
     dev_put(&store, "acme/_/probe/token", TOKEN);
+    dev_put(&store, "acme/_/probe/key", KEY);
     let ca = TestCa::new(dir.path());
     let listed = Upstream::tls(&ca, Answer::Echo);
     let other_port = Upstream::tls(&ca, Answer::Echo);
@@ -243,6 +271,9 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
         &["/s"],
         &format!(
             "[[secrets.sealed]]\nname = \"probe/token\"\nto = [\"{l}\", \"{r}\", \"{h}\"]\n\
+             inject = \"path:/bot{{}}/\"\n\
+             [[secrets.sealed]]\nname = \"probe/key\"\nto = [\"{l}\"]\n\
+             inject = \"header:authorization=Bearer {{}}\"\n\
              [egress]\nallow = [\"{l}\", \"{o}\", \"{u}\", \"{r}\", \"{h}\", \"localhost:{}\"]",
             l.port()
         ),
@@ -257,7 +288,9 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
         &env_for(&store),
     );
     let token = std::str::from_utf8(TOKEN).unwrap();
+    let key = std::str::from_utf8(KEY).unwrap();
     let placeholder = "{{secret:probe/token}}";
+    let key_placeholder = "{{secret:probe/key}}";
     let (l, o, u, r, h) = (
         l.to_string(),
         o.to_string(),
@@ -270,10 +303,11 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
     let answer = probe_get(&gtc, "/s", b"probe/token").await;
     assert_eq!(answer["error"], "denied", "{answer}");
 
-    // The allowed use: https to a listed authority, in the path and a header. The
-    // upstream received the value; it echoes it back in headers and in a body
-    // sent in 7-byte chunks, and the guest sees only placeholders.
-    let auth = format!("Bearer {placeholder}");
+    // The allowed use: https to a listed authority, each value in the place its
+    // manifest names (the token as the path prefix, the key as the bearer
+    // header). The upstream received the values; it echoes them back in headers
+    // and in a body sent in 7-byte chunks, and the guest sees only placeholders.
+    let auth = format!("Bearer {key_placeholder}");
     let answer = send(
         &gtc,
         "https",
@@ -287,7 +321,7 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
     let received = listed.requests();
     assert_eq!(received.len(), 1);
     assert!(received[0].starts_with(&format!("POST /bot{token}/sendMessage ")));
-    assert!(received[0].contains(&format!("authorization: Bearer {token}")));
+    assert!(received[0].contains(&format!("authorization: Bearer {key}")));
     // Placeholders in a body are not substituted.
     assert!(
         received[0].ends_with(&format!("body keeps {placeholder}")),
@@ -300,7 +334,7 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
         "{seen}"
     );
     assert!(
-        seen.contains(&format!("x-echo-authorization: Bearer {placeholder}")),
+        seen.contains(&format!("x-echo-authorization: Bearer {key_placeholder}")),
         "{seen}"
     );
     assert!(
@@ -314,7 +348,7 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
     // Refused before anything is sent: another port of the listed host, an
     // unlisted authority, the listed authority over http, a name spelled another
     // way (authority spoofing), a placeholder naming no sealed secret.
-    let path = format!("/bot{placeholder}");
+    let path = format!("/bot{placeholder}/");
     for (scheme, authority, path) in [
         ("https", o.as_str(), path.as_str()),
         ("http", u.as_str(), path.as_str()),
@@ -330,6 +364,36 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
         let answer = send(&gtc, scheme, authority, path, &[], "").await;
         assert!(denied(&answer), "{scheme}://{authority}{path}: {answer}");
     }
+    // Stored reflection: the value parked where a listed API stores and shows
+    // it back (a query parameter, a later path segment, another header, another
+    // header format) is refused, whatever the destination; the place is the
+    // manifest's, not the guest's.
+    let wrong_places: [(String, Vec<(&str, String)>); 8] = [
+        (format!("/sendMessage?text={placeholder}"), vec![]),
+        (
+            format!("/bot{placeholder}/sendMessage?text={placeholder}"),
+            vec![],
+        ),
+        (format!("/x/bot{placeholder}/"), vec![]),
+        (format!("/bot/{placeholder}"), vec![]),
+        (format!("/bot{key_placeholder}/"), vec![]),
+        (
+            "/x".into(),
+            vec![("x-auth", format!("Bearer {placeholder}"))],
+        ),
+        ("/x".into(), vec![("x-auth", key_placeholder.to_string())]),
+        (
+            "/x".into(),
+            vec![("x-send-x-note", format!("Bearer {key_placeholder}"))],
+        ),
+    ];
+    let before = listed.connections();
+    for (path, headers) in &wrong_places {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let answer = send(&gtc, "https", &l, path, &headers, "").await;
+        assert!(denied(&answer), "{path} {headers:?}: {answer}");
+    }
+    assert_eq!(listed.connections(), before, "a misplaced value was sent");
     // A Host header cannot be set at all (wasi-http forbids it).
     let answer = send(&gtc, "https", &l, "/x", &[("x-host", "evil.example")], "").await;
     assert_eq!(answer["host_refused"], true, "{answer}");
@@ -341,20 +405,20 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
     assert!(listed.requests().iter().skip(1).all(|r| !r.contains(token)));
 
     // A redirect is not followed, and its Location comes back scrubbed.
-    let answer = send(&gtc, "https", &r, &format!("/go{placeholder}"), &[], "").await;
+    let answer = send(&gtc, "https", &r, &format!("/bot{placeholder}/go"), &[], "").await;
     assert_eq!(answer["status"], 302, "{answer}");
     let location = answer["headers"].as_str().unwrap();
     assert!(
-        location.contains(&format!("/stolen?/go{placeholder}")),
+        location.contains(&format!("/stolen?/bot{placeholder}/go")),
         "{location}"
     );
     assert!(redirector.requests()[0].contains(token));
     assert_eq!(other_port.connections(), 0, "the redirect was followed");
 
     // Plain http where the operator marked the authority.
-    let answer = send(&gtc, "http", &h, &format!("/x?t={placeholder}"), &[], "").await;
+    let answer = send(&gtc, "http", &h, &format!("/bot{placeholder}/x"), &[], "").await;
     assert_eq!(answer["status"], 200, "{answer}");
-    assert!(http_marked.requests()[0].starts_with(&format!("POST /x?t={token} ")));
+    assert!(http_marked.requests()[0].starts_with(&format!("POST /bot{token}/x ")));
 
     // Signatures: only with a sealed key of this bundle, and no MAC comes back.
     let mac = |key: &[u8]| sign(key, b"message")["sha256=".len()..].to_string();
@@ -383,6 +447,13 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
         .lines()
         .filter(|l| l.contains("sealed.inject") && l.contains("refused"))
         .collect();
+    assert!(
+        refusals
+            .iter()
+            .any(|line| line.contains("secrets://dev/acme/_/probe/key")
+                && line.contains("not where the manifest's `inject` puts this secret")),
+        "{log}"
+    );
     assert!(
         refusals
             .iter()

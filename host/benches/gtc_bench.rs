@@ -376,6 +376,8 @@ async fn sealed_injection(report: &mut Report) {
     let sealed = [gtc::bundle::manifest::SealedSecret {
         name: "token".into(),
         to: vec![authority.clone()],
+        inject: Some(gtc::bundle::manifest::Placement::parse("path:/bot{}/").unwrap()),
+        inject_defaulted: false,
     }];
     let settings = SealedEgress::new(Vec::new(), None).unwrap();
     let request = |path: &str| {

@@ -274,6 +274,11 @@ pub async fn build_host(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    for manifest in &manifests {
+        for warning in manifest.warnings() {
+            tracing::warn!(bundle = %manifest.id, "{warning}");
+        }
+    }
     let claims: Vec<Claims> = specs
         .iter()
         .zip(&manifests)

@@ -7,7 +7,8 @@
 //! - `POST …/send` — sends one outgoing request built from the incoming headers:
 //!   `x-scheme` (`http`/`https`), `x-authority`, `x-path` (path and query),
 //!   optional `x-auth` (sent as `authorization`), optional `x-host` (an attempt
-//!   to set `host`), and the incoming body as the outgoing body. Answers
+//!   to set `host`), any `x-send-NAME: V` (sent as `NAME: V`), and the incoming
+//!   body as the outgoing body. Answers
 //!   `{"sent":true,"status":N,"headers":"...","body":"...","host_refused":B}` or
 //!   `{"sent":false,"error":"..."}`: everything the guest could see.
 //! - `POST …/verify` — `verify-hmac-sha256(x-name, body, hex(x-mac))`:
@@ -65,6 +66,11 @@ fn send(request: &IncomingRequest) -> String {
     let fields = Fields::new();
     if let Some(auth) = header(request, "x-auth") {
         let _ = fields.append("authorization", auth.as_bytes());
+    }
+    for (name, value) in request.headers().entries() {
+        if let Some(name) = name.strip_prefix("x-send-") {
+            let _ = fields.append(name, &value);
+        }
     }
     let host_refused = match header(request, "x-host") {
         Some(host) => fields.append("host", host.as_bytes()).is_err(),

@@ -94,6 +94,7 @@ pub fn check(path: &Path, host: &impl ComponentHost) -> Report {
         dir.join(MANIFEST_FILE).display()
     ));
     check_declarations(&manifest, &mut report);
+    report.warnings.extend(manifest.warnings());
     check_limits(&manifest, host.maxima(), &mut report);
     for authority in &manifest.egress_allow {
         if let Some(why) = host.refuses_destination(authority) {

@@ -9,8 +9,11 @@
 //! - the request's authority must be in that secret's `to` list, and its scheme
 //!   https (plain http only to an authority the operator marks with
 //!   `--sealed-allow-http`);
-//! - only the path (with its query) and header values are substituted; a
-//!   placeholder in a body travels as the literal text;
+//! - the placeholder stands exactly where the secret's manifest `inject` puts it
+//!   (one header's whole value, or the start of the path), once per place;
+//!   anywhere else (the query, a later path segment, another header) the request
+//!   is refused, so a guest cannot park the value where the destination stores
+//!   and shows it back; a placeholder in a body travels as the literal text;
 //! - the host connects itself (to the address the egress guard checked), with
 //!   its own TLS client: the webpki roots plus the operator's extra roots
 //!   (`--egress-ca-file`), and follows no redirect.
@@ -23,7 +26,7 @@
 //! dropped, since scrubbing may change the length.
 
 use crate::bundle::authority::Authority;
-use crate::bundle::manifest::SealedSecret;
+use crate::bundle::manifest::{Placement, SealedSecret};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use std::net::SocketAddr;
@@ -108,6 +111,8 @@ pub enum Refusal {
     NotSealed(String),
     /// The destination is not one this secret may travel to.
     Destination { name: String, why: &'static str },
+    /// The placeholder is not where the manifest's `inject` puts this secret.
+    Placement { name: String, why: &'static str },
 }
 
 impl Refusal {
@@ -115,7 +120,9 @@ impl Refusal {
     pub fn name(&self) -> Option<&str> {
         match self {
             Refusal::Malformed => None,
-            Refusal::NotSealed(name) | Refusal::Destination { name, .. } => Some(name),
+            Refusal::NotSealed(name)
+            | Refusal::Destination { name, .. }
+            | Refusal::Placement { name, .. } => Some(name),
         }
     }
 
@@ -124,7 +131,7 @@ impl Refusal {
         match self {
             Refusal::Malformed => "a malformed {{secret:...}} placeholder",
             Refusal::NotSealed(_) => "the placeholder names no sealed secret of this bundle",
-            Refusal::Destination { why, .. } => why,
+            Refusal::Destination { why, .. } | Refusal::Placement { why, .. } => why,
         }
     }
 }
@@ -173,18 +180,25 @@ pub fn plan<'m, B>(
         .uri()
         .path_and_query()
         .map_or(&b""[..], |p| p.as_str().as_bytes());
-    let mut names = placeholder_names(path)?;
-    for value in request.headers().values() {
-        names.extend(placeholder_names(value.as_bytes())?);
+    // Each placeholder with where it stands: the path (with its query) or a
+    // header, by name, with the header's whole value.
+    let mut found: Vec<(&str, Place<'_>)> = placeholder_names(path)?
+        .into_iter()
+        .map(|name| (name, Place::Path(path)))
+        .collect();
+    for (header, value) in request.headers() {
+        for name in placeholder_names(value.as_bytes())? {
+            found.push((name, Place::Header(header.as_str(), value.as_bytes())));
+        }
     }
-    if names.is_empty() {
+    if found.is_empty() {
         return Ok(None);
     }
     let mut used: Vec<&SealedSecret> = Vec::new();
-    for name in names {
+    for (i, (name, place)) in found.iter().enumerate() {
         let secret = sealed
             .iter()
-            .find(|s| s.name == name)
+            .find(|s| s.name == *name)
             .ok_or_else(|| Refusal::NotSealed(name.to_string()))?;
         let refuse = |why| Refusal::Destination {
             name: name.to_string(),
@@ -198,11 +212,66 @@ pub fn plan<'m, B>(
                 "plain http (the operator has not allowed it for this authority)",
             ));
         }
+        // One placeholder per place: a second one in the same path or header
+        // would be somewhere the manifest did not name.
+        let alone = !found[..i].iter().any(|(_, other)| other.same(place));
+        if !alone || !place.fits(secret, name) {
+            return Err(Refusal::Placement {
+                name: name.to_string(),
+                why: "the placeholder is not where the manifest's `inject` puts this secret",
+            });
+        }
         if !used.iter().any(|u| u.name == secret.name) {
             used.push(secret);
         }
     }
     Ok(Some(used))
+}
+
+/// Where a placeholder stands in a request.
+#[derive(Clone, Copy)]
+enum Place<'r> {
+    /// The path with its query.
+    Path(&'r [u8]),
+    /// A header (name, whole value).
+    Header(&'r str, &'r [u8]),
+}
+
+impl Place<'_> {
+    fn same(&self, other: &Place<'_>) -> bool {
+        match (self, other) {
+            (Place::Path(_), Place::Path(_)) => true,
+            (Place::Header(a, x), Place::Header(b, y)) => a == b && x == y,
+            _ => false,
+        }
+    }
+
+    /// Whether the placeholder for `name` here is exactly where `secret`'s
+    /// placement puts it.
+    fn fits(&self, secret: &SealedSecret, name: &str) -> bool {
+        let placeholder = |before: &str, after: &str| {
+            let mut text = before.as_bytes().to_vec();
+            text.extend_from_slice(OPEN);
+            text.extend_from_slice(name.as_bytes());
+            text.extend_from_slice(CLOSE);
+            text.extend_from_slice(after.as_bytes());
+            text
+        };
+        match (self, &secret.inject) {
+            (Place::Path(path), Some(Placement::PathPrefix { before, after })) => {
+                path.starts_with(&placeholder(before, after))
+            }
+            (
+                Place::Header(header, value),
+                Some(Placement::Header {
+                    name: wanted,
+                    before,
+                    after,
+                }),
+            ) => header == wanted && *value == placeholder(before, after).as_slice(),
+            _ => false,
+        }
+    }
 }
 
 /// A sealed value, ready to be put into a request and scrubbed out of a response.
@@ -587,10 +656,12 @@ where
 mod tests {
     use super::*;
 
-    fn sealed(name: &str, to: &[&str]) -> SealedSecret {
+    fn sealed(name: &str, to: &[&str], inject: &str) -> SealedSecret {
         SealedSecret {
             name: name.into(),
             to: to.iter().map(|t| Authority::parse(t).unwrap()).collect(),
+            inject: Some(Placement::parse(inject).unwrap()),
+            inject_defaulted: false,
         }
     }
 
@@ -615,7 +686,14 @@ mod tests {
 
     #[test]
     fn placeholders_are_checked_against_the_sealed_list_and_destinations() {
-        let list = [sealed("tg/token", &["api.telegram.org:443"])];
+        let list = [
+            sealed("tg/token", &["api.telegram.org:443"], "path:/bot{}/"),
+            sealed(
+                "tg/key",
+                &["api.telegram.org:443"],
+                "header:authorization=Bearer {}",
+            ),
+        ];
         let tg = Authority::parse("api.telegram.org:443").unwrap();
         let evil = Authority::parse("evil.example:443").unwrap();
         let none = settings(&[]);
@@ -626,8 +704,42 @@ mod tests {
             plan(&path, &tg, true, &list, &none).unwrap().unwrap().len(),
             1
         );
-        let header = request("https://x/", Some("Bearer {{secret:tg/token}}"));
+        let header = request("https://x/", Some("Bearer {{secret:tg/key}}"));
         assert!(plan(&header, &tg, true, &list, &none).unwrap().is_some());
+        // Anywhere but the manifest's place: refused.
+        for (uri, header) in [
+            (
+                "https://x/bot{{secret:tg/token}}/x?t={{secret:tg/token}}",
+                None,
+            ),
+            ("https://x/send?text={{secret:tg/token}}", None),
+            ("https://x/bot/{{secret:tg/token}}/", None),
+            ("https://x/x/bot{{secret:tg/token}}/", None),
+            ("https://x/bot{{secret:tg/key}}/", None),
+            ("https://x/", Some("Bearer {{secret:tg/token}}")),
+            ("https://x/", Some("{{secret:tg/key}}")),
+            ("https://x/", Some("Bearer {{secret:tg/key}} x")),
+            (
+                "https://x/",
+                Some("Bearer {{secret:tg/key}}{{secret:tg/key}}"),
+            ),
+        ] {
+            assert!(
+                matches!(
+                    plan(&request(uri, header), &tg, true, &list, &none),
+                    Err(Refusal::Placement { .. })
+                ),
+                "{uri} {header:?}"
+            );
+        }
+        let mut other_header = request("https://x/", None);
+        other_header
+            .headers_mut()
+            .insert("x-debug", "Bearer {{secret:tg/key}}".parse().unwrap());
+        assert!(matches!(
+            plan(&other_header, &tg, true, &list, &none),
+            Err(Refusal::Placement { .. })
+        ));
         assert!(matches!(
             plan(&path, &evil, true, &list, &none),
             Err(Refusal::Destination { .. })
