@@ -729,3 +729,124 @@ async fn a_sealed_value_has_one_owner_bundle_on_a_host() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_guest_cannot_decode_around_the_scrubber() {
+    use support::upstream::{Answer, TestCa, Upstream, reflections};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    let token: &[u8] = b"123456789:AAH-reflect_token-x9Qz";
+    dev_put(&store, "acme/_/probe/token", token);
+    let ca = TestCa::new(dir.path());
+    let reflect = Upstream::tls(&ca, Answer::Reflect);
+    let compress = Upstream::tls(&ca, Answer::EncodesIfAsked);
+    let encoded = Upstream::tls(&ca, Answer::AlwaysEncoded);
+    let ranges = Upstream::tls(&ca, Answer::RangesIfAsked);
+    let partial = Upstream::tls(&ca, Answer::AlwaysPartial);
+    let cut = Upstream::tls(&ca, Answer::CutShort);
+    let all = [&reflect, &compress, &encoded, &ranges, &partial, &cut];
+    let list: Vec<String> = all.iter().map(|u| format!("\"{}\"", u.addr)).collect();
+    let list = list.join(", ");
+    let bundle = write_bundle(
+        dir.path(),
+        "probe",
+        "sealed-probe",
+        &["/s"],
+        &format!(
+            "[[secrets.sealed]]\nname = \"probe/token\"\nto = [{list}]\n\
+             inject = \"path:/bot{{}}/\"\n[egress]\nallow = [{list}]"
+        ),
+    );
+    let gtc = Gtc::serve(
+        &[
+            format!("--bundle={}", bundle.display()),
+            "--egress-allow-loopback".into(),
+            format!("--egress-ca-file={}", ca.pem_file.display()),
+        ],
+        &env_for(&store),
+    );
+    let text = std::str::from_utf8(token).unwrap();
+    let path = "/bot{{secret:probe/token}}/";
+    let sent_path = format!("/bot{text}/");
+    // What the guest must never see: the value in any encoding, reversed, or
+    // cut short.
+    let mut forbidden = reflections(text);
+    forbidden.push(text.chars().rev().collect());
+    forbidden.push(text[..text.len() - 1].to_string());
+    let never_seen = |what: &str, answer: &serde_json::Value| {
+        let seen = answer.to_string();
+        for form in &forbidden {
+            assert!(!seen.contains(form.as_str()), "{what}: {form} in {seen}");
+        }
+    };
+
+    // Other encodings: every form comes back as the placeholder, in the body
+    // (streamed in 7-byte chunks) and in a header.
+    let answer = send(&gtc, "https", &reflect.addr.to_string(), path, &[], "").await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    never_seen("reflect", &answer);
+    let body = answer["body"].as_str().unwrap();
+    assert_eq!(
+        body.lines().count(),
+        reflections(&sent_path).len(),
+        "{body}"
+    );
+    assert!(
+        body.lines().all(|l| l.contains("{{secret:probe/token}}")),
+        "{body}"
+    );
+    assert!(reflect.requests()[0].contains(&sent_path), "the API got it");
+
+    // Compression: the guest asks for gzip, the host asks for identity, and the
+    // API answers plain.
+    let gzip = [("x-send-accept-encoding", "gzip")];
+    let answer = send(&gtc, "https", &compress.addr.to_string(), path, &gzip, "").await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    never_seen("compress", &answer);
+    let received = &compress.requests()[0];
+    assert!(received.contains("accept-encoding: identity"), "{received}");
+    assert!(!received.contains("gzip"), "{received}");
+    // An API that encodes anyway: refused, nothing of the body reaches the guest.
+    let answer = send(&gtc, "https", &encoded.addr.to_string(), path, &gzip, "").await;
+    assert_eq!(answer["sent"], false, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("ContentCoding"),
+        "{answer}"
+    );
+    never_seen("encoded", &answer);
+
+    // Partial responses: the guest's range is not forwarded, so the whole
+    // (scrubbed) path comes back; a 206 nobody asked for is refused.
+    let range = [("x-send-range", "bytes=4-30"), ("x-send-if-range", "\"x\"")];
+    let answer = send(&gtc, "https", &ranges.addr.to_string(), path, &range, "").await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"], path, "{answer}");
+    let received = &ranges.requests()[0];
+    assert!(
+        !received.contains("range:") && !received.contains("if-range"),
+        "{received}"
+    );
+    let answer = send(&gtc, "https", &partial.addr.to_string(), path, &[], "").await;
+    assert_eq!(answer["sent"], false, "{answer}");
+    never_seen("partial", &answer);
+    // A body cut short inside the value: the cut value is not released.
+    let answer = send(&gtc, "https", &cut.addr.to_string(), path, &[], "").await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"], "/bot{{secret:probe/token}}", "{answer}");
+    never_seen("cut", &answer);
+
+    let log = gtc.stop();
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("the response to a request carrying a sealed secret was refused"))
+            .count()
+            >= 2,
+        "{log}"
+    );
+    // Each upstream received the value (it was listed), and only once each.
+    for upstream in all {
+        let requests = upstream.requests();
+        assert_eq!(requests.len(), 1);
+        assert!(requests[0].contains(&sent_path));
+    }
+}

@@ -421,6 +421,7 @@ async fn send_sealed(
         );
         return Err(HttpError::HttpRequestDenied);
     }
+    crate::serve::sealed::ask_for_plain_response(&mut request);
     let scrubber = Arc::new(Scrubber::new(&injected));
     drop(injected);
     let (response, io) = crate::serve::sealed::send(
@@ -433,6 +434,17 @@ async fn send_sealed(
     )
     .await?;
     let (mut parts, body) = response.into_parts();
+    if let Some(why) = crate::serve::sealed::unscrubbable(&parts) {
+        // Nothing of it reaches the guest: the body is dropped unread.
+        crate::limited_warn!(
+            policy.log,
+            policy.bundle,
+            "sealed-response-refused",
+            destination = %authority,
+            "the response to a request carrying a sealed secret was refused: {why}"
+        );
+        return Err(HttpError::HttpResponseContentCoding(None));
+    }
     scrubber.scrub_headers(&mut parts.headers);
     let body = ScrubbedBody::new(body.map_err(HttpError::from), scrubber);
     Ok((

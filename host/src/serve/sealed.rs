@@ -367,90 +367,279 @@ pub fn substitute<B>(
     Ok(())
 }
 
-/// Replaces every occurrence of the injected values by their placeholders.
+/// Replaces every occurrence of the injected values by their placeholders, in
+/// whatever encoding a reflecting API plausibly hands them back:
+/// - the value itself, and any mix of its bytes written as `%HH` (any case, any
+///   character set), `+` for a space (form encoding), JSON escapes (`\/`, `\"`,
+///   `\\`, `\uHHHH`) and HTML character references (`&#NN;`, `&#xHH;`, `&amp;`,
+///   `&lt;`, `&gt;`, `&quot;`, `&apos;`): matched by decoding while comparing;
+/// - base64 and base64url at each of the three byte alignments (so the value is
+///   found inside a longer encoded text too), and hex in either case: matched as
+///   literal texts.
+///
+/// A match that runs into the end of what is scrubbed (a body or header cut short)
+/// is replaced as well: a held-back tail that begins a value is never released.
 #[derive(Debug)]
 pub struct Scrubber {
-    /// (needle, replacement); raw and path-encoded forms.
-    needles: Vec<(Zeroizing<Vec<u8>>, Vec<u8>)>,
-    /// The distinct first bytes of the needles.
-    firsts: Vec<u8>,
-    longest: usize,
+    /// (value, placeholder), matched through the decodings above.
+    values: Vec<(Zeroizing<Vec<u8>>, Vec<u8>)>,
+    /// (encoded text, placeholder), matched exactly.
+    literals: Vec<(Zeroizing<Vec<u8>>, Vec<u8>)>,
+    /// Bytes a match may begin with.
+    starts: Box<[bool; 256]>,
+    /// The longest text a match may span, less one: what a chunk holds back.
+    keep: usize,
+}
+
+/// The longest encoding of one byte the decoding matcher accepts (`&#x0003A;`
+/// style references are bounded to this).
+const MAX_UNIT: usize = 10;
+
+/// How a comparison at one position ended.
+enum Match {
+    /// The whole value, spanning this many bytes.
+    Whole(usize),
+    /// The text ended after at least one byte of the value matched.
+    CutShort,
+    No,
+}
+
+/// One encoded byte at the start of `data`: (byte, length), `None` when `data`
+/// does not begin with a complete encoding (or ends inside one).
+fn decode_unit(data: &[u8]) -> Option<(u8, usize)> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    match *data.first()? {
+        b'+' => Some((b' ', 1)),
+        b'%' => {
+            let (h, l) = (hex(*data.get(1)?)?, hex(*data.get(2)?)?);
+            Some(((h * 16 + l) as u8, 3))
+        }
+        b'\\' => match *data.get(1)? {
+            b'/' => Some((b'/', 2)),
+            b'"' => Some((b'"', 2)),
+            b'\\' => Some((b'\\', 2)),
+            b'u' => {
+                let mut code = 0u32;
+                for i in 2..6 {
+                    code = code * 16 + hex(*data.get(i)?)?;
+                }
+                u8::try_from(code).ok().map(|b| (b, 6))
+            }
+            _ => None,
+        },
+        b'&' => {
+            let end = data.iter().take(MAX_UNIT).position(|&b| b == b';')?;
+            let entity = &data[1..end];
+            let byte = match entity {
+                b"amp" => b'&',
+                b"lt" => b'<',
+                b"gt" => b'>',
+                b"quot" => b'"',
+                b"apos" => b'\'',
+                [b'#', b'x' | b'X', digits @ ..] if !digits.is_empty() => {
+                    let text = std::str::from_utf8(digits).ok()?;
+                    u8::try_from(u32::from_str_radix(text, 16).ok()?).ok()?
+                }
+                [b'#', digits @ ..] if !digits.is_empty() => {
+                    let text = std::str::from_utf8(digits).ok()?;
+                    text.parse::<u8>().ok()?
+                }
+                _ => return None,
+            };
+            Some((byte, end + 1))
+        }
+        _ => None,
+    }
+}
+
+/// Compares `value` with the text at the start of `data`, decoding as it goes.
+fn match_decoded(data: &[u8], value: &[u8]) -> Match {
+    match_from(data, 0, value, 0)
+}
+
+/// [`match_decoded`] from `data[at..]` and `value[i..]`. Where a byte is both
+/// the value's own byte and the start of an escape (`&` of `&amp;`), both readings
+/// are tried.
+fn match_from(data: &[u8], at: usize, value: &[u8], i: usize) -> Match {
+    let Some(&want) = value.get(i) else {
+        return Match::Whole(at);
+    };
+    let Some(&byte) = data.get(at) else {
+        return if i > 0 { Match::CutShort } else { Match::No };
+    };
+    let mut result = Match::No;
+    if b"%\\&+".contains(&byte) {
+        match decode_unit(&data[at..]) {
+            Some((decoded, len)) if decoded == want => {
+                result = match_from(data, at + len, value, i + 1);
+            }
+            // An escape cut by the end of the text may still be the value.
+            None if i > 0 && data.len() - at < MAX_UNIT && byte != b'+' => {
+                result = Match::CutShort;
+            }
+            _ => {}
+        }
+        if matches!(result, Match::Whole(_)) {
+            return result;
+        }
+    }
+    if byte == want {
+        match match_from(data, at + 1, value, i + 1) {
+            Match::No => {}
+            other => return other,
+        }
+    }
+    result
+}
+
+/// base64 (standard and url-safe) at the three alignments, and hex: the parts of
+/// the encoded text that depend on the value alone.
+fn literal_encodings(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    // The value alone, whole (its last characters included), with and without `=`.
+    for engine in [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::URL_SAFE,
+    ] {
+        let encoded = Zeroizing::new(engine.encode(value));
+        let bare = encoded.trim_end_matches('=');
+        out.push(Zeroizing::new(encoded.as_bytes().to_vec()));
+        out.push(Zeroizing::new(bare.as_bytes().to_vec()));
+    }
+    for pad in 0..3usize {
+        let mut padded = Zeroizing::new(vec![0u8; pad]);
+        padded.extend_from_slice(value);
+        // Characters that mix pad bits, and the last one mixing with what follows.
+        let skip = [0, 2, 3][pad];
+        let full = padded.len() * 8 / 6;
+        for engine in [
+            &base64::engine::general_purpose::STANDARD_NO_PAD,
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ] {
+            let encoded = Zeroizing::new(engine.encode(&padded[..]));
+            if full > skip + 3 {
+                out.push(Zeroizing::new(encoded.as_bytes()[skip..full].to_vec()));
+            }
+        }
+    }
+    for digits in [b"0123456789abcdef", b"0123456789ABCDEF"] {
+        let hex: Vec<u8> = value
+            .iter()
+            .flat_map(|b| [digits[usize::from(b >> 4)], digits[usize::from(b & 15)]])
+            .collect();
+        out.push(Zeroizing::new(hex));
+    }
+    // Longest first: the whole encoding wins over the part inside it.
+    out.sort_by_key(|literal| std::cmp::Reverse(literal.len()));
+    let mut distinct: Vec<Zeroizing<Vec<u8>>> = Vec::with_capacity(out.len());
+    for one in out {
+        if !distinct.iter().any(|d| **d == *one) {
+            distinct.push(one);
+        }
+    }
+    distinct
 }
 
 impl Scrubber {
     pub fn new(injected: &[Injected]) -> Self {
-        let mut needles = Vec::new();
+        let mut starts = Box::new([false; 256]);
+        let mut values = Vec::new();
+        let mut literals = Vec::new();
+        let mut keep = 0;
         for one in injected {
-            if one.value.is_empty() {
+            let Some(&first) = one.value.first() else {
                 continue;
+            };
+            starts[usize::from(first)] = true;
+            for escape in [b'%', b'\\', b'&'] {
+                starts[usize::from(escape)] = true;
             }
-            needles.push((one.value.clone(), one.placeholder.clone()));
-            if one.in_path != one.value {
-                needles.push((one.in_path.clone(), one.placeholder.clone()));
+            if first == b' ' {
+                starts[usize::from(b'+')] = true;
+            }
+            keep = keep.max(one.value.len() * MAX_UNIT);
+            values.push((one.value.clone(), one.placeholder.clone()));
+            for literal in literal_encodings(&one.value) {
+                starts[usize::from(literal[0])] = true;
+                keep = keep.max(literal.len());
+                literals.push((literal, one.placeholder.clone()));
             }
         }
-        let longest = needles.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
-        let mut firsts: Vec<u8> = needles
-            .iter()
-            .filter_map(|(n, _)| n.first().copied())
-            .collect();
-        firsts.sort_unstable();
-        firsts.dedup();
         Self {
-            needles,
-            firsts,
-            longest,
+            values,
+            literals,
+            starts,
+            keep: keep.saturating_sub(1),
         }
     }
 
-    fn match_at(&self, data: &[u8], at: usize) -> Option<&(Zeroizing<Vec<u8>>, Vec<u8>)> {
-        self.needles
-            .iter()
-            .find(|(needle, _)| data[at..].starts_with(needle))
+    /// What is at `data[at..]`: a whole match (its length and placeholder), a
+    /// match cut by the end of `data`, or nothing.
+    fn match_at(&self, data: &[u8], at: usize) -> (Match, Option<&[u8]>) {
+        let rest = &data[at..];
+        let mut cut: Option<&[u8]> = None;
+        for (value, placeholder) in &self.values {
+            match match_decoded(rest, value) {
+                Match::Whole(len) => return (Match::Whole(len), Some(placeholder)),
+                Match::CutShort => cut = cut.or(Some(placeholder)),
+                Match::No => {}
+            }
+        }
+        for (literal, placeholder) in &self.literals {
+            if rest.starts_with(literal) {
+                return (Match::Whole(literal.len()), Some(placeholder));
+            }
+            if rest.len() < literal.len() && !rest.is_empty() && literal.starts_with(rest) {
+                cut = cut.or(Some(placeholder));
+            }
+        }
+        match cut {
+            Some(placeholder) => (Match::CutShort, Some(placeholder)),
+            None => (Match::No, None),
+        }
     }
 
     /// Scrubs `data[..]`, writing finished bytes to `out`; returns how many bytes
     /// of `data` are finished (the rest may begin a value and waits, unless
-    /// `last`).
+    /// `last`: then a value cut short by the end is replaced too).
     fn scrub_into(&self, data: &[u8], last: bool, out: &mut Vec<u8>) -> usize {
-        let keep = if last {
-            0
-        } else {
-            self.longest.saturating_sub(1)
-        };
-        // Before `settled`, a whole value fits in `data`, so a match is decided.
+        let keep = if last { 0 } else { self.keep };
+        // Before `settled`, a whole match fits in `data`, so it is decided.
         let settled = data.len().saturating_sub(keep);
         let mut at = 0;
         loop {
-            // Only a byte that begins some value can begin a match.
             let Some(candidate) = self.next_start(&data[at..]).map(|i| at + i) else {
                 out.extend_from_slice(&data[at..]);
                 return data.len();
             };
             out.extend_from_slice(&data[at..candidate]);
-            if let Some((needle, placeholder)) = self.match_at(data, candidate) {
-                out.extend_from_slice(placeholder);
-                at = candidate + needle.len();
-            } else if candidate >= settled {
-                // May be the start of a value cut by the chunk's end: wait.
-                return candidate;
-            } else {
-                out.push(data[candidate]);
-                at = candidate + 1;
+            match self.match_at(data, candidate) {
+                (Match::Whole(len), Some(placeholder)) => {
+                    out.extend_from_slice(placeholder);
+                    at = candidate + len;
+                }
+                (Match::CutShort, Some(_)) if !last => {
+                    // The start of a value cut by the chunk's end: wait.
+                    return candidate;
+                }
+                (Match::CutShort, Some(placeholder)) => {
+                    // The text ends inside a value: never released.
+                    out.extend_from_slice(placeholder);
+                    return data.len();
+                }
+                _ if !last && candidate >= settled => return candidate,
+                _ => {
+                    out.push(data[candidate]);
+                    at = candidate + 1;
+                }
             }
         }
     }
 
-    /// Where the next byte that begins a value is (SIMD search for up to three
-    /// distinct first bytes).
+    /// Where the next byte that may begin a match is.
     fn next_start(&self, data: &[u8]) -> Option<usize> {
-        match self.firsts.as_slice() {
-            [] => None,
-            [a] => memchr::memchr(*a, data),
-            [a, b] => memchr::memchr2(*a, *b, data),
-            [a, b, c] => memchr::memchr3(*a, *b, *c, data),
-            firsts => data.iter().position(|byte| firsts.contains(byte)),
-        }
+        data.iter().position(|&byte| self.starts[usize::from(byte)])
     }
 
     /// `data` with every value replaced (for header values and trailers).
@@ -460,9 +649,19 @@ impl Scrubber {
         out
     }
 
-    /// Scrubs response headers in place (and drops `content-length`).
+    /// Scrubs response headers in place: values are scrubbed, a header whose
+    /// name holds a value is dropped (a name cannot hold the placeholder), and
+    /// `content-length` is dropped (scrubbing may change the length).
     pub fn scrub_headers(&self, headers: &mut http::HeaderMap) {
         headers.remove(http::header::CONTENT_LENGTH);
+        let named: Vec<http::HeaderName> = headers
+            .keys()
+            .filter(|name| self.scrub(name.as_str().as_bytes()) != name.as_str().as_bytes())
+            .cloned()
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
         for value in headers.values_mut() {
             let scrubbed = self.scrub(value.as_bytes());
             if scrubbed != value.as_bytes() {
@@ -475,6 +674,43 @@ impl Scrubber {
             }
         }
     }
+}
+
+/// Sets what a request carrying a sealed value asks of the response: no content
+/// coding (`accept-encoding: identity`, no `te`), and the whole representation
+/// (no `range`, `if-range`), so that what comes back can be scrubbed as it is.
+pub fn ask_for_plain_response<B>(request: &mut http::Request<B>) {
+    let headers = request.headers_mut();
+    headers.insert(
+        http::header::ACCEPT_ENCODING,
+        http::HeaderValue::from_static("identity"),
+    );
+    for name in [
+        http::header::RANGE,
+        http::header::IF_RANGE,
+        http::header::TE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Why a response to a request carrying a sealed value cannot be scrubbed (and is
+/// refused): it is encoded, or a part.
+pub fn unscrubbable(parts: &http::response::Parts) -> Option<&'static str> {
+    let coded = parts
+        .headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if coded {
+        return Some("the response is content-encoded although identity was asked for");
+    }
+    if parts.status == http::StatusCode::PARTIAL_CONTENT
+        || parts.headers.contains_key(http::header::CONTENT_RANGE)
+    {
+        return Some("the response is a part (206 / content-range) although none was asked for");
+    }
+    None
 }
 
 /// A response body with the injected values scrubbed out, chunk by chunk.
@@ -789,8 +1025,9 @@ mod tests {
     #[test]
     fn scrubbing_catches_values_split_across_chunks() {
         let scrubber = Arc::new(Scrubber::new(&[Injected::new("k", b"s3cr3t/v")]));
+        // A text cut one byte short of the value: the cut value is not released.
         let text = b"a s3cr3t/v b s3cr3t%2Fv c s3cr3t/".to_vec();
-        let expected = b"a {{secret:k}} b {{secret:k}} c s3cr3t/".to_vec();
+        let expected = b"a {{secret:k}} b {{secret:k}} c {{secret:k}}".to_vec();
         for split in 1..6 {
             let chunks: Vec<Bytes> = text.chunks(split).map(Bytes::copy_from_slice).collect();
             let mut body = ScrubbedBody::new(Chunks(chunks.into()), scrubber.clone());
@@ -810,7 +1047,7 @@ mod tests {
         let text = b"ss3s3cs3cr3t/vs3cr3t/s3cr3t/vvs3cr3t%2Fvs".to_vec();
         let want = String::from_utf8_lossy(&scrubber.scrub(&text)).into_owned();
         assert!(
-            want.starts_with("ss3s3c{{secret:k}}s3cr3t/{{secret:k}}v{{secret:k}}s"),
+            want.starts_with("ss3s3c{{secret:k}}s3cr3t/{{secret:k}}v{{secret:k}}{{secret:k}}"),
             "{want}"
         );
         for cut in 0..=text.len() {
@@ -826,6 +1063,104 @@ mod tests {
             }
             assert_eq!(String::from_utf8_lossy(&out), want, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn scrubbing_catches_every_encoding_a_reflecting_api_uses() {
+        use base64::Engine as _;
+        let value = b"123456789:AAH-sealed/token+x y&z";
+        let scrubber = Scrubber::new(&[Injected::new("k", value)]);
+        let text = std::str::from_utf8(value).unwrap();
+        let percent_all: String = value.iter().map(|b| format!("%{b:02x}")).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+        let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value);
+        let forms = [
+            text.to_string(),
+            text.replace(':', "%3A")
+                .replace('/', "%2f")
+                .replace(' ', "%20"),
+            text.replace(':', "%3a")
+                .replace('+', "%2B")
+                .replace(' ', "+"),
+            percent_all.clone(),
+            percent_all.to_uppercase(),
+            text.replace('/', "\\/"),
+            text.replace(':', "\\u003a").replace('/', "\\u002F"),
+            text.replace('&', "&amp;")
+                .replace(':', "&#58;")
+                .replace('/', "&#x2f;"),
+            b64.clone(),
+            b64url,
+            hex_of(value),
+            hex_of(value).to_uppercase(),
+        ];
+        for form in &forms {
+            for wrapped in [
+                form.clone(),
+                format!("{{\"echo\":\"{form}\"}}"),
+                format!("<p>{form}</p>"),
+            ] {
+                let out = String::from_utf8(scrubber.scrub(wrapped.as_bytes())).unwrap();
+                assert!(out.contains("{{secret:k}}"), "{wrapped} -> {out}");
+                assert!(!out.contains(form.as_str()), "{wrapped} -> {out}");
+            }
+        }
+        // Inside a longer base64 text, at every alignment.
+        for pad in 0..3 {
+            let mut padded = b"ab".to_vec();
+            padded.truncate(pad);
+            padded.extend_from_slice(value);
+            padded.extend_from_slice(b"tail of the message");
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&padded);
+            let out = String::from_utf8(scrubber.scrub(encoded.as_bytes())).unwrap();
+            assert!(out.contains("{{secret:k}}"), "pad {pad}: {out}");
+        }
+        // Header names as well as values.
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::HeaderName::from_bytes(hex_of(value).as_bytes()).unwrap(),
+            http::HeaderValue::from_static("x"),
+        );
+        headers.insert("x-echo", http::HeaderValue::from_str(&b64).unwrap());
+        scrubber.scrub_headers(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["x-echo"], "{{secret:k}}");
+        // Text that only looks like escapes passes unchanged.
+        let plain = "100% sure & \\n ok +1 &#;";
+        assert_eq!(scrubber.scrub(plain.as_bytes()), plain.as_bytes());
+    }
+
+    fn hex_of(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn requests_ask_for_a_whole_plain_response_and_others_are_refused() {
+        let mut req = http::Request::builder()
+            .uri("https://x/")
+            .header("accept-encoding", "gzip, br")
+            .header("range", "bytes=0-5")
+            .header("if-range", "\"e\"")
+            .header("te", "gzip")
+            .body(())
+            .unwrap();
+        ask_for_plain_response(&mut req);
+        assert_eq!(req.headers()["accept-encoding"], "identity");
+        for gone in ["range", "if-range", "te"] {
+            assert!(!req.headers().contains_key(gone), "{gone}");
+        }
+        let parts = |status: u16, header: Option<(&str, &str)>| {
+            let mut builder = http::Response::builder().status(status);
+            if let Some((n, v)) = header {
+                builder = builder.header(n, v);
+            }
+            builder.body(()).unwrap().into_parts().0
+        };
+        assert!(unscrubbable(&parts(200, None)).is_none());
+        assert!(unscrubbable(&parts(200, Some(("content-encoding", "identity")))).is_none());
+        assert!(unscrubbable(&parts(200, Some(("content-encoding", "gzip")))).is_some());
+        assert!(unscrubbable(&parts(206, None)).is_some());
+        assert!(unscrubbable(&parts(200, Some(("content-range", "bytes 0-5/9")))).is_some());
     }
 
     struct Chunks(std::collections::VecDeque<Bytes>);
