@@ -442,6 +442,16 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
     assert_eq!(verify("probe/token", mac(b"guess")).await["valid"], false);
     assert_eq!(verify("probe/other", mac(TOKEN)).await["error"], "denied");
 
+    // Every refusal before sending is counted for the bundle (6 destinations or
+    // names, 8 places); 4 values went out (token and key, redirect, http).
+    let metrics = gtc.metrics().await;
+    for line in [
+        "gtc_sealed_refusals_total{bundle=\"probe\",stage=\"request\"} 14",
+        "gtc_sealed_injections_total{bundle=\"probe\"} 4",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+
     let log = gtc.stop();
     let refusals: Vec<&str> = log
         .lines()
@@ -835,6 +845,15 @@ async fn a_hostile_guest_cannot_decode_around_the_scrubber() {
     assert_eq!(answer["body"], "/bot{{secret:probe/token}}", "{answer}");
     never_seen("cut", &answer);
 
+    // Per-bundle counters: six values injected, two responses refused.
+    let metrics = gtc.metrics().await;
+    for line in [
+        "gtc_sealed_injections_total{bundle=\"probe\"} 6",
+        "gtc_sealed_refusals_total{bundle=\"probe\",stage=\"request\"} 0",
+        "gtc_sealed_refusals_total{bundle=\"probe\",stage=\"response\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
     let log = gtc.stop();
     assert!(
         log.lines()
@@ -849,4 +868,136 @@ async fn a_hostile_guest_cannot_decode_around_the_scrubber() {
         assert_eq!(requests.len(), 1);
         assert!(requests[0].contains(&sent_path));
     }
+}
+
+/// A non-loopback address of this machine (from the kernel's table).
+fn own_interface_address() -> String {
+    let trie = std::fs::read_to_string("/proc/net/fib_trie").unwrap();
+    let mut last = "";
+    for line in trie.lines().map(str::trim_start) {
+        if let Some(addr) = line.strip_prefix("|-- ") {
+            last = addr.trim();
+        } else if line.starts_with("/32 host LOCAL") && !last.starts_with("127.") {
+            return last.to_string();
+        }
+    }
+    panic!("this machine has no non-loopback address to listen on: {trie}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_is_never_a_destination_on_any_of_its_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(&store, "acme/_/probe/token", TOKEN);
+    // The host listens on its own non-loopback address; a bundle lists exactly
+    // that authority (as an ingress in front of the host would be listed).
+    let own = format!("{}:{}", own_interface_address(), free_port());
+    let bundle = write_bundle(
+        dir.path(),
+        "probe",
+        "sealed-probe",
+        &["/s"],
+        &format!(
+            "[[secrets.sealed]]\nname = \"probe/token\"\nto = [\"{own}\"]\n\
+             inject = \"path:/bot{{}}/\"\n[egress]\nallow = [\"{own}\"]"
+        ),
+    );
+    let gtc = Gtc::serve(
+        &[
+            format!("--listen={own}"),
+            format!("--bundle={}", bundle.display()),
+            format!("--sealed-allow-http={own}"),
+        ],
+        &env_for(&store),
+    );
+    // Plain egress back into the host, and a sealed request that would re-enter
+    // the same bundle and read the value in its own path: both refused.
+    for path in ["/s/get", "/bot{{secret:probe/token}}/s/get"] {
+        let answer = send(&gtc, "http", &own, path, &[], "probe/plain").await;
+        assert_eq!(answer["sent"], false, "{path}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("DestinationIpProhibited"),
+            "{path}: {answer}"
+        );
+    }
+    let log = gtc.stop();
+    assert!(
+        log.contains(
+            "outgoing HTTP denied by the operator's egress policy: the host's own listener"
+        ),
+        "{log}"
+    );
+    // Refused before the value was read: no injection was audited.
+    assert_eq!(log.matches("sealed.inject").count(), 0, "{log}");
+}
+
+#[tokio::test]
+async fn verify_over_its_per_request_limit_is_an_error_the_guest_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(&store, "acme/_/probe/token", TOKEN);
+    let bundle = write_bundle(
+        dir.path(),
+        "probe",
+        "sealed-probe",
+        &["/s"],
+        "[[secrets.sealed]]\nname = \"probe/token\"",
+    );
+    let gtc = Gtc::serve(
+        &[format!("--bundle={}", bundle.display())],
+        &env_for(&store),
+    );
+    let mac = sign(TOKEN, b"message")["sha256=".len()..].to_string();
+    let verify = |times: u32| {
+        client()
+            .post(gtc.url("/s/verify"))
+            .header("x-name", "probe/token")
+            .header("x-mac", mac.clone())
+            .header("x-repeat", times.to_string())
+            .body("message")
+            .send()
+    };
+    // 1000 checks in one request (the limit) all answer; the 1001st is an
+    // error the guest reads (and answers 200 with), not a request ended by 500.
+    let response = verify(1000).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["valid"], true, "{answer}");
+    assert_eq!(answer["calls"], 1000, "{answer}");
+    let response = verify(1001).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["error"], "unavailable", "{answer}");
+    assert_eq!(answer["calls"], 1001, "{answer}");
+    // The next request has its own budget.
+    let answer: serde_json::Value = verify(1).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["valid"], true, "{answer}");
+    // Sealed values must be high-entropy: `op secrets put` warns for a short one.
+    for (value, warned) in [(&b"short-key"[..], true), (TOKEN, false)] {
+        let out = run_gtc(
+            &["op", "secrets", "put", "acme/_/probe/token"],
+            &env_for(&store),
+            value,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(
+            stderr.contains(&format!(
+                "warning: the value is {} bytes: if a bundle seals this secret",
+                value.len()
+            )),
+            warned,
+            "{stderr}"
+        );
+    }
+    let log = gtc.stop();
+    assert_eq!(
+        log.matches("sealed.verify-hmac-sha256 over the per-request limit")
+            .count(),
+        1,
+        "{log}"
+    );
 }

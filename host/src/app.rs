@@ -120,7 +120,7 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| AppError::Listen(args.listen, e.to_string()))?;
-    let runtime_config = runtime_config(&args, addr.port())?;
+    let runtime_config = runtime_config(&args, addr)?;
     audit::install(AuditConfig {
         every_hit: args.audit_every_hit,
         flush_every: args.audit_flush,
@@ -140,9 +140,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// The engine-wide settings `gtc serve`'s flags ask for; `own_port` is the port
-/// the host listens on (no bundle may reach it).
-fn runtime_config(args: &ServeArgs, own_port: u16) -> Result<RuntimeConfig, AppError> {
+/// The engine-wide settings `gtc serve`'s flags ask for; `own` is where the host
+/// listens (no bundle may reach it: that port on loopback, on the bound address,
+/// and on every interface address when bound to a wildcard).
+fn runtime_config(args: &ServeArgs, own: std::net::SocketAddr) -> Result<RuntimeConfig, AppError> {
     Ok(RuntimeConfig {
         max_instances: args.max_instances,
         max_instances_per_bundle: args.max_instances_per_bundle,
@@ -154,7 +155,8 @@ fn runtime_config(args: &ServeArgs, own_port: u16) -> Result<RuntimeConfig, AppE
         },
         egress_guard: Arc::new(EgressGuard {
             allow_loopback: args.egress_allow_loopback,
-            own_ports: vec![own_port],
+            own_ports: vec![own.port()],
+            own_addrs: crate::serve::egress::listener_addresses(own.ip()),
             ..Default::default()
         }),
         compile_cache: args.compile.setting(),

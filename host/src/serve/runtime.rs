@@ -385,6 +385,7 @@ impl Runtime {
             log: log.clone(),
             sealed: manifest.sealed.clone(),
             sealed_egress: self.config.sealed_egress.clone(),
+            sealed_counts: self.metrics.register_sealed(&bundle),
             secrets: secrets.clone(),
         });
         let pool = self.config.max_instances.max(1);
