@@ -446,6 +446,7 @@ async fn sealed_injection(report: &mut Report) {
                 injected.push(Injected::new(&secret.name, value.expose()));
             }
             gtc::serve::sealed::substitute(&mut req, &injected).unwrap();
+            gtc::serve::sealed::ask_for_plain_response(&mut req);
             let scrubber = Arc::new(Scrubber::new(&injected));
             let mut headers = response_headers.clone();
             scrubber.scrub_headers(&mut headers);

@@ -102,7 +102,8 @@ pub struct NewArgs {
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
     /// Print what a bundle may use: routes, readable and sealed secrets (with the
-    /// destinations each sealed secret may travel to), egress and limits.
+    /// destinations each sealed secret may travel to and the place it travels in),
+    /// egress and limits.
     Inspect {
         /// The bundle directory (holding bundle.toml).
         dir: PathBuf,

@@ -136,19 +136,17 @@ pub fn conflicts(bundles: &[Claims], shared: &[String]) -> (Vec<OwnerConflict>, 
                     let key = format!("{}/{}", a.category, a.name);
                     let both_sealed = a.sealed && b.sealed;
                     if both_sealed && shared.contains(&key) {
-                        let entry = match sharing.iter_mut().find(|s| s.key == key) {
-                            Some(entry) => entry,
-                            None => {
-                                sharing.push(SharedSeal {
-                                    key: key.clone(),
-                                    bundles: Vec::new(),
-                                });
-                                sharing.last_mut().expect("just pushed")
-                            }
-                        };
-                        for bundle in [&first.bundle, &second.bundle] {
-                            if !entry.bundles.contains(bundle) {
-                                entry.bundles.push(bundle.clone());
+                        if !sharing.iter().any(|s| s.key == key) {
+                            sharing.push(SharedSeal {
+                                key: key.clone(),
+                                bundles: Vec::new(),
+                            });
+                        }
+                        for entry in sharing.iter_mut().filter(|s| s.key == key) {
+                            for bundle in [&first.bundle, &second.bundle] {
+                                if !entry.bundles.contains(bundle) {
+                                    entry.bundles.push(bundle.clone());
+                                }
                             }
                         }
                         continue;

@@ -387,13 +387,16 @@ pub struct Scrubber {
     literals: Vec<(Zeroizing<Vec<u8>>, Vec<u8>)>,
     /// Bytes a match may begin with.
     starts: Box<[bool; 256]>,
+    /// Two-byte pairs a match may begin with (a 65,536-bit set): the scan's
+    /// filter, so that a byte that merely begins some encoding is not compared.
+    pairs: Box<[u64; 1024]>,
     /// The longest text a match may span, less one: what a chunk holds back.
     keep: usize,
 }
 
-/// The longest encoding of one byte the decoding matcher accepts (`&#x0003A;`
+/// The longest encoding of one byte the decoding matcher accepts (`&#x003A;`
 /// style references are bounded to this).
-const MAX_UNIT: usize = 10;
+const MAX_UNIT: usize = 8;
 
 /// How a comparison at one position ended.
 enum Match {
@@ -544,6 +547,11 @@ fn literal_encodings(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
 impl Scrubber {
     pub fn new(injected: &[Injected]) -> Self {
         let mut starts = Box::new([false; 256]);
+        let mut pairs = Box::new([0u64; 1024]);
+        let mut pair = |a: u8, b: u8| {
+            let k = usize::from(a) << 8 | usize::from(b);
+            pairs[k >> 6] |= 1 << (k & 63);
+        };
         let mut values = Vec::new();
         let mut literals = Vec::new();
         let mut keep = 0;
@@ -551,17 +559,39 @@ impl Scrubber {
             let Some(&first) = one.value.first() else {
                 continue;
             };
+            // What may follow the first unit: the value's second byte, or an
+            // escape of it (any byte when the value is one byte long).
+            let seconds: Vec<u8> = match one.value.get(1) {
+                Some(&second) => vec![second, b'%', b'\\', b'&', b'+'],
+                None => (0..=255).collect(),
+            };
             starts[usize::from(first)] = true;
-            for escape in [b'%', b'\\', b'&'] {
+            for &second in &seconds {
+                pair(first, second);
+            }
+            for (escape, next) in [
+                (b'%', &b"0123456789abcdefABCDEF"[..]),
+                (b'\\', &b"/\"\\u"[..]),
+                (b'&', &b"#algq"[..]),
+            ] {
                 starts[usize::from(escape)] = true;
+                for &b in next {
+                    pair(escape, b);
+                }
             }
             if first == b' ' {
                 starts[usize::from(b'+')] = true;
+                for &second in &seconds {
+                    pair(b'+', second);
+                }
             }
             keep = keep.max(one.value.len() * MAX_UNIT);
             values.push((one.value.clone(), one.placeholder.clone()));
             for literal in literal_encodings(&one.value) {
                 starts[usize::from(literal[0])] = true;
+                if let Some(&second) = literal.get(1) {
+                    pair(literal[0], second);
+                }
                 keep = keep.max(literal.len());
                 literals.push((literal, one.placeholder.clone()));
             }
@@ -570,6 +600,7 @@ impl Scrubber {
             values,
             literals,
             starts,
+            pairs,
             keep: keep.saturating_sub(1),
         }
     }
@@ -578,8 +609,15 @@ impl Scrubber {
     /// match cut by the end of `data`, or nothing.
     fn match_at(&self, data: &[u8], at: usize) -> (Match, Option<&[u8]>) {
         let rest = &data[at..];
+        let byte = data[at];
         let mut cut: Option<&[u8]> = None;
+        // Only what can begin here is compared: the value's own first byte, an
+        // escape, or a literal's first byte.
+        let escape = matches!(byte, b'%' | b'\\' | b'&' | b'+');
         for (value, placeholder) in &self.values {
+            if !escape && value.first() != Some(&byte) {
+                continue;
+            }
             match match_decoded(rest, value) {
                 Match::Whole(len) => return (Match::Whole(len), Some(placeholder)),
                 Match::CutShort => cut = cut.or(Some(placeholder)),
@@ -587,6 +625,9 @@ impl Scrubber {
             }
         }
         for (literal, placeholder) in &self.literals {
+            if literal.first() != Some(&byte) {
+                continue;
+            }
             if rest.starts_with(literal) {
                 return (Match::Whole(literal.len()), Some(placeholder));
             }
@@ -637,9 +678,17 @@ impl Scrubber {
         }
     }
 
-    /// Where the next byte that may begin a match is.
+    /// Where the next byte that may begin a match is: its pair with the next
+    /// byte is one a match begins with (the last byte: the byte alone).
     fn next_start(&self, data: &[u8]) -> Option<usize> {
-        data.iter().position(|&byte| self.starts[usize::from(byte)])
+        let found = data.windows(2).position(|w| {
+            let k = usize::from(w[0]) << 8 | usize::from(w[1]);
+            self.pairs[k >> 6] >> (k & 63) & 1 == 1
+        });
+        found.or_else(|| {
+            let last = data.len().checked_sub(1)?;
+            self.starts[usize::from(data[last])].then_some(last)
+        })
     }
 
     /// `data` with every value replaced (for header values and trailers).
