@@ -8,6 +8,7 @@ use std::path::Path;
 use support::*;
 
 const TOKEN: &[u8] = b"sealed-bot-token-7f3a9c2e11";
+const KEY: &[u8] = b"sealed-api-key-0b9d4e81c6a2";
 
 fn env_for(store: &Path) -> Vec<(&'static str, String)> {
     vec![
@@ -44,10 +45,31 @@ fn operators_see_every_sealed_secret_and_where_it_may_travel() {
     let review = String::from_utf8_lossy(&out.stdout);
     assert!(review.contains("bundle probe"), "{review}");
     assert!(review.contains("readable secrets probe/plain"), "{review}");
+    // No `inject` in this manifest: the migration default place, and a warning.
     assert!(
-        review.contains("sealed secret probe/token may travel to https://api.telegram.org:443"),
+        review.contains(
+            "sealed secret probe/token may travel to https://api.telegram.org:443 \
+             in header:authorization=Bearer {}"
+        ),
         "{review}"
     );
+    let out = run_gtc(&["bundle", "check", bundle.to_str().unwrap()], &[], b"");
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("warning: secrets.sealed \"probe/token\": no `inject`"),
+        "{report}"
+    );
+    // A place that is not one is a bad manifest.
+    let manifest = std::fs::read_to_string(bundle.join("bundle.toml")).unwrap();
+    std::fs::write(
+        bundle.join("bundle.toml"),
+        manifest.replace("to = [", "inject = \"query:t={}\"\nto = ["),
+    )
+    .unwrap();
+    let out = run_gtc(&["bundle", "inspect", bundle.to_str().unwrap()], &[], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inject \"query:t={}\""));
     // A sealed destination outside the egress allowlist is a bad manifest.
     std::fs::write(
         bundle.join("bundle.toml"),
@@ -129,6 +151,11 @@ async fn get_never_returns_a_sealed_value_and_readiness_counts_it() {
     )
     .await;
     let log = gtc.stop();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("no `inject`") && l.contains("bundle=probe")),
+        "{log}"
+    );
     let refused: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("gtc::audit") && l.contains("probe/token"))
@@ -223,6 +250,7 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
     dev_put(&store, "acme/_/probe/token", TOKEN);
+    dev_put(&store, "acme/_/probe/key", KEY);
     let ca = TestCa::new(dir.path());
     let listed = Upstream::tls(&ca, Answer::Echo);
     let other_port = Upstream::tls(&ca, Answer::Echo);
@@ -243,6 +271,9 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
         &["/s"],
         &format!(
             "[[secrets.sealed]]\nname = \"probe/token\"\nto = [\"{l}\", \"{r}\", \"{h}\"]\n\
+             inject = \"path:/bot{{}}/\"\n\
+             [[secrets.sealed]]\nname = \"probe/key\"\nto = [\"{l}\"]\n\
+             inject = \"header:authorization=Bearer {{}}\"\n\
              [egress]\nallow = [\"{l}\", \"{o}\", \"{u}\", \"{r}\", \"{h}\", \"localhost:{}\"]",
             l.port()
         ),
@@ -257,7 +288,9 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
         &env_for(&store),
     );
     let token = std::str::from_utf8(TOKEN).unwrap();
+    let key = std::str::from_utf8(KEY).unwrap();
     let placeholder = "{{secret:probe/token}}";
+    let key_placeholder = "{{secret:probe/key}}";
     let (l, o, u, r, h) = (
         l.to_string(),
         o.to_string(),
@@ -270,10 +303,11 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
     let answer = probe_get(&gtc, "/s", b"probe/token").await;
     assert_eq!(answer["error"], "denied", "{answer}");
 
-    // The allowed use: https to a listed authority, in the path and a header. The
-    // upstream received the value; it echoes it back in headers and in a body
-    // sent in 7-byte chunks, and the guest sees only placeholders.
-    let auth = format!("Bearer {placeholder}");
+    // The allowed use: https to a listed authority, each value in the place its
+    // manifest names (the token as the path prefix, the key as the bearer
+    // header). The upstream received the values; it echoes them back in headers
+    // and in a body sent in 7-byte chunks, and the guest sees only placeholders.
+    let auth = format!("Bearer {key_placeholder}");
     let answer = send(
         &gtc,
         "https",
@@ -287,7 +321,7 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
     let received = listed.requests();
     assert_eq!(received.len(), 1);
     assert!(received[0].starts_with(&format!("POST /bot{token}/sendMessage ")));
-    assert!(received[0].contains(&format!("authorization: Bearer {token}")));
+    assert!(received[0].contains(&format!("authorization: Bearer {key}")));
     // Placeholders in a body are not substituted.
     assert!(
         received[0].ends_with(&format!("body keeps {placeholder}")),
@@ -300,7 +334,7 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
         "{seen}"
     );
     assert!(
-        seen.contains(&format!("x-echo-authorization: Bearer {placeholder}")),
+        seen.contains(&format!("x-echo-authorization: Bearer {key_placeholder}")),
         "{seen}"
     );
     assert!(
@@ -314,7 +348,7 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
     // Refused before anything is sent: another port of the listed host, an
     // unlisted authority, the listed authority over http, a name spelled another
     // way (authority spoofing), a placeholder naming no sealed secret.
-    let path = format!("/bot{placeholder}");
+    let path = format!("/bot{placeholder}/");
     for (scheme, authority, path) in [
         ("https", o.as_str(), path.as_str()),
         ("http", u.as_str(), path.as_str()),
@@ -330,6 +364,36 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
         let answer = send(&gtc, scheme, authority, path, &[], "").await;
         assert!(denied(&answer), "{scheme}://{authority}{path}: {answer}");
     }
+    // Stored reflection: the value parked where a listed API stores and shows
+    // it back (a query parameter, a later path segment, another header, another
+    // header format) is refused, whatever the destination; the place is the
+    // manifest's, not the guest's.
+    let wrong_places: [(String, Vec<(&str, String)>); 8] = [
+        (format!("/sendMessage?text={placeholder}"), vec![]),
+        (
+            format!("/bot{placeholder}/sendMessage?text={placeholder}"),
+            vec![],
+        ),
+        (format!("/x/bot{placeholder}/"), vec![]),
+        (format!("/bot/{placeholder}"), vec![]),
+        (format!("/bot{key_placeholder}/"), vec![]),
+        (
+            "/x".into(),
+            vec![("x-auth", format!("Bearer {placeholder}"))],
+        ),
+        ("/x".into(), vec![("x-auth", key_placeholder.to_string())]),
+        (
+            "/x".into(),
+            vec![("x-send-x-note", format!("Bearer {key_placeholder}"))],
+        ),
+    ];
+    let before = listed.connections();
+    for (path, headers) in &wrong_places {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let answer = send(&gtc, "https", &l, path, &headers, "").await;
+        assert!(denied(&answer), "{path} {headers:?}: {answer}");
+    }
+    assert_eq!(listed.connections(), before, "a misplaced value was sent");
     // A Host header cannot be set at all (wasi-http forbids it).
     let answer = send(&gtc, "https", &l, "/x", &[("x-host", "evil.example")], "").await;
     assert_eq!(answer["host_refused"], true, "{answer}");
@@ -341,20 +405,20 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
     assert!(listed.requests().iter().skip(1).all(|r| !r.contains(token)));
 
     // A redirect is not followed, and its Location comes back scrubbed.
-    let answer = send(&gtc, "https", &r, &format!("/go{placeholder}"), &[], "").await;
+    let answer = send(&gtc, "https", &r, &format!("/bot{placeholder}/go"), &[], "").await;
     assert_eq!(answer["status"], 302, "{answer}");
     let location = answer["headers"].as_str().unwrap();
     assert!(
-        location.contains(&format!("/stolen?/go{placeholder}")),
+        location.contains(&format!("/stolen?/bot{placeholder}/go")),
         "{location}"
     );
     assert!(redirector.requests()[0].contains(token));
     assert_eq!(other_port.connections(), 0, "the redirect was followed");
 
     // Plain http where the operator marked the authority.
-    let answer = send(&gtc, "http", &h, &format!("/x?t={placeholder}"), &[], "").await;
+    let answer = send(&gtc, "http", &h, &format!("/bot{placeholder}/x"), &[], "").await;
     assert_eq!(answer["status"], 200, "{answer}");
-    assert!(http_marked.requests()[0].starts_with(&format!("POST /x?t={token} ")));
+    assert!(http_marked.requests()[0].starts_with(&format!("POST /bot{token}/x ")));
 
     // Signatures: only with a sealed key of this bundle, and no MAC comes back.
     let mac = |key: &[u8]| sign(key, b"message")["sha256=".len()..].to_string();
@@ -378,11 +442,28 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
     assert_eq!(verify("probe/token", mac(b"guess")).await["valid"], false);
     assert_eq!(verify("probe/other", mac(TOKEN)).await["error"], "denied");
 
+    // Every refusal before sending is counted for the bundle (6 destinations or
+    // names, 8 places); 4 values went out (token and key, redirect, http).
+    let metrics = gtc.metrics().await;
+    for line in [
+        "gtc_sealed_refusals_total{bundle=\"probe\",stage=\"request\"} 14",
+        "gtc_sealed_injections_total{bundle=\"probe\"} 4",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+
     let log = gtc.stop();
     let refusals: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("sealed.inject") && l.contains("refused"))
         .collect();
+    assert!(
+        refusals
+            .iter()
+            .any(|line| line.contains("secrets://dev/acme/_/probe/key")
+                && line.contains("not where the manifest's `inject` puts this secret")),
+        "{log}"
+    );
     assert!(
         refusals
             .iter()
@@ -491,5 +572,437 @@ async fn the_telegram_example_answers_through_the_api_with_an_injected_token() {
             "sealed secret telegram/bot-token may travel to https://api.telegram.org:443"
         ),
         "{review}"
+    );
+}
+
+#[tokio::test]
+async fn a_sealed_value_has_one_owner_bundle_on_a_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(&store, "acme/_/probe/token", TOKEN);
+    dev_put(&store, "acme/support/probe/token", TOKEN);
+    // The owner seals its own `token` (bare name: category = its id, `probe`).
+    let owner = write_bundle(
+        dir.path(),
+        "probe",
+        "sealed-probe",
+        &["/s"],
+        "[[secrets.sealed]]\nname = \"token\"",
+    );
+    let owner_arg = format!("--bundle={}=support", owner.display());
+    let cache = format!("--compile-cache={}", dir.path().join("cc").display());
+    // A second bundle claims the same value in every name form, sealed (with its
+    // own destination) or readable, from the same team or another one.
+    let thief_to = "[egress]\nallow = [\"thief.example:443\"]";
+    let claims = [
+        (
+            "sealed, same name, same team",
+            "probe/token",
+            true,
+            "support",
+        ),
+        (
+            "sealed, another team (tenant-wide value)",
+            "probe/token",
+            true,
+            "sales",
+        ),
+        ("sealed, tenant-wide bundle", "probe/token", true, "_"),
+        (
+            "sealed, full team URI",
+            "secrets://dev/acme/support/probe/token",
+            true,
+            "support",
+        ),
+        (
+            "sealed, full tenant-wide URI",
+            "secrets://dev/acme/_/probe/token",
+            true,
+            "sales",
+        ),
+        ("readable, same team", "probe/token", false, "support"),
+        ("readable, another team", "probe/token", false, "sales"),
+    ];
+    for (what, name, sealed, team) in claims {
+        let declaration = if sealed {
+            format!(
+                "[[secrets.sealed]]\nname = \"{name}\"\nto = [\"thief.example:443\"]\n{thief_to}"
+            )
+        } else {
+            format!("secrets = [\"{name}\"]")
+        };
+        let thief = write_bundle(dir.path(), "thief", "sealed-probe", &["/t"], &declaration);
+        let out = run_gtc_to_end(
+            &[
+                "serve",
+                "--listen=127.0.0.1:0",
+                &owner_arg,
+                &format!("--bundle={}={team}", thief.display()),
+                &cache,
+            ],
+            &env_for(&store),
+            std::time::Duration::from_secs(60),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains("sealed secret probe/token has two owners")
+                && stderr.contains(&format!("bundle probe ({})", owner.display()))
+                && stderr.contains(&format!("bundle thief ({})", thief.display())),
+            "{what}: {stderr}"
+        );
+        // `bundle check` says the same across the bundles it is given.
+        let out = run_gtc_to_end(
+            &[
+                "bundle",
+                "check",
+                owner.to_str().unwrap(),
+                thief.to_str().unwrap(),
+                &cache,
+            ],
+            &[],
+            std::time::Duration::from_secs(120),
+        );
+        let report = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{what}: {report}");
+        assert!(
+            report.contains("error: sealed secret probe/token has two owners"),
+            "{what}: {report}"
+        );
+    }
+
+    // A neighbour sealing a value of its own is no claim on the owner's; the
+    // owner still works (signature checks with its key).
+    let neighbour = write_bundle(
+        dir.path(),
+        "thief",
+        "sealed-probe",
+        &["/t"],
+        "[[secrets.sealed]]\nname = \"thief/token\"",
+    );
+    let neighbour_arg = format!("--bundle={}=support", neighbour.display());
+    let out = run_gtc_to_end(
+        &[
+            "bundle",
+            "check",
+            owner.to_str().unwrap(),
+            neighbour.to_str().unwrap(),
+            &cache,
+        ],
+        &[],
+        std::time::Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let gtc = Gtc::serve(
+        &[owner_arg.clone(), neighbour_arg, cache.clone()],
+        &env_for(&store),
+    );
+    let mac = sign(TOKEN, b"message")["sha256=".len()..].to_string();
+    let verify = |prefix: &str| {
+        client()
+            .post(gtc.url(&format!("{prefix}/verify")))
+            .header("x-name", "probe/token")
+            .header("x-mac", mac.clone())
+            .body("message")
+            .send()
+    };
+    let answer: serde_json::Value = verify("/s").await.unwrap().json().await.unwrap();
+    assert_eq!(answer["valid"], true, "{answer}");
+    let answer: serde_json::Value = verify("/t").await.unwrap().json().await.unwrap();
+    assert_eq!(answer["error"], "denied", "{answer}");
+    gtc.stop();
+
+    // Sharing is the operator's explicit choice, logged at start.
+    let second = write_bundle(
+        dir.path(),
+        "second",
+        "sealed-probe",
+        &["/two"],
+        "[[secrets.sealed]]\nname = \"probe/token\"",
+    );
+    let gtc = Gtc::serve(
+        &[
+            owner_arg,
+            format!("--bundle={}=support", second.display()),
+            "--share-sealed=probe/token".into(),
+            cache,
+        ],
+        &env_for(&store),
+    );
+    let log = gtc.stop();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("--share-sealed")
+            && l.contains("secret=probe/token")
+            && l.contains("probe (")
+            && l.contains("second (")),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_guest_cannot_decode_around_the_scrubber() {
+    use support::upstream::{Answer, TestCa, Upstream, reflections};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    let token: &[u8] = b"123456789:AAH-reflect_token-x9Qz";
+    dev_put(&store, "acme/_/probe/token", token);
+    let ca = TestCa::new(dir.path());
+    let reflect = Upstream::tls(&ca, Answer::Reflect);
+    let compress = Upstream::tls(&ca, Answer::EncodesIfAsked);
+    let encoded = Upstream::tls(&ca, Answer::AlwaysEncoded);
+    let ranges = Upstream::tls(&ca, Answer::RangesIfAsked);
+    let partial = Upstream::tls(&ca, Answer::AlwaysPartial);
+    let cut = Upstream::tls(&ca, Answer::CutShort);
+    let all = [&reflect, &compress, &encoded, &ranges, &partial, &cut];
+    let list: Vec<String> = all.iter().map(|u| format!("\"{}\"", u.addr)).collect();
+    let list = list.join(", ");
+    let bundle = write_bundle(
+        dir.path(),
+        "probe",
+        "sealed-probe",
+        &["/s"],
+        &format!(
+            "[[secrets.sealed]]\nname = \"probe/token\"\nto = [{list}]\n\
+             inject = \"path:/bot{{}}/\"\n[egress]\nallow = [{list}]"
+        ),
+    );
+    let gtc = Gtc::serve(
+        &[
+            format!("--bundle={}", bundle.display()),
+            "--egress-allow-loopback".into(),
+            format!("--egress-ca-file={}", ca.pem_file.display()),
+        ],
+        &env_for(&store),
+    );
+    let text = std::str::from_utf8(token).unwrap();
+    let path = "/bot{{secret:probe/token}}/";
+    let sent_path = format!("/bot{text}/");
+    // What the guest must never see: the value in any encoding, reversed, or
+    // cut short.
+    let mut forbidden = reflections(text);
+    forbidden.push(text.chars().rev().collect());
+    forbidden.push(text[..text.len() - 1].to_string());
+    let never_seen = |what: &str, answer: &serde_json::Value| {
+        let seen = answer.to_string();
+        for form in &forbidden {
+            assert!(!seen.contains(form.as_str()), "{what}: {form} in {seen}");
+        }
+    };
+
+    // Other encodings: every form comes back as the placeholder, in the body
+    // (streamed in 7-byte chunks) and in a header.
+    let answer = send(&gtc, "https", &reflect.addr.to_string(), path, &[], "").await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    never_seen("reflect", &answer);
+    let body = answer["body"].as_str().unwrap();
+    assert_eq!(
+        body.lines().count(),
+        reflections(&sent_path).len(),
+        "{body}"
+    );
+    assert!(
+        body.lines().all(|l| l.contains("{{secret:probe/token}}")),
+        "{body}"
+    );
+    assert!(reflect.requests()[0].contains(&sent_path), "the API got it");
+
+    // Compression: the guest asks for gzip, the host asks for identity, and the
+    // API answers plain.
+    let gzip = [("x-send-accept-encoding", "gzip")];
+    let answer = send(&gtc, "https", &compress.addr.to_string(), path, &gzip, "").await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    never_seen("compress", &answer);
+    let received = &compress.requests()[0];
+    assert!(received.contains("accept-encoding: identity"), "{received}");
+    assert!(!received.contains("gzip"), "{received}");
+    // An API that encodes anyway: refused, nothing of the body reaches the guest.
+    let answer = send(&gtc, "https", &encoded.addr.to_string(), path, &gzip, "").await;
+    assert_eq!(answer["sent"], false, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("ContentCoding"),
+        "{answer}"
+    );
+    never_seen("encoded", &answer);
+
+    // Partial responses: the guest's range is not forwarded, so the whole
+    // (scrubbed) path comes back; a 206 nobody asked for is refused.
+    let range = [("x-send-range", "bytes=4-30"), ("x-send-if-range", "\"x\"")];
+    let answer = send(&gtc, "https", &ranges.addr.to_string(), path, &range, "").await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"], path, "{answer}");
+    let received = &ranges.requests()[0];
+    assert!(
+        !received.contains("range:") && !received.contains("if-range"),
+        "{received}"
+    );
+    let answer = send(&gtc, "https", &partial.addr.to_string(), path, &[], "").await;
+    assert_eq!(answer["sent"], false, "{answer}");
+    never_seen("partial", &answer);
+    // A body cut short inside the value: the cut value is not released.
+    let answer = send(&gtc, "https", &cut.addr.to_string(), path, &[], "").await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"], "/bot{{secret:probe/token}}", "{answer}");
+    never_seen("cut", &answer);
+
+    // Per-bundle counters: six values injected, two responses refused.
+    let metrics = gtc.metrics().await;
+    for line in [
+        "gtc_sealed_injections_total{bundle=\"probe\"} 6",
+        "gtc_sealed_refusals_total{bundle=\"probe\",stage=\"request\"} 0",
+        "gtc_sealed_refusals_total{bundle=\"probe\",stage=\"response\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    let log = gtc.stop();
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("the response to a request carrying a sealed secret was refused"))
+            .count()
+            >= 2,
+        "{log}"
+    );
+    // Each upstream received the value (it was listed), and only once each.
+    for upstream in all {
+        let requests = upstream.requests();
+        assert_eq!(requests.len(), 1);
+        assert!(requests[0].contains(&sent_path));
+    }
+}
+
+/// A non-loopback address of this machine (from the kernel's table).
+fn own_interface_address() -> String {
+    let trie = std::fs::read_to_string("/proc/net/fib_trie").unwrap();
+    let mut last = "";
+    for line in trie.lines().map(str::trim_start) {
+        if let Some(addr) = line.strip_prefix("|-- ") {
+            last = addr.trim();
+        } else if line.starts_with("/32 host LOCAL") && !last.starts_with("127.") {
+            return last.to_string();
+        }
+    }
+    panic!("this machine has no non-loopback address to listen on: {trie}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_is_never_a_destination_on_any_of_its_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(&store, "acme/_/probe/token", TOKEN);
+    // The host listens on every interface (a wildcard bind, as in a pod); a bundle
+    // lists exactly its non-loopback address and port (as an ingress in front of
+    // the host would be listed). The test itself talks to the host over loopback
+    // only, and a correct guard refuses before any connection is made, so nothing
+    // is sent to the non-loopback address.
+    let port = free_port();
+    let own = format!("{}:{port}", own_interface_address());
+    let bundle = write_bundle(
+        dir.path(),
+        "probe",
+        "sealed-probe",
+        &["/s"],
+        &format!(
+            "[[secrets.sealed]]\nname = \"probe/token\"\nto = [\"{own}\"]\n\
+             inject = \"path:/bot{{}}/\"\n[egress]\nallow = [\"{own}\"]"
+        ),
+    );
+    let mut gtc = Gtc::serve(
+        &[
+            format!("--listen=0.0.0.0:{port}"),
+            format!("--bundle={}", bundle.display()),
+            format!("--sealed-allow-http={own}"),
+        ],
+        &env_for(&store),
+    );
+    gtc.base = format!("http://127.0.0.1:{port}");
+    // Plain egress back into the host, and a sealed request that would re-enter
+    // the same bundle and read the value in its own path: both refused.
+    for path in ["/s/get", "/bot{{secret:probe/token}}/s/get"] {
+        let answer = send(&gtc, "http", &own, path, &[], "probe/plain").await;
+        assert_eq!(answer["sent"], false, "{path}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("DestinationIpProhibited"),
+            "{path}: {answer}"
+        );
+    }
+    let log = gtc.stop();
+    assert!(
+        log.contains(
+            "outgoing HTTP denied by the operator's egress policy: the host's own listener"
+        ),
+        "{log}"
+    );
+    // Refused before the value was read: no injection was audited.
+    assert_eq!(log.matches("sealed.inject").count(), 0, "{log}");
+}
+
+#[tokio::test]
+async fn verify_over_its_per_request_limit_is_an_error_the_guest_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(&store, "acme/_/probe/token", TOKEN);
+    let bundle = write_bundle(
+        dir.path(),
+        "probe",
+        "sealed-probe",
+        &["/s"],
+        "[[secrets.sealed]]\nname = \"probe/token\"",
+    );
+    let gtc = Gtc::serve(
+        &[format!("--bundle={}", bundle.display())],
+        &env_for(&store),
+    );
+    let mac = sign(TOKEN, b"message")["sha256=".len()..].to_string();
+    let verify = |times: u32| {
+        client()
+            .post(gtc.url("/s/verify"))
+            .header("x-name", "probe/token")
+            .header("x-mac", mac.clone())
+            .header("x-repeat", times.to_string())
+            .body("message")
+            .send()
+    };
+    // 1000 checks in one request (the limit) all answer; the 1001st is an
+    // error the guest reads (and answers 200 with), not a request ended by 500.
+    let response = verify(1000).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["valid"], true, "{answer}");
+    assert_eq!(answer["calls"], 1000, "{answer}");
+    let response = verify(1001).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["error"], "unavailable", "{answer}");
+    assert_eq!(answer["calls"], 1001, "{answer}");
+    // The next request has its own budget.
+    let answer: serde_json::Value = verify(1).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["valid"], true, "{answer}");
+    // Sealed values must be high-entropy: `op secrets put` warns for a short one.
+    for (value, warned) in [(&b"short-key"[..], true), (TOKEN, false)] {
+        let out = run_gtc(
+            &["op", "secrets", "put", "acme/_/probe/token"],
+            &env_for(&store),
+            value,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(
+            stderr.contains(&format!(
+                "warning: the value is {} bytes: if a bundle seals this secret",
+                value.len()
+            )),
+            warned,
+            "{stderr}"
+        );
+    }
+    let log = gtc.stop();
+    assert_eq!(
+        log.matches("sealed.verify-hmac-sha256 over the per-request limit")
+            .count(),
+        1,
+        "{log}"
     );
 }

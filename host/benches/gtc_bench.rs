@@ -376,6 +376,8 @@ async fn sealed_injection(report: &mut Report) {
     let sealed = [gtc::bundle::manifest::SealedSecret {
         name: "token".into(),
         to: vec![authority.clone()],
+        inject: Some(gtc::bundle::manifest::Placement::parse("path:/bot{}/").unwrap()),
+        inject_defaulted: false,
     }];
     let settings = SealedEgress::new(Vec::new(), None).unwrap();
     let request = |path: &str| {
@@ -444,6 +446,7 @@ async fn sealed_injection(report: &mut Report) {
                 injected.push(Injected::new(&secret.name, value.expose()));
             }
             gtc::serve::sealed::substitute(&mut req, &injected).unwrap();
+            gtc::serve::sealed::ask_for_plain_response(&mut req);
             let scrubber = Arc::new(Scrubber::new(&injected));
             let mut headers = response_headers.clone();
             scrubber.scrub_headers(&mut headers);

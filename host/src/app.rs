@@ -6,6 +6,7 @@
 use crate::bundle::compile_cache::CacheSetting;
 use crate::bundle::fleet::{self, FleetErrors, Member};
 use crate::bundle::manifest::{BundleError, BundleSpec, Limits, Manifest};
+use crate::bundle::ownership::{self, Claims};
 use crate::cli::{RouteArgs, ServeArgs};
 use crate::config::{BackendConfig, ConfigError, Environment, PodConfig};
 use crate::metrics::Metrics;
@@ -51,6 +52,8 @@ pub enum AppError {
         bundle: String,
         source: crate::secrets::capability::DeclarationError,
     },
+    #[error(transparent)]
+    SealedOwner(#[from] crate::bundle::ownership::OwnerConflict),
     #[error("--allow-undeclared-secrets {0}: no bundle with that id is served")]
     UnknownBundle(String),
     #[error(transparent)]
@@ -73,6 +76,7 @@ impl AppError {
             | Self::NoBundles
             | Self::Declaration { .. }
             | Self::UnknownBundle(_)
+            | Self::SealedOwner(_)
             | Self::Sealed(_) => true,
             Self::Runtime(runtime) => runtime.is_configuration(),
             Self::Router(router) => router.is_configuration(),
@@ -122,7 +126,7 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| AppError::Listen(listen, e.to_string()))?;
-    let runtime_config = runtime_config(&args, addr.port())?;
+    let runtime_config = runtime_config(&args, addr)?;
     audit::install(AuditConfig {
         every_hit: args.audit_every_hit,
         flush_every: args.audit_flush,
@@ -142,9 +146,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// The engine-wide settings `gtc serve`'s flags ask for; `own_port` is the port
-/// the host listens on (no bundle may reach it).
-fn runtime_config(args: &ServeArgs, own_port: u16) -> Result<RuntimeConfig, AppError> {
+/// The engine-wide settings `gtc serve`'s flags ask for; `own` is where the host
+/// listens (no bundle may reach it: that port on loopback, on the bound address,
+/// and on every interface address when bound to a wildcard).
+fn runtime_config(args: &ServeArgs, own: std::net::SocketAddr) -> Result<RuntimeConfig, AppError> {
     Ok(RuntimeConfig {
         max_instances: args.max_instances,
         max_instances_per_bundle: args.max_instances_per_bundle,
@@ -156,12 +161,14 @@ fn runtime_config(args: &ServeArgs, own_port: u16) -> Result<RuntimeConfig, AppE
         },
         egress_guard: Arc::new(EgressGuard {
             allow_loopback: args.egress_allow_loopback,
-            own_ports: vec![own_port],
+            own_ports: vec![own.port()],
+            own_addrs: crate::serve::egress::listener_addresses(own.ip()),
             ..Default::default()
         }),
         compile_cache: args.compile.setting(),
         keep_resident: (args.keep_resident_kib as usize) << 10,
         allow_undeclared_secrets: args.allow_undeclared_secrets.clone(),
+        share_sealed: args.share.share_sealed.clone(),
         sealed_egress: Some(Arc::new(SealedEgress::new(
             args.sealed_allow_http.clone(),
             args.egress_ca_file.as_deref(),
@@ -316,6 +323,28 @@ pub async fn build_host(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    for manifest in &manifests {
+        for warning in manifest.warnings() {
+            tracing::warn!(bundle = %manifest.id, "{warning}");
+        }
+    }
+    let claims: Vec<Claims> = specs
+        .iter()
+        .zip(&manifests)
+        .map(|(spec, manifest)| Claims::of(manifest, &spec.dir, Some(&spec.team)))
+        .collect();
+    let (conflicts, shared) = ownership::conflicts(&claims, &runtime_config.share_sealed);
+    if let Some(conflict) = conflicts.into_iter().next() {
+        return Err(conflict.into());
+    }
+    for shared in shared {
+        tracing::warn!(
+            secret = %shared.key,
+            bundles = %shared.bundles.join(", "),
+            "a sealed secret is shared by several bundles (--share-sealed): each of them may \
+             inject it towards its own destinations and check signatures with it"
+        );
+    }
     let mut bundles = Vec::new();
     let mut keeper = Vec::new();
     for ((spec, manifest), mut declared) in specs.iter().zip(manifests).zip(all_declared.clone()) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 pub const EXIT_AND_ENV_HELP: &str = "\
 Exit status: 0 ok, 1 runtime failure (Vault unreachable, a port taken, a doctor check
 failed), 2 bad configuration (a flag, a variable, a bundle manifest, a component the
-host cannot run, a route conflict).
+host cannot run, a route conflict, two bundles claiming one sealed secret).
 
 Environment (non-secret values only):
   GREENTIC_SECRETS_BACKEND   dev-store | vault (required inside a pod)
@@ -57,7 +57,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve bundles over HTTP (the worker pod's entrypoint).
     #[command(after_help = EXIT_AND_ENV_HELP)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Operator tools.
     Op {
         #[command(subcommand)]
@@ -102,7 +102,8 @@ pub struct NewArgs {
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
     /// Print what a bundle may use: routes, readable and sealed secrets (with the
-    /// destinations each sealed secret may travel to), egress and limits.
+    /// destinations each sealed secret may travel to and the place it travels in),
+    /// egress and limits.
     Inspect {
         /// The bundle directory (holding bundle.toml).
         dir: PathBuf,
@@ -111,8 +112,9 @@ pub enum BundleCommand {
     /// component file, compilation, every import (provided, sandboxed, missing or
     /// mismatched, with what to do), the wasi:http export, size, secrets, egress and
     /// limits; then the bundles given together as one `gtc serve` would take them
-    /// (route conflicts, the host's reserved routes, duplicate ids). Exit status 2
-    /// if a bundle, or the set, would not start.
+    /// (route conflicts, the host's reserved routes, duplicate ids, a sealed secret
+    /// claimed by two of them). Exit status 2 if a bundle, or the set, would not
+    /// start.
     Check {
         /// Bundle directories (holding bundle.toml), or their bundle.toml files,
         /// each with the team `gtc serve --bundle DIR=TEAM` would give it.
@@ -120,6 +122,8 @@ pub enum BundleCommand {
         dirs: Vec<crate::bundle::manifest::BundleSpec>,
         #[command(flatten)]
         compile: CompileCacheArgs,
+        #[command(flatten)]
+        share: ShareSealedArgs,
     },
     /// Compile bundles' components into the compile cache ahead of time (an image
     /// build runs this, so that a pod loads them instead of compiling: it starts in
@@ -516,6 +520,8 @@ pub struct ServeArgs {
     /// Sealed secrets stay sealed. Repeat for more bundles.
     #[arg(long, value_name = "BUNDLE_ID", value_parser = bundle_id)]
     pub allow_undeclared_secrets: Vec<crate::secrets::scope::Segment>,
+    #[command(flatten)]
+    pub share: ShareSealedArgs,
     /// Let sealed secrets travel over plain http to this authority (a local
     /// sidecar, tests); everywhere else they go over https only. Repeatable.
     #[arg(long, value_name = "HOST:PORT", value_parser = authority)]
@@ -559,6 +565,28 @@ fn audit_flush(text: &str) -> Result<Duration, String> {
 
 fn authority(text: &str) -> Result<crate::bundle::authority::Authority, String> {
     crate::bundle::authority::Authority::parse(text).map_err(|e| e.to_string())
+}
+
+/// Who may seal a value (`gtc serve` and `gtc bundle check` alike).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ShareSealedArgs {
+    /// Let several bundles declare this sealed secret (`category/name`). By
+    /// default a sealed value has one owner bundle on a host and a second bundle
+    /// declaring it (sealed or readable, in any name form) stops the start with
+    /// exit status 2; sharing is logged at start. Never makes a value readable.
+    /// Repeatable.
+    #[arg(long, value_name = "CATEGORY/NAME", value_parser = shared_name)]
+    pub share_sealed: Vec<String>,
+}
+
+fn shared_name(text: &str) -> Result<String, String> {
+    match crate::secrets::scope::RequestedName::parse(text).map_err(|e| e.to_string())? {
+        crate::secrets::scope::RequestedName::Relative {
+            category: Some(category),
+            name,
+        } => Ok(format!("{category}/{name}")),
+        _ => Err("must be CATEGORY/NAME (the value's category and name)".into()),
+    }
 }
 
 fn bundle_id(text: &str) -> Result<crate::secrets::scope::Segment, String> {

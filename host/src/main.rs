@@ -13,16 +13,23 @@ use std::process::ExitCode;
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let env = ProcessEnv;
     match cli.command {
-        Command::Serve(args) => app::serve(&env, args, shutdown_signal()).await?,
+        Command::Serve(args) => app::serve(&env, *args, shutdown_signal()).await?,
         Command::Route(args) => app::route(args, shutdown_signal()).await?,
         Command::Deploy { command } => match *command {
             DeployCommand::Render(args) => emit(&deploy::render_yaml(&args.into_config()?)?)?,
         },
         Command::Bundle { command } => match command {
             BundleCommand::Inspect { dir } => emit(&bundle::inspect(&dir)?)?,
-            BundleCommand::Check { dirs, compile } => {
-                let (report, outcome) =
-                    bundle::check_all(&dirs, &app::tool_runtime(compile.setting())?);
+            BundleCommand::Check {
+                dirs,
+                compile,
+                share,
+            } => {
+                let (report, outcome) = bundle::check_all(
+                    &dirs,
+                    &app::tool_runtime(compile.setting())?,
+                    &share.share_sealed,
+                );
                 emit(&report)?;
                 outcome?
             }

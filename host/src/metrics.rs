@@ -28,6 +28,21 @@ pub struct Metrics {
     /// Connections accepted and open right now.
     pub connections_open: AtomicU64,
     budgets: Mutex<Vec<Arc<FetchBudget>>>,
+    /// Each bundle's sealed-secret outcomes, in registration order.
+    sealed: Mutex<Vec<(String, Arc<SealedCounters>)>>,
+}
+
+/// One bundle's sealed secrets on its outgoing requests (the log and the audit
+/// trail say which secret and where; these say how many).
+#[derive(Debug, Default)]
+pub struct SealedCounters {
+    /// Values put into requests that were sent.
+    pub injected: AtomicU64,
+    /// Requests refused before sending (placeholder, destination, place, the
+    /// value unreadable).
+    pub refused: AtomicU64,
+    /// Responses refused (encoded or partial although asked not to be).
+    pub response_refused: AtomicU64,
 }
 
 /// How a request ended, for the `status` label.
@@ -148,6 +163,50 @@ impl Metrics {
     }
 
     /// Adds a bundle's fetch budget to what `/metrics` reports.
+    /// The sealed-secret counters of `bundle`, rendered from now on.
+    pub fn register_sealed(&self, bundle: &str) -> Arc<SealedCounters> {
+        let counters = Arc::new(SealedCounters::default());
+        self.sealed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((bundle.to_string(), counters.clone()));
+        counters
+    }
+
+    fn render_sealed(&self, out: &mut String) {
+        let sealed = self.sealed.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP gtc_sealed_injections_total Sealed values put into outgoing requests, by bundle."
+        );
+        let _ = writeln!(out, "# TYPE gtc_sealed_injections_total counter");
+        for (bundle, counters) in sealed.iter() {
+            let _ = writeln!(
+                out,
+                "gtc_sealed_injections_total{{bundle=\"{bundle}\"}} {}",
+                counters.injected.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP gtc_sealed_refusals_total Outgoing requests with sealed secrets refused, by \
+             bundle and stage (request: before sending; response: encoded or partial)."
+        );
+        let _ = writeln!(out, "# TYPE gtc_sealed_refusals_total counter");
+        for (bundle, counters) in sealed.iter() {
+            for (stage, count) in [
+                ("request", &counters.refused),
+                ("response", &counters.response_refused),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "gtc_sealed_refusals_total{{bundle=\"{bundle}\",stage=\"{stage}\"}} {}",
+                    count.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+
     pub fn register_budget(&self, budget: Arc<FetchBudget>) {
         self.budgets
             .lock()
@@ -332,6 +391,7 @@ impl Metrics {
             service.cached_entries()
         );
         self.render_backend(service, &mut out);
+        self.render_sealed(&mut out);
         render_audit(crate::secrets::audit::global().stats(), &mut out);
         out
     }

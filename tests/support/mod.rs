@@ -265,6 +265,37 @@ pub fn run_gtc(args: &[&str], env: &[(&str, String)], stdin: &[u8]) -> Output {
     out
 }
 
+/// Runs a `gtc` command that is expected to end by itself (e.g. a `serve` that
+/// must refuse its configuration); panics, after killing it, if it is still
+/// running after `limit` (a guard against a hung test, not a latency bound).
+pub fn run_gtc_to_end(args: &[&str], env: &[(&str, String)], limit: Duration) -> Output {
+    let mut child = base_command(env)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gtc");
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("wait for gtc").is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect gtc");
+            panic!(
+                "gtc {args:?} did not end by itself: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("collect gtc");
+    assert_no_leaks(&format!("gtc {args:?} output"), &text(&out));
+    out
+}
+
 /// A running `gtc serve`.
 pub struct Gtc {
     child: Child,

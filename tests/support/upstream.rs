@@ -59,6 +59,67 @@ pub enum Answer {
     Echo,
     /// 302 to `Location: https://<to>/stolen?<the request path>`.
     RedirectTo(SocketAddr),
+    /// 200, the request path in every encoding a reflecting API might use
+    /// (percent-encoded in both cases, form, JSON and HTML escapes, base64,
+    /// base64url, hex), body in 7-byte chunks; `x-echo-b64` holds it in base64.
+    Reflect,
+    /// Like an API that compresses when asked: with `accept-encoding` naming
+    /// gzip, the echo comes back `content-encoding: gzip` (its bytes reversed:
+    /// any coding the scrubber cannot read through); else a plain echo.
+    EncodesIfAsked,
+    /// `content-encoding: gzip` (reversed bytes) whatever was asked.
+    AlwaysEncoded,
+    /// Honours `range: bytes=A-B` on the request path (206 with that slice);
+    /// without one, 200 with the whole path.
+    RangesIfAsked,
+    /// 206 with the first half of the request path, whatever was asked.
+    AlwaysPartial,
+    /// 200 with the request path cut two bytes short.
+    CutShort,
+}
+
+/// The request path in the encodings [`Answer::Reflect`] hands back, one a line.
+pub fn reflections(path: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let every = |upper: bool| -> String {
+        path.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else if upper {
+                    format!("%{b:02X}")
+                } else {
+                    format!("%{b:02x}")
+                }
+            })
+            .collect()
+    };
+    vec![
+        every(true),
+        every(false),
+        every(false).replace("%20", "+"),
+        path.replace('/', "\\/"),
+        path.replace(':', "&#58;").replace('/', "&#x2F;"),
+        base64::engine::general_purpose::STANDARD.encode(path),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(path),
+        path.bytes().map(|b| format!("{b:02x}")).collect(),
+    ]
+}
+
+/// A chunked response (7-byte chunks) with `status` and extra header lines.
+fn chunked_response(status: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\n{headers}\
+         transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in body.chunks(7) {
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
 }
 
 /// A loopback upstream and its own log.
@@ -249,6 +310,46 @@ async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
             }
             out.extend_from_slice(b"0\r\n\r\n");
             out
+        }
+        Answer::Reflect => {
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&path);
+            let body = reflections(&path).join("\n");
+            chunked_response("200 OK", &format!("x-echo-b64: {b64}\r\n"), body.as_bytes())
+        }
+        Answer::EncodesIfAsked | Answer::AlwaysEncoded => {
+            let asked = header("accept-encoding").contains("gzip");
+            if asked || matches!(answer, Answer::AlwaysEncoded) {
+                let reversed: Vec<u8> = received.bytes().rev().collect();
+                chunked_response("200 OK", "content-encoding: gzip\r\n", &reversed)
+            } else {
+                chunked_response("200 OK", "", received.as_bytes())
+            }
+        }
+        Answer::RangesIfAsked | Answer::AlwaysPartial => {
+            let bytes = path.as_bytes();
+            let range = header("range");
+            let asked = range.strip_prefix("bytes=").and_then(|r| {
+                let (a, b) = r.split_once('-')?;
+                Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?))
+            });
+            let slice = match (asked, answer) {
+                (Some((a, b)), _) if a <= b && b < bytes.len() => Some((a, b)),
+                (_, Answer::AlwaysPartial) => Some((0, bytes.len() / 2)),
+                _ => None,
+            };
+            match slice {
+                Some((a, b)) => chunked_response(
+                    "206 Partial Content",
+                    &format!("content-range: bytes {a}-{b}/{}\r\n", bytes.len()),
+                    &bytes[a..=b],
+                ),
+                None => chunked_response("200 OK", "", bytes),
+            }
+        }
+        Answer::CutShort => {
+            let bytes = path.as_bytes();
+            chunked_response("200 OK", "", &bytes[..bytes.len().saturating_sub(2)])
         }
         Answer::RedirectTo(to) => format!(
             "HTTP/1.1 302 Found\r\nlocation: https://{to}/stolen?{path}\r\n\

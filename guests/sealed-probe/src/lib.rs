@@ -7,11 +7,13 @@
 //! - `POST …/send` — sends one outgoing request built from the incoming headers:
 //!   `x-scheme` (`http`/`https`), `x-authority`, `x-path` (path and query),
 //!   optional `x-auth` (sent as `authorization`), optional `x-host` (an attempt
-//!   to set `host`), and the incoming body as the outgoing body. Answers
+//!   to set `host`), any `x-send-NAME: V` (sent as `NAME: V`), and the incoming
+//!   body as the outgoing body. Answers
 //!   `{"sent":true,"status":N,"headers":"...","body":"...","host_refused":B}` or
 //!   `{"sent":false,"error":"..."}`: everything the guest could see.
-//! - `POST …/verify` — `verify-hmac-sha256(x-name, body, hex(x-mac))`:
-//!   `{"valid":B}` or `{"error":"<kind>"}`.
+//! - `POST …/verify` — `verify-hmac-sha256(x-name, body, hex(x-mac))`, `x-repeat`
+//!   times (default 1, stopping at the first error): `{"valid":B,"calls":N}` or
+//!   `{"error":"<kind>","calls":N}`.
 
 use greentic_guest::http::{decode_hex, header, json_escape, path, read_body, respond_json};
 use greentic_guest::wasi::http::outgoing_handler;
@@ -48,9 +50,22 @@ fn verify(request: &IncomingRequest) -> String {
     let name = header(request, "x-name").unwrap_or_default();
     let mac = decode_hex(&header(request, "x-mac").unwrap_or_default()).unwrap_or_default();
     let message = read_body(request, 64 * 1024).unwrap_or_default();
-    match sealed::verify_hmac_sha256(&name, &message, &mac) {
-        Ok(valid) => format!("{{\"valid\":{valid}}}"),
-        Err(error) => format!("{{\"error\":\"{}\"}}", error.kind()),
+    let times: u32 = header(request, "x-repeat")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let mut answered = 0;
+    let mut last = sealed::verify_hmac_sha256(&name, &message, &mac);
+    while answered + 1 < times && last.is_ok() {
+        answered += 1;
+        last = sealed::verify_hmac_sha256(&name, &message, &mac);
+    }
+    match last {
+        Ok(valid) => format!("{{\"valid\":{valid},\"calls\":{}}}", answered + 1),
+        Err(error) => format!(
+            "{{\"error\":\"{}\",\"calls\":{}}}",
+            error.kind(),
+            answered + 1
+        ),
     }
 }
 
@@ -65,6 +80,11 @@ fn send(request: &IncomingRequest) -> String {
     let fields = Fields::new();
     if let Some(auth) = header(request, "x-auth") {
         let _ = fields.append("authorization", auth.as_bytes());
+    }
+    for (name, value) in request.headers().entries() {
+        if let Some(name) = name.strip_prefix("x-send-") {
+            let _ = fields.append(name, &value);
+        }
     }
     let host_refused = match header(request, "x-host") {
         Some(host) => fields.append("host", host.as_bytes()).is_err(),

@@ -101,11 +101,7 @@ impl Report {
 /// engine, linker and compile cache.
 pub fn check(path: &Path, host: &impl ComponentHost) -> Report {
     let mut report = Report::default();
-    let dir = if path.is_file() {
-        path.parent().unwrap_or(Path::new("."))
-    } else {
-        path
-    };
+    let dir = bundle_dir(path);
     let manifest = match Manifest::load(dir) {
         Ok(manifest) => manifest,
         Err(BundleError::Invalid { path, problems }) => {
@@ -125,6 +121,7 @@ pub fn check(path: &Path, host: &impl ComponentHost) -> Report {
         dir.join(MANIFEST_FILE).display()
     ));
     check_declarations(&manifest, &mut report);
+    report.warnings.extend(manifest.warnings());
     check_limits(&manifest, host.maxima(), &mut report);
     for authority in &manifest.egress_allow {
         if let Some(why) = host.refuses_destination(authority) {
@@ -171,6 +168,15 @@ pub fn only_denied(manifest: &Manifest, imports: &[String]) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// The bundle directory `path` names: itself, or the directory of a manifest file.
+pub fn bundle_dir(path: &Path) -> &Path {
+    if path.is_file() {
+        path.parent().unwrap_or(Path::new("."))
+    } else {
+        path
+    }
 }
 
 /// Declared names must be valid names (the grammar `secrets.get` parses); the

@@ -6,6 +6,7 @@ use crate::bundle::check::{self, ComponentHost};
 use crate::bundle::compile_cache::Origin;
 use crate::bundle::fleet::{self, Member};
 use crate::bundle::manifest::{BundleSpec, Manifest};
+use crate::bundle::ownership::{self, Claims};
 use crate::bundle::scaffold;
 use std::path::{Path, PathBuf};
 
@@ -40,9 +41,15 @@ pub fn inspect(dir: &Path) -> anyhow::Result<String> {
 }
 
 /// `gtc bundle check DIR[=TEAM]...`: a report per bundle, then the bundles as one
-/// set (the rules of [`fleet::check`], which `gtc serve` runs too), for the caller
-/// to write to stdout; fails when any bundle, or the set, would not start.
-pub fn check_all(specs: &[BundleSpec], host: &impl ComponentHost) -> (String, anyhow::Result<()>) {
+/// set (the rules of [`fleet::check`] and of sealed ownership, which `gtc serve`
+/// runs too; a sealed secret claimed by two bundles is refused unless `shared`),
+/// for the caller to write to stdout; fails when any bundle, or the set, would not
+/// start.
+pub fn check_all(
+    specs: &[BundleSpec],
+    host: &impl ComponentHost,
+    shared: &[String],
+) -> (String, anyhow::Result<()>) {
     use std::fmt::Write as _;
     let mut failed = 0;
     let mut reports = Vec::new();
@@ -66,17 +73,43 @@ pub fn check_all(specs: &[BundleSpec], host: &impl ComponentHost) -> (String, an
             })
         })
         .collect();
-    let together = fleet::check(&members);
+    // A bundle given without `=TEAM` may be deployed in any team: its relative
+    // names are compared as if in any team (what could collide is reported).
+    let claims: Vec<Claims> = members
+        .iter()
+        .map(|member| {
+            let team = match member.team {
+                crate::secrets::scope::TeamSlot::TenantWide => None,
+                team => Some(team),
+            };
+            Claims::of(member.manifest, check::bundle_dir(member.dir), team)
+        })
+        .collect();
+    let (conflicts, sharing) = ownership::conflicts(&claims, shared);
+    let mut together: Vec<String> = fleet::check(&members)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    together.extend(conflicts.iter().map(ToString::to_string));
     if specs.len() > 1 || !together.is_empty() {
         let _ = writeln!(text, "== the {} bundle(s) together", specs.len());
+        for seal in &sharing {
+            let _ = writeln!(
+                text,
+                "warning: sealed secret {} is shared by {} (--share-sealed)",
+                seal.key,
+                seal.bundles.join(", ")
+            );
+        }
         for problem in &together {
             let _ = writeln!(text, "error: {problem}");
         }
         let _ = writeln!(
             text,
-            "{}: {} error(s)",
+            "{}: {} error(s), {} warning(s)",
             if together.is_empty() { "ok" } else { "FAILED" },
-            together.len()
+            together.len(),
+            sharing.len()
         );
     }
     let outcome = if failed > 0 {

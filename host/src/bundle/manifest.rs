@@ -29,9 +29,18 @@
 //! [[secrets.sealed]]
 //! name = "telegram/bot-token"         # resolved like `get` (team, then `_`)
 //! to = ["api.telegram.org:443"]       # where it may travel; each also in [egress].allow
+//! inject = "path:/bot{}/"             # the one place it travels in (see below)
 //! [[secrets.sealed]]
 //! name = "webhook-secret"             # no `to`: signature checks only
 //! ```
+//!
+//! `inject` binds the value's place in a request, as an outgoing-credential
+//! injector does, so the guest cannot choose a place the destination stores and
+//! shows back (a query parameter of a message API, another header):
+//! `header:NAME=FORMAT` (the header's whole value is FORMAT with `{}` replaced,
+//! e.g. `header:authorization=Bearer {}`) or `path:PREFIX` (the path begins with
+//! PREFIX, e.g. `/bot{}/`). A sealed secret with a `to` and no `inject` gets the
+//! migration default [`DEFAULT_INJECT`] and a warning.
 
 use crate::secrets::scope::{Segment, TeamSlot};
 use serde::Deserialize;
@@ -77,15 +86,103 @@ struct SealedFile {
     name: String,
     #[serde(default)]
     to: Vec<String>,
+    inject: Option<String>,
 }
 
 /// A sealed secret: a name the guest may use only as a placeholder in outgoing
-/// requests to `to` (and for signature checks), never read. An empty `to` means
-/// it travels nowhere: signature checks only.
+/// requests to `to`, in the one place `inject` names (and for signature checks),
+/// never read. An empty `to` means it travels nowhere: signature checks only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedSecret {
     pub name: String,
     pub to: Vec<crate::bundle::authority::Authority>,
+    /// Where the value goes in a request (`None` when it travels nowhere).
+    pub inject: Option<Placement>,
+    /// The manifest named no place: [`DEFAULT_INJECT`] applies (warned about).
+    pub inject_defaulted: bool,
+}
+
+/// The place an injected value is bound to for existing manifests that name
+/// none: one header, whole value, the common API-key form. A guest can put the
+/// placeholder nowhere else, which is what makes the default safe.
+pub const DEFAULT_INJECT: &str = "header:authorization=Bearer {}";
+
+/// Where a sealed value travels in a request: the text around the placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// The whole value of header `name` (lower case) is `before` + value + `after`.
+    Header {
+        name: String,
+        before: String,
+        after: String,
+    },
+    /// The path begins with `before` + value + `after`.
+    PathPrefix { before: String, after: String },
+}
+
+impl Placement {
+    /// Parses `header:NAME=FORMAT` or `path:PREFIX`, each with one `{}`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let split = |template: &str| -> Result<(String, String), String> {
+            let (before, after) = template
+                .split_once("{}")
+                .ok_or("must contain `{}` where the value goes")?;
+            if after.contains("{}") {
+                return Err("must contain `{}` once".into());
+            }
+            if template.contains("{{") {
+                return Err("must not contain a placeholder".into());
+            }
+            Ok((before.to_string(), after.to_string()))
+        };
+        if let Some(rest) = text.strip_prefix("header:") {
+            let (name, format) = rest
+                .split_once('=')
+                .ok_or("header:NAME=FORMAT, e.g. header:authorization=Bearer {}")?;
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("{name:?} is not a header name"))?;
+            if name == http::header::HOST {
+                return Err("the host header cannot carry a value".into());
+            }
+            if !format
+                .bytes()
+                .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+            {
+                return Err("the header format must be visible ASCII".into());
+            }
+            let (before, after) = split(format)?;
+            return Ok(Self::Header {
+                name: name.as_str().to_string(),
+                before,
+                after,
+            });
+        }
+        if let Some(prefix) = text.strip_prefix("path:") {
+            if !prefix.starts_with('/') || prefix.contains(['?', '#', ' ', '%']) {
+                return Err(
+                    "path:PREFIX must start with '/' and hold no '?', '#', '%' or space, \
+                     e.g. path:/bot{}/"
+                        .into(),
+                );
+            }
+            let (before, after) = split(prefix)?;
+            return Ok(Self::PathPrefix { before, after });
+        }
+        Err("must be header:NAME=FORMAT or path:PREFIX".into())
+    }
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Header {
+                name,
+                before,
+                after,
+            } => write!(f, "header:{name}={before}{{}}{after}"),
+            Self::PathPrefix { before, after } => write!(f, "path:{before}{{}}{after}"),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -381,10 +478,48 @@ fn sealed_secret(
             Ok(authority)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(SealedSecret { name, to })
+    let (inject, inject_defaulted) = match (entry.inject, to.is_empty()) {
+        (Some(_), true) => {
+            return Err(format!(
+                "secrets.sealed {name:?}: inject without `to`: it travels nowhere"
+            ));
+        }
+        (None, true) => (None, false),
+        (Some(text), false) => (
+            Some(
+                Placement::parse(&text)
+                    .map_err(|why| format!("secrets.sealed {name:?}: inject {text:?}: {why}"))?,
+            ),
+            false,
+        ),
+        (None, false) => (Some(Placement::parse(DEFAULT_INJECT)?), true),
+    };
+    Ok(SealedSecret {
+        name,
+        to,
+        inject,
+        inject_defaulted,
+    })
 }
 
 impl Manifest {
+    /// What a start accepts but logs as a warning (and `bundle check` reports):
+    /// the migration default of a sealed secret's place.
+    pub fn warnings(&self) -> Vec<String> {
+        self.sealed
+            .iter()
+            .filter(|s| s.inject_defaulted)
+            .map(|s| {
+                format!(
+                    "secrets.sealed {:?}: no `inject`, so it travels only as `{DEFAULT_INJECT}` \
+                     (the migration default); say where it goes, e.g. inject = \"path:/bot{{}}/\" \
+                     or inject = \"header:x-api-key={{}}\"",
+                    s.name
+                )
+            })
+            .collect()
+    }
+
     /// Every declared name, readable then sealed: what must resolve for the
     /// bundle to be ready.
     pub fn declared_names(&self) -> impl Iterator<Item = &str> {
@@ -417,7 +552,12 @@ impl Manifest {
                 "travels nowhere (signature checks only)".to_string()
             } else {
                 let to: Vec<String> = sealed.to.iter().map(|a| format!("https://{a}")).collect();
-                format!("may travel to {}", to.join(", "))
+                let place = sealed
+                    .inject
+                    .as_ref()
+                    .map(|p| format!(" in {p}"))
+                    .unwrap_or_default();
+                format!("may travel to {}{place}", to.join(", "))
             };
             out.push_str(&format!("sealed secret {} {to}\n", sealed.name));
         }
@@ -562,6 +702,26 @@ mod tests {
         assert_eq!(m.sealed.len(), 1);
         assert_eq!(m.sealed[0].name, "telegram/bot-token");
         assert_eq!(m.sealed[0].to[0].to_string(), "api.telegram.org:443");
+        // No `inject`: the migration default, warned about.
+        assert_eq!(
+            m.sealed[0]
+                .inject
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some(DEFAULT_INJECT)
+        );
+        assert_eq!(m.warnings().len(), 1);
+        let placed = good.replace("to = [", "inject = \"path:/bot{}/\"\nto = [");
+        let m = Manifest::parse(&placed, Path::new(".")).unwrap();
+        assert_eq!(
+            m.sealed[0].inject,
+            Some(Placement::PathPrefix {
+                before: "/bot".into(),
+                after: "/".into()
+            })
+        );
+        assert!(m.warnings().is_empty());
         for bad in [
             // not in [egress].allow
             "[[secrets.sealed]]\nname = \"k\"\nto = [\"a.example:443\"]",
@@ -573,9 +733,37 @@ mod tests {
             // unknown key
             "[[secrets.sealed]]\nname = \"k\"\nto = [\"a.example:443\"]\nscheme = \"http\"\n\
              [egress]\nallow = [\"a.example:443\"]",
+            // a place for a value that travels nowhere
+            "[[secrets.sealed]]\nname = \"k\"\ninject = \"path:/{}/\"",
         ] {
             let text = format!("{base}{bad}");
             assert!(Manifest::parse(&text, Path::new(".")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_place_is_one_header_or_a_path_prefix_with_one_slot() {
+        for good in [
+            "header:authorization=Bearer {}",
+            "header:X-Api-Key={}",
+            "path:/bot{}/",
+            "path:/v1/{}",
+        ] {
+            assert!(Placement::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "header:authorization=Bearer",
+            "header:authorization={}{}",
+            "header:host={}",
+            "header:bad name={}",
+            "header:authorization",
+            "path:bot{}/",
+            "path:/x?t={}",
+            "path:/{}/{{secret:x}}",
+            "query:t={}",
+            "",
+        ] {
+            assert!(Placement::parse(bad).is_err(), "{bad}");
         }
     }
 

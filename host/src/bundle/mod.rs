@@ -6,7 +6,8 @@
 //! says whether a file is a component this host can run and what it imports;
 //! [`compile_cache`] keeps compiled components between starts; [`fleet`] holds
 //! the rules across the bundles one host serves together (routes, ids), for
-//! `gtc serve` and `gtc bundle check` alike; [`check`] is `gtc bundle check`
+//! `gtc serve` and `gtc bundle check` alike; [`ownership`] gives each sealed value
+//! one owner bundle (also checked by both); [`check`] is `gtc bundle check`
 //! (everything a start would refuse, reported at once);
 //! [`scaffold`] is `gtc new`; [`commands`] holds the bodies of `gtc bundle …` and
 //! `gtc new`.
@@ -22,4 +23,5 @@ pub mod compile_cache;
 pub mod component_check;
 pub mod fleet;
 pub mod manifest;
+pub mod ownership;
 pub mod scaffold;

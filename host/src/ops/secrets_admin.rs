@@ -139,25 +139,45 @@ pub async fn put(
     let env_name = env_segment(env, env_flag)?;
     let secret = parse_put_path(&env_name, path)?;
     let value = read_value(from_file)?;
-    match config::backend_kind(env)? {
+    let stored = match config::backend_kind(env)? {
         BackendKind::DevStore => {
             let store = DevStore::new(config::dev_store_path(env));
             store.put(&secret, &value)?;
-            Ok(format!(
+            format!(
                 "stored {} in dev store {}",
                 secret.uri(),
                 store.path().display()
-            ))
+            )
         }
         BackendKind::Vault => {
             let admin = vault_admin(env)?;
             let version = admin.put(&secret, &value).await.map_err(OpError::Vault)?;
-            Ok(format!(
+            format!(
                 "stored {} in Vault as an envelope (KV version {version})",
                 secret.uri()
-            ))
+            )
         }
-    }
+    };
+    Ok(match short_value_warning(value.len()) {
+        Some(warning) => format!("{stored}\n{warning}"),
+        None => stored,
+    })
+}
+
+/// Below this many bytes a value is too short to be sealed: scrubbing and
+/// `verify-hmac-sha256` are equality oracles a guest can try guesses against.
+pub const MIN_SEALED_VALUE_BYTES: usize = 16;
+
+/// The warning `put` prints for a value too short to be sealed (its length only).
+fn short_value_warning(len: usize) -> Option<String> {
+    (len < MIN_SEALED_VALUE_BYTES).then(|| {
+        format!(
+            "warning: the value is {len} bytes: if a bundle seals this secret, use a \
+             high-entropy value of at least {MIN_SEALED_VALUE_BYTES} random bytes (a sealed \
+             value can be confirmed by guessing: scrubbing and signature checks answer \
+             whether a guess is it)"
+        )
+    })
 }
 
 fn vault_admin(env: &dyn Environment) -> Result<VaultAdmin, OpError> {

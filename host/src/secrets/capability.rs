@@ -797,6 +797,25 @@ impl SealedHost for SecretsCtx {
         message: Vec<u8>,
         mac: Vec<u8>,
     ) -> wasmtime::Result<Result<bool, GuestError11>> {
+        // Over the per-request limit, a signature check answers `unavailable`
+        // (the guest can answer 503) instead of ending the request: checking
+        // signatures is a normal part of a handler, not a runaway loop.
+        if self.gets >= self.bundle.max_gets_per_request {
+            self.gets = self.gets.saturating_add(1);
+            self.bundle
+                .counters
+                .unavailable
+                .fetch_add(1, Ordering::Relaxed);
+            // Once per request: a guest looping on the error cannot flood the log.
+            if self.gets == self.bundle.max_gets_per_request + 1 {
+                tracing::warn!(
+                    bundle = %self.bundle.bundle_id,
+                    limit = self.bundle.max_gets_per_request,
+                    "sealed.verify-hmac-sha256 over the per-request limit: answered unavailable"
+                );
+            }
+            return Ok(Err(error_1_1(GuestError::Unavailable)));
+        }
         let key = self
             .fetch(&name, Use::Sealed, "sealed.verify-hmac-sha256")
             .await?;

@@ -7,8 +7,10 @@
 //!   explicit port, no user-info). An empty list means no outgoing HTTP at all;
 //! - the operator's [`EgressGuard`], which no manifest can widen: link-local
 //!   addresses (cloud metadata services such as 169.254.169.254), the host's own
-//!   listeners, the secrets backend (Vault) and, unless the operator allows it,
-//!   loopback. The guard looks at the addresses a name resolves to, so a friendly
+//!   listeners (its port on loopback, on the address it is bound to, and on every
+//!   interface address when bound to a wildcard: a request that came back in
+//!   would reach a bundle, sealed value and all), the secrets backend (Vault) and,
+//!   unless the operator allows it, loopback. The guard looks at the addresses a name resolves to, so a friendly
 //!   name pointing at a forbidden address is refused too. For plain `http` the
 //!   connection then goes to the address that was checked; `https` connects by name
 //!   (the certificate is checked against it), so a name whose DNS answer changes
@@ -60,6 +62,10 @@ pub struct EgressGuard {
     pub allow_loopback: bool,
     /// The host's own listeners: any local address on these ports is refused.
     pub own_ports: Vec<u16>,
+    /// The non-loopback addresses the host answers on (every interface address
+    /// when it listens on a wildcard): refused on `own_ports` as well, so that
+    /// no request, sealed or plain, re-enters the host.
+    pub own_addrs: Vec<IpAddr>,
     /// Exact endpoints refused (e.g. Vault's resolved address).
     pub forbidden_addrs: Vec<SocketAddr>,
     /// Authorities refused by name (e.g. Vault's `host:port`).
@@ -81,7 +87,7 @@ impl EgressGuard {
         {
             return Some("the secrets backend");
         }
-        if local && self.own_ports.contains(&addr.port()) {
+        if (local || self.own_addrs.contains(&ip)) && self.own_ports.contains(&addr.port()) {
             return Some("the host's own listener");
         }
         if local && !self.allow_loopback {
@@ -134,6 +140,54 @@ enum Refusal {
     Unresolved,
 }
 
+/// The addresses a listener bound to `ip` answers on: `ip` itself, or every
+/// address of this machine's interfaces when `ip` is a wildcard.
+pub fn listener_addresses(ip: IpAddr) -> Vec<IpAddr> {
+    if ip.is_unspecified() {
+        local_addresses()
+    } else {
+        vec![canonical_ip(ip)]
+    }
+}
+
+/// This machine's interface addresses, from the kernel's tables (Linux, where
+/// worker pods run): IPv4 `LOCAL` host routes in `/proc/net/fib_trie`, IPv6 in
+/// `/proc/net/if_inet6`. Elsewhere none are found, and only loopback and the
+/// wildcard count as the host's own addresses.
+fn local_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    if let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") {
+        let mut last: Option<IpAddr> = None;
+        for line in trie.lines() {
+            let line = line.trim_start();
+            if let Some(addr) = line.strip_prefix("|-- ") {
+                last = addr.trim().parse().ok();
+            } else if line.starts_with("/32 host LOCAL")
+                && let Some(ip) = last
+                && !out.contains(&ip)
+            {
+                out.push(ip);
+            }
+        }
+    }
+    if let Ok(table) = std::fs::read_to_string("/proc/net/if_inet6") {
+        for line in table.lines() {
+            let Some(hex) = line.split_whitespace().next() else {
+                continue;
+            };
+            if let Ok(bits) = u128::from_str_radix(hex, 16)
+                && hex.len() == 32
+            {
+                let ip = canonical_ip(IpAddr::V6(std::net::Ipv6Addr::from(bits)));
+                if !out.contains(&ip) {
+                    out.push(ip);
+                }
+            }
+        }
+    }
+    out
+}
+
 fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
@@ -159,6 +213,8 @@ pub struct EgressPolicy {
     pub sealed: Vec<SealedSecret>,
     /// The operator's sealed-egress settings (TLS roots, plain-http authorities).
     pub sealed_egress: Option<Arc<SealedEgress>>,
+    /// This bundle's sealed-secret counters (`/metrics`).
+    pub sealed_counts: Arc<crate::metrics::SealedCounters>,
     /// Where sealed values are read from (same scope and cache as `get`).
     pub secrets: Arc<BundleSecrets>,
 }
@@ -334,6 +390,10 @@ fn has_placeholder(request: &http::Request<WasiBody>) -> bool {
 
 /// Logs (rate-limited) and audits a refused sealed request; nothing was sent.
 fn sealed_refused(policy: &EgressPolicy, authority: &Authority, refusal: &SealedRefusal) {
+    policy
+        .sealed_counts
+        .refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let secret = refusal
         .name()
         .map(|name| {
@@ -403,6 +463,12 @@ async fn send_sealed(
                 latency_us: Some(started.elapsed().as_micros() as u64),
             },
         ));
+        if resolution.result.is_err() {
+            policy
+                .sealed_counts
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match resolution.result {
             Ok(value) => injected.push(Injected::new(name, value.expose())),
             Err(crate::secrets::capability::GuestError::Unavailable) => {
@@ -412,6 +478,10 @@ async fn send_sealed(
         }
     }
     if let Err(error) = crate::serve::sealed::substitute(&mut request, &injected) {
+        policy
+            .sealed_counts
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::limited_warn!(
             policy.log,
             policy.bundle,
@@ -421,6 +491,7 @@ async fn send_sealed(
         );
         return Err(HttpError::HttpRequestDenied);
     }
+    crate::serve::sealed::ask_for_plain_response(&mut request);
     let scrubber = Arc::new(Scrubber::new(&injected));
     drop(injected);
     let (response, io) = crate::serve::sealed::send(
@@ -433,6 +504,25 @@ async fn send_sealed(
     )
     .await?;
     let (mut parts, body) = response.into_parts();
+    policy
+        .sealed_counts
+        .injected
+        .fetch_add(names.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    if let Some(why) = crate::serve::sealed::unscrubbable(&parts) {
+        policy
+            .sealed_counts
+            .response_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Nothing of it reaches the guest: the body is dropped unread.
+        crate::limited_warn!(
+            policy.log,
+            policy.bundle,
+            "sealed-response-refused",
+            destination = %authority,
+            "the response to a request carrying a sealed secret was refused: {why}"
+        );
+        return Err(HttpError::HttpResponseContentCoding(None));
+    }
     scrubber.scrub_headers(&mut parts.headers);
     let body = ScrubbedBody::new(body.map_err(HttpError::from), scrubber);
     Ok((
@@ -451,6 +541,7 @@ mod tests {
         let guard = EgressGuard {
             allow_loopback: false,
             own_ports: vec![8080],
+            own_addrs: vec!["10.1.2.3".parse().unwrap()],
             forbidden_addrs: vec![vault],
             forbidden_authorities: vec![Authority::parse("vault.vault.svc:8200").unwrap()],
         };
@@ -463,6 +554,10 @@ mod tests {
         assert!(refused("10.0.0.5:8200").is_some());
         assert!(refused("vault.vault.svc:8200").is_some());
         assert!(refused("10.0.0.5:443").is_none());
+        // The host's own non-loopback address, on its port (and only there).
+        assert!(refused("10.1.2.3:8080").is_some());
+        assert!(refused("[::ffff:10.1.2.3]:8080").is_some());
+        assert!(refused("10.1.2.3:443").is_none());
         assert!(refused("93.184.216.34:443").is_none());
         let loopback_ok = EgressGuard {
             allow_loopback: true,
@@ -472,5 +567,16 @@ mod tests {
         assert!(refused("127.0.0.1:9000").is_none());
         assert!(refused("127.0.0.1:8080").is_some(), "own listener");
         assert!(refused("169.254.169.254:80").is_some());
+    }
+
+    #[test]
+    fn a_wildcard_listener_answers_on_every_interface_address() {
+        let wildcard = listener_addresses("0.0.0.0".parse().unwrap());
+        assert!(
+            wildcard.contains(&"127.0.0.1".parse().unwrap()),
+            "{wildcard:?}"
+        );
+        let one: IpAddr = "192.0.2.77".parse().unwrap();
+        assert_eq!(listener_addresses(one), [one]);
     }
 }

@@ -89,6 +89,9 @@ pub struct RuntimeConfig {
     /// Bundles (by id) the operator lets read secrets their manifest does not
     /// declare: a migration switch, empty by default.
     pub allow_undeclared_secrets: Vec<crate::secrets::scope::Segment>,
+    /// Sealed values (`category/name`) the operator lets several bundles seal
+    /// (`--share-sealed`); every other sealed value has one owner bundle.
+    pub share_sealed: Vec<String>,
     /// The operator's settings for requests carrying sealed secrets (`None`:
     /// such requests are refused).
     pub sealed_egress: Option<Arc<crate::serve::sealed::SealedEgress>>,
@@ -107,6 +110,7 @@ impl Default for RuntimeConfig {
             egress_guard: Arc::new(EgressGuard::default()),
             compile_cache: crate::bundle::compile_cache::CacheSetting::Off,
             allow_undeclared_secrets: Vec::new(),
+            share_sealed: Vec::new(),
             sealed_egress: None,
             keep_resident: KEEP_RESIDENT,
         }
@@ -411,6 +415,7 @@ impl Runtime {
             log: log.clone(),
             sealed: manifest.sealed.clone(),
             sealed_egress: self.config.sealed_egress.clone(),
+            sealed_counts: self.metrics.register_sealed(&bundle),
             secrets: secrets.clone(),
         });
         let pool = self.config.max_instances.max(1);

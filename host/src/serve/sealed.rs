@@ -9,8 +9,11 @@
 //! - the request's authority must be in that secret's `to` list, and its scheme
 //!   https (plain http only to an authority the operator marks with
 //!   `--sealed-allow-http`);
-//! - only the path (with its query) and header values are substituted; a
-//!   placeholder in a body travels as the literal text;
+//! - the placeholder stands exactly where the secret's manifest `inject` puts it
+//!   (one header's whole value, or the start of the path), once per place;
+//!   anywhere else (the query, a later path segment, another header) the request
+//!   is refused, so a guest cannot park the value where the destination stores
+//!   and shows it back; a placeholder in a body travels as the literal text;
 //! - the host connects itself (to the address the egress guard checked), with
 //!   its own TLS client: the webpki roots plus the operator's extra roots
 //!   (`--egress-ca-file`), and follows no redirect.
@@ -23,7 +26,7 @@
 //! dropped, since scrubbing may change the length.
 
 use crate::bundle::authority::Authority;
-use crate::bundle::manifest::SealedSecret;
+use crate::bundle::manifest::{Placement, SealedSecret};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use std::net::SocketAddr;
@@ -108,6 +111,8 @@ pub enum Refusal {
     NotSealed(String),
     /// The destination is not one this secret may travel to.
     Destination { name: String, why: &'static str },
+    /// The placeholder is not where the manifest's `inject` puts this secret.
+    Placement { name: String, why: &'static str },
 }
 
 impl Refusal {
@@ -115,7 +120,9 @@ impl Refusal {
     pub fn name(&self) -> Option<&str> {
         match self {
             Refusal::Malformed => None,
-            Refusal::NotSealed(name) | Refusal::Destination { name, .. } => Some(name),
+            Refusal::NotSealed(name)
+            | Refusal::Destination { name, .. }
+            | Refusal::Placement { name, .. } => Some(name),
         }
     }
 
@@ -124,7 +131,7 @@ impl Refusal {
         match self {
             Refusal::Malformed => "a malformed {{secret:...}} placeholder",
             Refusal::NotSealed(_) => "the placeholder names no sealed secret of this bundle",
-            Refusal::Destination { why, .. } => why,
+            Refusal::Destination { why, .. } | Refusal::Placement { why, .. } => why,
         }
     }
 }
@@ -173,18 +180,25 @@ pub fn plan<'m, B>(
         .uri()
         .path_and_query()
         .map_or(&b""[..], |p| p.as_str().as_bytes());
-    let mut names = placeholder_names(path)?;
-    for value in request.headers().values() {
-        names.extend(placeholder_names(value.as_bytes())?);
+    // Each placeholder with where it stands: the path (with its query) or a
+    // header, by name, with the header's whole value.
+    let mut found: Vec<(&str, Place<'_>)> = placeholder_names(path)?
+        .into_iter()
+        .map(|name| (name, Place::Path(path)))
+        .collect();
+    for (header, value) in request.headers() {
+        for name in placeholder_names(value.as_bytes())? {
+            found.push((name, Place::Header(header.as_str(), value.as_bytes())));
+        }
     }
-    if names.is_empty() {
+    if found.is_empty() {
         return Ok(None);
     }
     let mut used: Vec<&SealedSecret> = Vec::new();
-    for name in names {
+    for (i, (name, place)) in found.iter().enumerate() {
         let secret = sealed
             .iter()
-            .find(|s| s.name == name)
+            .find(|s| s.name == *name)
             .ok_or_else(|| Refusal::NotSealed(name.to_string()))?;
         let refuse = |why| Refusal::Destination {
             name: name.to_string(),
@@ -198,11 +212,66 @@ pub fn plan<'m, B>(
                 "plain http (the operator has not allowed it for this authority)",
             ));
         }
+        // One placeholder per place: a second one in the same path or header
+        // would be somewhere the manifest did not name.
+        let alone = !found[..i].iter().any(|(_, other)| other.same(place));
+        if !alone || !place.fits(secret, name) {
+            return Err(Refusal::Placement {
+                name: name.to_string(),
+                why: "the placeholder is not where the manifest's `inject` puts this secret",
+            });
+        }
         if !used.iter().any(|u| u.name == secret.name) {
             used.push(secret);
         }
     }
     Ok(Some(used))
+}
+
+/// Where a placeholder stands in a request.
+#[derive(Clone, Copy)]
+enum Place<'r> {
+    /// The path with its query.
+    Path(&'r [u8]),
+    /// A header (name, whole value).
+    Header(&'r str, &'r [u8]),
+}
+
+impl Place<'_> {
+    fn same(&self, other: &Place<'_>) -> bool {
+        match (self, other) {
+            (Place::Path(_), Place::Path(_)) => true,
+            (Place::Header(a, x), Place::Header(b, y)) => a == b && x == y,
+            _ => false,
+        }
+    }
+
+    /// Whether the placeholder for `name` here is exactly where `secret`'s
+    /// placement puts it.
+    fn fits(&self, secret: &SealedSecret, name: &str) -> bool {
+        let placeholder = |before: &str, after: &str| {
+            let mut text = before.as_bytes().to_vec();
+            text.extend_from_slice(OPEN);
+            text.extend_from_slice(name.as_bytes());
+            text.extend_from_slice(CLOSE);
+            text.extend_from_slice(after.as_bytes());
+            text
+        };
+        match (self, &secret.inject) {
+            (Place::Path(path), Some(Placement::PathPrefix { before, after })) => {
+                path.starts_with(&placeholder(before, after))
+            }
+            (
+                Place::Header(header, value),
+                Some(Placement::Header {
+                    name: wanted,
+                    before,
+                    after,
+                }),
+            ) => header == wanted && *value == placeholder(before, after).as_slice(),
+            _ => false,
+        }
+    }
 }
 
 /// A sealed value, ready to be put into a request and scrubbed out of a response.
@@ -298,90 +367,328 @@ pub fn substitute<B>(
     Ok(())
 }
 
-/// Replaces every occurrence of the injected values by their placeholders.
+/// Replaces every occurrence of the injected values by their placeholders, in
+/// whatever encoding a reflecting API plausibly hands them back:
+/// - the value itself, and any mix of its bytes written as `%HH` (any case, any
+///   character set), `+` for a space (form encoding), JSON escapes (`\/`, `\"`,
+///   `\\`, `\uHHHH`) and HTML character references (`&#NN;`, `&#xHH;`, `&amp;`,
+///   `&lt;`, `&gt;`, `&quot;`, `&apos;`): matched by decoding while comparing;
+/// - base64 and base64url at each of the three byte alignments (so the value is
+///   found inside a longer encoded text too), and hex in either case: matched as
+///   literal texts.
+///
+/// A match that runs into the end of what is scrubbed (a body or header cut short)
+/// is replaced as well: a held-back tail that begins a value is never released.
 #[derive(Debug)]
 pub struct Scrubber {
-    /// (needle, replacement); raw and path-encoded forms.
-    needles: Vec<(Zeroizing<Vec<u8>>, Vec<u8>)>,
-    /// The distinct first bytes of the needles.
-    firsts: Vec<u8>,
-    longest: usize,
+    /// (value, placeholder), matched through the decodings above.
+    values: Vec<(Zeroizing<Vec<u8>>, Vec<u8>)>,
+    /// (encoded text, placeholder), matched exactly.
+    literals: Vec<(Zeroizing<Vec<u8>>, Vec<u8>)>,
+    /// Bytes a match may begin with.
+    starts: Box<[bool; 256]>,
+    /// Two-byte pairs a match may begin with (a 65,536-bit set): the scan's
+    /// filter, so that a byte that merely begins some encoding is not compared.
+    pairs: Box<[u64; 1024]>,
+    /// The longest text a match may span, less one: what a chunk holds back.
+    keep: usize,
+}
+
+/// The longest encoding of one byte the decoding matcher accepts (`&#x003A;`
+/// style references are bounded to this).
+const MAX_UNIT: usize = 8;
+
+/// How a comparison at one position ended.
+enum Match {
+    /// The whole value, spanning this many bytes.
+    Whole(usize),
+    /// The text ended after at least one byte of the value matched.
+    CutShort,
+    No,
+}
+
+/// One encoded byte at the start of `data`: (byte, length), `None` when `data`
+/// does not begin with a complete encoding (or ends inside one).
+fn decode_unit(data: &[u8]) -> Option<(u8, usize)> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    match *data.first()? {
+        b'+' => Some((b' ', 1)),
+        b'%' => {
+            let (h, l) = (hex(*data.get(1)?)?, hex(*data.get(2)?)?);
+            Some(((h * 16 + l) as u8, 3))
+        }
+        b'\\' => match *data.get(1)? {
+            b'/' => Some((b'/', 2)),
+            b'"' => Some((b'"', 2)),
+            b'\\' => Some((b'\\', 2)),
+            b'u' => {
+                let mut code = 0u32;
+                for i in 2..6 {
+                    code = code * 16 + hex(*data.get(i)?)?;
+                }
+                u8::try_from(code).ok().map(|b| (b, 6))
+            }
+            _ => None,
+        },
+        b'&' => {
+            let end = data.iter().take(MAX_UNIT).position(|&b| b == b';')?;
+            let entity = &data[1..end];
+            let byte = match entity {
+                b"amp" => b'&',
+                b"lt" => b'<',
+                b"gt" => b'>',
+                b"quot" => b'"',
+                b"apos" => b'\'',
+                [b'#', b'x' | b'X', digits @ ..] if !digits.is_empty() => {
+                    let text = std::str::from_utf8(digits).ok()?;
+                    u8::try_from(u32::from_str_radix(text, 16).ok()?).ok()?
+                }
+                [b'#', digits @ ..] if !digits.is_empty() => {
+                    let text = std::str::from_utf8(digits).ok()?;
+                    text.parse::<u8>().ok()?
+                }
+                _ => return None,
+            };
+            Some((byte, end + 1))
+        }
+        _ => None,
+    }
+}
+
+/// Compares `value` with the text at the start of `data`, decoding as it goes.
+fn match_decoded(data: &[u8], value: &[u8]) -> Match {
+    match_from(data, 0, value, 0)
+}
+
+/// [`match_decoded`] from `data[at..]` and `value[i..]`. Where a byte is both
+/// the value's own byte and the start of an escape (`&` of `&amp;`), both readings
+/// are tried.
+fn match_from(data: &[u8], at: usize, value: &[u8], i: usize) -> Match {
+    let Some(&want) = value.get(i) else {
+        return Match::Whole(at);
+    };
+    let Some(&byte) = data.get(at) else {
+        return if i > 0 { Match::CutShort } else { Match::No };
+    };
+    let mut result = Match::No;
+    if b"%\\&+".contains(&byte) {
+        match decode_unit(&data[at..]) {
+            Some((decoded, len)) if decoded == want => {
+                result = match_from(data, at + len, value, i + 1);
+            }
+            // An escape cut by the end of the text may still be the value.
+            None if i > 0 && data.len() - at < MAX_UNIT && byte != b'+' => {
+                result = Match::CutShort;
+            }
+            _ => {}
+        }
+        if matches!(result, Match::Whole(_)) {
+            return result;
+        }
+    }
+    if byte == want {
+        match match_from(data, at + 1, value, i + 1) {
+            Match::No => {}
+            other => return other,
+        }
+    }
+    result
+}
+
+/// base64 (standard and url-safe) at the three alignments, and hex: the parts of
+/// the encoded text that depend on the value alone.
+fn literal_encodings(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    // The value alone, whole (its last characters included), with and without `=`.
+    for engine in [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::URL_SAFE,
+    ] {
+        let encoded = Zeroizing::new(engine.encode(value));
+        let bare = encoded.trim_end_matches('=');
+        out.push(Zeroizing::new(encoded.as_bytes().to_vec()));
+        out.push(Zeroizing::new(bare.as_bytes().to_vec()));
+    }
+    for pad in 0..3usize {
+        let mut padded = Zeroizing::new(vec![0u8; pad]);
+        padded.extend_from_slice(value);
+        // Characters that mix pad bits, and the last one mixing with what follows.
+        let skip = [0, 2, 3][pad];
+        let full = padded.len() * 8 / 6;
+        for engine in [
+            &base64::engine::general_purpose::STANDARD_NO_PAD,
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ] {
+            let encoded = Zeroizing::new(engine.encode(&padded[..]));
+            if full > skip + 3 {
+                out.push(Zeroizing::new(encoded.as_bytes()[skip..full].to_vec()));
+            }
+        }
+    }
+    for digits in [b"0123456789abcdef", b"0123456789ABCDEF"] {
+        let hex: Vec<u8> = value
+            .iter()
+            .flat_map(|b| [digits[usize::from(b >> 4)], digits[usize::from(b & 15)]])
+            .collect();
+        out.push(Zeroizing::new(hex));
+    }
+    // Longest first: the whole encoding wins over the part inside it.
+    out.sort_by_key(|literal| std::cmp::Reverse(literal.len()));
+    let mut distinct: Vec<Zeroizing<Vec<u8>>> = Vec::with_capacity(out.len());
+    for one in out {
+        if !distinct.iter().any(|d| **d == *one) {
+            distinct.push(one);
+        }
+    }
+    distinct
 }
 
 impl Scrubber {
     pub fn new(injected: &[Injected]) -> Self {
-        let mut needles = Vec::new();
+        let mut starts = Box::new([false; 256]);
+        let mut pairs = Box::new([0u64; 1024]);
+        let mut pair = |a: u8, b: u8| {
+            let k = usize::from(a) << 8 | usize::from(b);
+            pairs[k >> 6] |= 1 << (k & 63);
+        };
+        let mut values = Vec::new();
+        let mut literals = Vec::new();
+        let mut keep = 0;
         for one in injected {
-            if one.value.is_empty() {
+            let Some(&first) = one.value.first() else {
                 continue;
+            };
+            // What may follow the first unit: the value's second byte, or an
+            // escape of it (any byte when the value is one byte long).
+            let seconds: Vec<u8> = match one.value.get(1) {
+                Some(&second) => vec![second, b'%', b'\\', b'&', b'+'],
+                None => (0..=255).collect(),
+            };
+            starts[usize::from(first)] = true;
+            for &second in &seconds {
+                pair(first, second);
             }
-            needles.push((one.value.clone(), one.placeholder.clone()));
-            if one.in_path != one.value {
-                needles.push((one.in_path.clone(), one.placeholder.clone()));
+            for (escape, next) in [
+                (b'%', &b"0123456789abcdefABCDEF"[..]),
+                (b'\\', &b"/\"\\u"[..]),
+                (b'&', &b"#algq"[..]),
+            ] {
+                starts[usize::from(escape)] = true;
+                for &b in next {
+                    pair(escape, b);
+                }
+            }
+            if first == b' ' {
+                starts[usize::from(b'+')] = true;
+                for &second in &seconds {
+                    pair(b'+', second);
+                }
+            }
+            keep = keep.max(one.value.len() * MAX_UNIT);
+            values.push((one.value.clone(), one.placeholder.clone()));
+            for literal in literal_encodings(&one.value) {
+                starts[usize::from(literal[0])] = true;
+                if let Some(&second) = literal.get(1) {
+                    pair(literal[0], second);
+                }
+                keep = keep.max(literal.len());
+                literals.push((literal, one.placeholder.clone()));
             }
         }
-        let longest = needles.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
-        let mut firsts: Vec<u8> = needles
-            .iter()
-            .filter_map(|(n, _)| n.first().copied())
-            .collect();
-        firsts.sort_unstable();
-        firsts.dedup();
         Self {
-            needles,
-            firsts,
-            longest,
+            values,
+            literals,
+            starts,
+            pairs,
+            keep: keep.saturating_sub(1),
         }
     }
 
-    fn match_at(&self, data: &[u8], at: usize) -> Option<&(Zeroizing<Vec<u8>>, Vec<u8>)> {
-        self.needles
-            .iter()
-            .find(|(needle, _)| data[at..].starts_with(needle))
+    /// What is at `data[at..]`: a whole match (its length and placeholder), a
+    /// match cut by the end of `data`, or nothing.
+    fn match_at(&self, data: &[u8], at: usize) -> (Match, Option<&[u8]>) {
+        let rest = &data[at..];
+        let byte = data[at];
+        let mut cut: Option<&[u8]> = None;
+        // Only what can begin here is compared: the value's own first byte, an
+        // escape, or a literal's first byte.
+        let escape = matches!(byte, b'%' | b'\\' | b'&' | b'+');
+        for (value, placeholder) in &self.values {
+            if !escape && value.first() != Some(&byte) {
+                continue;
+            }
+            match match_decoded(rest, value) {
+                Match::Whole(len) => return (Match::Whole(len), Some(placeholder)),
+                Match::CutShort => cut = cut.or(Some(placeholder)),
+                Match::No => {}
+            }
+        }
+        for (literal, placeholder) in &self.literals {
+            if literal.first() != Some(&byte) {
+                continue;
+            }
+            if rest.starts_with(literal) {
+                return (Match::Whole(literal.len()), Some(placeholder));
+            }
+            if rest.len() < literal.len() && !rest.is_empty() && literal.starts_with(rest) {
+                cut = cut.or(Some(placeholder));
+            }
+        }
+        match cut {
+            Some(placeholder) => (Match::CutShort, Some(placeholder)),
+            None => (Match::No, None),
+        }
     }
 
     /// Scrubs `data[..]`, writing finished bytes to `out`; returns how many bytes
     /// of `data` are finished (the rest may begin a value and waits, unless
-    /// `last`).
+    /// `last`: then a value cut short by the end is replaced too).
     fn scrub_into(&self, data: &[u8], last: bool, out: &mut Vec<u8>) -> usize {
-        let keep = if last {
-            0
-        } else {
-            self.longest.saturating_sub(1)
-        };
-        // Before `settled`, a whole value fits in `data`, so a match is decided.
+        let keep = if last { 0 } else { self.keep };
+        // Before `settled`, a whole match fits in `data`, so it is decided.
         let settled = data.len().saturating_sub(keep);
         let mut at = 0;
         loop {
-            // Only a byte that begins some value can begin a match.
             let Some(candidate) = self.next_start(&data[at..]).map(|i| at + i) else {
                 out.extend_from_slice(&data[at..]);
                 return data.len();
             };
             out.extend_from_slice(&data[at..candidate]);
-            if let Some((needle, placeholder)) = self.match_at(data, candidate) {
-                out.extend_from_slice(placeholder);
-                at = candidate + needle.len();
-            } else if candidate >= settled {
-                // May be the start of a value cut by the chunk's end: wait.
-                return candidate;
-            } else {
-                out.push(data[candidate]);
-                at = candidate + 1;
+            match self.match_at(data, candidate) {
+                (Match::Whole(len), Some(placeholder)) => {
+                    out.extend_from_slice(placeholder);
+                    at = candidate + len;
+                }
+                (Match::CutShort, Some(_)) if !last => {
+                    // The start of a value cut by the chunk's end: wait.
+                    return candidate;
+                }
+                (Match::CutShort, Some(placeholder)) => {
+                    // The text ends inside a value: never released.
+                    out.extend_from_slice(placeholder);
+                    return data.len();
+                }
+                _ if !last && candidate >= settled => return candidate,
+                _ => {
+                    out.push(data[candidate]);
+                    at = candidate + 1;
+                }
             }
         }
     }
 
-    /// Where the next byte that begins a value is (SIMD search for up to three
-    /// distinct first bytes).
+    /// Where the next byte that may begin a match is: its pair with the next
+    /// byte is one a match begins with (the last byte: the byte alone).
     fn next_start(&self, data: &[u8]) -> Option<usize> {
-        match self.firsts.as_slice() {
-            [] => None,
-            [a] => memchr::memchr(*a, data),
-            [a, b] => memchr::memchr2(*a, *b, data),
-            [a, b, c] => memchr::memchr3(*a, *b, *c, data),
-            firsts => data.iter().position(|byte| firsts.contains(byte)),
-        }
+        let found = data.windows(2).position(|w| {
+            let k = usize::from(w[0]) << 8 | usize::from(w[1]);
+            self.pairs[k >> 6] >> (k & 63) & 1 == 1
+        });
+        found.or_else(|| {
+            let last = data.len().checked_sub(1)?;
+            self.starts[usize::from(data[last])].then_some(last)
+        })
     }
 
     /// `data` with every value replaced (for header values and trailers).
@@ -391,9 +698,19 @@ impl Scrubber {
         out
     }
 
-    /// Scrubs response headers in place (and drops `content-length`).
+    /// Scrubs response headers in place: values are scrubbed, a header whose
+    /// name holds a value is dropped (a name cannot hold the placeholder), and
+    /// `content-length` is dropped (scrubbing may change the length).
     pub fn scrub_headers(&self, headers: &mut http::HeaderMap) {
         headers.remove(http::header::CONTENT_LENGTH);
+        let named: Vec<http::HeaderName> = headers
+            .keys()
+            .filter(|name| self.scrub(name.as_str().as_bytes()) != name.as_str().as_bytes())
+            .cloned()
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
         for value in headers.values_mut() {
             let scrubbed = self.scrub(value.as_bytes());
             if scrubbed != value.as_bytes() {
@@ -406,6 +723,43 @@ impl Scrubber {
             }
         }
     }
+}
+
+/// Sets what a request carrying a sealed value asks of the response: no content
+/// coding (`accept-encoding: identity`, no `te`), and the whole representation
+/// (no `range`, `if-range`), so that what comes back can be scrubbed as it is.
+pub fn ask_for_plain_response<B>(request: &mut http::Request<B>) {
+    let headers = request.headers_mut();
+    headers.insert(
+        http::header::ACCEPT_ENCODING,
+        http::HeaderValue::from_static("identity"),
+    );
+    for name in [
+        http::header::RANGE,
+        http::header::IF_RANGE,
+        http::header::TE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Why a response to a request carrying a sealed value cannot be scrubbed (and is
+/// refused): it is encoded, or a part.
+pub fn unscrubbable(parts: &http::response::Parts) -> Option<&'static str> {
+    let coded = parts
+        .headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if coded {
+        return Some("the response is content-encoded although identity was asked for");
+    }
+    if parts.status == http::StatusCode::PARTIAL_CONTENT
+        || parts.headers.contains_key(http::header::CONTENT_RANGE)
+    {
+        return Some("the response is a part (206 / content-range) although none was asked for");
+    }
+    None
 }
 
 /// A response body with the injected values scrubbed out, chunk by chunk.
@@ -587,10 +941,12 @@ where
 mod tests {
     use super::*;
 
-    fn sealed(name: &str, to: &[&str]) -> SealedSecret {
+    fn sealed(name: &str, to: &[&str], inject: &str) -> SealedSecret {
         SealedSecret {
             name: name.into(),
             to: to.iter().map(|t| Authority::parse(t).unwrap()).collect(),
+            inject: Some(Placement::parse(inject).unwrap()),
+            inject_defaulted: false,
         }
     }
 
@@ -615,7 +971,14 @@ mod tests {
 
     #[test]
     fn placeholders_are_checked_against_the_sealed_list_and_destinations() {
-        let list = [sealed("tg/token", &["api.telegram.org:443"])];
+        let list = [
+            sealed("tg/token", &["api.telegram.org:443"], "path:/bot{}/"),
+            sealed(
+                "tg/key",
+                &["api.telegram.org:443"],
+                "header:authorization=Bearer {}",
+            ),
+        ];
         let tg = Authority::parse("api.telegram.org:443").unwrap();
         let evil = Authority::parse("evil.example:443").unwrap();
         let none = settings(&[]);
@@ -626,8 +989,42 @@ mod tests {
             plan(&path, &tg, true, &list, &none).unwrap().unwrap().len(),
             1
         );
-        let header = request("https://x/", Some("Bearer {{secret:tg/token}}"));
+        let header = request("https://x/", Some("Bearer {{secret:tg/key}}"));
         assert!(plan(&header, &tg, true, &list, &none).unwrap().is_some());
+        // Anywhere but the manifest's place: refused.
+        for (uri, header) in [
+            (
+                "https://x/bot{{secret:tg/token}}/x?t={{secret:tg/token}}",
+                None,
+            ),
+            ("https://x/send?text={{secret:tg/token}}", None),
+            ("https://x/bot/{{secret:tg/token}}/", None),
+            ("https://x/x/bot{{secret:tg/token}}/", None),
+            ("https://x/bot{{secret:tg/key}}/", None),
+            ("https://x/", Some("Bearer {{secret:tg/token}}")),
+            ("https://x/", Some("{{secret:tg/key}}")),
+            ("https://x/", Some("Bearer {{secret:tg/key}} x")),
+            (
+                "https://x/",
+                Some("Bearer {{secret:tg/key}}{{secret:tg/key}}"),
+            ),
+        ] {
+            assert!(
+                matches!(
+                    plan(&request(uri, header), &tg, true, &list, &none),
+                    Err(Refusal::Placement { .. })
+                ),
+                "{uri} {header:?}"
+            );
+        }
+        let mut other_header = request("https://x/", None);
+        other_header
+            .headers_mut()
+            .insert("x-debug", "Bearer {{secret:tg/key}}".parse().unwrap());
+        assert!(matches!(
+            plan(&other_header, &tg, true, &list, &none),
+            Err(Refusal::Placement { .. })
+        ));
         assert!(matches!(
             plan(&path, &evil, true, &list, &none),
             Err(Refusal::Destination { .. })
@@ -677,8 +1074,9 @@ mod tests {
     #[test]
     fn scrubbing_catches_values_split_across_chunks() {
         let scrubber = Arc::new(Scrubber::new(&[Injected::new("k", b"s3cr3t/v")]));
+        // A text cut one byte short of the value: the cut value is not released.
         let text = b"a s3cr3t/v b s3cr3t%2Fv c s3cr3t/".to_vec();
-        let expected = b"a {{secret:k}} b {{secret:k}} c s3cr3t/".to_vec();
+        let expected = b"a {{secret:k}} b {{secret:k}} c {{secret:k}}".to_vec();
         for split in 1..6 {
             let chunks: Vec<Bytes> = text.chunks(split).map(Bytes::copy_from_slice).collect();
             let mut body = ScrubbedBody::new(Chunks(chunks.into()), scrubber.clone());
@@ -698,7 +1096,7 @@ mod tests {
         let text = b"ss3s3cs3cr3t/vs3cr3t/s3cr3t/vvs3cr3t%2Fvs".to_vec();
         let want = String::from_utf8_lossy(&scrubber.scrub(&text)).into_owned();
         assert!(
-            want.starts_with("ss3s3c{{secret:k}}s3cr3t/{{secret:k}}v{{secret:k}}s"),
+            want.starts_with("ss3s3c{{secret:k}}s3cr3t/{{secret:k}}v{{secret:k}}{{secret:k}}"),
             "{want}"
         );
         for cut in 0..=text.len() {
@@ -714,6 +1112,104 @@ mod tests {
             }
             assert_eq!(String::from_utf8_lossy(&out), want, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn scrubbing_catches_every_encoding_a_reflecting_api_uses() {
+        use base64::Engine as _;
+        let value = b"123456789:AAH-sealed/token+x y&z";
+        let scrubber = Scrubber::new(&[Injected::new("k", value)]);
+        let text = std::str::from_utf8(value).unwrap();
+        let percent_all: String = value.iter().map(|b| format!("%{b:02x}")).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+        let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value);
+        let forms = [
+            text.to_string(),
+            text.replace(':', "%3A")
+                .replace('/', "%2f")
+                .replace(' ', "%20"),
+            text.replace(':', "%3a")
+                .replace('+', "%2B")
+                .replace(' ', "+"),
+            percent_all.clone(),
+            percent_all.to_uppercase(),
+            text.replace('/', "\\/"),
+            text.replace(':', "\\u003a").replace('/', "\\u002F"),
+            text.replace('&', "&amp;")
+                .replace(':', "&#58;")
+                .replace('/', "&#x2f;"),
+            b64.clone(),
+            b64url,
+            hex_of(value),
+            hex_of(value).to_uppercase(),
+        ];
+        for form in &forms {
+            for wrapped in [
+                form.clone(),
+                format!("{{\"echo\":\"{form}\"}}"),
+                format!("<p>{form}</p>"),
+            ] {
+                let out = String::from_utf8(scrubber.scrub(wrapped.as_bytes())).unwrap();
+                assert!(out.contains("{{secret:k}}"), "{wrapped} -> {out}");
+                assert!(!out.contains(form.as_str()), "{wrapped} -> {out}");
+            }
+        }
+        // Inside a longer base64 text, at every alignment.
+        for pad in 0..3 {
+            let mut padded = b"ab".to_vec();
+            padded.truncate(pad);
+            padded.extend_from_slice(value);
+            padded.extend_from_slice(b"tail of the message");
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&padded);
+            let out = String::from_utf8(scrubber.scrub(encoded.as_bytes())).unwrap();
+            assert!(out.contains("{{secret:k}}"), "pad {pad}: {out}");
+        }
+        // Header names as well as values.
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::HeaderName::from_bytes(hex_of(value).as_bytes()).unwrap(),
+            http::HeaderValue::from_static("x"),
+        );
+        headers.insert("x-echo", http::HeaderValue::from_str(&b64).unwrap());
+        scrubber.scrub_headers(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["x-echo"], "{{secret:k}}");
+        // Text that only looks like escapes passes unchanged.
+        let plain = "100% sure & \\n ok +1 &#;";
+        assert_eq!(scrubber.scrub(plain.as_bytes()), plain.as_bytes());
+    }
+
+    fn hex_of(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn requests_ask_for_a_whole_plain_response_and_others_are_refused() {
+        let mut req = http::Request::builder()
+            .uri("https://x/")
+            .header("accept-encoding", "gzip, br")
+            .header("range", "bytes=0-5")
+            .header("if-range", "\"e\"")
+            .header("te", "gzip")
+            .body(())
+            .unwrap();
+        ask_for_plain_response(&mut req);
+        assert_eq!(req.headers()["accept-encoding"], "identity");
+        for gone in ["range", "if-range", "te"] {
+            assert!(!req.headers().contains_key(gone), "{gone}");
+        }
+        let parts = |status: u16, header: Option<(&str, &str)>| {
+            let mut builder = http::Response::builder().status(status);
+            if let Some((n, v)) = header {
+                builder = builder.header(n, v);
+            }
+            builder.body(()).unwrap().into_parts().0
+        };
+        assert!(unscrubbable(&parts(200, None)).is_none());
+        assert!(unscrubbable(&parts(200, Some(("content-encoding", "identity")))).is_none());
+        assert!(unscrubbable(&parts(200, Some(("content-encoding", "gzip")))).is_some());
+        assert!(unscrubbable(&parts(206, None)).is_some());
+        assert!(unscrubbable(&parts(200, Some(("content-range", "bytes 0-5/9")))).is_some());
     }
 
     struct Chunks(std::collections::VecDeque<Bytes>);
