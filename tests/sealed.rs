@@ -457,6 +457,32 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
         .lines()
         .filter(|l| l.contains("sealed.inject") && l.contains("refused"))
         .collect();
+    // Every refusal the metric counted has its audit record, and each names the
+    // bundle, the secret's URI and the destination it was refused for.
+    let audited: Vec<&&str> = refusals
+        .iter()
+        .filter(|l| l.contains("gtc::audit"))
+        .collect();
+    assert_eq!(audited.len(), 14, "{log}");
+    for line in &audited {
+        // A malformed placeholder names no secret it could resolve; every other
+        // refusal names the one it refused.
+        let names_secret = line.contains("secret=\"secrets://dev/acme/")
+            || (line.contains("secret=\"\"")
+                && line.contains("a malformed {{secret:...}} placeholder"));
+        assert!(
+            line.contains("bundle=probe") && names_secret && line.contains("destination="),
+            "a refusal record without its bundle, URI or destination: {line}"
+        );
+    }
+    assert!(
+        audited
+            .iter()
+            .filter(|l| l.contains("secret=\"secrets://dev/acme/"))
+            .count()
+            >= 10,
+        "{log}"
+    );
     assert!(
         refusals
             .iter()
