@@ -122,14 +122,15 @@ pub enum CompileError {
     Compile(String),
 }
 
-/// The cache key of `bytes` for `engine`: a file name.
-fn artifact_name(engine: &Engine, bytes: &[u8]) -> String {
+/// The cache key of the component whose SHA-256 is `digest`, for `engine`: a
+/// file name (the same as before: the first 16 bytes of the digest, in hex).
+fn artifact_name(engine: &Engine, digest: &[u8; 32]) -> String {
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
     engine
         .precompile_compatibility_hash()
         .hash(&mut engine_hash);
     env!("CARGO_PKG_VERSION").hash(&mut engine_hash);
-    let digest: String = Sha256::digest(bytes)[..16]
+    let digest: String = digest[..16]
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect();
@@ -153,10 +154,11 @@ pub fn load(
         reason: error.to_string(),
     })?;
     let size = bytes.len() as u64;
+    // One hash of the bytes: the in-memory key and the cache file's name.
+    let digest: [u8; 32] = Sha256::digest(&bytes).into();
     let artifact = cache
         .dir()
-        .map(|dir| dir.join(artifact_name(engine, &bytes)));
-    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        .map(|dir| dir.join(artifact_name(engine, &digest)));
     let shared = loaded
         .by_digest
         .lock()
