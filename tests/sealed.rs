@@ -1032,3 +1032,87 @@ async fn verify_over_its_per_request_limit_is_an_error_the_guest_handles() {
         "{log}"
     );
 }
+
+/// Each bundle's signature checks are bounded by its own rate: past it a check is
+/// an error the guest handles (`unavailable`), counted per bundle; a neighbour's
+/// checks go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_checks_are_rate_limited_per_bundle_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(&store, "acme/_/probe/token", TOKEN);
+    dev_put(&store, "acme/_/neighbour/token", TOKEN);
+    let probe = write_bundle(
+        dir.path(),
+        "probe",
+        "sealed-probe",
+        &["/s"],
+        "[[secrets.sealed]]\nname = \"probe/token\"",
+    );
+    let neighbour = write_bundle(
+        dir.path(),
+        "neighbour",
+        "sealed-probe",
+        &["/n"],
+        "[[secrets.sealed]]\nname = \"neighbour/token\"",
+    );
+    // 30 checks at once, then (practically) none: the test cannot race a refill.
+    let mut env = env_for(&store);
+    env.push(("GREENTIC_BUNDLE_VERIFY_RATE", "0.001".to_string()));
+    env.push(("GREENTIC_BUNDLE_VERIFY_BURST", "30".to_string()));
+    let gtc = Gtc::serve(
+        &[
+            format!("--bundle={}", probe.display()),
+            format!("--bundle={}", neighbour.display()),
+        ],
+        &env,
+    );
+    let mac = sign(TOKEN, b"message")["sha256=".len()..].to_string();
+    let verify = |route: &str, name: &str, mac: &str, times: u32| {
+        client()
+            .post(gtc.url(&format!("{route}/verify")))
+            .header("x-name", name)
+            .header("x-mac", mac)
+            .header("x-repeat", times.to_string())
+            .body("message")
+            .send()
+    };
+    let answer = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), 200);
+        response.json::<serde_json::Value>().await.unwrap()
+    };
+    let first = answer(verify("/s", "probe/token", &mac, 20).await.unwrap()).await;
+    assert_eq!(
+        (first["valid"].clone(), first["calls"].clone()),
+        (true.into(), 20.into()),
+        "{first}"
+    );
+    // 10 more fit the burst; the 11th is refused, and the guest reads why.
+    let second = answer(verify("/s", "probe/token", &mac, 20).await.unwrap()).await;
+    assert_eq!(second["error"], "unavailable", "{second}");
+    assert_eq!(second["calls"], 11, "{second}");
+    // The neighbour's bucket is its own.
+    let theirs = answer(verify("/n", "neighbour/token", &mac, 20).await.unwrap()).await;
+    assert_eq!(theirs["valid"], true, "{theirs}");
+    let wrong = "00".repeat(32);
+    let theirs = answer(verify("/n", "neighbour/token", &wrong, 1).await.unwrap()).await;
+    assert_eq!(theirs["valid"], false, "{theirs}");
+    let metrics = gtc.metrics().await;
+    for line in [
+        "gtc_sealed_verify_total{bundle=\"probe\",outcome=\"valid\"} 30",
+        "gtc_sealed_verify_total{bundle=\"probe\",outcome=\"invalid\"} 0",
+        "gtc_sealed_verify_total{bundle=\"probe\",outcome=\"limited\"} 1",
+        "gtc_sealed_verify_total{bundle=\"neighbour\",outcome=\"valid\"} 20",
+        "gtc_sealed_verify_total{bundle=\"neighbour\",outcome=\"invalid\"} 1",
+        "gtc_sealed_verify_total{bundle=\"neighbour\",outcome=\"limited\"} 0",
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in:\n{metrics}");
+    }
+    let log = gtc.stop();
+    let limited: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("exceeded its budget of sealed.verify-hmac-sha256 checks"))
+        .collect();
+    assert_eq!(limited.len(), 1, "{log}");
+    assert!(limited[0].contains("probe"), "{}", limited[0]);
+}

@@ -367,9 +367,11 @@ pub async fn build_host(
                 ),
                 pod.fleet.budget,
             )
+            .with_verify_budget(pod.fleet.verify_budget)
             .with_declared(manifest.declared_names()),
         );
         metrics.register_budget(secrets.budget().clone());
+        metrics.register_verify(secrets.verify_checks().clone());
         keeper.push(secrets.clone());
         let started = std::time::Instant::now();
         let id = manifest.id.clone();

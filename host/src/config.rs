@@ -667,6 +667,8 @@ pub struct FleetSettings {
     pub startup_jitter: Duration,
     pub backoff: crate::secrets::vault::health::Backoff,
     pub budget: crate::secrets::backend::budget::BudgetPolicy,
+    /// Each bundle's bound on `sealed.verify-hmac-sha256` checks.
+    pub verify_budget: crate::secrets::backend::budget::BudgetPolicy,
     /// The backend's own per-request timeout (`GREENTIC_VAULT_TIMEOUT`).
     pub backend_timeout: Duration,
 }
@@ -675,6 +677,8 @@ pub const ENV_STARTUP_JITTER: &str = "GREENTIC_STARTUP_JITTER";
 pub const ENV_BACKOFF_MAX: &str = "GREENTIC_VAULT_BACKOFF_MAX";
 pub const ENV_FETCH_RATE: &str = "GREENTIC_BUNDLE_FETCH_RATE";
 pub const ENV_FETCH_BURST: &str = "GREENTIC_BUNDLE_FETCH_BURST";
+pub const ENV_VERIFY_RATE: &str = "GREENTIC_BUNDLE_VERIFY_RATE";
+pub const ENV_VERIFY_BURST: &str = "GREENTIC_BUNDLE_VERIFY_BURST";
 /// Default of `GREENTIC_STARTUP_JITTER`.
 pub const DEFAULT_STARTUP_JITTER: Duration = Duration::from_secs(2);
 /// Default of `GREENTIC_VAULT_TIMEOUT`.
@@ -706,13 +710,19 @@ pub fn fleet_settings(env: &dyn Environment) -> Result<FleetSettings, ConfigErro
     };
     let mut backoff = crate::secrets::vault::health::Backoff::default();
     backoff.max = duration(ENV_BACKOFF_MAX, backoff.max)?.max(backoff.base);
-    let defaults = crate::secrets::backend::budget::BudgetPolicy::default();
+    use crate::secrets::backend::budget::BudgetPolicy;
+    let defaults = BudgetPolicy::default();
+    let verify = BudgetPolicy::VERIFY_DEFAULT;
     Ok(FleetSettings {
         startup_jitter: duration(ENV_STARTUP_JITTER, DEFAULT_STARTUP_JITTER)?,
         backoff,
-        budget: crate::secrets::backend::budget::BudgetPolicy {
+        budget: BudgetPolicy {
             per_second: positive_number(env, ENV_FETCH_RATE, defaults.per_second)?,
             burst: positive_number(env, ENV_FETCH_BURST, defaults.burst)?.max(1.0),
+        },
+        verify_budget: BudgetPolicy {
+            per_second: positive_number(env, ENV_VERIFY_RATE, verify.per_second)?,
+            burst: positive_number(env, ENV_VERIFY_BURST, verify.burst)?.max(1.0),
         },
         backend_timeout: match env.var(ENV_VAULT_TIMEOUT) {
             Some(value) => positive_duration(ENV_VAULT_TIMEOUT, &value)?,
@@ -732,20 +742,28 @@ mod fleet_tests {
         assert_eq!(defaults.startup_jitter, DEFAULT_STARTUP_JITTER);
         assert_eq!(defaults.backend_timeout, DEFAULT_VAULT_TIMEOUT);
         assert_eq!(defaults.budget.per_second, 20.0);
+        assert_eq!(defaults.verify_budget.per_second, 50_000.0);
         let set = fleet_settings(&FakeEnv::new(&[
             (ENV_STARTUP_JITTER, "0"),
             (ENV_BACKOFF_MAX, "3s"),
             (ENV_FETCH_RATE, "2.5"),
             (ENV_FETCH_BURST, "7"),
+            (ENV_VERIFY_RATE, "3"),
+            (ENV_VERIFY_BURST, "0.5"),
         ]))
         .unwrap();
         assert_eq!(set.startup_jitter, Duration::ZERO);
         assert_eq!(set.backoff.max, Duration::from_secs(3));
         assert_eq!((set.budget.per_second, set.budget.burst), (2.5, 7.0));
+        // A burst below one check would refuse every check: it is one.
+        let verify = set.verify_budget;
+        assert_eq!((verify.per_second, verify.burst), (3.0, 1.0));
         for (var, value) in [
             (ENV_FETCH_RATE, "0"),
             (ENV_FETCH_BURST, "-1"),
             (ENV_FETCH_RATE, "x"),
+            (ENV_VERIFY_RATE, "-3"),
+            (ENV_VERIFY_BURST, "many"),
         ] {
             let error = fleet_settings(&FakeEnv::new(&[(var, value)])).unwrap_err();
             assert!(error.to_string().contains(var), "{error}");

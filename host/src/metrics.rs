@@ -7,6 +7,7 @@ use crate::secrets::backend::SecretsBackend;
 use crate::secrets::backend::budget::FetchBudget;
 use crate::secrets::cache::SecretsService;
 use crate::secrets::capability::GetCounters;
+use crate::secrets::capability::VerifyChecks;
 use crate::secrets::vault::session::SessionCounters;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,6 +29,8 @@ pub struct Metrics {
     /// Connections accepted and open right now.
     pub connections_open: AtomicU64,
     budgets: Mutex<Vec<Arc<FetchBudget>>>,
+    /// Each bundle's sealed signature checks, in registration order.
+    verify: Mutex<Vec<Arc<VerifyChecks>>>,
     /// Each bundle's sealed-secret outcomes, in registration order.
     sealed: Mutex<Vec<(String, Arc<SealedCounters>)>>,
 }
@@ -162,7 +165,6 @@ impl Metrics {
         }
     }
 
-    /// Adds a bundle's fetch budget to what `/metrics` reports.
     /// The sealed-secret counters of `bundle`, rendered from now on.
     pub fn register_sealed(&self, bundle: &str) -> Arc<SealedCounters> {
         let counters = Arc::new(SealedCounters::default());
@@ -173,7 +175,35 @@ impl Metrics {
         counters
     }
 
+    /// Adds a bundle's signature checks to what `/metrics` reports.
+    pub fn register_verify(&self, checks: Arc<VerifyChecks>) {
+        self.verify
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(checks);
+    }
+
     fn render_sealed(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP gtc_sealed_verify_total sealed.verify-hmac-sha256 checks, by bundle and \
+             outcome (limited: refused by the bundle's rate, GREENTIC_BUNDLE_VERIFY_RATE)."
+        );
+        let _ = writeln!(out, "# TYPE gtc_sealed_verify_total counter");
+        for checks in self.verify.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            for (outcome, count) in [
+                ("valid", &checks.valid),
+                ("invalid", &checks.invalid),
+                ("limited", &checks.limited),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "gtc_sealed_verify_total{{bundle=\"{}\",outcome=\"{outcome}\"}} {}",
+                    checks.budget.owner(),
+                    count.load(Ordering::Relaxed)
+                );
+            }
+        }
         let sealed = self.sealed.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(
             out,
@@ -207,6 +237,7 @@ impl Metrics {
         }
     }
 
+    /// Adds a bundle's fetch budget to what `/metrics` reports.
     pub fn register_budget(&self, budget: Arc<FetchBudget>) {
         self.budgets
             .lock()

@@ -26,7 +26,7 @@
 
 use crate::secrets::audit::{self, HitCounter, HitKind};
 use crate::secrets::backend::BackendError;
-use crate::secrets::backend::budget::{BudgetPolicy, FetchBudget};
+use crate::secrets::backend::budget::{BudgetPolicy, FetchBudget, Purpose};
 use crate::secrets::cache::{CacheOutcome, FetchLimits, SecretsService};
 use crate::secrets::scope::{NameError, Scope, SecretPath, Segment};
 use crate::secrets::secret_value::SecretBytes;
@@ -129,6 +129,40 @@ impl GetCounters {
             Err(GuestError::Internal) => &self.internal,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One bundle's `sealed.verify-hmac-sha256` checks: the bucket that bounds their
+/// rate and what they answered (`gtc_sealed_verify_total`).
+pub struct VerifyChecks {
+    pub budget: FetchBudget,
+    pub valid: AtomicU64,
+    pub invalid: AtomicU64,
+    /// Answered `unavailable` because the bucket was empty.
+    pub limited: AtomicU64,
+}
+
+impl VerifyChecks {
+    fn new(bundle: &str, policy: BudgetPolicy) -> Self {
+        Self {
+            budget: FetchBudget::for_purpose(bundle, policy, Purpose::Verify),
+            valid: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
+            limited: AtomicU64::new(0),
+        }
+    }
+
+    /// Compares `mac` with the MAC of `message` under `key` if the bucket allows
+    /// one more check; `None` (counted) when it does not.
+    fn check(&self, key: &[u8], message: &[u8], mac: &[u8]) -> Option<bool> {
+        if !self.budget.try_take() {
+            self.limited.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let valid = verify_hmac_sha256(key, message, mac);
+        let counter = if valid { &self.valid } else { &self.invalid };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Some(valid)
     }
 }
 
@@ -318,6 +352,8 @@ pub struct BundleSecrets {
     /// This bundle's backend trips: at most this long, charged to this budget.
     deadline: Duration,
     budget: Arc<FetchBudget>,
+    /// This bundle's sealed signature checks: their rate bound and outcomes.
+    verify: Arc<VerifyChecks>,
     /// The manifest's declared names and what the worker last found for each.
     declared_status: RwLock<Vec<(String, DeclaredStatus)>>,
     /// Declared names the keeper found missing: when to look again, and the
@@ -360,6 +396,10 @@ impl BundleSecrets {
             bundle_id.as_str(),
             BudgetPolicy::default(),
         ));
+        let verify = Arc::new(VerifyChecks::new(
+            bundle_id.as_str(),
+            BudgetPolicy::VERIFY_DEFAULT,
+        ));
         Self {
             bundle_id,
             scope,
@@ -370,6 +410,7 @@ impl BundleSecrets {
             resolved: RwLock::new(HashMap::new()),
             deadline: crate::secrets::cache::UNHURRIED,
             budget,
+            verify,
             declared_status: RwLock::new(Vec::new()),
             missing: std::sync::Mutex::new(HashMap::new()),
         }
@@ -381,6 +422,17 @@ impl BundleSecrets {
         self.deadline = deadline;
         self.budget = Arc::new(FetchBudget::new(self.bundle_id.as_str(), budget));
         self
+    }
+
+    /// Bounds this bundle's `sealed.verify-hmac-sha256` checks to `policy`.
+    pub fn with_verify_budget(mut self, policy: BudgetPolicy) -> Self {
+        self.verify = Arc::new(VerifyChecks::new(self.bundle_id.as_str(), policy));
+        self
+    }
+
+    /// This bundle's signature checks (for `/metrics`).
+    pub fn verify_checks(&self) -> &Arc<VerifyChecks> {
+        &self.verify
     }
 
     /// Sets the names the bundle's manifest declares, sealed ones included
@@ -819,9 +871,21 @@ impl SealedHost for SecretsCtx {
         let key = self
             .fetch(&name, Use::Sealed, "sealed.verify-hmac-sha256")
             .await?;
-        Ok(key
-            .map(|key| verify_hmac_sha256(key.expose(), &message, &mac))
-            .map_err(error_1_1))
+        // Only a check that compares a MAC is an oracle: it alone is charged to
+        // the bundle's rate (a refused name taught the guest nothing).
+        Ok(match key {
+            Ok(key) => match self.bundle.verify.check(key.expose(), &message, &mac) {
+                Some(valid) => Ok(valid),
+                None => {
+                    self.bundle
+                        .counters
+                        .unavailable
+                        .fetch_add(1, Ordering::Relaxed);
+                    Err(error_1_1(GuestError::Unavailable))
+                }
+            },
+            Err(error) => Err(error_1_1(error)),
+        })
     }
 }
 

@@ -1,4 +1,5 @@
-//! Per-bundle budgets of backend fetches: a token bucket per bundle.
+//! Per-bundle budgets: a token bucket per bundle, for backend fetches and for
+//! sealed signature checks.
 //!
 //! Why: the cache makes repeated names cheap, but a guest that asks for ever new
 //! names (or names that do not exist) sends each one to Vault. Without a bound,
@@ -8,6 +9,12 @@
 //! `unavailable` at once and a cached name is served from the cache (stale) until
 //! the bucket refills. The refusals are counted (`/metrics`) and logged once per
 //! [`LOG_WINDOW`], not once per call.
+//!
+//! The same bucket bounds `sealed.verify-hmac-sha256` ([`Purpose::Verify`]): each
+//! check compares a guest-chosen MAC with the one under a sealed key, an equality
+//! oracle, so a bundle may make at most `rate` of them per second on average
+//! (`GREENTIC_BUNDLE_VERIFY_RATE` / `_BURST`); past that a check answers
+//! `unavailable` until the bucket refills.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +36,44 @@ impl Default for BudgetPolicy {
     }
 }
 
-/// At most one log line per bundle per window about refused fetches.
+impl BudgetPolicy {
+    /// The default bound on one bundle's sealed signature checks: above what a
+    /// pod verifying one signed webhook per request serves, and a bound on the
+    /// guesses per second a guest can confirm through the oracle (which is why
+    /// sealed values must be high-entropy in the first place).
+    pub const VERIFY_DEFAULT: Self = Self {
+        per_second: 50_000.0,
+        burst: 50_000.0,
+    };
+}
+
+/// What a bucket bounds (it chooses the log line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Backend fetches (`GREENTIC_BUNDLE_FETCH_RATE` / `_BURST`).
+    Fetch,
+    /// Sealed signature checks (`GREENTIC_BUNDLE_VERIFY_RATE` / `_BURST`).
+    Verify,
+}
+
+impl Purpose {
+    fn exceeded(self) -> &'static str {
+        match self {
+            Self::Fetch => {
+                "bundle exceeded its budget of backend fetches (GREENTIC_BUNDLE_FETCH_RATE / \
+                 _BURST); its uncached secrets answer `unavailable` and cached ones are served \
+                 from the cache until the budget refills"
+            }
+            Self::Verify => {
+                "bundle exceeded its budget of sealed.verify-hmac-sha256 checks \
+                 (GREENTIC_BUNDLE_VERIFY_RATE / _BURST); checks answer `unavailable` until the \
+                 budget refills"
+            }
+        }
+    }
+}
+
+/// At most one log line per bundle per window about refused takes.
 pub const LOG_WINDOW: Duration = Duration::from_secs(10);
 
 struct Bucket {
@@ -44,16 +88,23 @@ struct Bucket {
 pub struct FetchBudget {
     owner: String,
     policy: BudgetPolicy,
+    purpose: Purpose,
     bucket: Mutex<Bucket>,
-    /// Fetches refused, for `/metrics`.
+    /// Takes refused, for `/metrics`.
     pub refused: AtomicU64,
 }
 
 impl FetchBudget {
+    /// A bucket of backend fetches.
     pub fn new(owner: &str, policy: BudgetPolicy) -> Self {
+        Self::for_purpose(owner, policy, Purpose::Fetch)
+    }
+
+    pub fn for_purpose(owner: &str, policy: BudgetPolicy, purpose: Purpose) -> Self {
         Self {
             owner: owner.to_string(),
             policy,
+            purpose,
             bucket: Mutex::new(Bucket {
                 tokens: policy.burst,
                 refilled: Instant::now(),
@@ -106,9 +157,8 @@ impl FetchBudget {
                 refused,
                 per_second = self.policy.per_second,
                 burst = self.policy.burst,
-                "bundle exceeded its budget of backend fetches (GREENTIC_BUNDLE_FETCH_RATE / \
-                 _BURST); its uncached secrets answer `unavailable` and cached ones are served \
-                 from the cache until the budget refills (logged at most every {} s)",
+                "{} (logged at most every {} s)",
+                self.purpose.exceeded(),
                 LOG_WINDOW.as_secs()
             );
         }
