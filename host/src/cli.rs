@@ -2,7 +2,7 @@
 //! tools) and `new` (a bundle for guest authors). Secret values are read from stdin
 //! or a file, never from arguments, so they never show up in `ps` or shell history.
 
-use crate::bundle::manifest::BundleSpec;
+use crate::bundle::manifest::{BundleSpec, InstanceReuse};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -507,6 +507,22 @@ pub struct ServeArgs {
     /// The largest response body a bundle manifest may ask (limits.response_mib is capped).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub max_response_mib: u64,
+    /// The most requests one instance may serve, whatever a manifest's
+    /// `[instances] reuse` asks (1: a fresh instance for every request, as with
+    /// --no-instance-reuse).
+    #[arg(long, default_value_t = InstanceReuse::OPERATOR_DEFAULT_MAXIMA.requests, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_instance_reuse: u32,
+    /// The longest an idle instance may be kept (caps `instances.idle_timeout_ms`).
+    #[arg(long, default_value = "60s", value_parser = positive_duration)]
+    pub max_instance_idle: Duration,
+    /// The oldest an instance may serve (caps `instances.max_age_s`; the secrets
+    /// cache's TTL caps it too).
+    #[arg(long, default_value = "300s", value_parser = positive_duration)]
+    pub max_instance_age: Duration,
+    /// Turn instance reuse off for every bundle: a fresh instance per request,
+    /// whatever the manifests ask.
+    #[arg(long)]
+    pub no_instance_reuse: bool,
     /// Let bundles' egress reach loopback addresses (refused by default; the host's
     /// own listener and the secrets backend stay refused either way).
     #[arg(long)]
@@ -549,6 +565,21 @@ pub struct ServeArgs {
     /// page faults for that much (BENCHMARKS.md measures the trade-off).
     #[arg(long, default_value_t = gtc_keep_resident_kib(), value_parser = clap::value_parser!(u32).range(0..=65536))]
     pub keep_resident_kib: u32,
+}
+
+impl ServeArgs {
+    /// The operator's maxima for `[instances]`.
+    pub fn instance_reuse_maxima(&self) -> InstanceReuse {
+        InstanceReuse {
+            requests: if self.no_instance_reuse {
+                1
+            } else {
+                self.max_instance_reuse
+            },
+            idle_timeout: self.max_instance_idle,
+            max_age: self.max_instance_age,
+        }
+    }
 }
 
 fn gtc_keep_resident_kib() -> u32 {

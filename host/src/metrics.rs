@@ -33,6 +33,8 @@ pub struct Metrics {
     verify: Mutex<Vec<Arc<VerifyChecks>>>,
     /// Each bundle's sealed-secret outcomes, in registration order.
     sealed: Mutex<Vec<(String, Arc<SealedCounters>)>>,
+    /// Each bundle's instances, in registration order.
+    instances: Mutex<Vec<(String, Arc<InstanceCounts>)>>,
 }
 
 /// One bundle's sealed secrets on its outgoing requests (the log and the audit
@@ -46,6 +48,65 @@ pub struct SealedCounters {
     pub refused: AtomicU64,
     /// Responses refused (encoded or partial although asked not to be).
     pub response_refused: AtomicU64,
+}
+
+/// Why an instance left for good (the `reason` label of
+/// `gtc_instances_retired_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retired {
+    /// It served its `reuse` requests.
+    Requests,
+    /// It reached its maximum age.
+    Age,
+    /// It stayed idle past the idle timeout.
+    Idle,
+    /// A request found the pool full and took its slot.
+    Evicted,
+    /// Its request trapped, timed out, hit a limit or ended its response
+    /// abnormally: the instance is not trusted with another request.
+    Fault,
+}
+
+impl Retired {
+    pub const ALL: [Retired; 5] = [
+        Self::Requests,
+        Self::Age,
+        Self::Idle,
+        Self::Evicted,
+        Self::Fault,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Requests => "requests",
+            Self::Age => "age",
+            Self::Idle => "idle",
+            Self::Evicted => "evicted",
+            Self::Fault => "fault",
+        }
+    }
+}
+
+/// One bundle's instance counts (`/metrics`): instances created against
+/// requests served shows what reuse saves.
+#[derive(Debug, Default)]
+pub struct InstanceCounts {
+    pub created: AtomicU64,
+    /// Requests served by an instance that had served one before.
+    pub reused: AtomicU64,
+    /// Instances idle right now.
+    pub idle: AtomicU64,
+    retired: [AtomicU64; 5],
+}
+
+impl InstanceCounts {
+    pub fn retire(&self, why: Retired) {
+        self.retired[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn retired(&self, why: Retired) -> u64 {
+        self.retired[why as usize].load(Ordering::Relaxed)
+    }
 }
 
 /// How a request ended, for the `status` label.
@@ -173,6 +234,67 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .push((bundle.to_string(), counters.clone()));
         counters
+    }
+
+    /// The instance counters of `bundle`, rendered from now on.
+    pub fn register_instances(&self, bundle: &str) -> Arc<InstanceCounts> {
+        let counts = Arc::new(InstanceCounts::default());
+        self.instances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((bundle.to_string(), counts.clone()));
+        counts
+    }
+
+    fn render_instances(&self, out: &mut String) {
+        let instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+        let per_bundle = |out: &mut String,
+                          name: &str,
+                          kind: &str,
+                          help: &str,
+                          value: &dyn Fn(&InstanceCounts) -> u64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (bundle, counts) in instances.iter() {
+                let _ = writeln!(out, "{name}{{bundle=\"{bundle}\"}} {}", value(counts));
+            }
+        };
+        per_bundle(
+            out,
+            "gtc_instances_created_total",
+            "counter",
+            "Instances created, by bundle (one per request unless the bundle reuses instances).",
+            &|c| c.created.load(Ordering::Relaxed),
+        );
+        per_bundle(
+            out,
+            "gtc_instances_reused_total",
+            "counter",
+            "Requests served by an instance that had served one of the bundle's requests before.",
+            &|c| c.reused.load(Ordering::Relaxed),
+        );
+        per_bundle(
+            out,
+            "gtc_instances_idle",
+            "gauge",
+            "Instances kept idle for the bundle's next request.",
+            &|c| c.idle.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP gtc_instances_retired_total Reused instances retired, by bundle and reason."
+        );
+        let _ = writeln!(out, "# TYPE gtc_instances_retired_total counter");
+        for (bundle, counts) in instances.iter() {
+            for why in Retired::ALL {
+                let _ = writeln!(
+                    out,
+                    "gtc_instances_retired_total{{bundle=\"{bundle}\",reason=\"{}\"}} {}",
+                    why.label(),
+                    counts.retired(why)
+                );
+            }
+        }
     }
 
     /// Adds a bundle's signature checks to what `/metrics` reports.
@@ -423,6 +545,7 @@ impl Metrics {
         );
         self.render_backend(service, &mut out);
         self.render_sealed(&mut out);
+        self.render_instances(&mut out);
         render_audit(crate::secrets::audit::global().stats(), &mut out);
         out
     }

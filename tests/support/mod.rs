@@ -769,3 +769,28 @@ pub fn kubernetes_validate(file: &Path, version: &str) -> Output {
 
 /// The Kubernetes versions manifests are validated for.
 pub const KUBERNETES_VERSIONS: [&str; 3] = ["1.33.0", "1.35.0", "1.37.0"];
+
+/// The value of a metric line `name{labels} value` (panics when there is none).
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name_and_labels} is absent:\n{text}"))
+}
+
+/// Polls `/metrics` until `name_and_labels` satisfies `done` (at most 30 s);
+/// returns the last value.
+pub async fn metric_until(gtc: &Gtc, name_and_labels: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = gtc.metrics().await;
+        let value = metric(&text, name_and_labels);
+        if done(value) {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name_and_labels} stayed at {value}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

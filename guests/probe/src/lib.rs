@@ -19,6 +19,11 @@
 //! - `GET …/flood?authority=HOST:PORT&n=N` — sends N outgoing requests.
 //! - `GET …/sleep?ms=N` — waits N ms (an idle in-flight request).
 //! - `GET …/huge` — streams a response body without end.
+//! - `GET …/count` — counts the requests this instance has served: `{"count":N}`
+//!   (1 on a fresh instance; more only where the host reuses instances).
+//! - `POST …/get-once` — the body is a secret name: the first request of this
+//!   instance reads it and keeps the value in memory; every later one answers
+//!   that kept value (a guest that caches a secret across reused requests).
 
 use greentic_guest::http::{json_escape, path, query_param, read_body, respond_json};
 use greentic_guest::wasi::http::outgoing_handler;
@@ -26,6 +31,11 @@ use greentic_guest::wasi::http::types::{Fields, OutgoingRequest, Scheme};
 use greentic_guest::{Guest, IncomingRequest, ResponseOutparam, secrets};
 
 struct Probe;
+
+/// Requests this instance has served through `count` (a guest global).
+static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// The answer `get-once` kept from this instance's first read.
+static KEPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 impl Guest for Probe {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
@@ -63,6 +73,11 @@ impl Guest for Probe {
                 format!("{{\"slept_ms\":{ms}}}")
             }
             "huge" => return huge(out),
+            "count" => {
+                let count = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                format!("{{\"count\":{count}}}")
+            }
+            "get-once" => KEPT.get_or_init(|| get_secret(&request)).clone(),
             _ => return respond_json(out, 404, "{\"error\":\"no such route\"}"),
         };
         respond_json(out, 200, &json);

@@ -17,6 +17,10 @@
 //! memory_mib = 64
 //! timeout_ms = 5000
 //! response_mib = 16
+//! [instances]                         # optional: reuse an instance (see InstanceReuse)
+//! reuse = 1000                        # requests per instance (1: fresh, the default)
+//! idle_timeout_ms = 10000
+//! max_age_s = 30
 //! ```
 //!
 //! A bundle with sealed secrets (values the host uses for it but `get` never
@@ -69,7 +73,15 @@ pub enum BundleError {
 }
 
 /// The top-level fields of `bundle.toml`, in the order the README lists them.
-const FIELDS: [&str; 6] = ["id", "component", "routes", "secrets", "egress", "limits"];
+const FIELDS: [&str; 7] = [
+    "id",
+    "component",
+    "routes",
+    "secrets",
+    "egress",
+    "limits",
+    "instances",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -200,6 +212,94 @@ struct LimitsFile {
     response_mib: Option<u64>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstancesFile {
+    reuse: Option<u32>,
+    idle_timeout_ms: Option<u64>,
+    max_age_s: Option<u64>,
+}
+
+/// Whether one instance of a bundle may serve several of its requests
+/// (`[instances]`), and for how long.
+///
+/// Fresh instances (`requests == 1`, the default) are the sandbox's strongest
+/// form: nothing a request leaves in guest memory reaches the next. A bundle
+/// author who knows the component keeps no request's data in globals may opt in
+/// to reuse, which skips instantiation (BENCHMARKS.md). An instance only ever
+/// serves requests of its own bundle (same scope, same declared secrets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceReuse {
+    /// Requests one instance serves before it is retired (1: a fresh instance
+    /// per request).
+    pub requests: u32,
+    /// An idle instance is retired after this long without a request.
+    pub idle_timeout: std::time::Duration,
+    /// An instance is retired once this old, whatever it served (so that a value
+    /// a guest keeps in memory is refreshed: the host caps it at the secrets
+    /// cache's TTL).
+    pub max_age: std::time::Duration,
+}
+
+impl Default for InstanceReuse {
+    fn default() -> Self {
+        Self {
+            requests: 1,
+            idle_timeout: std::time::Duration::from_secs(10),
+            max_age: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+impl InstanceReuse {
+    /// The operator's default maxima (`gtc serve --max-instance-reuse`,
+    /// `--max-instance-idle`, `--max-instance-age`).
+    pub const OPERATOR_DEFAULT_MAXIMA: Self = Self {
+        requests: 10_000,
+        idle_timeout: std::time::Duration::from_secs(60),
+        max_age: std::time::Duration::from_secs(300),
+    };
+
+    /// Whether an instance serves more than one request.
+    pub fn enabled(&self) -> bool {
+        self.requests > 1
+    }
+
+    /// This setting within the operator's `maxima`; names what was capped (an
+    /// operator maximum of one request turns reuse off without a word per bundle).
+    pub fn capped(self, maxima: &InstanceReuse) -> (InstanceReuse, Vec<String>) {
+        let mut capped = Vec::new();
+        let mut reuse = self;
+        if reuse.requests > maxima.requests {
+            if maxima.requests > 1 {
+                capped.push(format!(
+                    "instances.reuse {} -> {}",
+                    reuse.requests, maxima.requests
+                ));
+            }
+            reuse.requests = maxima.requests.max(1);
+        }
+        if reuse.idle_timeout > maxima.idle_timeout {
+            capped.push(format!(
+                "instances.idle_timeout {:?} -> {:?}",
+                reuse.idle_timeout, maxima.idle_timeout
+            ));
+            reuse.idle_timeout = maxima.idle_timeout;
+        }
+        if reuse.max_age > maxima.max_age {
+            capped.push(format!(
+                "instances.max_age {:?} -> {:?}",
+                reuse.max_age, maxima.max_age
+            ));
+            reuse.max_age = maxima.max_age;
+        }
+        if !reuse.enabled() {
+            capped.retain(|what| what.starts_with("instances.reuse"));
+        }
+        (reuse, capped)
+    }
+}
+
 /// Default response body limit (`[limits].response_mib`).
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 << 20;
 
@@ -233,6 +333,8 @@ pub struct Manifest {
     pub sealed: Vec<SealedSecret>,
     pub egress_allow: Vec<crate::bundle::authority::Authority>,
     pub limits: Limits,
+    /// `[instances]`: whether an instance serves several requests.
+    pub instances: InstanceReuse,
 }
 
 impl Manifest {
@@ -324,6 +426,7 @@ impl Manifest {
         };
         let egress: EgressFile = section(&mut table, "egress", &mut problems);
         let limits_file: LimitsFile = section(&mut table, "limits", &mut problems);
+        let instances_file: InstancesFile = section(&mut table, "instances", &mut problems);
         let mut egress_allow = Vec::new();
         for text in &egress.allow {
             match crate::bundle::authority::Authority::parse(text) {
@@ -394,6 +497,30 @@ impl Manifest {
                 limits.response_bytes = mib << 20;
             }
         }
+        let mut instances = InstanceReuse::default();
+        if let Some(requests) = instances_file.reuse {
+            if requests == 0 || requests > 1_000_000 {
+                problems.push(
+                    "instances.reuse must be 1..=1000000 (requests per instance; 1: fresh)".into(),
+                );
+            } else {
+                instances.requests = requests;
+            }
+        }
+        if let Some(ms) = instances_file.idle_timeout_ms {
+            if ms == 0 || ms > 3_600_000 {
+                problems.push("instances.idle_timeout_ms must be 1..=3600000".into());
+            } else {
+                instances.idle_timeout = std::time::Duration::from_millis(ms);
+            }
+        }
+        if let Some(seconds) = instances_file.max_age_s {
+            if seconds == 0 || seconds > 86_400 {
+                problems.push("instances.max_age_s must be 1..=86400".into());
+            } else {
+                instances.max_age = std::time::Duration::from_secs(seconds);
+            }
+        }
         match (id, component) {
             (Some(id), Some(component)) if problems.is_empty() => Ok(Self {
                 id,
@@ -403,6 +530,7 @@ impl Manifest {
                 sealed,
                 egress_allow,
                 limits,
+                instances,
             }),
             _ => Err(problems),
         }
@@ -568,6 +696,17 @@ impl Manifest {
             self.limits.timeout.as_millis(),
             self.limits.response_bytes >> 20,
         ));
+        let reuse = &self.instances;
+        out.push_str(&if reuse.enabled() {
+            format!(
+                "instances reused for up to {} requests each (idle timeout {} ms, max age {} s)\n",
+                reuse.requests,
+                reuse.idle_timeout.as_millis(),
+                reuse.max_age.as_secs()
+            )
+        } else {
+            "instances fresh for every request\n".to_string()
+        });
         out
     }
 }

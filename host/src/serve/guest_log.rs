@@ -36,6 +36,12 @@ impl OutputBudget {
         }
     }
 
+    /// Gives the budget `bytes` again, for the next request of a reused instance.
+    pub fn refill(&self, bytes: usize) {
+        self.left.store(bytes, Ordering::Relaxed);
+        self.warned.store(false, Ordering::Relaxed);
+    }
+
     /// Takes up to `wanted` bytes of budget; returns how many were granted.
     fn take(&self, wanted: usize) -> usize {
         let mut granted = 0;

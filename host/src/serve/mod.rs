@@ -5,7 +5,7 @@
 //! header limits, back-off when out of descriptors); [`ingress`] routes a request
 //! to a bundle or answers the host's own endpoints; [`runtime`] owns the Wasm
 //! engine, pre-instantiates components and runs each request in a fresh sandboxed
-//! instance; [`egress`] guards a guest's outgoing HTTP and [`sealed`] injects
+//! instance (or, for a bundle that opted in, a reused one from [`warm`]); [`egress`] guards a guest's outgoing HTTP and [`sealed`] injects
 //! sealed secrets into it and scrubs them out of what comes back;
 //! [`response_limit`] caps response bodies; [`guest_log`] takes guest output to
 //! the host log and [`log_limit`] rate-limits what the host logs on a guest's
@@ -23,3 +23,4 @@ pub mod response_limit;
 pub mod route;
 pub mod runtime;
 pub mod sealed;
+pub mod warm;

@@ -12,6 +12,13 @@
 //! is gone, each bundle may hold at most its share of the pool, and a request that
 //! finds no slot within the queue timeout is refused with 503 + `Retry-After`
 //! instead of waiting behind a hostile bundle.
+//!
+//! Reuse (opt-in, `[instances] reuse` in the manifest, within the operator's
+//! maxima): an instance that served a request cleanly waits in its bundle's
+//! [`WarmPool`] for the next request of the same bundle, keeping its slots; its
+//! per-request state (time limit, secret reads, outgoing requests, output budget)
+//! starts afresh each request. A trap, a time-out, a limit hit or a response that
+//! did not end cleanly retires it; so do its request count, its age and idleness.
 
 use crate::bundle::component_check;
 use crate::bundle::manifest::{Limits, Manifest};
@@ -21,6 +28,7 @@ use crate::serve::egress::{EgressGuard, EgressHooks, EgressPolicy};
 use crate::serve::guest_log::{self, GuestLog, OutputBudget};
 use crate::serve::log_limit::LogLimiter;
 use crate::serve::response_limit::LimitedBody;
+use crate::serve::warm::{IdleInstances, Warm, WarmPool};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use std::sync::Arc;
@@ -31,8 +39,8 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime::{StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -98,6 +106,9 @@ pub struct RuntimeConfig {
     /// Bytes of each recycled slot's memory and tables kept mapped and wiped
     /// instead of returned to the kernel ([`KEEP_RESIDENT`] by default).
     pub keep_resident: usize,
+    /// The operator's maxima for `[instances]` (one request: reuse is off for
+    /// every bundle).
+    pub instance_reuse: crate::bundle::manifest::InstanceReuse,
 }
 
 impl Default for RuntimeConfig {
@@ -113,6 +124,7 @@ impl Default for RuntimeConfig {
             share_sealed: Vec::new(),
             sealed_egress: None,
             keep_resident: KEEP_RESIDENT,
+            instance_reuse: crate::bundle::manifest::InstanceReuse::OPERATOR_DEFAULT_MAXIMA,
         }
     }
 }
@@ -151,7 +163,19 @@ pub struct RequestState {
     limits: StoreLimits,
     egress: EgressHooks,
     secrets: SecretsCtx,
+    output: OutputBudget,
     deadline: Instant,
+}
+
+impl RequestState {
+    /// Starts a request on a reused instance: its time limit, secret reads,
+    /// outgoing requests and output budget are the new request's own.
+    fn begin(&mut self, bundle: &LoadedBundle) {
+        self.deadline = Instant::now() + bundle.limits.timeout;
+        self.secrets = SecretsCtx::new(bundle.secrets.clone());
+        self.egress = EgressHooks::new(bundle.egress.clone());
+        self.output.refill(guest_log::DEFAULT_BUDGET);
+    }
 }
 
 impl WasiView for RequestState {
@@ -217,6 +241,8 @@ pub struct Runtime {
     /// share one compiled copy.
     components: crate::bundle::compile_cache::LoadedComponents,
     slots: Arc<Semaphore>,
+    /// Every reusing bundle's idle instances.
+    idle: Arc<IdleInstances>,
     config: RuntimeConfig,
     metrics: Arc<Metrics>,
     ticker_stop: Arc<AtomicBool>,
@@ -274,6 +300,7 @@ impl Runtime {
             linker,
             components: Default::default(),
             slots: Arc::new(Semaphore::new(n as usize)),
+            idle: Arc::default(),
             config: config.clone(),
             metrics,
             ticker_stop,
@@ -424,6 +451,8 @@ impl Runtime {
             .max_instances_per_bundle
             .unwrap_or(pool)
             .clamp(1, pool);
+        let instances = self.metrics.register_instances(&bundle);
+        let warm = self.warm_pool(&bundle, &manifest, &secrets, &instances);
         Ok(LoadedBundle {
             name: bundle,
             limits,
@@ -437,7 +466,54 @@ impl Runtime {
             queue_timeout: self.config.queue_timeout,
             metrics: self.metrics.clone(),
             log,
+            instances,
+            warm,
+            idle: self.idle.clone(),
         })
+    }
+
+    /// The pool of a bundle that reuses instances: the manifest's `[instances]`
+    /// within the operator's maxima, its age within the secrets cache's TTL.
+    fn warm_pool(
+        &self,
+        bundle: &str,
+        manifest: &Manifest,
+        secrets: &BundleSecrets,
+        counts: &Arc<crate::metrics::InstanceCounts>,
+    ) -> Option<Arc<WarmPool<Slot>>> {
+        let (mut reuse, capped) = manifest.instances.capped(&self.config.instance_reuse);
+        if !capped.is_empty() {
+            tracing::warn!(
+                bundle,
+                "bundle manifest asks more instance reuse than the operator allows; capped: {}",
+                capped.join(", ")
+            );
+        }
+        if !reuse.enabled() {
+            if manifest.instances.enabled() {
+                tracing::info!(
+                    bundle,
+                    "instance reuse is off on this host (--max-instance-reuse 1 or \
+                     --no-instance-reuse): a fresh instance per request"
+                );
+            }
+            return None;
+        }
+        let ttl = secrets.service.policy().ttl;
+        if !ttl.is_zero() && reuse.max_age > ttl {
+            reuse.max_age = ttl;
+        }
+        tracing::info!(
+            bundle,
+            requests = reuse.requests,
+            idle_timeout_ms = reuse.idle_timeout.as_millis() as u64,
+            max_age_s = reuse.max_age.as_secs_f64(),
+            "instances are reused (globals persist between this bundle's requests)"
+        );
+        let pool = Arc::new(WarmPool::new(reuse, counts.clone()));
+        pool.spawn_sweeper();
+        self.idle.register(&pool);
+        Some(pool)
     }
 }
 
@@ -518,12 +594,29 @@ pub struct LoadedBundle {
     queue_timeout: Duration,
     metrics: Arc<Metrics>,
     log: Arc<LogLimiter>,
+    instances: Arc<crate::metrics::InstanceCounts>,
+    /// Idle instances kept for reuse (`None`: a fresh instance per request).
+    warm: Option<Arc<WarmPool<Slot>>>,
+    /// Every reusing bundle's idle instances, to evict from when the pool is full.
+    idle: Arc<IdleInstances>,
 }
 
 /// The slots a running request holds until its instance is gone.
 struct Admission {
     _own: OwnedSemaphorePermit,
     _pool: OwnedSemaphorePermit,
+}
+
+/// An instance and the slots it holds: created for a request, and for a bundle
+/// that reuses instances kept (slots included) between its requests.
+pub struct Slot {
+    store: Store<RequestState>,
+    /// Set once instantiated (a fresh slot is instantiated in its request's task).
+    proxy: Option<Proxy>,
+    /// Set when a response of this instance was aborted (body over its limit,
+    /// broken): it serves no further request.
+    aborted: Arc<AtomicBool>,
+    _admission: Admission,
 }
 
 impl LoadedBundle {
@@ -570,7 +663,12 @@ impl LoadedBundle {
             budget.clone(),
             log(),
         ))
-        .stderr(GuestLog::new(self.name.clone(), "stderr", budget, log()))
+        .stderr(GuestLog::new(
+            self.name.clone(),
+            "stderr",
+            budget.clone(),
+            log(),
+        ))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
@@ -592,6 +690,7 @@ impl LoadedBundle {
             limits,
             egress: EgressHooks::new(self.egress.clone()),
             secrets: SecretsCtx::new(self.secrets.clone()),
+            output: budget,
             deadline: Instant::now() + self.limits.timeout,
         };
         let mut store = Store::new(self.pre.engine(), state);
@@ -614,63 +713,151 @@ impl LoadedBundle {
         ((self.limits.memory_bytes >> 20) * HOST_RESOURCES_PER_MIB).max(MIN_HOST_RESOURCES)
     }
 
-    /// Takes this bundle's slot and a pool slot, waiting at most the queue timeout.
-    async fn admit(&self) -> Result<Admission, RequestError> {
+    /// An instance for a request: an idle one of this bundle when it reuses
+    /// instances, else a fresh store holding this bundle's slot and a pool slot,
+    /// waiting at most the queue timeout for them. A bundle waiting for its own
+    /// slot takes an instance that comes back meanwhile; a request that finds
+    /// the pool full first evicts the instance idle the longest on the host.
+    async fn instance(&self) -> Result<Warm<Slot>, RequestError> {
+        if let Some(warm) = self.take_warm() {
+            return Ok(warm);
+        }
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.queue_timeout;
-        let own = self
-            .acquire(&self.own_slots, deadline, started, || {
-                format!("the bundle's concurrency cap of {} is reached", self.cap)
-            })
-            .await?;
-        let pool = self
-            .acquire(&self.slots, deadline, started, || {
-                "every instance of the pool is busy".to_string()
-            })
-            .await?;
-        Ok(Admission {
-            _own: own,
-            _pool: pool,
-        })
+        let mut queued = false;
+        let own_cap = || format!("the bundle's concurrency cap of {} is reached", self.cap);
+        let own = loop {
+            match self.own_slots.clone().try_acquire_owned() {
+                Ok(permit) => break permit,
+                Err(TryAcquireError::Closed) => return Err(self.closed()),
+                Err(TryAcquireError::NoPermits) => {}
+            }
+            self.note_queued(&mut queued, &own_cap());
+            let returned = async {
+                match &self.warm {
+                    Some(pool) => pool.returned().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                permit = tokio::time::timeout_at(deadline, self.own_slots.clone().acquire_owned()) => {
+                    break self.permit_or_busy(permit, started, own_cap())?;
+                }
+                () = returned => {
+                    if let Some(warm) = self.take_warm() {
+                        return Ok(warm);
+                    }
+                }
+            }
+        };
+        let pool = loop {
+            match self.slots.clone().try_acquire_owned() {
+                Ok(permit) => break permit,
+                Err(TryAcquireError::Closed) => return Err(self.closed()),
+                Err(TryAcquireError::NoPermits) => {}
+            }
+            // An idle instance gives its slot up before anyone waits for one.
+            if self.idle.evict_one() {
+                continue;
+            }
+            let what = "every instance of the pool is busy";
+            self.note_queued(&mut queued, what);
+            let permit =
+                tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await;
+            break self.permit_or_busy(permit, started, what.to_string())?;
+        };
+        Ok(Warm::new(Slot {
+            store: self.new_store(),
+            proxy: None,
+            aborted: Arc::default(),
+            _admission: Admission {
+                _own: own,
+                _pool: pool,
+            },
+        }))
     }
 
-    async fn acquire(
-        &self,
-        slots: &Arc<Semaphore>,
-        deadline: tokio::time::Instant,
-        started: Instant,
-        what: impl Fn() -> String,
-    ) -> Result<OwnedSemaphorePermit, RequestError> {
-        let closed = || RequestError::Guest {
+    /// An idle instance of this bundle, ready for a new request.
+    fn take_warm(&self) -> Option<Warm<Slot>> {
+        let pool = self.warm.as_ref()?;
+        let mut warm = loop {
+            let warm = pool.take()?;
+            // Its last response was aborted after it came back: not trusted again.
+            if !warm.instance.aborted.load(Ordering::Relaxed) {
+                break warm;
+            }
+            self.instances.retire(crate::metrics::Retired::Fault);
+        };
+        self.instances.reused.fetch_add(1, Ordering::Relaxed);
+        let store = &mut warm.instance.store;
+        store.data_mut().begin(self);
+        store.set_epoch_deadline(CHECK_EVERY_TICKS);
+        Some(warm)
+    }
+
+    /// After a request that ended without fault: keeps the instance for the
+    /// bundle's next request, or retires it. Done before the response's end is
+    /// released, so that a client's next request finds the instance back.
+    fn keep_or_retire(&self, mut warm: Warm<Slot>, proxy: Proxy) {
+        let Some(pool) = &self.warm else {
+            return;
+        };
+        if warm.instance.aborted.load(Ordering::Relaxed) {
+            self.instances.retire(crate::metrics::Retired::Fault);
+            return;
+        }
+        warm.instance.proxy = Some(proxy);
+        warm.served += 1;
+        // With the pool full, someone may be waiting for a slot: do not keep one idle.
+        let keep = self.slots.available_permits() > 0;
+        drop(pool.put(warm, keep));
+    }
+
+    fn closed(&self) -> RequestError {
+        RequestError::Guest {
             bundle: self.name.to_string(),
             reason: "runtime is shutting down".into(),
-        };
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => return Ok(permit),
-            Err(TryAcquireError::Closed) => return Err(closed()),
-            Err(TryAcquireError::NoPermits) => {}
+        }
+    }
+
+    /// Logs (rate-limited) and counts a request that has to wait, once per request.
+    fn note_queued(&self, queued: &mut bool, what: &str) {
+        if std::mem::replace(queued, true) {
+            return;
         }
         crate::limited_warn!(
             self.log,
             self.name,
             "queued",
             "request queued: {}; waiting up to {:?}",
-            what(),
+            what,
             self.queue_timeout
         );
         self.metrics.queued(&self.name);
-        match tokio::time::timeout_at(deadline, slots.clone().acquire_owned()).await {
+    }
+
+    fn permit_or_busy(
+        &self,
+        waited: Result<
+            Result<OwnedSemaphorePermit, tokio::sync::AcquireError>,
+            tokio::time::error::Elapsed,
+        >,
+        started: Instant,
+        what: String,
+    ) -> Result<OwnedSemaphorePermit, RequestError> {
+        match waited {
             Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) => Err(closed()),
+            Ok(Err(_)) => Err(self.closed()),
             Err(_) => Err(RequestError::Busy {
                 bundle: self.name.to_string(),
-                what: what(),
+                what,
                 waited: started.elapsed(),
             }),
         }
     }
 
-    /// Runs the request on a fresh instance and returns the guest's response.
+    /// Runs the request on an instance (fresh, or this bundle's reused one) and
+    /// returns the guest's response.
     ///
     /// The instance keeps its slots until it is gone: a guest that sends its head
     /// and then keeps streaming (or hangs) holds them until it finishes or its time
@@ -687,8 +874,8 @@ impl LoadedBundle {
     {
         let bundle = self.name.to_string();
         let head_request = request.method() == http::Method::HEAD;
-        let admission = self.admit().await?;
-        let mut store = self.new_store();
+        let mut warm = self.instance().await?;
+        let store = &mut warm.instance.store;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let bad_request = |e: wasmtime::Error| RequestError::BadRequest {
             bundle: bundle.clone(),
@@ -706,27 +893,51 @@ impl LoadedBundle {
             .map_err(bad_request)?;
         let this = self.clone();
         let limit = self.limits.timeout;
+        let until = tokio::time::Instant::now() + limit + WALL_CLOCK_GRACE;
+        let aborted = warm.instance.aborted.clone();
         let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let run = async {
-                let proxy = this.pre.instantiate_async(&mut store).await?;
+                let slot = &mut warm.instance;
+                let proxy = match slot.proxy.take() {
+                    Some(proxy) => proxy,
+                    None => {
+                        this.instances.created.fetch_add(1, Ordering::Relaxed);
+                        this.pre.instantiate_async(&mut slot.store).await?
+                    }
+                };
                 proxy
                     .wasi_http_incoming_handler()
-                    .call_handle(&mut store, incoming, outparam)
-                    .await
+                    .call_handle(&mut slot.store, incoming, outparam)
+                    .await?;
+                Ok(proxy)
             };
-            let outcome = match tokio::time::timeout(limit + WALL_CLOCK_GRACE, run).await {
+            let result = match tokio::time::timeout_at(until, run).await {
                 Ok(result) => result.map_err(|e| this.classify(e)),
                 Err(_) => Err(RequestError::Timeout {
                     bundle: this.name.to_string(),
                     limit,
                 }),
             };
-            // The body learns the outcome first; the instance is then dropped
-            // (its memory wiped) and only after that are the slots released.
-            let _ = outcome_tx.send(outcome.clone());
-            drop(store);
-            drop(admission);
+            let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
+            match result {
+                // A reusable instance is back in its pool before the response
+                // ends, so that the client's next request finds it there.
+                Ok(proxy) if this.warm.is_some() => {
+                    this.keep_or_retire(warm, proxy);
+                    let _ = outcome_tx.send(outcome.clone());
+                }
+                // Otherwise the body learns the outcome first; the instance is
+                // then dropped (its memory wiped) and only after that are its
+                // slots released.
+                _ => {
+                    let _ = outcome_tx.send(outcome.clone());
+                    if outcome.is_err() && this.warm.is_some() {
+                        this.instances.retire(crate::metrics::Retired::Fault);
+                    }
+                    drop(warm);
+                }
+            }
             outcome
         });
         let started = Instant::now();
@@ -743,6 +954,7 @@ impl LoadedBundle {
                     GuardedBody {
                         inner: LimitedBody::new(body, limit),
                         outcome: Some(outcome_rx),
+                        aborted,
                         inner_done: false,
                         bundle: Some(bundle),
                         status,
@@ -835,6 +1047,8 @@ impl LoadedBundle {
 pub struct GuardedBody {
     inner: LimitedBody,
     outcome: Option<tokio::sync::oneshot::Receiver<Result<(), RequestError>>>,
+    /// Set when the response is aborted: its instance is not reused.
+    aborted: Arc<AtomicBool>,
     inner_done: bool,
     /// Taken when the request is accounted for.
     bundle: Option<Arc<LoadedBundle>>,
@@ -860,6 +1074,7 @@ impl GuardedBody {
     }
 
     fn finish_aborted(&mut self, error: &RequestError) {
+        self.aborted.store(true, Ordering::Relaxed);
         if let Some(bundle) = self.bundle.take() {
             bundle.log_failure(error, self.started.elapsed(), true);
             bundle.metrics.request_aborted(&bundle.name);
