@@ -720,3 +720,75 @@ async fn the_operator_forbids_destinations_no_manifest_can_allow() {
         assert!(stderr.contains(says), "{stderr}");
     }
 }
+
+/// Issue 22, item 1: CPU is shared per bundle, not per request. A bundle running
+/// eight spinning requests and a bundle running one get about the same CPU time
+/// (per request, tokio alone would give the one 1/9 of it), and a neighbour's
+/// short requests wait at most a short slice, not behind eight 50 ms ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_is_shared_per_bundle_not_per_request() {
+    let _turn = TAKE_TURNS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spin = "[limits]\ntimeout_ms = 3000";
+    let many = write_bundle(dir.path(), "many", "probe", &["/many"], spin);
+    let one = write_bundle(dir.path(), "one", "probe", &["/one"], spin);
+    let hello = write_bundle(dir.path(), "hello", "hello", &["/hello"], "");
+    let gtc = Gtc::serve(
+        &[
+            format!("--bundle={}", many.display()),
+            format!("--bundle={}", one.display()),
+            format!("--bundle={}", hello.display()),
+            "--max-instances-per-bundle=16".into(),
+            "--worker-threads=2".into(),
+        ],
+        &[],
+    );
+    neighbour(&gtc.base, 5).await;
+    let baseline = neighbour(&gtc.base, 30).await;
+    let cpu = |text: &str, bundle: &str| {
+        metric(
+            text,
+            &format!("gtc_bundle_cpu_seconds_total{{bundle=\"{bundle}\"}}"),
+        )
+    };
+    let before = gtc.metrics().await;
+    let spinning_many = attack(&gtc.base, "/many/loop", 8);
+    let spinning_one = attack(&gtc.base, "/one/loop", 1);
+    metric_until(&gtc, "gtc_bundle_instances_in_use{bundle=\"many\"}", |n| {
+        n >= 8.0
+    })
+    .await;
+    let during = neighbour(&gtc.base, 30).await;
+    let (many_out, one_out) = (spinning_many.await.unwrap(), spinning_one.await.unwrap());
+    assert!(
+        many_out.iter().chain(&one_out).all(|(s, _, _)| *s == 504),
+        "{many_out:?} {one_out:?}"
+    );
+    let after = gtc.metrics().await;
+    let (ran_many, ran_one) = (
+        cpu(&after, "many") - cpu(&before, "many"),
+        cpu(&after, "one") - cpu(&before, "one"),
+    );
+    eprintln!(
+        "CPU seconds: many {ran_many:.3}, one {ran_one:.3}; neighbour {baseline:?} -> {during:?}"
+    );
+    assert!(ran_many > 1.0, "the spinning bundle barely ran: {ran_many}");
+    assert!(
+        ran_one >= 0.6 * ran_many,
+        "one request's bundle got {ran_one:.3} s of CPU against {ran_many:.3} s for eight"
+    );
+    let waited = metric(&after, "gtc_bundle_cpu_wait_seconds_total{bundle=\"many\"}");
+    assert!(
+        waited > 1.0,
+        "eight spinners on two turns waited {waited} s"
+    );
+    assert!(during.ok == during.total, "{during:?}");
+    let allowed = (baseline.median * 5).max(Duration::from_millis(25));
+    assert!(
+        during.median <= allowed,
+        "neighbour median {:?} beside the spinners vs baseline {:?}",
+        during.median,
+        baseline.median
+    );
+    gtc.stop();
+}

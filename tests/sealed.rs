@@ -920,26 +920,35 @@ async fn the_host_is_never_a_destination_on_any_of_its_addresses() {
     // the host would be listed). The test itself talks to the host over loopback
     // only, and a correct guard refuses before any connection is made, so nothing
     // is sent to the non-loopback address.
-    let port = free_port();
-    let own = format!("{}:{port}", own_interface_address());
-    let bundle = write_bundle(
-        dir.path(),
-        "probe",
-        "sealed-probe",
-        &["/s"],
-        &format!(
-            "[[secrets.sealed]]\nname = \"probe/token\"\nto = [\"{own}\"]\n\
-             inject = \"path:/bot{{}}/\"\n[egress]\nallow = [\"{own}\"]"
-        ),
-    );
-    let mut gtc = Gtc::serve(
-        &[
-            format!("--listen=0.0.0.0:{port}"),
-            format!("--bundle={}", bundle.display()),
-            format!("--sealed-allow-http={own}"),
-        ],
-        &env_for(&store),
-    );
+    // The port is picked before the host binds it (the manifest names it): if
+    // another process takes it in between, pick another.
+    let mut attempts = 0;
+    let (mut gtc, port, own) = loop {
+        let port = free_port();
+        let own = format!("{}:{port}", own_interface_address());
+        let bundle = write_bundle(
+            dir.path(),
+            "probe",
+            "sealed-probe",
+            &["/s"],
+            &format!(
+                "[[secrets.sealed]]\nname = \"probe/token\"\nto = [\"{own}\"]\n\
+                 inject = \"path:/bot{{}}/\"\n[egress]\nallow = [\"{own}\"]"
+            ),
+        );
+        match Gtc::try_serve(
+            &[
+                format!("--listen=0.0.0.0:{port}"),
+                format!("--bundle={}", bundle.display()),
+                format!("--sealed-allow-http={own}"),
+            ],
+            &env_for(&store),
+        ) {
+            Ok(gtc) => break (gtc, port, own),
+            Err(log) if log.contains("Address already in use") && attempts < 5 => attempts += 1,
+            Err(log) => panic!("gtc serve did not start; log:\n{log}"),
+        }
+    };
     gtc.base = format!("http://127.0.0.1:{port}");
     // Plain egress back into the host, and a sealed request that would re-enter
     // the same bundle and read the value in its own path: both refused.

@@ -168,6 +168,8 @@ fn runtime_config(args: &ServeArgs, own: std::net::SocketAddr) -> Result<Runtime
         compile_cache: args.compile.setting(),
         keep_resident: (args.keep_resident_kib as usize) << 10,
         instance_reuse: args.instance_reuse_maxima(),
+        // One turn per worker thread (--worker-threads).
+        cpu_turns: None,
         allow_undeclared_secrets: args.allow_undeclared_secrets.clone(),
         share_sealed: args.share.share_sealed.clone(),
         sealed_egress: Some(Arc::new(SealedEgress::new(

@@ -35,6 +35,8 @@ pub struct Metrics {
     sealed: Mutex<Vec<(String, Arc<SealedCounters>)>>,
     /// Each bundle's instances, in registration order.
     instances: Mutex<Vec<(String, Arc<InstanceCounts>)>>,
+    /// Each bundle's CPU time and time waited for a turn.
+    cpu: Mutex<Vec<(String, Arc<CpuCounts>)>>,
 }
 
 /// One bundle's sealed secrets on its outgoing requests (the log and the audit
@@ -107,6 +109,14 @@ impl InstanceCounts {
     pub fn retired(&self, why: Retired) -> u64 {
         self.retired[why as usize].load(Ordering::Relaxed)
     }
+}
+
+/// One bundle's time on the host's threads and time waited for a turn
+/// (`serve::cpu_share`).
+#[derive(Debug, Default)]
+pub struct CpuCounts {
+    pub ran_nanos: AtomicU64,
+    pub waited_nanos: AtomicU64,
 }
 
 /// How a request ended, for the `status` label.
@@ -244,6 +254,42 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .push((bundle.to_string(), counts.clone()));
         counts
+    }
+
+    /// The CPU counters of `bundle`, rendered from now on.
+    pub fn register_cpu(&self, bundle: &str) -> Arc<CpuCounts> {
+        let counts = Arc::new(CpuCounts::default());
+        self.cpu
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((bundle.to_string(), counts.clone()));
+        counts
+    }
+
+    fn render_cpu(&self, out: &mut String) {
+        let cpu = self.cpu.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, help, nanos) in [
+            (
+                "gtc_bundle_cpu_seconds_total",
+                "Time a bundle's guests ran on the host's threads.",
+                (|c: &CpuCounts| c.ran_nanos.load(Ordering::Relaxed)) as fn(&CpuCounts) -> u64,
+            ),
+            (
+                "gtc_bundle_cpu_wait_seconds_total",
+                "Time a bundle's guests waited for a turn on the host's threads (its fair share was in use).",
+                |c: &CpuCounts| c.waited_nanos.load(Ordering::Relaxed),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (bundle, counts) in cpu.iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{bundle=\"{bundle}\"}} {:.6}",
+                    nanos(counts) as f64 / 1e9
+                );
+            }
+        }
     }
 
     fn render_instances(&self, out: &mut String) {
@@ -546,6 +592,7 @@ impl Metrics {
         self.render_backend(service, &mut out);
         self.render_sealed(&mut out);
         self.render_instances(&mut out);
+        self.render_cpu(&mut out);
         render_audit(crate::secrets::audit::global().stats(), &mut out);
         out
     }

@@ -338,7 +338,18 @@ impl Gtc {
         Self::spawn(command, args, Duration::from_secs(60))
     }
 
-    fn spawn(mut command: Command, args: &[String], start: Duration) -> Gtc {
+    /// [`Gtc::serve`], or the log of a start that failed (e.g. the port was
+    /// taken between picking it and binding it).
+    pub fn try_serve(args: &[String], env: &[(&str, String)]) -> Result<Gtc, String> {
+        Self::try_spawn(base_command(env), args, Duration::from_secs(60))
+    }
+
+    fn spawn(command: Command, args: &[String], start: Duration) -> Gtc {
+        Self::try_spawn(command, args, start)
+            .unwrap_or_else(|log| panic!("gtc serve did not start; log:\n{log}"))
+    }
+
+    fn try_spawn(mut command: Command, args: &[String], start: Duration) -> Result<Gtc, String> {
         let log_dir = tempfile::tempdir().unwrap();
         let log = log_dir.path().join("gtc.log");
         command.arg("serve");
@@ -368,19 +379,16 @@ impl Gtc {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!(
-                    "gtc serve did not start; log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
+                return Err(std::fs::read_to_string(&log).unwrap_or_default());
             }
         };
-        Gtc {
+        Ok(Gtc {
             child,
             base,
             log,
             _log_dir: log_dir,
             scanned: false,
-        }
+        })
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -5,7 +5,8 @@
 //! header limits, back-off when out of descriptors); [`ingress`] routes a request
 //! to a bundle or answers the host's own endpoints; [`runtime`] owns the Wasm
 //! engine, pre-instantiates components and runs each request in a fresh sandboxed
-//! instance (or, for a bundle that opted in, a reused one from [`warm`]); [`egress`] guards a guest's outgoing HTTP and [`sealed`] injects
+//! instance (or, for a bundle that opted in, a reused one from [`warm`]), in turns
+//! that [`cpu_share`] hands out per bundle; [`egress`] guards a guest's outgoing HTTP and [`sealed`] injects
 //! sealed secrets into it and scrubs them out of what comes back;
 //! [`response_limit`] caps response bodies; [`guest_log`] takes guest output to
 //! the host log and [`log_limit`] rate-limits what the host logs on a guest's
@@ -15,6 +16,7 @@
 //! never `ops` or the wiring above it (`app`, `cli`).
 
 pub mod connections;
+pub mod cpu_share;
 pub mod egress;
 pub mod guest_log;
 pub mod ingress;

@@ -24,6 +24,7 @@ use crate::bundle::component_check;
 use crate::bundle::manifest::{Limits, Manifest};
 use crate::metrics::Metrics;
 use crate::secrets::capability::{self, BundleSecrets, SecretsCtx};
+use crate::serve::cpu_share::{BundleCpu, CpuShare};
 use crate::serve::egress::{EgressGuard, EgressHooks, EgressPolicy};
 use crate::serve::guest_log::{self, GuestLog, OutputBudget};
 use crate::serve::log_limit::LogLimiter;
@@ -46,13 +47,13 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// How often the epoch advances.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// Ticks a guest runs before the host looks at it: then it yields to other tasks
-/// (fairness) and is stopped if its time is up. Short requests (the common case)
-/// never get there: yielding every tick put them at the back of the run queue and
-/// cost a 20 ms p99 under load (BENCHMARKS.md). Time limits are enforced to within
-/// this many ticks (50 ms). Shorter later slices (10 ms) and tokio's deferred
-/// yield were both measured against hostile neighbours and made the neighbour's
-/// median worse (RELIABILITY.md), so every slice is this long.
+/// Ticks a guest runs before it yields its turn while nobody waits for one. The
+/// host looks at a running guest every tick (stopping it once its time is up, so
+/// time limits hold to within a tick), but yielding every tick put short
+/// requests at the back of the run queue and cost a 20 ms p99 under load
+/// (BENCHMARKS.md). While a guest of any bundle waits for a turn
+/// ([`CpuShare::contended`]), a running guest yields at its next tick instead, so
+/// a turn comes back within 10 ms.
 const CHECK_EVERY_TICKS: u64 = 5;
 /// Memory of a recycled instance slot that is wiped with `memset` and kept mapped,
 /// instead of being returned to the kernel: no page faults on reuse and no TLB
@@ -109,6 +110,9 @@ pub struct RuntimeConfig {
     /// The operator's maxima for `[instances]` (one request: reuse is off for
     /// every bundle).
     pub instance_reuse: crate::bundle::manifest::InstanceReuse,
+    /// Guests that may run at once, shared per bundle (`None`: the async
+    /// runtime's worker threads, else the CPUs the process may use).
+    pub cpu_turns: Option<usize>,
 }
 
 impl Default for RuntimeConfig {
@@ -125,6 +129,7 @@ impl Default for RuntimeConfig {
             sealed_egress: None,
             keep_resident: KEEP_RESIDENT,
             instance_reuse: crate::bundle::manifest::InstanceReuse::OPERATOR_DEFAULT_MAXIMA,
+            cpu_turns: None,
         }
     }
 }
@@ -165,6 +170,10 @@ pub struct RequestState {
     secrets: SecretsCtx,
     output: OutputBudget,
     deadline: Instant,
+    /// Ticks run since the guest last yielded its turn.
+    ticks: u64,
+    /// Set when the epoch callback ends the guest's slice (see `cpu_share`).
+    yielded: Arc<AtomicBool>,
 }
 
 impl RequestState {
@@ -175,6 +184,7 @@ impl RequestState {
         self.secrets = SecretsCtx::new(bundle.secrets.clone());
         self.egress = EgressHooks::new(bundle.egress.clone());
         self.output.refill(guest_log::DEFAULT_BUDGET);
+        self.ticks = 0;
     }
 }
 
@@ -243,6 +253,8 @@ pub struct Runtime {
     slots: Arc<Semaphore>,
     /// Every reusing bundle's idle instances.
     idle: Arc<IdleInstances>,
+    /// The turns guests run in, shared per bundle.
+    cpu: Arc<CpuShare>,
     config: RuntimeConfig,
     metrics: Arc<Metrics>,
     ticker_stop: Arc<AtomicBool>,
@@ -301,6 +313,11 @@ impl Runtime {
             components: Default::default(),
             slots: Arc::new(Semaphore::new(n as usize)),
             idle: Arc::default(),
+            cpu: Arc::new(CpuShare::new(config.cpu_turns.unwrap_or_else(|| {
+                tokio::runtime::Handle::try_current()
+                    .map(|runtime| runtime.metrics().num_workers())
+                    .unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, usize::from))
+            }))),
             config: config.clone(),
             metrics,
             ticker_stop,
@@ -453,6 +470,7 @@ impl Runtime {
             .clamp(1, pool);
         let instances = self.metrics.register_instances(&bundle);
         let warm = self.warm_pool(&bundle, &manifest, &secrets, &instances);
+        let cpu = self.cpu.register(self.metrics.register_cpu(&bundle));
         Ok(LoadedBundle {
             name: bundle,
             limits,
@@ -469,6 +487,8 @@ impl Runtime {
             instances,
             warm,
             idle: self.idle.clone(),
+            cpu,
+            share: self.cpu.clone(),
         })
     }
 
@@ -599,6 +619,9 @@ pub struct LoadedBundle {
     warm: Option<Arc<WarmPool<Slot>>>,
     /// Every reusing bundle's idle instances, to evict from when the pool is full.
     idle: Arc<IdleInstances>,
+    /// This bundle's place in the rotation of turns, and its CPU counters.
+    cpu: Arc<BundleCpu>,
+    share: Arc<CpuShare>,
 }
 
 /// The slots a running request holds until its instance is gone.
@@ -692,17 +715,27 @@ impl LoadedBundle {
             secrets: SecretsCtx::new(self.secrets.clone()),
             output: budget,
             deadline: Instant::now() + self.limits.timeout,
+            ticks: 0,
+            yielded: Arc::default(),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
-        // Every CHECK_EVERY_TICKS of running: yield to other tasks while time is
-        // left, stop the guest once it is spent.
-        store.set_epoch_deadline(CHECK_EVERY_TICKS);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Ok(UpdateDeadline::Interrupt)
+        // Every tick of running: stop the guest once its time is spent; yield
+        // its turn when another guest waits for one, or every CHECK_EVERY_TICKS.
+        store.set_epoch_deadline(1);
+        let share = self.share.clone();
+        store.epoch_deadline_callback(move |mut ctx| {
+            let state = ctx.data_mut();
+            if Instant::now() >= state.deadline {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            state.ticks += 1;
+            if state.ticks >= CHECK_EVERY_TICKS || share.contended() {
+                state.ticks = 0;
+                state.yielded.store(true, Ordering::Relaxed);
+                Ok(UpdateDeadline::Yield(1))
             } else {
-                Ok(UpdateDeadline::Yield(CHECK_EVERY_TICKS))
+                Ok(UpdateDeadline::Continue(1))
             }
         });
         store
@@ -791,7 +824,7 @@ impl LoadedBundle {
         self.instances.reused.fetch_add(1, Ordering::Relaxed);
         let store = &mut warm.instance.store;
         store.data_mut().begin(self);
-        store.set_epoch_deadline(CHECK_EVERY_TICKS);
+        store.set_epoch_deadline(1);
         Some(warm)
     }
 
@@ -895,9 +928,10 @@ impl LoadedBundle {
         let limit = self.limits.timeout;
         let until = tokio::time::Instant::now() + limit + WALL_CLOCK_GRACE;
         let aborted = warm.instance.aborted.clone();
+        let yielded = warm.instance.store.data().yielded.clone();
         let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
-            let run = async {
+            let run = this.share.run(&this.cpu, yielded, async {
                 let slot = &mut warm.instance;
                 let proxy = match slot.proxy.take() {
                     Some(proxy) => proxy,
@@ -911,7 +945,7 @@ impl LoadedBundle {
                     .call_handle(&mut slot.store, incoming, outparam)
                     .await?;
                 Ok(proxy)
-            };
+            });
             let result = match tokio::time::timeout_at(until, run).await {
                 Ok(result) => result.map_err(|e| this.classify(e)),
                 Err(_) => Err(RequestError::Timeout {

@@ -1,0 +1,406 @@
+//! CPU shared per bundle, not per request.
+//!
+//! Why: every running instance is one more task for tokio's scheduler, which is
+//! fair per task, so a bundle with 18 busy requests would get 18 times the CPU
+//! of a bundle with one, and its neighbour's short requests would queue behind
+//! all 18. Here a guest runs only while holding a *turn*: there are as many turns
+//! as threads that run guests. Each poll of a guest's future takes a turn and
+//! gives it back when the poll returns (the guest finished, waits for I/O, or
+//! reached the end of its slice — the epoch callback ends a slice).
+//!
+//! While turns are free, taking one is a lock and a counter (work-conserving: one
+//! bundle alone uses every thread). When every turn is held, a guest queues under
+//! its bundle, and a turn given back goes to the *next bundle* in rotation that
+//! has a guest waiting (round robin over bundles, each bundle one turn per
+//! round: equal weights), never to a task that did not wait. While anyone waits,
+//! the runtime shortens the slices of running guests ([`CpuShare::contended`]),
+//! so a turn comes back within one epoch tick.
+//!
+//! Each bundle's time on a thread and time waited for a turn are counted for
+//! `/metrics` (`gtc_bundle_cpu_seconds_total`, `gtc_bundle_cpu_wait_seconds_total`).
+
+use crate::metrics::CpuCounts;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+/// One bundle's place in the rotation and its counters.
+#[derive(Debug)]
+pub struct BundleCpu {
+    key: usize,
+    counts: Arc<CpuCounts>,
+}
+
+/// A guest waiting for a turn.
+#[derive(Debug, Default)]
+struct Ticket {
+    granted: AtomicBool,
+    cancelled: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+#[derive(Default)]
+struct State {
+    free: usize,
+    /// Turns each bundle holds right now.
+    held: HashMap<usize, usize>,
+    /// Bundles with a guest waiting, in the order their next turn comes.
+    rotation: VecDeque<usize>,
+    waiting: HashMap<usize, VecDeque<Arc<Ticket>>>,
+}
+
+/// The turns of the whole host.
+pub struct CpuShare {
+    turns: usize,
+    state: Mutex<State>,
+    /// Guests waiting for a turn right now.
+    waiters: AtomicUsize,
+    next_key: AtomicUsize,
+}
+
+impl CpuShare {
+    /// `turns`: how many guests may run at once (the threads that run guests).
+    pub fn new(turns: usize) -> Self {
+        let turns = turns.max(1);
+        Self {
+            turns,
+            state: Mutex::new(State {
+                free: turns,
+                ..State::default()
+            }),
+            waiters: AtomicUsize::new(0),
+            next_key: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn turns(&self) -> usize {
+        self.turns
+    }
+
+    /// A new bundle's place in the rotation, counting into `counts`.
+    pub fn register(&self, counts: Arc<CpuCounts>) -> Arc<BundleCpu> {
+        Arc::new(BundleCpu {
+            key: self.next_key.fetch_add(1, Ordering::Relaxed),
+            counts,
+        })
+    }
+
+    /// Whether a guest is waiting for a turn (running guests then end their
+    /// slices early).
+    pub fn contended(&self) -> bool {
+        self.waiters.load(Ordering::Relaxed) > 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a free turn when nobody waits; otherwise queues `ticket` under
+    /// `bundle` and returns false.
+    fn take_or_queue(&self, bundle: &BundleCpu, ticket: &Arc<Ticket>) -> bool {
+        let mut state = self.lock();
+        if state.free > 0 && state.rotation.is_empty() {
+            state.free -= 1;
+            *state.held.entry(bundle.key).or_default() += 1;
+            return true;
+        }
+        self.queue(&mut state, bundle, ticket);
+        false
+    }
+
+    fn queue(&self, state: &mut State, bundle: &BundleCpu, ticket: &Arc<Ticket>) {
+        let queue = state.waiting.entry(bundle.key).or_default();
+        let first = queue.is_empty();
+        queue.push_back(ticket.clone());
+        if first {
+            state.rotation.push_back(bundle.key);
+        }
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `bundle` gives a turn back: to the next waiting bundle, or to the free
+    /// count.
+    fn give_back(&self, bundle: &BundleCpu) {
+        let granted = {
+            let mut state = self.lock();
+            release(&mut state, bundle);
+            self.grant_next(&mut state)
+        };
+        wake(granted);
+    }
+
+    /// A guest that ended its slice but wants to go on: queues `ticket` for it
+    /// and gives its turn to the next bundle in rotation, in one step (so the
+    /// turn never goes round the bundles that are already waiting while this
+    /// one is not yet queued).
+    fn pass_on(&self, bundle: &BundleCpu, ticket: &Arc<Ticket>) {
+        let granted = {
+            let mut state = self.lock();
+            release(&mut state, bundle);
+            self.queue(&mut state, bundle, ticket);
+            self.grant_next(&mut state)
+        };
+        wake(granted);
+    }
+
+    /// The turn just given back goes to the waiting bundle that holds the
+    /// fewest turns (the one furthest below its share), the earliest in the
+    /// rotation among equals; with nobody waiting it is free.
+    fn grant_next(&self, state: &mut State) -> Option<Arc<Ticket>> {
+        loop {
+            let position = state
+                .rotation
+                .iter()
+                .enumerate()
+                .min_by_key(|(at, key)| (state.held.get(key).copied().unwrap_or(0), *at))
+                .map(|(at, _)| at);
+            let Some(key) = position.and_then(|at| state.rotation.remove(at)) else {
+                state.free += 1;
+                return None;
+            };
+            let Some(queue) = state.waiting.get_mut(&key) else {
+                continue;
+            };
+            let ticket = queue.pop_front();
+            if queue.is_empty() {
+                state.waiting.remove(&key);
+            } else {
+                state.rotation.push_back(key);
+            }
+            let Some(ticket) = ticket else {
+                continue;
+            };
+            self.waiters.fetch_sub(1, Ordering::Relaxed);
+            if ticket.cancelled.load(Ordering::Relaxed) {
+                continue;
+            }
+            ticket.granted.store(true, Ordering::Release);
+            *state.held.entry(key).or_default() += 1;
+            return Some(ticket);
+        }
+    }
+
+    /// Runs `future` (a guest's request) in turns charged to `bundle`.
+    /// `yielded` is set by whoever ends the guest's slice (the epoch callback):
+    /// a poll that returns then passes its turn on and queues for the next.
+    pub fn run<F: Future>(
+        self: &Arc<Self>,
+        bundle: &Arc<BundleCpu>,
+        yielded: Arc<AtomicBool>,
+        future: F,
+    ) -> Fair<F> {
+        Fair {
+            inner: future,
+            share: self.clone(),
+            bundle: bundle.clone(),
+            yielded,
+            ticket: None,
+        }
+    }
+}
+
+fn release(state: &mut State, bundle: &BundleCpu) {
+    if let Some(held) = state.held.get_mut(&bundle.key) {
+        *held -= 1;
+        if *held == 0 {
+            state.held.remove(&bundle.key);
+        }
+    }
+}
+
+/// Wakes the guest a turn was granted to.
+fn wake(granted: Option<Arc<Ticket>>) {
+    let Some(ticket) = granted else {
+        return;
+    };
+    let waker = ticket
+        .waker
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A guest's future that runs only while holding a turn.
+    pub struct Fair<F> {
+        #[pin]
+        inner: F,
+        share: Arc<CpuShare>,
+        bundle: Arc<BundleCpu>,
+        yielded: Arc<AtomicBool>,
+        // Set while queued: the ticket and when the wait began.
+        ticket: Option<(Arc<Ticket>, Instant)>,
+    }
+
+    impl<F> PinnedDrop for Fair<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some((ticket, _)) = this.ticket.take() {
+                // Granted but never used: the turn goes on to the next guest.
+                let _guard = this.share.lock();
+                ticket.cancelled.store(true, Ordering::Relaxed);
+                let granted = ticket.granted.load(Ordering::Acquire);
+                drop(_guard);
+                if granted {
+                    this.share.give_back(this.bundle);
+                }
+            }
+        }
+    }
+}
+
+impl<F: Future> Future for Fair<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        match this.ticket.take() {
+            Some((ticket, since)) => {
+                if !ticket.granted.load(Ordering::Acquire) {
+                    *ticket.waker.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(cx.waker().clone());
+                    // Granted between the check and the waker's registration:
+                    // the grant found no waker to wake, so look again.
+                    if !ticket.granted.load(Ordering::Acquire) {
+                        *this.ticket = Some((ticket, since));
+                        return Poll::Pending;
+                    }
+                }
+                this.bundle
+                    .counts
+                    .waited_nanos
+                    .fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            }
+            None => {
+                let ticket = Arc::new(Ticket::default());
+                if !this.share.take_or_queue(this.bundle, &ticket) {
+                    *ticket.waker.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(cx.waker().clone());
+                    let granted = ticket.granted.load(Ordering::Acquire);
+                    *this.ticket = Some((ticket, Instant::now()));
+                    if granted {
+                        cx.waker().wake_by_ref();
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        let started = Instant::now();
+        let result = this.inner.poll(cx);
+        this.bundle
+            .counts
+            .ran_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if result.is_pending() && this.yielded.swap(false, Ordering::Relaxed) {
+            let ticket = Arc::new(Ticket::default());
+            *ticket.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+            this.share.pass_on(this.bundle, &ticket);
+            *this.ticket = Some((ticket, Instant::now()));
+        } else {
+            this.share.give_back(this.bundle);
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A future that is ready after `polls` polls, waking itself in between.
+    struct Spin {
+        polls: usize,
+    }
+
+    impl Future for Spin {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if self.polls == 0 {
+                return Poll::Ready(());
+            }
+            self.polls -= 1;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn turns_rotate_over_bundles_not_over_guests() {
+        let share = Arc::new(CpuShare::new(1));
+        let (busy, quiet) = (
+            share.register(Arc::default()),
+            share.register(Arc::default()),
+        );
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let noop = Waker::noop();
+        let mut cx = Context::from_waker(noop);
+        // The busy bundle holds the only turn...
+        let mut running = Box::pin(share.run(&busy, Arc::default(), Spin { polls: 1 }));
+        assert!(running.as_mut().poll(&mut cx).is_pending());
+        // ...then queues three more guests and the quiet bundle one.
+        let mut guests: Vec<(char, Pin<Box<Fair<Spin>>>)> = Vec::new();
+        for name in ['a', 'b', 'c'] {
+            guests.push((
+                name,
+                Box::pin(share.run(&busy, Arc::default(), Spin { polls: 0 })),
+            ));
+        }
+        guests.push((
+            'q',
+            Box::pin(share.run(&quiet, Arc::default(), Spin { polls: 0 })),
+        ));
+        // Hold the turn while they queue.
+        let holder = Arc::new(Ticket::default());
+        assert!(share.take_or_queue(&busy, &holder));
+        for (_, guest) in guests.iter_mut() {
+            assert!(guest.as_mut().poll(&mut cx).is_pending());
+        }
+        assert!(share.contended());
+        share.give_back(&busy);
+        // Poll in a loop: only a granted guest can finish.
+        while !guests.is_empty() {
+            let mut progressed = false;
+            guests.retain_mut(|(name, guest)| match guest.as_mut().poll(&mut cx) {
+                Poll::Ready(()) => {
+                    order.lock().unwrap().push(*name);
+                    progressed = true;
+                    false
+                }
+                Poll::Pending => true,
+            });
+            assert!(progressed, "a turn was lost");
+        }
+        // The quiet bundle's guest ran second, not after the busy one's three.
+        assert_eq!(*order.lock().unwrap(), ['a', 'q', 'b', 'c']);
+        assert!(!share.contended());
+        assert!(running.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(share.lock().free, 1, "every turn came back");
+    }
+
+    #[test]
+    fn a_cancelled_waiter_passes_its_turn_on() {
+        let share = Arc::new(CpuShare::new(1));
+        let bundle = share.register(Arc::default());
+        let noop = Waker::noop();
+        let mut cx = Context::from_waker(noop);
+        let holder = Arc::new(Ticket::default());
+        assert!(share.take_or_queue(&bundle, &holder));
+        let mut gone = Box::pin(share.run(&bundle, Arc::default(), Spin { polls: 0 }));
+        let mut next = Box::pin(share.run(&bundle, Arc::default(), Spin { polls: 0 }));
+        assert!(gone.as_mut().poll(&mut cx).is_pending());
+        assert!(next.as_mut().poll(&mut cx).is_pending());
+        share.give_back(&bundle);
+        // The first waiter was granted the turn and is dropped unused.
+        drop(gone);
+        assert!(next.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(share.lock().free, 1);
+        assert_eq!(share.waiters.load(Ordering::Relaxed), 0);
+    }
+}
