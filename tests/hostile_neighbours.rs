@@ -301,10 +301,12 @@ async fn failures_after_the_head_abort_the_response() {
     assert_eq!(count(&log, "exceeded its time limit"), 2, "{log}");
 }
 
-/// Finding 3: header maps built on the guest's behalf are bounded per request (in
-/// proportion to its memory limit); the host's RSS stays bounded under the attack.
-/// Each map is kept just under the per-map size limit (32 KiB), as the original
-/// attack did with wasmtime's 128 KiB default.
+/// Finding 3 (and issue 22, item 2): header maps built on the guest's behalf are
+/// counted in bytes against a per-request budget (a quarter of its memory limit)
+/// and a per-bundle one (twice its memory limit) over its running requests; the
+/// host's RSS stays within twice the running bundles' memory limits under the
+/// attack. Each map is kept just under the per-map size limit (32 KiB), as the
+/// original attack did with wasmtime's 128 KiB default; 24 at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_memory_stays_bounded_under_a_header_map_flood() {
     let _turn = TAKE_TURNS.lock().await;
@@ -318,32 +320,68 @@ async fn host_memory_stays_bounded_under_a_header_map_flood() {
     let baseline = neighbour(&gtc.base, 30).await;
     let before = gtc.rss_kib();
     let mut peak = before;
-    let mut during = Vec::new();
-    for _ in 0..4 {
-        let flood = attack(&gtc.base, "/h/fields?n=100000&size=30000", 2);
-        while !flood.is_finished() {
-            peak = peak.max(gtc.rss_kib());
-            during.push(neighbour(&gtc.base, 5).await);
+    // Two at a time (each stopped by its own budget), then 24 at a time (the
+    // bundle's budget stops them together). The neighbour's latency is asserted
+    // beside the first; beside the second (where 24 requests share their
+    // bundle's turns) only its success is: its latency there is the bench's
+    // (BENCHMARKS.md, "Neighbour under attack").
+    for (at_once, rounds) in [(2, 3), (24, 2)] {
+        let mut during = Vec::new();
+        for _ in 0..rounds {
+            let flood = attack(&gtc.base, "/h/fields?n=100000&size=30000", at_once);
+            while !flood.is_finished() {
+                peak = peak.max(gtc.rss_kib());
+                during.push(neighbour(&gtc.base, 5).await);
+            }
+            // Stopped by a budget (500), or by the time limit (504) when many
+            // share one bundle's turns.
+            let outcomes = flood.await.unwrap();
+            assert!(
+                outcomes.iter().all(|(s, _, _)| [500, 504].contains(s)),
+                "{outcomes:?}"
+            );
+            assert!(outcomes.iter().any(|(s, _, _)| *s == 500), "{outcomes:?}");
         }
-        let outcomes = flood.await.unwrap();
-        assert!(outcomes.iter().all(|(s, _, _)| *s == 500), "{outcomes:?}");
+        let during = Fared {
+            ok: during.iter().map(|f| f.ok).sum(),
+            total: during.iter().map(|f| f.total).sum(),
+            median: {
+                let mut medians: Vec<_> = during.iter().map(|f| f.median).collect();
+                medians.sort();
+                medians[medians.len() / 2]
+            },
+        };
+        eprintln!(
+            "{at_once} at a time: neighbour {during:?} (baseline {baseline:?}); RSS before {} MiB, peak {} MiB",
+            before / 1024,
+            peak / 1024
+        );
+        if at_once == 2 {
+            assert_unhurt(&baseline, &during);
+        } else {
+            assert_eq!(during.ok, during.total, "{during:?}");
+        }
     }
-    let during = Fared {
-        ok: during.iter().map(|f| f.ok).sum(),
-        total: during.iter().map(|f| f.total).sum(),
-        median: {
-            let mut medians: Vec<_> = during.iter().map(|f| f.median).collect();
-            medians.sort();
-            medians[medians.len() / 2]
-        },
-    };
-    assert_unhurt(&baseline, &during);
-    let growth_mib = peak.saturating_sub(before) / 1024;
-    eprintln!("RSS before {} MiB, peak {} MiB", before / 1024, peak / 1024);
-    assert!(growth_mib < 600, "the host grew by {growth_mib} MiB");
+    // hostile 32 MiB + hello 64 MiB (the default).
+    let limits_mib = 32 + 64;
+    assert!(
+        peak / 1024 <= 2 * limits_mib,
+        "the host reached {} MiB (before: {} MiB)",
+        peak / 1024,
+        before / 1024
+    );
     let log = gtc.stop();
     assert!(
-        log.contains("exceeded its host resource budget of 1024 handles"),
+        log.contains(
+            "exceeded its host resource budget of 8388608 bytes (the request's header maps)"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "exceeded its host resource budget of 67108864 bytes (the bundle's header maps \
+             over its running requests)"
+        ),
         "{log}"
     );
 }

@@ -19,6 +19,7 @@ pub mod connections;
 pub mod cpu_share;
 pub mod egress;
 pub mod guest_log;
+pub mod host_memory;
 pub mod ingress;
 pub mod log_limit;
 pub mod response_limit;

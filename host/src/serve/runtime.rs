@@ -27,6 +27,7 @@ use crate::secrets::capability::{self, BundleSecrets, SecretsCtx};
 use crate::serve::cpu_share::{BundleCpu, CpuShare};
 use crate::serve::egress::{EgressGuard, EgressHooks, EgressPolicy};
 use crate::serve::guest_log::{self, GuestLog, OutputBudget};
+use crate::serve::host_memory::{self, BundleBytes, HostBytes, HostMemoryView};
 use crate::serve::log_limit::LogLimiter;
 use crate::serve::response_limit::LimitedBody;
 use crate::serve::warm::{IdleInstances, Warm, WarmPool};
@@ -174,6 +175,14 @@ pub struct RequestState {
     ticks: u64,
     /// Set when the epoch callback ends the guest's slice (see `cpu_share`).
     yielded: Arc<AtomicBool>,
+    /// Header-map bytes this request made the host hold.
+    host_bytes: HostBytes,
+}
+
+impl HostMemoryView for RequestState {
+    fn host_bytes(&mut self) -> &mut HostBytes {
+        &mut self.host_bytes
+    }
 }
 
 impl RequestState {
@@ -185,6 +194,7 @@ impl RequestState {
         self.egress = EgressHooks::new(bundle.egress.clone());
         self.output.refill(guest_log::DEFAULT_BUDGET);
         self.ticks = 0;
+        self.host_bytes.reset();
     }
 }
 
@@ -292,6 +302,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
+        host_memory::add_to_linker(&mut linker).map_err(engine_err)?;
         capability::add_to_linker(&mut linker, |state: &mut RequestState| &mut state.secrets)
             .map_err(engine_err)?;
 
@@ -489,6 +500,7 @@ impl Runtime {
             idle: self.idle.clone(),
             cpu,
             share: self.cpu.clone(),
+            host_bytes: BundleBytes::new(host_memory::bundle_budget(limits.memory_bytes)),
         })
     }
 
@@ -557,6 +569,15 @@ pub enum RequestError {
          (header maps, bodies, streams, outgoing requests); request stopped"
     )]
     HostResources { bundle: String, limit: usize },
+    #[error(
+        "bundle {bundle} exceeded its host resource budget of {limit} bytes ({what}); \
+         request stopped"
+    )]
+    HostMemory {
+        bundle: String,
+        what: &'static str,
+        limit: usize,
+    },
     #[error("bundle {bundle} failed: {reason}")]
     Guest { bundle: String, reason: String },
     #[error("bundle {bundle} never sent a response")]
@@ -589,7 +610,7 @@ impl RequestError {
             Self::Timeout { .. } => "timeout",
             Self::Memory { .. } => "memory",
             Self::Stack { .. } => "stack",
-            Self::HostResources { .. } => "host-resources",
+            Self::HostResources { .. } | Self::HostMemory { .. } => "host-resources",
             Self::Guest { .. } => "guest-failure",
             Self::NoResponse { .. } => "no-response",
             Self::BadRequest { .. } => "bad-request",
@@ -622,6 +643,8 @@ pub struct LoadedBundle {
     /// This bundle's place in the rotation of turns, and its CPU counters.
     cpu: Arc<BundleCpu>,
     share: Arc<CpuShare>,
+    /// Header-map bytes over this bundle's running requests.
+    host_bytes: Arc<BundleBytes>,
 }
 
 /// The slots a running request holds until its instance is gone.
@@ -717,6 +740,10 @@ impl LoadedBundle {
             deadline: Instant::now() + self.limits.timeout,
             ticks: 0,
             yielded: Arc::default(),
+            host_bytes: HostBytes::new(
+                host_memory::request_budget(self.limits.memory_bytes),
+                self.host_bytes.clone(),
+            ),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
@@ -1027,7 +1054,17 @@ impl LoadedBundle {
                 .downcast_ref::<wasmtime::component::ResourceTableError>()
                 .is_some_and(|e| matches!(e, wasmtime::component::ResourceTableError::Full))
         });
+        let over_budget = error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<host_memory::OverBudget>());
         let chain = format!("{error:#}");
+        if let Some(over) = over_budget {
+            return RequestError::HostMemory {
+                bundle,
+                what: over.what,
+                limit: over.limit,
+            };
+        }
         match trap {
             Some(Trap::Interrupt) => RequestError::Timeout {
                 bundle,
