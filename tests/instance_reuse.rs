@@ -93,6 +93,13 @@ async fn a_reusing_bundle_keeps_its_globals_and_only_its_own() {
     let (status, _) = gtc.get("/other/recurse").await;
     assert_eq!(status, 500);
     assert_eq!(count(&gtc, "other").await, 1);
+    // A guest that returns holding its response-outparam gets its client a 500
+    // at once (not a wait on an instance that goes on serving others), and the
+    // instance is retired.
+    assert_eq!(count(&gtc, "other").await, 2);
+    let (status, body) = gtc.get("/other/hoard").await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(count(&gtc, "other").await, 1);
 
     let metrics = gtc.metrics().await;
     for (line, value) in [
@@ -100,8 +107,8 @@ async fn a_reusing_bundle_keeps_its_globals_and_only_its_own() {
         (labelled("gtc_instances_reused_total", "reuser"), 4.0),
         (retired("reuser", "requests"), 2.0),
         (labelled("gtc_instances_idle", "reuser"), 1.0),
-        (labelled("gtc_instances_created_total", "other"), 2.0),
-        (retired("other", "fault"), 1.0),
+        (labelled("gtc_instances_created_total", "other"), 3.0),
+        (retired("other", "fault"), 2.0),
         (labelled("gtc_instances_created_total", "fresh"), 3.0),
         (labelled("gtc_instances_reused_total", "fresh"), 0.0),
         (labelled("gtc_instances_idle", "fresh"), 0.0),

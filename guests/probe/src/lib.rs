@@ -24,6 +24,8 @@
 //! - `POST …/get-once` — the body is a secret name: the first request of this
 //!   instance reads it and keeps the value in memory; every later one answers
 //!   that kept value (a guest that caches a secret across reused requests).
+//! - `GET …/hoard` — keeps its response-outparam in a global and returns without
+//!   answering (a guest that would leave its client waiting on a reused instance).
 
 use greentic_guest::http::{json_escape, path, query_param, read_body, respond_json};
 use greentic_guest::wasi::http::outgoing_handler;
@@ -34,6 +36,12 @@ struct Probe;
 
 /// Requests this instance has served through `count` (a guest global).
 static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+std::thread_local! {
+    /// Response-outparams `hoard` kept instead of answering.
+    static HOARD: std::cell::RefCell<Vec<ResponseOutparam>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The answer `get-once` kept from this instance's first read.
 static KEPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
@@ -78,6 +86,10 @@ impl Guest for Probe {
                 format!("{{\"count\":{count}}}")
             }
             "get-once" => KEPT.get_or_init(|| get_secret(&request)).clone(),
+            "hoard" => {
+                HOARD.with(|hoard| hoard.borrow_mut().push(out));
+                return;
+            }
             _ => return respond_json(out, 404, "{\"error\":\"no such route\"}"),
         };
         respond_json(out, 200, &json);

@@ -37,13 +37,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime::{StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::types::HostResponseOutparam;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// How often the epoch advances.
@@ -951,6 +952,7 @@ impl LoadedBundle {
             .http()
             .new_response_outparam(sender)
             .map_err(bad_request)?;
+        let outparam_rep = outparam.rep();
         let this = self.clone();
         let limit = self.limits.timeout;
         let until = tokio::time::Instant::now() + limit + WALL_CLOCK_GRACE;
@@ -971,7 +973,13 @@ impl LoadedBundle {
                     .wasi_http_incoming_handler()
                     .call_handle(&mut slot.store, incoming, outparam)
                     .await?;
-                Ok(proxy)
+                // A guest that returned holding its response-outparam (kept in
+                // a global, neither set nor dropped) would leave this client
+                // waiting on an instance that serves others: it is not reused,
+                // and dropping it ends the request.
+                let kept: Resource<HostResponseOutparam> = Resource::new_own(outparam_rep);
+                let held = slot.store.data_mut().table.get(&kept).is_ok();
+                Ok((proxy, held))
             });
             let result = match tokio::time::timeout_at(until, run).await {
                 Ok(result) => result.map_err(|e| this.classify(e)),
@@ -984,16 +992,16 @@ impl LoadedBundle {
             match result {
                 // A reusable instance is back in its pool before the response
                 // ends, so that the client's next request finds it there.
-                Ok(proxy) if this.warm.is_some() => {
+                Ok((proxy, false)) if this.warm.is_some() => {
                     this.keep_or_retire(warm, proxy);
                     let _ = outcome_tx.send(outcome.clone());
                 }
                 // Otherwise the body learns the outcome first; the instance is
                 // then dropped (its memory wiped) and only after that are its
                 // slots released.
-                _ => {
+                result => {
                     let _ = outcome_tx.send(outcome.clone());
-                    if outcome.is_err() && this.warm.is_some() {
+                    if this.warm.is_some() && !matches!(result, Ok((_, false))) {
                         this.instances.retire(crate::metrics::Retired::Fault);
                     }
                     drop(warm);
