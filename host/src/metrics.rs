@@ -392,7 +392,7 @@ impl Metrics {
         );
         self.render_backend(service, &mut out);
         self.render_sealed(&mut out);
-        render_audit(crate::secrets::audit::global().stats(), &mut out);
+        render_audit(crate::secrets::audit::global(), &mut out);
         out
     }
 }
@@ -405,13 +405,15 @@ fn session_count(service: &SecretsService, pick: fn(&SessionCounters) -> &Atomic
     }
 }
 
-/// The audit trail's writer: records written, hits folded into aggregates, and
-/// records dropped because its queue was full (never silently: the log says so).
-fn render_audit(stats: &crate::secrets::audit::AuditStats, out: &mut String) {
+/// The audit trail's writer: records written, calls folded into aggregates,
+/// records dropped (never silently: the log says so) and disclosures refused,
+/// for all bundles and per bundle.
+fn render_audit(auditor: &crate::secrets::audit::Auditor, out: &mut String) {
+    let stats = auditor.stats();
     for (name, help, counter) in [
         (
             "gtc_audit_records_total",
-            "Audit records written (an aggregate of cache hits counts once).",
+            "Audit records written (an aggregate counts once).",
             &stats.written,
         ),
         (
@@ -421,12 +423,49 @@ fn render_audit(stats: &crate::secrets::audit::AuditStats, out: &mut String) {
         ),
         (
             "gtc_audit_events_dropped_total",
-            "Audit records dropped because the audit queue was full.",
+            "Audit records dropped, all bundles (see gtc_audit_records_dropped_total).",
             &stats.dropped,
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} counter");
         let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+    }
+    type Pick = fn(&crate::secrets::audit::BundleAuditStats) -> &AtomicU64;
+    let per_bundle: [(&str, &str, Pick); 4] = [
+        (
+            "gtc_audit_records_written_total",
+            "Audit records written about a bundle (an aggregate counts once).",
+            |s| &s.written,
+        ),
+        (
+            "gtc_audit_records_aggregated_total",
+            "A bundle's calls counted into aggregate audit records instead of a record \
+             of their own (cache hits, repeated refusals and failures).",
+            |s| &s.aggregated,
+        ),
+        (
+            "gtc_audit_records_dropped_total",
+            "A bundle's refusal records neither written nor counted (more distinct \
+             reasons in one window than its aggregates hold).",
+            |s| &s.dropped,
+        ),
+        (
+            "gtc_audit_disclosures_refused_total",
+            "A bundle's disclosures refused (the guest heard unavailable) because their \
+             audit records could not be queued.",
+            |s| &s.disclosures_refused,
+        ),
+    ];
+    for (name, help, pick) in per_bundle {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        auditor.each_bundle(|bundle, stats| {
+            let _ = writeln!(
+                out,
+                "{name}{{bundle=\"{bundle}\"}} {}",
+                pick(stats).load(Ordering::Relaxed)
+            );
+        });
     }
 }
