@@ -77,31 +77,6 @@ fn host(dir: &std::path::Path, extra: &str, flags: &[&str]) -> Gtc {
     Gtc::serve(&args, &[])
 }
 
-/// The value of a metric line `name{labels} value`, 0 if absent.
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("metric {name_and_labels} is absent:\n{text}"))
-}
-
-/// Polls `/metrics` until `name_and_labels` satisfies `done` (at most 30 s);
-/// returns the last value.
-async fn metric_until(gtc: &Gtc, name_and_labels: &str, done: impl Fn(f64) -> bool) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = gtc.metrics().await;
-        let value = metric(&text, name_and_labels);
-        if done(value) {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name_and_labels} stayed at {value}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Starts `n` concurrent GETs of `path`; each yields (head status, retry-after
 /// present, body read completely).
 fn attack(base: &str, path: &str, n: usize) -> tokio::task::JoinHandle<Vec<(u16, bool, bool)>> {

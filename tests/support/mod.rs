@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Secret material registered by the tests (values, data keys, tokens): no log,
 /// command output, metric or readiness answer may contain any of it, as it is or
@@ -583,6 +583,31 @@ pub fn dev_put_shipped(store: &Path, path: &str, value: &[u8]) {
         "put failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The value of a metric line `name{labels} value` (panics if it is absent).
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name_and_labels} is absent:\n{text}"))
+}
+
+/// Polls `/metrics` until `name_and_labels` satisfies `done` (at most 30 s);
+/// returns the last value.
+pub async fn metric_until(gtc: &Gtc, name_and_labels: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = gtc.metrics().await;
+        let value = metric(&text, name_and_labels);
+        if done(value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name_and_labels} stayed at {value}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A running `gtc route` in front of a worker. Its log goes to a file that is
