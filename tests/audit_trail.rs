@@ -201,26 +201,26 @@ async fn a_stale_answer_has_a_record_of_its_own() {
     let gtc = Gtc::serve(&[format!("--bundle={}", probe.display())], &env);
     std::fs::remove_file(&store).unwrap();
     // Once its TTL (1 s) has passed, the cached value is served stale (the store
-    // is gone): asked until /metrics counts one stale answer.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // is gone): asked until /metrics counts a stale answer. (The worker's own
+    // look-ups of its declared secrets count there too, so more than one may
+    // show at once.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut gets = 0;
     loop {
         assert_eq!(probe_get(&gtc, "/p", b"x").await["value"], "value-of-x");
+        gets += 1;
         let metrics = gtc.metrics().await;
-        if metrics.contains("gtc_secrets_cache_total{result=\"stale\"} 1\n") {
+        if metric(&metrics, "gtc_secrets_cache_total{result=\"stale\"}") >= 1.0 {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never stale: {metrics}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(Instant::now() < deadline, "never stale: {metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (_, log) = gtc.terminate();
-    assert_eq!(
-        lines_about(&log, X, &["cache=\"stale\"", "outcome=\"ok\""]).len(),
-        1,
-        "{log}"
-    );
+    // A record for each stale answer the guest got (the worker's own look-ups
+    // are not audited): at least one, at most one per get.
+    let stale = lines_about(&log, X, &["cache=\"stale\"", "outcome=\"ok\""]).len();
+    assert!((1..=gets).contains(&stale), "{stale} of {gets}: {log}");
 }
 
 /// The refusals of `bundle` the audit lines account for: a record of its own
@@ -290,17 +290,19 @@ async fn a_refusal_flood_loses_none_of_a_neighbours_records() {
         std::env::var("GTC_AUDIT_FLOOD_SECONDS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(4),
+            .unwrap_or(2),
     );
     let started = Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flood: Vec<_> = (0..8u64)
         .map(|task| {
             let base = gtc.base.clone();
+            let stop = stop.clone();
             tokio::spawn(async move {
                 let client = client();
                 let mut denied = 0;
                 let mut from = task * 100_000_000;
-                while started.elapsed() < flood_for {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let answer: serde_json::Value = client
                         .get(format!("{base}/f/get-names?n=1000&from={from}"))
                         .send()
@@ -326,10 +328,10 @@ async fn a_refusal_flood_loses_none_of_a_neighbours_records() {
     for _ in 0..30 {
         assert_eq!(probe_get(&gtc, "/n", b"z").await["error"], "denied");
     }
-    assert!(
-        started.elapsed() < flood_for,
-        "the neighbour was not refused during the flood; raise GTC_AUDIT_FLOOD_SECONDS"
-    );
+    // The flood goes on at least `flood_for` (GTC_AUDIT_FLOOD_SECONDS, for
+    // measurements), and until the neighbour is done.
+    tokio::time::sleep(flood_for.saturating_sub(started.elapsed())).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut flooder_denied = 0;
     for task in flood {
         flooder_denied += task.await.unwrap();
