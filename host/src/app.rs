@@ -133,6 +133,7 @@ pub async fn serve(
         queue: args.audit_queue,
         hold: env.var("GTC_TEST_AUDIT_HOLD").map(std::path::PathBuf::from),
     });
+    crate::serve::log_limit::install_host_budget(args.max_log_lines_per_second);
     if args.bundles.is_empty() {
         return Err(AppError::NoBundles);
     }

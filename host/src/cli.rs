@@ -547,6 +547,11 @@ pub struct ServeArgs {
     /// (the guest hears unavailable); a refusal is counted into its aggregate.
     #[arg(long, default_value_t = crate::secrets::audit::DEFAULT_QUEUE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(4..=16_777_216))]
     pub audit_queue: usize,
+    /// Lines the host logs about all bundles together per second (guest output,
+    /// egress denials, failures, queueing), on top of each bundle's own limits;
+    /// each bundle is guaranteed an equal part of half of it.
+    #[arg(long, default_value_t = crate::serve::log_limit::DEFAULT_HOST_LINES_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_log_lines_per_second: u32,
     /// Threads that run requests (guests run on them). Default: the CPUs the
     /// process may use (a cgroup CPU limit counts, rounded up).
     #[arg(long, env = "GTC_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]

@@ -32,6 +32,15 @@ pub struct Metrics {
     sealed: Mutex<Vec<(String, Arc<SealedCounters>)>>,
 }
 
+/// What `/metrics` shows of the host's log budget (implemented by the serve
+/// wing's budget, which this module does not import).
+pub trait HostLogStats {
+    /// Lines held back so far.
+    fn suppressed(&self) -> u64;
+    /// The budget, in lines per second.
+    fn per_second(&self) -> u32;
+}
+
 /// One bundle's sealed secrets on its outgoing requests (the log and the audit
 /// trail say which secret and where; these say how many).
 #[derive(Debug, Default)]
@@ -99,6 +108,7 @@ impl Metrics {
     pub fn render_bundles<'a>(
         &self,
         out: &mut String,
+        host_log: &dyn HostLogStats,
         bundles: impl Iterator<Item = (&'a str, u32, u32, u64)> + Clone,
     ) {
         let _ = writeln!(
@@ -131,6 +141,29 @@ impl Metrics {
                 "gtc_log_lines_suppressed_total{{bundle=\"{bundle}\"}} {dropped}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP gtc_log_host_budget_suppressed_total Log lines about bundles held back \
+             by the host's budget for all bundles (also in each bundle's \
+             gtc_log_lines_suppressed_total)."
+        );
+        let _ = writeln!(out, "# TYPE gtc_log_host_budget_suppressed_total counter");
+        let _ = writeln!(
+            out,
+            "gtc_log_host_budget_suppressed_total {}",
+            host_log.suppressed()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP gtc_log_host_budget_lines_per_second Log lines about all bundles \
+             together the host writes per second at most."
+        );
+        let _ = writeln!(out, "# TYPE gtc_log_host_budget_lines_per_second gauge");
+        let _ = writeln!(
+            out,
+            "gtc_log_host_budget_lines_per_second {}",
+            host_log.per_second()
+        );
         let _ = writeln!(
             out,
             "# HELP gtc_requests_queued_total Requests that waited for an instance slot."
