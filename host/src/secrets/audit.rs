@@ -276,6 +276,7 @@ struct Pending {
     record: Record,
     /// Refusals without a record of their own.
     count: u64,
+    /// When the first and last of those happened.
     first: u64,
     last: u64,
 }
@@ -644,6 +645,10 @@ impl BundleAudit {
         let now = shared.now_ms();
         let mut table = lock(&self.state.table);
         if let Some(pending) = table.keys.get_mut(&key) {
+            // The aggregate's times are those of the calls it counts.
+            if pending.count == 0 {
+                pending.first = now;
+            }
             pending.count += 1;
             pending.last = pending.last.max(now);
             drop(table);
@@ -1343,7 +1348,12 @@ mod tests {
     fn refusals_are_written_once_per_key_and_window_then_counted() {
         let (auditor, records) = collecting(slow());
         let bot = auditor.bundle("bot");
-        for _ in 0..1000 {
+        bot.record(denied("bot", "secrets://dev/acme/_/bot/x", "undeclared"));
+        // The repeats come a few ms later (the auditor's clock counts whole ms).
+        let ms = Duration::from_millis(1);
+        std::thread::sleep(5 * ms);
+        let before_repeats = SystemTime::now() - ms;
+        for _ in 0..999 {
             bot.record(denied("bot", "secrets://dev/acme/_/bot/x", "undeclared"));
         }
         // Another reason is another key.
@@ -1369,6 +1379,13 @@ mod tests {
             })
             .collect();
         assert_eq!(repeats, vec![(999, "undeclared".to_string())]);
+        // The aggregate's times are those of the calls it counts.
+        let Some(Record::Repeats(repeated)) =
+            written.iter().find(|r| matches!(r, Record::Repeats(_)))
+        else {
+            panic!()
+        };
+        assert!(repeated.first >= before_repeats, "{repeated:?}");
         assert_eq!(refusals_of(&written, "bot"), 1002);
         assert_eq!(bot.stats().aggregated.load(Ordering::Relaxed), 999);
         assert_eq!(bot.stats().dropped.load(Ordering::Relaxed), 0);
