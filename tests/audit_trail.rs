@@ -230,7 +230,7 @@ fn refusals_in(log: &str, bundle: &str) -> u64 {
     audit_lines(log)
         .into_iter()
         .filter(|l| l.contains(&tag) && l.contains("outcome=\"denied\""))
-        .map(|l| if l.contains("count=") { count_of(l) } else { 1 })
+        .map(calls_in)
         .sum()
 }
 

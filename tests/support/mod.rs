@@ -585,6 +585,17 @@ pub fn dev_put_shipped(store: &Path, path: &str, value: &[u8]) {
     );
 }
 
+/// The calls an audit line stands for: its `count=` for an aggregate (repeated
+/// refusals, cache hits), else 1.
+pub fn calls_in(line: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("count="))
+        .map_or(1, |n| {
+            n.parse()
+                .unwrap_or_else(|_| panic!("a bad count in {line}"))
+        })
+}
+
 /// The value of a metric line `name{labels} value` (panics if it is absent).
 pub fn metric(text: &str, name_and_labels: &str) -> f64 {
     text.lines()
