@@ -1133,8 +1133,10 @@ mod tests {
         (Auditor::start(config, sink), records)
     }
 
+    type Records = Arc<Mutex<Vec<Record>>>;
+
     /// An auditor whose writer blocks in its sink while the returned gate is held.
-    fn gated(config: AuditConfig) -> (Auditor, Arc<Mutex<()>>, Arc<Mutex<Vec<Record>>>) {
+    fn gated(config: AuditConfig) -> (Auditor, Arc<Mutex<()>>, Records) {
         let gate = Arc::new(Mutex::new(()));
         let records = Arc::new(Mutex::new(Vec::new()));
         let sink = {

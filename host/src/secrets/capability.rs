@@ -6,10 +6,13 @@
 //! fault that stops the guest, the inner WIT `error` is what the guest sees, and no
 //! case of it carries an address, a path, a token or a value.
 //!
-//! Every call is audited ([`crate::secrets::audit`], target `gtc::secrets::audit`): bundle, scope,
-//! the resolved URI (or only the length of a malformed name), outcome, cache use
-//! and latency, never a value. Fetches, refusals and errors get a record each;
-//! cache hits are counted per secret and written as aggregates.
+//! Every call is audited ([`crate::secrets::audit`], target `gtc::audit`): bundle,
+//! scope, the resolved URI (or only the length of a malformed name), outcome,
+//! cache use and latency, never a value. A disclosure (a fetched or stale value
+//! handed out) gets a record of its own, and when the bundle's share of the
+//! audit queue cannot take it the guest hears `unavailable` instead of the value;
+//! refusals and errors are aggregated per key and window; cache hits are counted
+//! per secret and written as aggregates.
 //!
 //! Least privilege between the bundles of one team: a bundle reads only the names
 //! its manifest declares (`secrets`, plus the sealed list, whose values `get` never
@@ -1204,13 +1207,16 @@ mod tests {
     async fn a_value_whose_disclosure_cannot_be_audited_is_not_handed_out() {
         use crate::secrets::audit::{AuditConfig, Auditor, Record, Sink};
         let dir = tempfile::tempdir().unwrap();
-        // The audit writer is stuck in its sink while `gate` is held.
-        let gate = Arc::new(std::sync::Mutex::new(()));
+        // The audit writer is stuck in its sink until `gate` opens.
+        let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let records = Arc::new(std::sync::Mutex::new(Vec::<Record>::new()));
         let sink = {
             let (gate, records) = (gate.clone(), records.clone());
             Arc::new(move |r: &Record| {
-                let _wait = gate.lock().unwrap();
+                let (open, opened) = &*gate;
+                let _open = opened
+                    .wait_while(open.lock().unwrap(), |open| !*open)
+                    .unwrap();
                 records.lock().unwrap().push(r.clone());
             }) as Sink
         };
@@ -1222,7 +1228,6 @@ mod tests {
             },
             sink,
         );
-        let held = gate.lock().unwrap();
         let secrets = Arc::new(bundle(dir.path()).with_audit(auditor.bundle("bot")));
         // One bundle, a queue of 4: one place for a disclosure.
         assert_eq!(auditor.config().shares(1).1, 1);
@@ -1247,7 +1252,8 @@ mod tests {
                 .load(Ordering::Relaxed),
             1
         );
-        drop(held);
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
         // Once `own`'s record is written, a disclosure is audited and handed out
         // again; `shared` (cached by the refused fetch) is then a counted hit.
         let deadline = Instant::now() + Duration::from_secs(10);

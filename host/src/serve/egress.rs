@@ -24,7 +24,10 @@
 //! the same checks, then the sealed-secret rules; the host then sends it itself
 //! (to the address the guard checked, also for https) and scrubs the response.
 //! A refusal there is also an audit event (target `gtc::audit`, `sealed.inject`)
-//! naming the bundle, the secret URI and the refused destination.
+//! naming the bundle, the secret URI and the refused destination (aggregated
+//! with its repeats). Every injection is a disclosure with a record of its own;
+//! one whose record the audit queue cannot take is not sent
+//! (`destination-unavailable`).
 
 use crate::bundle::authority::{Authority, AuthorityError};
 use crate::bundle::manifest::SealedSecret;
