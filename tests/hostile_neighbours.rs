@@ -830,3 +830,126 @@ async fn cpu_is_shared_per_bundle_not_per_request() {
     );
     gtc.stop();
 }
+
+/// A test knob for measurements: `name` parsed, or `default`.
+fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Seconds within the day of a log line (`2026-12-04T22:16:39.814024Z …`).
+fn seconds_of(line: &str) -> f64 {
+    let time = line.get(11..26).unwrap_or("00:00:00.000000");
+    let parts: Vec<f64> = time.split(':').filter_map(|p| p.parse().ok()).collect();
+    parts.iter().fold(0.0, |total, part| total * 60.0 + part)
+}
+
+/// Issue 22, item 5: one log budget for the host. Twelve bundles flood guest
+/// output at once; the lines about bundles stay within the host's budget
+/// (`--max-log-lines-per-second`, 100 here) whatever the number of bundles, one
+/// line per window says how many the budget held back, and a quiet neighbour's
+/// own lines still appear (each bundle is guaranteed a part of the budget).
+/// Before: 16 bundles flooding → 11k lines in 20 s, growing with the bundles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_bundles_flooding_output_stay_within_the_host_log_budget() {
+    let _turn = TAKE_TURNS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let flooders: usize = knob("GTC_LOG_FLOOD_BUNDLES", 12);
+    let budget: u32 = knob("GTC_LOG_FLOOD_BUDGET", 100);
+    let flood_for = Duration::from_secs(knob("GTC_LOG_FLOOD_SECONDS", 3));
+    let mut args = vec![format!("--max-log-lines-per-second={budget}")];
+    for i in 0..flooders {
+        let id = format!("hostile-{i}");
+        let bundle = write_bundle(dir.path(), &id, "hostile", &[&format!("/h{i}")], "");
+        args.push(format!("--bundle={}", bundle.display()));
+    }
+    let quiet = write_bundle(dir.path(), "quiet", "probe", &["/q"], "");
+    args.push(format!("--bundle={}", quiet.display()));
+    let gtc = Gtc::serve(&args, &[]);
+    let started = Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..flooders)
+        .map(|i| {
+            let url = gtc.url(&format!("/h{i}/print?n=5000"));
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let client = client();
+                let mut requests = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(response) = client.get(&url).send().await {
+                        let _ = response.bytes().await;
+                    }
+                    requests += 1;
+                }
+                requests
+            })
+        })
+        .collect();
+    // The flood is on: lines are held back.
+    metric_until(
+        &gtc,
+        "gtc_log_lines_suppressed_total{bundle=\"hostile-0\"}",
+        |n| n >= 500.0,
+    )
+    .await;
+    let printed: serde_json::Value = client()
+        .get(gtc.url("/q/print"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(printed["printed"], true);
+    tokio::time::sleep(flood_for.saturating_sub(started.elapsed())).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut requests = 0;
+    for task in flood {
+        requests += task.await.unwrap();
+    }
+    let flooded = started.elapsed();
+    // The summary of what the budget held back comes with the first line of a
+    // later window: the quiet bundle prints until it is there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !gtc.log().contains("log lines about bundles suppressed") {
+        assert!(Instant::now() < deadline, "no host summary:\n{}", gtc.log());
+        let _ = client().get(gtc.url("/q/print")).send().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = gtc.metrics().await;
+    assert_eq!(
+        metric(&metrics, "gtc_log_lines_suppressed_total{bundle=\"quiet\"}"),
+        0.0,
+        "{metrics}"
+    );
+    let held_back = metric(&metrics, "gtc_log_host_budget_suppressed_total");
+    let log = gtc.stop();
+    // The quiet bundle's lines were written during the flood.
+    assert!(log.contains("probe says hello on stdout"), "{log}");
+    assert!(log.contains("probe says hello on stderr"), "{log}");
+    // Every line about a bundle (guest output, its warnings, the bundles'
+    // summaries), over the whole run: at most the budget per window.
+    let about: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("gtc::guest") || l.contains("similar log lines about bundle"))
+        .collect();
+    let span =
+        about.last().map_or(0.0, |l| seconds_of(l)) - about.first().map_or(0.0, |l| seconds_of(l));
+    let windows = span.max(0.0).ceil() as usize + 1;
+    let host_summaries = count(&log, "log lines about bundles suppressed");
+    eprintln!(
+        "{flooders} bundles flooding output for {flooded:.1?} ({requests} requests): {} lines \
+         about bundles over {span:.1} s ({windows} windows of {budget}), {held_back} held back, \
+         {host_summaries} host summary lines; log {} bytes",
+        about.len(),
+        log.len()
+    );
+    assert!(
+        about.len() <= budget as usize * windows,
+        "{} lines about bundles over {span:.2} s",
+        about.len()
+    );
+    assert!(held_back > 0.0);
+}

@@ -160,7 +160,9 @@ async fn get_never_returns_a_sealed_value_and_readiness_counts_it() {
         .lines()
         .filter(|l| l.contains("gtc::audit") && l.contains("probe/token"))
         .collect();
-    assert_eq!(refused.len(), 3, "{log}");
+    // Three refusals of one secret: the first a record of its own, the others
+    // counted in one aggregate.
+    assert_eq!(refused.iter().map(|l| calls_in(l)).sum::<u64>(), 3, "{log}");
     assert!(
         refused
             .iter()
@@ -457,13 +459,19 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
         .lines()
         .filter(|l| l.contains("sealed.inject") && l.contains("refused"))
         .collect();
-    // Every refusal the metric counted has its audit record, and each names the
-    // bundle, the secret's URI and the destination it was refused for.
+    // Every refusal the metric counted is in the audit trail (a record of its
+    // own, or counted in the aggregate of its secret, reason and destination),
+    // and each record names the bundle, the secret's URI and the destination it
+    // was refused for.
     let audited: Vec<&&str> = refusals
         .iter()
         .filter(|l| l.contains("gtc::audit"))
         .collect();
-    assert_eq!(audited.len(), 14, "{log}");
+    assert_eq!(
+        audited.iter().map(|l| calls_in(l)).sum::<u64>(),
+        14,
+        "{log}"
+    );
     for line in &audited {
         // A malformed placeholder names no secret it could resolve; every other
         // refusal names the one it refused.
@@ -479,7 +487,8 @@ async fn a_hostile_guest_cannot_obtain_its_sealed_token() {
         audited
             .iter()
             .filter(|l| l.contains("secret=\"secrets://dev/acme/"))
-            .count()
+            .map(|l| calls_in(l))
+            .sum::<u64>()
             >= 10,
         "{log}"
     );
@@ -1124,4 +1133,94 @@ async fn verify_checks_are_rate_limited_per_bundle_and_counted() {
         .collect();
     assert_eq!(limited.len(), 1, "{log}");
     assert!(limited[0].contains("probe"), "{}", limited[0]);
+}
+
+/// Issue 22, item 3: a sealed injection is a disclosure, and one whose audit
+/// record cannot be queued is not sent (the guest hears
+/// `destination-unavailable`, the upstream sees nothing). The audit writer is
+/// held with the test hook `GTC_TEST_AUDIT_HOLD`; `--audit-queue=4` leaves one
+/// place for a disclosure.
+#[tokio::test]
+async fn a_sealed_injection_that_cannot_be_audited_is_not_sent() {
+    use support::upstream::{Answer, Upstream};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    dev_put(&store, "acme/_/probe/token", TOKEN);
+    let upstream = Upstream::plain(Answer::Echo);
+    let h = upstream.addr.to_string();
+    let bundle = write_bundle(
+        dir.path(),
+        "probe",
+        "sealed-probe",
+        &["/s"],
+        &format!(
+            "[[secrets.sealed]]\nname = \"probe/token\"\nto = [\"{h}\"]\n\
+             inject = \"path:/bot{{}}/\"\n[egress]\nallow = [\"{h}\"]"
+        ),
+    );
+    let hold = dir.path().join("hold");
+    std::fs::write(&hold, b"").unwrap();
+    let mut env = env_for(&store);
+    env.push(("GTC_TEST_AUDIT_HOLD", hold.display().to_string()));
+    let gtc = Gtc::serve(
+        &[
+            format!("--bundle={}", bundle.display()),
+            "--egress-allow-loopback".into(),
+            format!("--sealed-allow-http={h}"),
+            "--audit-queue=4".into(),
+        ],
+        &env,
+    );
+    let path = "/bot{{secret:probe/token}}/x";
+    // The first injection takes the one place; its record waits for the writer.
+    assert_eq!(send(&gtc, "http", &h, path, &[], "").await["status"], 200);
+    let refused = send(&gtc, "http", &h, path, &[], "").await;
+    assert_eq!(refused["sent"], false, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("DestinationUnavailable")),
+        "{refused}"
+    );
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "an unaudited injection was sent"
+    );
+    let metrics = gtc.metrics().await;
+    for (line, value) in [
+        ("gtc_audit_disclosures_refused_total{bundle=\"probe\"}", 1.0),
+        (
+            "gtc_sealed_refusals_total{bundle=\"probe\",stage=\"request\"}",
+            1.0,
+        ),
+        ("gtc_sealed_injections_total{bundle=\"probe\"}", 1.0),
+    ] {
+        assert_eq!(metric(&metrics, line), value, "{line}: {metrics}");
+    }
+    // The writer catches up: injections are audited and sent again.
+    std::fs::remove_file(&hold).unwrap();
+    metric_until(
+        &gtc,
+        "gtc_audit_records_written_total{bundle=\"probe\"}",
+        |n| n >= 1.0,
+    )
+    .await;
+    assert_eq!(send(&gtc, "http", &h, path, &[], "").await["status"], 200);
+    assert_eq!(upstream.requests().len(), 2);
+    let log = gtc.stop();
+    let injected = log
+        .lines()
+        .filter(|l| {
+            l.contains("gtc::audit")
+                && l.contains("sealed.inject")
+                && l.contains("outcome=\"injected\"")
+        })
+        .count();
+    assert_eq!(injected, 2, "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("disclosures refused") && l.contains("refused=1")),
+        "{log}"
+    );
 }

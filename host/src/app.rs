@@ -130,8 +130,10 @@ pub async fn serve(
     audit::install(AuditConfig {
         every_hit: args.audit_every_hit,
         flush_every: args.audit_flush,
-        ..Default::default()
+        queue: args.audit_queue,
+        hold: env.var("GTC_TEST_AUDIT_HOLD").map(std::path::PathBuf::from),
     });
+    crate::serve::log_limit::install_host_budget(args.max_log_lines_per_second);
     if args.bundles.is_empty() {
         return Err(AppError::NoBundles);
     }

@@ -548,14 +548,26 @@ pub struct ServeArgs {
     pub egress_ca_file: Option<PathBuf>,
     /// Audit every cache hit with a record of its own. By default cache hits are
     /// counted per bundle and secret and written as one aggregate record (count,
-    /// first and last time) every --audit-flush; fetches, refusals, errors, stale
-    /// answers and sealed injections always get a record each.
+    /// first and last time) every --audit-flush; fetches, stale answers and sealed
+    /// injections always get a record each (refusals: the first of each kind per
+    /// --audit-flush window, the repeats counted).
     #[arg(long)]
     pub audit_every_hit: bool,
-    /// How often aggregated cache hits are written to the audit trail (and at
-    /// shutdown).
+    /// How often aggregated cache hits and repeated refusals are written to the
+    /// audit trail (and at shutdown).
     #[arg(long, default_value = "5s", value_parser = audit_flush)]
     pub audit_flush: Duration,
+    /// Audit records that may wait for the writer, all bundles together: a
+    /// quarter is reserved for disclosures, and each bundle may use its equal
+    /// share of each part. A disclosure whose record finds no place is refused
+    /// (the guest hears unavailable); a refusal is counted into its aggregate.
+    #[arg(long, default_value_t = crate::secrets::audit::DEFAULT_QUEUE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(4..=16_777_216))]
+    pub audit_queue: usize,
+    /// Lines the host logs about all bundles together per second (guest output,
+    /// egress denials, failures, queueing), on top of each bundle's own limits;
+    /// each bundle is guaranteed an equal part of half of it.
+    #[arg(long, default_value_t = crate::serve::log_limit::DEFAULT_HOST_LINES_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_log_lines_per_second: u32,
     /// Threads that run requests (guests run on them). Default: the CPUs the
     /// process may use (a cgroup CPU limit counts, rounded up).
     #[arg(long, env = "GTC_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]

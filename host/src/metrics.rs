@@ -39,6 +39,15 @@ pub struct Metrics {
     cpu: Mutex<Vec<(String, Arc<CpuCounts>)>>,
 }
 
+/// What `/metrics` shows of the host's log budget (implemented by the serve
+/// wing's budget, which this module does not import).
+pub trait HostLogStats {
+    /// Lines held back so far.
+    fn suppressed(&self) -> u64;
+    /// The budget, in lines per second.
+    fn per_second(&self) -> u32;
+}
+
 /// One bundle's sealed secrets on its outgoing requests (the log and the audit
 /// trail say which secret and where; these say how many).
 #[derive(Debug, Default)]
@@ -173,6 +182,7 @@ impl Metrics {
     pub fn render_bundles<'a>(
         &self,
         out: &mut String,
+        host_log: &dyn HostLogStats,
         bundles: impl Iterator<Item = (&'a str, u32, u32, u64)> + Clone,
     ) {
         let _ = writeln!(
@@ -205,6 +215,29 @@ impl Metrics {
                 "gtc_log_lines_suppressed_total{{bundle=\"{bundle}\"}} {dropped}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP gtc_log_host_budget_suppressed_total Log lines about bundles held back \
+             by the host's budget for all bundles (also in each bundle's \
+             gtc_log_lines_suppressed_total)."
+        );
+        let _ = writeln!(out, "# TYPE gtc_log_host_budget_suppressed_total counter");
+        let _ = writeln!(
+            out,
+            "gtc_log_host_budget_suppressed_total {}",
+            host_log.suppressed()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP gtc_log_host_budget_lines_per_second Log lines about all bundles \
+             together the host writes per second at most."
+        );
+        let _ = writeln!(out, "# TYPE gtc_log_host_budget_lines_per_second gauge");
+        let _ = writeln!(
+            out,
+            "gtc_log_host_budget_lines_per_second {}",
+            host_log.per_second()
+        );
         let _ = writeln!(
             out,
             "# HELP gtc_requests_queued_total Requests that waited for an instance slot."
@@ -593,7 +626,7 @@ impl Metrics {
         self.render_sealed(&mut out);
         self.render_instances(&mut out);
         self.render_cpu(&mut out);
-        render_audit(crate::secrets::audit::global().stats(), &mut out);
+        render_audit(crate::secrets::audit::global(), &mut out);
         out
     }
 }
@@ -606,13 +639,15 @@ fn session_count(service: &SecretsService, pick: fn(&SessionCounters) -> &Atomic
     }
 }
 
-/// The audit trail's writer: records written, hits folded into aggregates, and
-/// records dropped because its queue was full (never silently: the log says so).
-fn render_audit(stats: &crate::secrets::audit::AuditStats, out: &mut String) {
+/// The audit trail's writer: records written, calls folded into aggregates,
+/// records dropped (never silently: the log says so) and disclosures refused,
+/// for all bundles and per bundle.
+fn render_audit(auditor: &crate::secrets::audit::Auditor, out: &mut String) {
+    let stats = auditor.stats();
     for (name, help, counter) in [
         (
             "gtc_audit_records_total",
-            "Audit records written (an aggregate of cache hits counts once).",
+            "Audit records written (an aggregate counts once).",
             &stats.written,
         ),
         (
@@ -622,12 +657,49 @@ fn render_audit(stats: &crate::secrets::audit::AuditStats, out: &mut String) {
         ),
         (
             "gtc_audit_events_dropped_total",
-            "Audit records dropped because the audit queue was full.",
+            "Audit records dropped, all bundles (see gtc_audit_records_dropped_total).",
             &stats.dropped,
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} counter");
         let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+    }
+    type Pick = fn(&crate::secrets::audit::BundleAuditStats) -> &AtomicU64;
+    let per_bundle: [(&str, &str, Pick); 4] = [
+        (
+            "gtc_audit_records_written_total",
+            "Audit records written about a bundle (an aggregate counts once).",
+            |s| &s.written,
+        ),
+        (
+            "gtc_audit_records_aggregated_total",
+            "A bundle's calls counted into aggregate audit records instead of a record \
+             of their own (cache hits, repeated refusals and failures).",
+            |s| &s.aggregated,
+        ),
+        (
+            "gtc_audit_records_dropped_total",
+            "A bundle's refusal records neither written nor counted (more distinct \
+             reasons in one window than its aggregates hold).",
+            |s| &s.dropped,
+        ),
+        (
+            "gtc_audit_disclosures_refused_total",
+            "A bundle's disclosures refused (the guest heard unavailable) because their \
+             audit records could not be queued.",
+            |s| &s.disclosures_refused,
+        ),
+    ];
+    for (name, help, pick) in per_bundle {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        auditor.each_bundle(|bundle, stats| {
+            let _ = writeln!(
+                out,
+                "{name}{{bundle=\"{bundle}\"}} {}",
+                pick(stats).load(Ordering::Relaxed)
+            );
+        });
     }
 }

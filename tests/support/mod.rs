@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Secret material registered by the tests (values, data keys, tokens): no log,
 /// command output, metric or readiness answer may contain any of it, as it is or
@@ -593,6 +593,42 @@ pub fn dev_put_shipped(store: &Path, path: &str, value: &[u8]) {
     );
 }
 
+/// The calls an audit line stands for: its `count=` for an aggregate (repeated
+/// refusals, cache hits), else 1.
+pub fn calls_in(line: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("count="))
+        .map_or(1, |n| {
+            n.parse()
+                .unwrap_or_else(|_| panic!("a bad count in {line}"))
+        })
+}
+
+/// The value of a metric line `name{labels} value` (panics if it is absent).
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name_and_labels} is absent:\n{text}"))
+}
+
+/// Polls `/metrics` until `name_and_labels` satisfies `done` (at most 30 s);
+/// returns the last value.
+pub async fn metric_until(gtc: &Gtc, name_and_labels: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = gtc.metrics().await;
+        let value = metric(&text, name_and_labels);
+        if done(value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name_and_labels} stayed at {value}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A running `gtc route` in front of a worker. Its log goes to a file that is
 /// scanned for leaks when it stops, as a worker's is.
 pub struct Router {
@@ -777,28 +813,3 @@ pub fn kubernetes_validate(file: &Path, version: &str) -> Output {
 
 /// The Kubernetes versions manifests are validated for.
 pub const KUBERNETES_VERSIONS: [&str; 3] = ["1.33.0", "1.35.0", "1.37.0"];
-
-/// The value of a metric line `name{labels} value` (panics when there is none).
-pub fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("metric {name_and_labels} is absent:\n{text}"))
-}
-
-/// Polls `/metrics` until `name_and_labels` satisfies `done` (at most 30 s);
-/// returns the last value.
-pub async fn metric_until(gtc: &Gtc, name_and_labels: &str, done: impl Fn(f64) -> bool) -> f64 {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = gtc.metrics().await;
-        let value = metric(&text, name_and_labels);
-        if done(value) {
-            return value;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name_and_labels} stayed at {value}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}

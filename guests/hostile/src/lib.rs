@@ -10,6 +10,7 @@
 //! - `no-path?authority=A&n=N` — sends N outgoing requests that have no path.
 //! - `denied?n=N` — sends N outgoing requests to a destination outside its allowlist.
 //! - `outgoing?authority=A` — one outgoing request; reports status or error code.
+//! - `print?n=N` — prints N short lines to stdout (a guest output flood).
 //! - anything else — a small 200.
 
 use greentic_guest::http::{json_escape, path, query_param};
@@ -64,6 +65,13 @@ impl Guest for Hostile {
                     Err(code) => format!("{{\"sent\":false,\"error\":\"{}\"}}", json_escape(&code)),
                 };
                 respond(out, &answer);
+            }
+            "print" => {
+                let n = number("n", 100_000);
+                for i in 0..n {
+                    println!("hostile output line {i}");
+                }
+                respond(out, &format!("{{\"printed\":{n}}}"));
             }
             _ => respond(out, "{\"ok\":true}"),
         }

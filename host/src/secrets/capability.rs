@@ -6,10 +6,13 @@
 //! fault that stops the guest, the inner WIT `error` is what the guest sees, and no
 //! case of it carries an address, a path, a token or a value.
 //!
-//! Every call is audited ([`crate::secrets::audit`], target `gtc::secrets::audit`): bundle, scope,
-//! the resolved URI (or only the length of a malformed name), outcome, cache use
-//! and latency, never a value. Fetches, refusals and errors get a record each;
-//! cache hits are counted per secret and written as aggregates.
+//! Every call is audited ([`crate::secrets::audit`], target `gtc::audit`): bundle,
+//! scope, the resolved URI (or only the length of a malformed name), outcome,
+//! cache use and latency, never a value. A disclosure (a fetched or stale value
+//! handed out) gets a record of its own, and when the bundle's share of the
+//! audit queue cannot take it the guest hears `unavailable` instead of the value;
+//! refusals and errors are aggregated per key and window; cache hits are counted
+//! per secret and written as aggregates.
 //!
 //! Least privilege between the bundles of one team: a bundle reads only the names
 //! its manifest declares (`secrets`, plus the sealed list, whose values `get` never
@@ -24,7 +27,7 @@
 //! are looked up by the worker itself ([`BundleSecrets::check_declared`], see
 //! `prefetch`), and `/readyz` reports what it found.
 
-use crate::secrets::audit::{self, HitCounter, HitKind};
+use crate::secrets::audit::{self, BundleAudit, HitCounter, HitKind};
 use crate::secrets::backend::BackendError;
 use crate::secrets::backend::budget::{BudgetPolicy, FetchBudget, Purpose};
 use crate::secrets::cache::{CacheOutcome, FetchLimits, SecretsService};
@@ -359,6 +362,8 @@ pub struct BundleSecrets {
     /// Declared names the keeper found missing: when to look again, and the
     /// back-off that led there (2 s, doubling, up to the cache TTL).
     missing: std::sync::Mutex<HashMap<String, (Instant, Duration)>>,
+    /// This bundle's share of the audit trail.
+    audit: BundleAudit,
 }
 
 /// The keeper's first back-off for a declared name it found missing.
@@ -401,7 +406,6 @@ impl BundleSecrets {
             BudgetPolicy::VERIFY_DEFAULT,
         ));
         Self {
-            bundle_id,
             scope,
             service,
             counters,
@@ -413,7 +417,20 @@ impl BundleSecrets {
             verify,
             declared_status: RwLock::new(Vec::new()),
             missing: std::sync::Mutex::new(HashMap::new()),
+            audit: audit::global().bundle(bundle_id.as_str()),
+            bundle_id,
         }
+    }
+
+    /// Audits this bundle's calls through `audit` instead of the process's trail
+    /// (tests); before any name is resolved.
+    pub fn with_audit(mut self, audit: BundleAudit) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    pub fn audit(&self) -> &BundleAudit {
+        &self.audit
     }
 
     /// Bounds this bundle's backend trips: `deadline` each (see
@@ -538,7 +555,7 @@ impl BundleSecrets {
             .map(|path| {
                 let uri = path.uri();
                 Candidate {
-                    hits: HitCounter::new(self.bundle_id.as_str(), &uri),
+                    hits: HitCounter::new(&self.audit, &uri),
                     uri,
                     path,
                 }
@@ -722,15 +739,18 @@ impl SecretsCtx {
         }
         let started = Instant::now();
         let mut resolution = bundle.resolve_for(name, purpose).await;
-        bundle.counters.count(&resolution.result);
-        let auditor = audit::global();
+        let audit = &bundle.audit;
+        let hit = resolution
+            .hits
+            .take()
+            .and_then(|hits| Some((hits, HitKind::of(operation, resolution.result.is_ok())?)));
         // A cache hit is counted (one aggregate record per secret every few
-        // seconds); anything else gets a record of its own.
-        if let Some(hits) = resolution.hits.take()
-            && auditor.aggregates_hits()
-            && let Some(kind) = HitKind::of(operation, resolution.result.is_ok())
+        // seconds); anything else gets a record, aggregated for refusals.
+        if let Some((hits, kind)) = &hit
+            && audit.aggregates_hits()
         {
-            auditor.hit(&hits, kind, started);
+            audit.hit(hits, *kind, started);
+            bundle.counters.count(&resolution.result);
             return Ok(resolution.result);
         }
         let latency_us = started.elapsed().as_micros() as u64;
@@ -747,7 +767,7 @@ impl SecretsCtx {
                 reason: reason.clone().unwrap_or_default(),
             })),
         };
-        auditor.record(audit::Record::Call(audit::Call {
+        let record = audit::Record::Call(audit::Call {
             operation,
             bundle: bundle.bundle_id.to_string(),
             secret: resolution
@@ -758,7 +778,19 @@ impl SecretsCtx {
             cache,
             latency_us,
             refusal,
-        }));
+        });
+        if record.is_disclosure() {
+            // Never handed out unaudited: a record the queue cannot take now
+            // makes the call `unavailable` (the value is dropped, zeroized).
+            if audit.disclose(record).is_err() {
+                resolution.result = Err(GuestError::Unavailable);
+            }
+        } else if let Some((hits, kind)) = &hit {
+            audit.hit_record(record, hits, *kind, started);
+        } else {
+            audit.record(record);
+        }
+        bundle.counters.count(&resolution.result);
         Ok(resolution.result)
     }
 
@@ -1233,6 +1265,88 @@ mod tests {
             false,
         );
         assert!(out_of_scope.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_value_whose_disclosure_cannot_be_audited_is_not_handed_out() {
+        use crate::secrets::audit::{AuditConfig, Auditor, Record, Sink};
+        let dir = tempfile::tempdir().unwrap();
+        // The audit writer is stuck in its sink until `gate` opens.
+        let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let records = Arc::new(std::sync::Mutex::new(Vec::<Record>::new()));
+        let sink = {
+            let (gate, records) = (gate.clone(), records.clone());
+            Arc::new(move |r: &Record| {
+                let (open, opened) = &*gate;
+                let _open = opened
+                    .wait_while(open.lock().unwrap(), |open| !*open)
+                    .unwrap();
+                records.lock().unwrap().push(r.clone());
+            }) as Sink
+        };
+        let auditor = Auditor::start(
+            AuditConfig {
+                queue: 4,
+                flush_every: Duration::from_secs(3600),
+                ..AuditConfig::default()
+            },
+            sink,
+        );
+        let secrets = Arc::new(bundle(dir.path()).with_audit(auditor.bundle("bot")));
+        // One bundle, a queue of 4: one place for a disclosure.
+        assert_eq!(auditor.config().shares(1).1, 1);
+        let mut ctx = SecretsCtx::new(secrets.clone());
+        let own = Host::get(&mut ctx, "own".into()).await.unwrap();
+        assert_eq!(own.as_deref().ok(), Some(&b"team"[..]));
+        // The writer has not written `own`'s record: `shared` cannot be audited,
+        // so it is not handed out, through any of the interfaces.
+        let shared = Host::get(&mut ctx, "shared".into()).await.unwrap();
+        assert!(matches!(shared, Err(GuestError::Unavailable)), "{shared:?}");
+        let store = StoreHost::get(&mut ctx, "bot/other-0".into())
+            .await
+            .unwrap();
+        assert!(matches!(store, Ok(None)), "not found is no disclosure");
+        assert_eq!(secrets.counters.unavailable.load(Ordering::Relaxed), 1);
+        assert_eq!(secrets.counters.ok.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            secrets
+                .audit()
+                .stats()
+                .disclosures_refused
+                .load(Ordering::Relaxed),
+            1
+        );
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        // Once `own`'s record is written, a disclosure is audited and handed out
+        // again; `shared` (cached by the refused fetch) is then a counted hit.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while secrets.audit().stats().written.load(Ordering::Relaxed) < 1 {
+            assert!(Instant::now() < deadline, "the writer never caught up");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let shared = Host::get(&mut ctx, "shared".into()).await.unwrap();
+        assert_eq!(shared.as_deref().ok(), Some(&b"tenant"[..]));
+        auditor.shutdown();
+        let records = records.lock().unwrap().clone();
+        let disclosed: Vec<&str> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Call(c) if c.outcome == "ok" => Some(c.secret.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(disclosed, ["secrets://dev/acme/red/bot/own"]);
+        assert!(
+            records.iter().any(|r| matches!(r, Record::Hits(h)
+                if &*h.secret == "secrets://dev/acme/_/bot/shared" && h.count == 1)),
+            "{records:?}"
+        );
+        assert!(
+            records
+                .iter()
+                .any(|r| matches!(r, Record::Refused { count: 1, .. }))
+        );
     }
 
     #[tokio::test]

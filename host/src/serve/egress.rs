@@ -24,7 +24,10 @@
 //! the same checks, then the sealed-secret rules; the host then sends it itself
 //! (to the address the guard checked, also for https) and scrubs the response.
 //! A refusal there is also an audit event (target `gtc::audit`, `sealed.inject`)
-//! naming the bundle, the secret URI and the refused destination.
+//! naming the bundle, the secret URI and the refused destination (aggregated
+//! with its repeats). Every injection is a disclosure with a record of its own;
+//! one whose record the audit queue cannot take is not sent
+//! (`destination-unavailable`).
 
 use crate::bundle::authority::{Authority, AuthorityError};
 use crate::bundle::manifest::SealedSecret;
@@ -404,16 +407,19 @@ fn sealed_refused(policy: &EgressPolicy, authority: &Authority, refusal: &Sealed
         })
         .unwrap_or_default();
     let why = refusal.reason();
-    crate::secrets::audit::global().record(crate::secrets::audit::Record::Inject(
-        crate::secrets::audit::Inject {
-            bundle: policy.bundle.to_string(),
-            secret: secret.clone(),
-            destination: authority.to_string(),
-            outcome: "refused",
-            reason: why.to_string(),
-            latency_us: None,
-        },
-    ));
+    policy
+        .secrets
+        .audit()
+        .record(crate::secrets::audit::Record::Inject(
+            crate::secrets::audit::Inject {
+                bundle: policy.bundle.to_string(),
+                secret: secret.clone(),
+                destination: authority.to_string(),
+                outcome: "refused",
+                reason: why.to_string(),
+                latency_us: None,
+            },
+        ));
     crate::limited_warn!(
         policy.log,
         policy.bundle,
@@ -453,23 +459,33 @@ async fn send_sealed(
             Ok(_) => "injected",
             Err(_) => "unavailable",
         };
-        crate::secrets::audit::global().record(crate::secrets::audit::Record::Inject(
-            crate::secrets::audit::Inject {
-                bundle: policy.bundle.to_string(),
-                secret: resolution.uri.clone().unwrap_or_else(|| name.clone()),
-                destination: authority.to_string(),
-                outcome,
-                reason: resolution.reason.clone().unwrap_or_default(),
-                latency_us: Some(started.elapsed().as_micros() as u64),
-            },
-        ));
-        if resolution.result.is_err() {
+        let record = crate::secrets::audit::Record::Inject(crate::secrets::audit::Inject {
+            bundle: policy.bundle.to_string(),
+            secret: resolution.uri.clone().unwrap_or_else(|| name.clone()),
+            destination: authority.to_string(),
+            outcome,
+            reason: resolution.reason.clone().unwrap_or_default(),
+            latency_us: Some(started.elapsed().as_micros() as u64),
+        });
+        let audit = policy.secrets.audit();
+        let result = if record.is_disclosure() {
+            // Never sent unaudited: a record the queue cannot take now refuses
+            // the request as if the value were unavailable (nothing is sent).
+            audit
+                .disclose(record)
+                .map_err(|_| crate::secrets::capability::GuestError::Unavailable)
+                .and(resolution.result)
+        } else {
+            audit.record(record);
+            resolution.result
+        };
+        if result.is_err() {
             policy
                 .sealed_counts
                 .refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        match resolution.result {
+        match result {
             Ok(value) => injected.push(Injected::new(name, value.expose())),
             Err(crate::secrets::capability::GuestError::Unavailable) => {
                 return Err(HttpError::DestinationUnavailable);

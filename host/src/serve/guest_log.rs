@@ -2,8 +2,9 @@
 //!
 //! Output is size-limited per request: past the budget, lines are dropped and one
 //! warning says so. Across requests, the bundle's [`LogLimiter`] caps the lines per
-//! second ([`LINES_PER_SECOND`]) with a "suppressed" summary. A guest that prints
-//! without end cannot flood the host log.
+//! second ([`LINES_PER_SECOND`]) with a "suppressed" summary, within the host's
+//! budget for all bundles together. A guest that prints without end cannot flood
+//! the host log, and neither can many of them.
 
 use crate::serve::log_limit::{Admit, LogLimiter};
 use std::io;
@@ -122,7 +123,12 @@ impl LineWriter {
 
     fn accept(&self, bytes: &[u8]) {
         let granted = self.log.budget.take(bytes.len());
-        if granted < bytes.len() && !self.log.budget.warned.swap(true, Ordering::Relaxed) {
+        if granted < bytes.len()
+            && !self.log.budget.warned.swap(true, Ordering::Relaxed)
+            && let Admit::Log { suppressed } = self.log.limiter.admit("guest-output-budget")
+        {
+            // Once per request, and within the bundle's and the host's budgets.
+            LogLimiter::log_suppressed(&self.log.bundle, "guest-output-budget", suppressed);
             tracing::warn!(
                 target: "gtc::guest",
                 bundle = %self.log.bundle,

@@ -73,6 +73,7 @@ impl Host {
                 let mut text = self.metrics.render(&self.service, &self.gets);
                 self.metrics.render_bundles(
                     &mut text,
+                    &**crate::serve::log_limit::host_budget(),
                     self.bundles.iter().map(|b| {
                         (
                             b.name(),

@@ -453,7 +453,7 @@ impl Runtime {
                 capped.join(", ")
             );
         }
-        let log = Arc::new(LogLimiter::new());
+        let log = Arc::new(LogLimiter::for_bundle());
         for authority in &manifest.egress_allow {
             if let Some(why) = self.config.egress_guard.refuses_literal(authority) {
                 tracing::warn!(
