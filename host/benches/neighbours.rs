@@ -122,6 +122,7 @@ struct Scenario {
 
 /// One measured row.
 struct Row {
+    key: &'static str,
     attack: String,
     neighbour: &'static str,
     baseline: Fared,
@@ -232,6 +233,15 @@ fn lines_between(path: &Path, from: u64, to: u64, needle: &str) -> (u64, u64) {
 
 fn memchr_find(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The time now, `2026-12-05 01:02:03 UTC`.
+fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M:%S UTC"])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 fn load_average() -> String {
@@ -417,6 +427,7 @@ async fn run(dir: &Path, scenario: Scenario) -> Row {
         eprintln!("  {figure}");
     }
     Row {
+        key: scenario.key,
         attack: scenario.attack,
         neighbour: scenario.neighbour.0,
         baseline,
@@ -645,6 +656,7 @@ fn main() {
     };
     let started = Instant::now();
     let load_before = load_average();
+    let started_at = utc_now();
     eprintln!(
         "neighbour under attack (quick={}), load average {load_before}",
         quick()
@@ -661,22 +673,17 @@ fn main() {
         "Neighbour under attack: release `gtc serve`, default flags, one fresh host per row; \
          the neighbour sampled alone, then under attack, for the same window in the same run \
          (one keep-alive connection, sequential requests 10 ms apart). quick={}; load average \
-         {load_before} at the start, {} at the end; {:.0} s.\n\n",
+         {load_before} at the start, {} at the end; {:.0} s; started {}.\n\n",
         quick(),
         load_average(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        started_at
     );
     report.push_str(&markdown(&rows));
     report.push_str("\nLoad average at the start of each row: ");
     let loads: Vec<String> = rows
         .iter()
-        .map(|r| {
-            format!(
-                "{} ({})",
-                r.load,
-                r.attack.split(' ').take(3).collect::<Vec<_>>().join(" ")
-            )
-        })
+        .map(|r| format!("{}: {}", r.key, r.load))
         .collect();
     report.push_str(&loads.join("; "));
     report.push('\n');
