@@ -11,40 +11,10 @@
 mod support;
 
 use std::time::{Duration, Instant};
+use support::neighbours::{Fared, attack, neighbour};
 use support::*;
 
 static TAKE_TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// How the neighbour fared over one measurement.
-#[derive(Debug)]
-struct Fared {
-    ok: usize,
-    total: usize,
-    median: Duration,
-}
-
-/// `n` requests to the neighbour, one at a time over one keep-alive connection.
-async fn neighbour(base: &str, n: usize) -> Fared {
-    let client = client();
-    let mut times = Vec::with_capacity(n);
-    let mut ok = 0;
-    for _ in 0..n {
-        let started = Instant::now();
-        let answered = match client.get(format!("{base}/hello")).send().await {
-            Ok(response) => response.status() == 200 && response.bytes().await.is_ok(),
-            Err(_) => false,
-        };
-        times.push(started.elapsed());
-        ok += usize::from(answered);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    times.sort();
-    Fared {
-        ok,
-        total: n,
-        median: times[n / 2],
-    }
-}
 
 /// ≥ 99 % success and a median within 3× of the baseline (never asked to beat
 /// 5 ms: sub-millisecond baselines are noise on a shared machine).
@@ -75,59 +45,6 @@ fn host(dir: &std::path::Path, extra: &str, flags: &[&str]) -> Gtc {
     ];
     args.extend(flags.iter().map(|f| f.to_string()));
     Gtc::serve(&args, &[])
-}
-
-/// Starts `n` concurrent GETs of `path`; each yields (head status, retry-after
-/// present, body read completely).
-fn attack(base: &str, path: &str, n: usize) -> tokio::task::JoinHandle<Vec<(u16, bool, bool)>> {
-    let (base, path) = (base.to_string(), path.to_string());
-    tokio::spawn(async move {
-        let client = client();
-        let requests = (0..n).map(|_| {
-            let request = client.get(format!("{base}{path}")).send();
-            async move {
-                match request.await {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        let retry = response.headers().contains_key("retry-after");
-                        let complete = response.bytes().await.is_ok();
-                        (status, retry, complete)
-                    }
-                    Err(_) => (0, false, false),
-                }
-            }
-        });
-        let mut out = Vec::new();
-        for result in join_all(requests).await {
-            out.push(result);
-        }
-        out
-    })
-}
-
-/// Polls a set of futures to completion together.
-async fn join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let handles: Vec<_> = futures.map(Box::pin).collect();
-    let mut outputs = Vec::with_capacity(handles.len());
-    let mut set = handles.into_iter().enumerate().collect::<Vec<_>>();
-    let mut done: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        set.retain_mut(|(index, future)| match future.as_mut().poll(cx) {
-            std::task::Poll::Ready(output) => {
-                done[*index] = Some(output);
-                false
-            }
-            std::task::Poll::Pending => true,
-        });
-        if set.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    outputs.extend(done.into_iter().flatten());
-    outputs
 }
 
 fn count(log: &str, needle: &str) -> usize {
@@ -350,6 +267,7 @@ async fn host_memory_stays_bounded_under_a_header_map_flood() {
                 medians.sort();
                 medians[medians.len() / 2]
             },
+            times: Vec::new(),
         };
         eprintln!(
             "{at_once} at a time: neighbour {during:?} (baseline {baseline:?}); RSS before {} MiB, peak {} MiB",

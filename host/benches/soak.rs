@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::k8s_api::{K8sApi, WORKER_NAMESPACE};
+use support::neighbours::Attack;
 use support::vault::{ROLE, bao_bin, root};
 use support::*;
 
@@ -487,9 +488,7 @@ async fn soak(seconds: u64) {
     );
     let base = gtc.base.clone();
     let pid = gtc_pid(&gtc);
-    let attack_stop = Arc::new(AtomicBool::new(false));
-    let attack_answers = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u64>::new()));
-    let attackers = start_attack(&base, &attack_stop, &attack_answers);
+    let attack = Attack::hostile_mix(&base);
 
     // The load: 8 clients, signed webhooks, as fast as answered.
     let started = Instant::now();
@@ -651,8 +650,8 @@ async fn soak(seconds: u64) {
 
     wait_until(at(1.0)).await;
     stop.store(true, Ordering::Relaxed);
-    attack_stop.store(true, Ordering::Relaxed);
-    for worker in workers.into_iter().chain(attackers) {
+    let attack_answers = attack.stop().await;
+    for worker in workers {
         let _ = worker.await;
     }
     rss.push((started.elapsed().as_secs_f64(), rss_mib(pid)));
@@ -735,8 +734,6 @@ async fn soak(seconds: u64) {
         );
     }
     let attack: Vec<String> = attack_answers
-        .lock()
-        .unwrap()
         .iter()
         .map(|(what, count)| format!("{what}: {count}"))
         .collect();
@@ -777,75 +774,6 @@ async fn soak(seconds: u64) {
         failures.len(),
         out.display()
     );
-}
-
-/// The hostile bundle's attackers: each loops over one abuse until `stop`;
-/// answers are counted by `attack status` (status 0: the response failed).
-fn start_attack(
-    base: &str,
-    stop: &Arc<AtomicBool>,
-    answers: &Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let routes = [
-        "head-hang",
-        "head-trap",
-        "trickle?n=100&ms=50",
-        "fields?n=100000&size=30000",
-        "denied?n=1000000",
-        "no-path?authority=127.0.0.1:9&n=1000000",
-    ];
-    let mut tasks = Vec::new();
-    for route in routes.iter().cycle().take(12) {
-        let (base, stop, answers) = (base.to_string(), stop.clone(), answers.clone());
-        let route = route.to_string();
-        tasks.push(tokio::spawn(async move {
-            let client = client();
-            let name = route.split('?').next().unwrap_or_default().to_string();
-            while !stop.load(Ordering::Relaxed) {
-                let status = match client.get(format!("{base}/h/{route}")).send().await {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        if response.bytes().await.is_ok() {
-                            status
-                        } else {
-                            0
-                        }
-                    }
-                    Err(_) => 0,
-                };
-                *answers
-                    .lock()
-                    .unwrap()
-                    .entry(format!("{name} {status}"))
-                    .or_default() += 1;
-            }
-        }));
-    }
-    // Idle, half-sent connections: 50 more every second, each held 12 s (past the
-    // host's 10 s header-read timeout).
-    let (addr, stop) = (base.trim_start_matches("http://").to_string(), stop.clone());
-    tasks.push(tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt as _;
-        let mut held = std::collections::VecDeque::new();
-        while !stop.load(Ordering::Relaxed) {
-            for _ in 0..50 {
-                if let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await {
-                    let _ = stream
-                        .write_all(b"POST /webhook HTTP/1.1\r\nhost: x\r\n")
-                        .await;
-                    held.push_back((Instant::now(), stream));
-                }
-            }
-            while held
-                .front()
-                .is_some_and(|(at, _)| at.elapsed() > Duration::from_secs(12))
-            {
-                held.pop_front();
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }));
-    tasks
 }
 
 fn bao_version() -> String {

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod k8s_api;
+pub mod neighbours;
 pub mod proxy;
 pub mod service;
 pub mod upstream;
@@ -420,13 +421,7 @@ impl Gtc {
 
     /// The process's resident memory, in KiB (Linux `/proc`).
     pub fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        rss_kib_of(self.pid())
     }
 
     /// The process's CPU time so far (user + system), from `/proc`.
@@ -437,6 +432,11 @@ impl Gtc {
     /// Everything the process logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The file the process logs to (for reading a large log piecewise).
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// Stops the process as Kubernetes does (SIGTERM), waits for it to exit
@@ -518,6 +518,16 @@ impl Drop for Gtc {
     fn drop(&mut self) {
         self.shut_down();
     }
+}
+
+/// A process's resident memory, in KiB (Linux `/proc`; zero if it is gone).
+pub fn rss_kib_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// A process's CPU time so far (user + system), from `/proc` (zero if it is gone).
