@@ -7,7 +7,7 @@
 //! several repetitions with min–max; ratios compare figures of the same run.
 //! Set GTC_BENCH_QUICK=1 for a short smoke run, GTC_BENCH_ONLY=a,b to run some
 //! parts (cached-get, audit-serve, cached-get-logged, cache-size, cold-get, scale,
-//! idle-rss, in-flight, throughput, sealed).
+//! idle-rss, in-flight, throughput, request-parts, sealed).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -1516,6 +1516,167 @@ fn throughput(report: &mut Report) {
     );
 }
 
+/// One request of part `request-parts`, built afresh for every call.
+#[derive(Clone, Copy)]
+enum Ask {
+    /// `GET /`.
+    Get,
+    /// The README's webhook request (POST, JSON body, content type, signature).
+    Webhook,
+}
+
+fn request_for(ask: Ask, path: &str, signature: &str) -> hyper::Request<BoxBodyT> {
+    let builder = hyper::Request::builder().uri(format!("http://bench{path}"));
+    match ask {
+        Ask::Get => builder.body(empty_body()).unwrap(),
+        Ask::Webhook => builder
+            .method("POST")
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .header("content-length", README_BODY.len())
+            .header("x-greentic-signature", signature)
+            .body(
+                http_body_util::Full::new(Bytes::from_static(README_BODY.as_bytes()))
+                    .map_err(|never| -> wasmtime_wasi_http::Error { match never {} })
+                    .boxed(),
+            )
+            .unwrap(),
+    }
+}
+
+type BoxBodyT = http_body_util::combinators::BoxBody<Bytes, wasmtime_wasi_http::Error>;
+
+/// CPU time of the calling thread (ns precision, from the scheduler's accounting).
+fn thread_cpu() -> Duration {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let ns = text
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(ns)
+}
+
+/// Part 3b: where webchat-bot's time goes, without the network and without
+/// thread hand-offs: CPU per request of `LoadedBundle::handle` (instance, guest,
+/// host calls, response body) on a single-threaded runtime, measured on that
+/// thread, for hello `GET`, hello given the README's webhook POST (which it does
+/// not read) and webchat-bot answering it, with fresh instances and with reuse.
+/// webchat-bot − hello-POST is the bot's own work (its host calls and code) plus,
+/// fresh, what instantiating its component costs more than hello's.
+fn request_parts(report: &mut Report) {
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = DevStore::new(dir.path().join("store.json"));
+    let secret = b"bench-webhook-key";
+    store
+        .put(
+            &SecretPath::parse_uri("secrets://dev/local/_/webchat-bot/webhook-secret").unwrap(),
+            secret,
+        )
+        .unwrap();
+    let signature = sign(secret, README_BODY.as_bytes());
+    let service = Arc::new(SecretsService::new(
+        SecretsBackend::DevStore(store),
+        CachePolicy::default(),
+    ));
+    let scope = Scope {
+        env: Segment::parse("dev").unwrap(),
+        tenant: Segment::parse("local").unwrap(),
+        team: TeamSlot::parse("_").unwrap(),
+    };
+    let n = if quick() { 2_000 } else { 20_000 };
+    for (mode, table) in [("fresh", String::new()), ("reuse 10000", reuse_table())] {
+        let root = dir.path().join(mode.replace(' ', "-"));
+        let _guard = single.enter();
+        let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
+        let load = |bundle: PathBuf| {
+            let manifest = Manifest::load(&bundle).unwrap();
+            let declared = gtc::secrets::capability::DeclaredSecrets::new(
+                &scope,
+                &manifest.id,
+                manifest.secrets.iter().map(String::as_str),
+                manifest.sealed.iter().map(|s| s.name.as_str()),
+                false,
+            )
+            .unwrap();
+            let secrets = Arc::new(BundleSecrets::new(
+                manifest.id.clone(),
+                scope.clone(),
+                service.clone(),
+                Arc::new(GetCounters::default()),
+                1000,
+                declared,
+            ));
+            Arc::new(runtime.load(manifest, secrets).unwrap())
+        };
+        let hello = load(write_bundle(&root, "hello", "hello", &["/"], &table));
+        let webchat = load(write_bundle(
+            &root,
+            "webchat-bot",
+            "webchat-bot",
+            &["/webhook"],
+            &format!("{WEBCHAT_SECRETS}\n{table}"),
+        ));
+        let kinds = [
+            ("hello, GET", &hello, Ask::Get, "/"),
+            ("hello, the README's POST", &hello, Ask::Webhook, "/"),
+            (
+                "webchat-bot, the README's POST",
+                &webchat,
+                Ask::Webhook,
+                "/webhook",
+            ),
+        ];
+        let run = |bundle: &Arc<LoadedBundle>, ask: Ask, path: &str, count: usize| {
+            single.block_on(async {
+                for _ in 0..count {
+                    let response = bundle
+                        .handle(request_for(ask, path, &signature))
+                        .await
+                        .unwrap_or_else(|e| panic!("{path}: {e}"));
+                    assert_eq!(response.status(), 200, "{path}");
+                    response.into_body().collect().await.unwrap();
+                }
+            })
+        };
+        for (_, bundle, ask, path) in &kinds {
+            run(bundle, *ask, path, 1000);
+        }
+        let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+        for _ in 0..reps(5) {
+            for (k, (_, bundle, ask, path)) in kinds.iter().enumerate() {
+                let before = thread_cpu();
+                run(bundle, *ask, path, n);
+                let used = thread_cpu() - before;
+                cpu[k].push(used.as_secs_f64() * 1e6 / n as f64);
+            }
+        }
+        for (k, (what, ..)) in kinds.iter().enumerate() {
+            report.add(
+                &format!("in-process CPU per request, {what}, {mode}"),
+                "µs",
+                stat(cpu[k].clone()),
+            );
+        }
+        let differences =
+            |a: usize, b: usize| stat(cpu[a].iter().zip(&cpu[b]).map(|(a, b)| a - b).collect());
+        report.add(
+            &format!("  webchat-bot − hello, the same POST, {mode}"),
+            "µs",
+            differences(2, 1),
+        );
+        report.add(
+            &format!("  hello POST − hello GET, {mode}"),
+            "µs",
+            differences(1, 0),
+        );
+    }
+}
+
 /// The table, as this run measured it: req/s (server CPU per request) at
 /// c8 and c64, medians, for the servers that ran at both.
 fn summary_table(
@@ -1594,6 +1755,9 @@ fn main() {
     }
     if wanted("in-flight") {
         runtime.block_on(in_flight_memory(&mut report));
+    }
+    if wanted("request-parts") {
+        request_parts(&mut report);
     }
     if wanted("throughput") {
         throughput(&mut report);
