@@ -476,50 +476,42 @@ impl Manifest {
             }
         }
         let mut limits = Limits::default();
-        if let Some(mib) = limits_file.memory_mib {
-            if mib == 0 || mib > MAX_MEMORY_MIB {
-                problems.push(format!("limits.memory_mib must be 1..={MAX_MEMORY_MIB}"));
-            } else {
-                limits.memory_bytes = (mib << 20) as usize;
-            }
+        let mut bounded = |value: Option<u64>, max: u64, field: &str, note: &str| {
+            value.filter(|v| {
+                let ok = (1..=max).contains(v);
+                if !ok {
+                    problems.push(format!("{field} must be 1..={max}{note}"));
+                }
+                ok
+            })
+        };
+        if let Some(mib) = bounded(
+            limits_file.memory_mib,
+            MAX_MEMORY_MIB,
+            "limits.memory_mib",
+            "",
+        ) {
+            limits.memory_bytes = (mib << 20) as usize;
         }
-        if let Some(ms) = limits_file.timeout_ms {
-            if ms == 0 || ms > 600_000 {
-                problems.push("limits.timeout_ms must be 1..=600000".into());
-            } else {
-                limits.timeout = std::time::Duration::from_millis(ms);
-            }
+        if let Some(ms) = bounded(limits_file.timeout_ms, 600_000, "limits.timeout_ms", "") {
+            limits.timeout = std::time::Duration::from_millis(ms);
         }
-        if let Some(mib) = limits_file.response_mib {
-            if mib == 0 || mib > 1024 {
-                problems.push("limits.response_mib must be 1..=1024".into());
-            } else {
-                limits.response_bytes = mib << 20;
-            }
+        if let Some(mib) = bounded(limits_file.response_mib, 1024, "limits.response_mib", "") {
+            limits.response_bytes = mib << 20;
         }
         let mut instances = InstanceReuse::default();
-        if let Some(requests) = instances_file.reuse {
-            if requests == 0 || requests > 1_000_000 {
-                problems.push(
-                    "instances.reuse must be 1..=1000000 (requests per instance; 1: fresh)".into(),
-                );
-            } else {
-                instances.requests = requests;
-            }
+        let reuse = instances_file.reuse.map(u64::from);
+        let note = " (requests per instance; 1: fresh)";
+        if let Some(requests) = bounded(reuse, 1_000_000, "instances.reuse", note) {
+            instances.requests = requests as u32;
         }
-        if let Some(ms) = instances_file.idle_timeout_ms {
-            if ms == 0 || ms > 3_600_000 {
-                problems.push("instances.idle_timeout_ms must be 1..=3600000".into());
-            } else {
-                instances.idle_timeout = std::time::Duration::from_millis(ms);
-            }
+        let idle = instances_file.idle_timeout_ms;
+        if let Some(ms) = bounded(idle, 3_600_000, "instances.idle_timeout_ms", "") {
+            instances.idle_timeout = std::time::Duration::from_millis(ms);
         }
-        if let Some(seconds) = instances_file.max_age_s {
-            if seconds == 0 || seconds > 86_400 {
-                problems.push("instances.max_age_s must be 1..=86400".into());
-            } else {
-                instances.max_age = std::time::Duration::from_secs(seconds);
-            }
+        if let Some(seconds) = bounded(instances_file.max_age_s, 86_400, "instances.max_age_s", "")
+        {
+            instances.max_age = std::time::Duration::from_secs(seconds);
         }
         match (id, component) {
             (Some(id), Some(component)) if problems.is_empty() => Ok(Self {
@@ -788,6 +780,32 @@ impl std::str::FromStr for BundleSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instances_out_of_range_are_named() {
+        let base = "id = \"bot\"\ncomponent = \"bot.wasm\"\nroutes = [\"/bot\"]\n";
+        let text =
+            format!("{base}[instances]\nreuse = 0\nidle_timeout_ms = 3600001\nmax_age_s = 86401\n");
+        let problems = Manifest::parse(&text, Path::new(".")).unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "instances.reuse must be 1..=1000000 (requests per instance; 1: fresh)",
+                "instances.idle_timeout_ms must be 1..=3600000",
+                "instances.max_age_s must be 1..=86400",
+            ]
+        );
+        let text = format!("{base}[instances]\nreuse = 5\nidle_timeout_ms = 200\nmax_age_s = 7\n");
+        let instances = Manifest::parse(&text, Path::new(".")).unwrap().instances;
+        assert_eq!(
+            (
+                instances.requests,
+                instances.idle_timeout.as_millis(),
+                instances.max_age.as_secs()
+            ),
+            (5, 200, 7)
+        );
+    }
 
     #[test]
     fn parses_a_full_manifest() {
