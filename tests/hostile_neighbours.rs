@@ -681,7 +681,7 @@ async fn the_operator_forbids_destinations_no_manifest_can_allow() {
 /// Issue 22, item 1: CPU is shared per bundle, not per request. A bundle running
 /// eight spinning requests and a bundle running one get about the same CPU time
 /// (per request, tokio alone would give the one 1/9 of it), and a neighbour's
-/// short requests wait at most a short slice, not behind eight 50 ms ones.
+/// short requests are read and run within a slice, not after a round of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_is_shared_per_bundle_not_per_request() {
     let _turn = TAKE_TURNS.lock().await;
@@ -740,12 +740,24 @@ async fn cpu_is_shared_per_bundle_not_per_request() {
         "eight spinners on two turns waited {waited} s"
     );
     assert!(during.ok == during.total, "{during:?}");
+    // The neighbour's request is read between the spinners' slices (tokio polls
+    // for I/O before it runs the guest a turn was passed to) and, its bundle
+    // holding no turn, ends their slices at once: in a debug build its 90th
+    // percentile was 6–9 ms here, against 0.4–0.6 s when the spinners' slices
+    // ran back to back and the host read new requests only every 61 polls.
     let allowed = (baseline.median * 5).max(Duration::from_millis(25));
     assert!(
         during.median <= allowed,
         "neighbour median {:?} beside the spinners vs baseline {:?}",
         during.median,
         baseline.median
+    );
+    let p90 = during.times[during.times.len() * 9 / 10];
+    assert!(
+        p90 <= allowed,
+        "neighbour 90th percentile {p90:?} beside the spinners vs baseline {:?}: {:?}",
+        baseline.median,
+        during.times
     );
     gtc.stop();
 }

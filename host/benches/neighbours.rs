@@ -356,6 +356,14 @@ async fn run(dir: &Path, scenario: Scenario) -> Row {
         "log {:.0} lines/s",
         window_lines as f64 / attack_window.as_secs_f64()
     )];
+    // Where the neighbour's time under attack went: waiting for a CPU turn.
+    let own = scenario.neighbour.0.split(' ').next().unwrap_or_default();
+    let own_wait = format!("gtc_bundle_cpu_wait_seconds_total{{bundle=\"{own}\"}}");
+    figures.push(format!(
+        "neighbour waited for CPU turns {:.2} ms per request",
+        (metric_or_zero(&after, &own_wait) - metric_or_zero(&before, &own_wait)) * 1e3
+            / during.total.max(1) as f64
+    ));
     let mut refusals = None;
     for show in &scenario.show {
         match show {

@@ -10,6 +10,14 @@ use gtc::config::ProcessEnv;
 use gtc::ops::{deploy, doctor, secrets_admin};
 use std::process::ExitCode;
 
+/// mimalloc, not glibc's malloc: guests make the host allocate and free on every
+/// request (header maps, bodies, resource-table entries), often on one worker
+/// thread and freed on another, and glibc then serialises the threads on its
+/// arena locks: under a header-map flood a neighbour's request waited on those
+/// locks for tens of milliseconds (BENCHMARKS.md, "Neighbour under attack").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let env = ProcessEnv;
     match cli.command {

@@ -14,7 +14,17 @@
 //! has a guest waiting (round robin over bundles, each bundle one turn per
 //! round: equal weights), never to a task that did not wait. While anyone waits,
 //! the runtime shortens the slices of running guests ([`CpuShare::contended`]),
-//! so a turn comes back within one epoch tick.
+//! so a turn comes back within one epoch tick; and when the guest that queues is of
+//! a bundle holding no turn at all, the running guests are asked to end their
+//! slices at once ([`CpuShare::with_preempt`]: the runtime advances the epoch), so a
+//! neighbour's short request waits microseconds, not a tick.
+//!
+//! A turn given back wakes its new holder through tokio's *deferred* wake (the one
+//! `yield_now` uses): the woken guest runs after the worker thread has looked for
+//! I/O. Woken directly, guests that pass turns to each other would keep both
+//! threads busy with 10 ms slices, and tokio polls the network only every 61 task
+//! polls (its `event_interval`): a new request was not even read for ~0.3 s while
+//! spinning guests held the threads (BENCHMARKS.md, "Neighbour under attack").
 //!
 //! Each bundle's time on a thread and time waited for a turn are counted for
 //! `/metrics` (`gtc_bundle_cpu_seconds_total`, `gtc_bundle_cpu_wait_seconds_total`).
@@ -60,6 +70,8 @@ pub struct CpuShare {
     /// Guests waiting for a turn right now.
     waiters: AtomicUsize,
     next_key: AtomicUsize,
+    /// Ends the running guests' slices now (set by the runtime).
+    preempt: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl CpuShare {
@@ -74,7 +86,16 @@ impl CpuShare {
             }),
             waiters: AtomicUsize::new(0),
             next_key: AtomicUsize::new(0),
+            preempt: None,
         }
+    }
+
+    /// `preempt` makes every running guest end its slice at its next check (the
+    /// runtime advances the engine's epoch); it is called when a guest of a bundle
+    /// that holds no turn has to queue for one.
+    pub fn with_preempt(mut self, preempt: impl Fn() + Send + Sync + 'static) -> Self {
+        self.preempt = Some(Box::new(preempt));
+        self
     }
 
     pub fn turns(&self) -> usize {
@@ -102,13 +123,19 @@ impl CpuShare {
     /// Takes a free turn when nobody waits; otherwise queues `ticket` under
     /// `bundle` and returns false.
     fn take_or_queue(&self, bundle: &BundleCpu, ticket: &Arc<Ticket>) -> bool {
-        let mut state = self.lock();
-        if state.free > 0 && state.rotation.is_empty() {
-            state.free -= 1;
-            *state.held.entry(bundle.key).or_default() += 1;
-            return true;
+        let starved = {
+            let mut state = self.lock();
+            if state.free > 0 && state.rotation.is_empty() {
+                state.free -= 1;
+                *state.held.entry(bundle.key).or_default() += 1;
+                return true;
+            }
+            self.queue(&mut state, bundle, ticket);
+            !state.held.contains_key(&bundle.key)
+        };
+        if starved && let Some(preempt) = &self.preempt {
+            preempt();
         }
-        self.queue(&mut state, bundle, ticket);
         false
     }
 
@@ -212,7 +239,8 @@ fn release(state: &mut State, bundle: &BundleCpu) {
     }
 }
 
-/// Wakes the guest a turn was granted to.
+/// Wakes the guest a turn was granted to, deferred until the worker thread has
+/// looked for I/O (see the module doc); outside a tokio worker, at once.
 fn wake(granted: Option<Arc<Ticket>>) {
     let Some(ticket) = granted else {
         return;
@@ -223,7 +251,11 @@ fn wake(granted: Option<Arc<Ticket>>) {
         .unwrap_or_else(|e| e.into_inner())
         .take();
     if let Some(waker) = waker {
-        waker.wake();
+        // `yield_now`'s first poll hands the waker it is polled with to the
+        // worker's deferred list (or wakes it when not on a worker) and returns
+        // Pending; nothing else of the future is used.
+        let mut deferred = std::pin::pin!(tokio::task::yield_now());
+        let _ = deferred.as_mut().poll(&mut Context::from_waker(&waker));
     }
 }
 
@@ -382,6 +414,38 @@ mod tests {
         assert!(!share.contended());
         assert!(running.as_mut().poll(&mut cx).is_ready());
         assert_eq!(share.lock().free, 1, "every turn came back");
+    }
+
+    #[test]
+    fn a_bundle_without_a_turn_that_queues_ends_the_running_slices() {
+        let preempted = Arc::new(AtomicUsize::new(0));
+        let counter = preempted.clone();
+        let share = Arc::new(CpuShare::new(1).with_preempt(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }));
+        let (busy, quiet) = (
+            share.register(Arc::default()),
+            share.register(Arc::default()),
+        );
+        let noop = Waker::noop();
+        let mut cx = Context::from_waker(noop);
+        let holder = Arc::new(Ticket::default());
+        assert!(share.take_or_queue(&busy, &holder));
+        // The busy bundle queuing more of its own guests takes nothing from
+        // anyone: its running guest keeps its slice.
+        let mut more = Box::pin(share.run(&busy, Arc::default(), Spin { polls: 0 }));
+        assert!(more.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(preempted.load(Ordering::Relaxed), 0);
+        // A bundle holding no turn queues: the running slices end now.
+        let mut neighbour = Box::pin(share.run(&quiet, Arc::default(), Spin { polls: 0 }));
+        assert!(neighbour.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(preempted.load(Ordering::Relaxed), 1);
+        // The turns then go round in the order the bundles queued.
+        share.give_back(&busy);
+        assert!(neighbour.as_mut().poll(&mut cx).is_pending());
+        assert!(more.as_mut().poll(&mut cx).is_ready());
+        assert!(neighbour.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(share.lock().free, 1);
     }
 
     #[test]

@@ -47,16 +47,19 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::HostResponseOutparam;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// How often the epoch advances.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// Ticks a guest runs before it yields its turn while nobody waits for one. The
-/// host looks at a running guest every tick (stopping it once its time is up, so
-/// time limits hold to within a tick), but yielding every tick put short
-/// requests at the back of the run queue and cost a 20 ms p99 under load
-/// (BENCHMARKS.md). While a guest of any bundle waits for a turn
-/// ([`CpuShare::contended`]), a running guest yields at its next tick instead, so
-/// a turn comes back within 10 ms.
-const CHECK_EVERY_TICKS: u64 = 5;
+/// How often the epoch advances: the host looks at each running guest every tick
+/// (stopping it once its time is up, so time limits hold to within a tick).
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Ticks a guest runs before it yields its turn while nobody waits for one; while
+/// a guest of any bundle waits ([`CpuShare::contended`]) it yields at its next
+/// tick, and a bundle holding no turn ends the running slices at once (the
+/// runtime advances the epoch). Short slices matter beyond the turns: tokio polls
+/// for new I/O between tasks, so a slice is also how long a new request may wait
+/// to be read. With 10 ms ticks and 50 ms uncontended slices a neighbour's median
+/// was 0.36 s beside spinning guests and 8–110 ms beside header-map and refusal
+/// floods; with 1 ms ticks and 2 ms slices it is within 3× of its baseline in
+/// every row of BENCHMARKS.md's "Neighbour under attack".
+const CHECK_EVERY_TICKS: u64 = 2;
 /// Memory of a recycled instance slot that is wiped with `memset` and kept mapped,
 /// instead of being returned to the kernel: no page faults on reuse and no TLB
 /// shootdowns on release for the pages a typical request touches (a Rust guest's
@@ -319,17 +322,23 @@ impl Runtime {
             })
             .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch ticker: {e}")))?;
 
+        let preempt_engine = engine.clone();
         Ok(Self {
             engine,
             linker,
             components: Default::default(),
             slots: Arc::new(Semaphore::new(n as usize)),
             idle: Arc::default(),
-            cpu: Arc::new(CpuShare::new(config.cpu_turns.unwrap_or_else(|| {
-                tokio::runtime::Handle::try_current()
-                    .map(|runtime| runtime.metrics().num_workers())
-                    .unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, usize::from))
-            }))),
+            cpu: Arc::new(
+                CpuShare::new(config.cpu_turns.unwrap_or_else(|| {
+                    tokio::runtime::Handle::try_current()
+                        .map(|runtime| runtime.metrics().num_workers())
+                        .unwrap_or_else(|_| {
+                            std::thread::available_parallelism().map_or(1, usize::from)
+                        })
+                }))
+                .with_preempt(move || preempt_engine.increment_epoch()),
+            ),
             config: config.clone(),
             metrics,
             ticker_stop,
