@@ -11,7 +11,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::neighbours::{Fared, attack, neighbour};
+use support::neighbours::{Attack, Fared, attack, neighbour};
 use support::*;
 
 static TAKE_TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -798,24 +798,11 @@ async fn many_bundles_flooding_output_stay_within_the_host_log_budget() {
     args.push(format!("--bundle={}", quiet.display()));
     let gtc = Gtc::serve(&args, &[]);
     let started = Instant::now();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flood: Vec<_> = (0..flooders)
-        .map(|i| {
-            let url = gtc.url(&format!("/h{i}/print?n=5000"));
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let client = client();
-                let mut requests = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    if let Ok(response) = client.get(&url).send().await {
-                        let _ = response.bytes().await;
-                    }
-                    requests += 1;
-                }
-                requests
-            })
-        })
-        .collect();
+    let mut flood = Attack::new();
+    for i in 0..flooders {
+        let path = format!("/h{i}/print?n=5000");
+        flood.repeat(&gtc.base, "print", move || path.clone());
+    }
     // The flood is on: lines are held back.
     metric_until(
         &gtc,
@@ -833,11 +820,7 @@ async fn many_bundles_flooding_output_stay_within_the_host_log_budget() {
         .unwrap();
     assert_eq!(printed["printed"], true);
     tokio::time::sleep(flood_for.saturating_sub(started.elapsed())).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut requests = 0;
-    for task in flood {
-        requests += task.await.unwrap();
-    }
+    let requests: u64 = flood.stop().await.values().sum();
     let flooded = started.elapsed();
     // The summary of what the budget held back comes with the first line of a
     // later window: the quiet bundle prints until it is there.
