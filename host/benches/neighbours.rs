@@ -99,8 +99,15 @@ enum Show {
     Suppressed,
 }
 
-/// The neighbour's name in the table, and its request for a host's base URL.
-type Neighbour = (&'static str, Box<dyn Fn(&str) -> NeighbourRequest>);
+/// The well-behaved bundle measured beside the attack.
+struct Neighbour {
+    /// Its name in the table.
+    label: &'static str,
+    /// Its bundle id (for its metrics).
+    bundle: &'static str,
+    /// Its request, for a host's base URL.
+    request: Box<dyn Fn(&str) -> NeighbourRequest>,
+}
 
 /// One row of the bench.
 struct Scenario {
@@ -111,7 +118,6 @@ struct Scenario {
     bundles: Vec<std::path::PathBuf>,
     /// The attacking bundles' ids (for their cap, instances and CPU).
     attackers: Vec<String>,
-    /// The neighbour's name in the table and its request.
     neighbour: Neighbour,
     seconds: u64,
     /// The `neighbour` probe (at `/n`) makes 20 refused `get`s during the attack.
@@ -281,7 +287,7 @@ async fn run(dir: &Path, scenario: Scenario) -> Row {
         &[("GREENTIC_DEV_STORE", store.display().to_string())],
         Duration::from_secs(120),
     );
-    let request = (scenario.neighbour.1)(&gtc.base);
+    let request = (scenario.neighbour.request)(&gtc.base);
     let window = window(scenario.seconds);
     let rss = RssWatch::start(gtc.pid());
 
@@ -357,8 +363,10 @@ async fn run(dir: &Path, scenario: Scenario) -> Row {
         window_lines as f64 / attack_window.as_secs_f64()
     )];
     // Where the neighbour's time under attack went: waiting for a CPU turn.
-    let own = scenario.neighbour.0.split(' ').next().unwrap_or_default();
-    let own_wait = format!("gtc_bundle_cpu_wait_seconds_total{{bundle=\"{own}\"}}");
+    let own_wait = format!(
+        "gtc_bundle_cpu_wait_seconds_total{{bundle=\"{}\"}}",
+        scenario.neighbour.bundle
+    );
     figures.push(format!(
         "neighbour waited for CPU turns {:.2} ms per request",
         (metric_or_zero(&after, &own_wait) - metric_or_zero(&before, &own_wait)) * 1e3
@@ -437,7 +445,7 @@ async fn run(dir: &Path, scenario: Scenario) -> Row {
     Row {
         key: scenario.key,
         attack: scenario.attack,
-        neighbour: scenario.neighbour.0,
+        neighbour: scenario.neighbour.label,
         baseline,
         during,
         rss_baseline_mib,
@@ -471,14 +479,19 @@ fn compact(answers: &BTreeMap<String, u64>) -> String {
 }
 
 fn hello_neighbour() -> Neighbour {
-    ("hello", Box::new(hello_request))
+    Neighbour {
+        label: "hello",
+        bundle: "hello",
+        request: Box::new(hello_request),
+    }
 }
 
 /// webchat-bot's signed POST, as in the README.
 fn webchat_neighbour() -> Neighbour {
-    (
-        "webchat-bot (signed POST)",
-        Box::new(|base: &str| {
+    Neighbour {
+        label: "webchat-bot (signed POST)",
+        bundle: "webchat-bot",
+        request: Box::new(|base: &str| {
             let url = format!("{base}/webhook");
             let body = r#"{"text":"hello bot"}"#;
             let signature = sign(WEBHOOK_KEY, body.as_bytes());
@@ -490,7 +503,7 @@ fn webchat_neighbour() -> Neighbour {
             });
             request
         }),
-    )
+    }
 }
 
 fn scenarios(dir: &Path) -> Vec<Scenario> {
