@@ -38,14 +38,7 @@ fn count_of(line: &str) -> u64 {
 }
 
 async fn bench_get(gtc: &Gtc, n: u64, name: &str) {
-    let answer: serde_json::Value = client()
-        .get(gtc.url(&format!("/p/bench-get?n={n}&name={name}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = get_json(gtc.url(&format!("/p/bench-get?n={n}&name={name}"))).await;
     assert_eq!(answer["failures"], 0, "{answer}");
 }
 
@@ -237,14 +230,7 @@ fn refusals_in(log: &str, bundle: &str) -> u64 {
 /// `GET {prefix}/get-names?n=N&from=K` on the probe: N distinct names
 /// `probe/n<i>`, answered by kind; returns how many were denied.
 async fn denied_names(gtc: &Gtc, prefix: &str, from: u64, n: u64) -> u64 {
-    let answer: serde_json::Value = client()
-        .get(gtc.url(&format!("{prefix}/get-names?n={n}&from={from}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = get_json(gtc.url(&format!("{prefix}/get-names?n={n}&from={from}"))).await;
     assert_eq!(answer.as_object().map(|o| o.len()), Some(1), "{answer}");
     answer["denied"]
         .as_u64()

@@ -32,12 +32,6 @@ fn seed(store: &Path, path: &str, value: &[u8]) {
     );
 }
 
-async fn get_json(url: String) -> Value {
-    let response = client().get(url).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
-}
-
 #[tokio::test]
 async fn webhook_signed_unsigned_and_backend_down() {
     let dir = tempfile::tempdir().unwrap();

@@ -810,14 +810,7 @@ async fn many_bundles_flooding_output_stay_within_the_host_log_budget() {
         |n| n >= 500.0,
     )
     .await;
-    let printed: serde_json::Value = client()
-        .get(gtc.url("/q/print"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let printed = get_json(gtc.url("/q/print")).await;
     assert_eq!(printed["printed"], true);
     tokio::time::sleep(flood_for.saturating_sub(started.elapsed())).await;
     let requests: u64 = flood.stop().await.values().sum();

@@ -766,6 +766,13 @@ pub fn with_env(
     out
 }
 
+/// `GET url`, answered 200 with a JSON body: the body.
+pub async fn get_json(url: String) -> serde_json::Value {
+    let response = client().get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
 /// Asks the `probe` guest mounted at `prefix` for secret `name` (sent verbatim):
 /// `{"value": ...}` or `{"error": kind, "detail": ...}`.
 pub async fn probe_get(gtc: &Gtc, prefix: &str, name: &[u8]) -> serde_json::Value {
