@@ -22,9 +22,10 @@
 //! A turn given back wakes its new holder through tokio's *deferred* wake (the one
 //! `yield_now` uses): the woken guest runs after the worker thread has looked for
 //! I/O. Woken directly, guests that pass turns to each other would keep both
-//! threads busy with 10 ms slices, and tokio polls the network only every 61 task
-//! polls (its `event_interval`): a new request was not even read for ~0.3 s while
-//! spinning guests held the threads (BENCHMARKS.md, "Neighbour under attack").
+//! threads busy with back-to-back slices, and tokio polls the network only every
+//! 61 task polls (its `event_interval`): with 10 ms slices a new request was not
+//! even read for ~0.3 s while spinning guests held the threads (BENCHMARKS.md,
+//! "Neighbour under attack").
 //!
 //! Each bundle's time on a thread and time waited for a turn are counted for
 //! `/metrics` (`gtc_bundle_cpu_seconds_total`, `gtc_bundle_cpu_wait_seconds_total`).
