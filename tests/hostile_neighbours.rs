@@ -858,3 +858,40 @@ async fn many_bundles_flooding_output_stay_within_the_host_log_budget() {
     );
     assert!(held_back > 0.0);
 }
+
+/// A response written in pieces (head and first chunk, then the rest 2 ms apart)
+/// reaches the client as written. With Nagle's algorithm on the accepted socket, a
+/// later piece waited for the client's delayed ACK (40 ms on Linux once a
+/// keep-alive connection trades requests and answers): about every other such
+/// request took ≥ 40 ms, which is what made `hello`'s p99 at c8 with instance
+/// reuse 23–32 ms in the bench, against 0.4–2 ms for `wasmtime serve`. Counted over
+/// 20 requests on one connection: a busy machine may slow a few past 40 ms, the
+/// held pieces slowed about 10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_written_in_pieces_is_not_held_back() {
+    let _turn = TAKE_TURNS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gtc = host(dir.path(), "", &[]);
+    let client = client();
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let response = client
+            .get(gtc.url("/h/trickle?n=3&ms=2"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.bytes().await.unwrap().as_ref(), b"xxx");
+        times.push(started.elapsed());
+    }
+    let held = times
+        .iter()
+        .filter(|t| **t >= Duration::from_millis(40))
+        .count();
+    eprintln!("20 responses in 3 pieces, 2 ms apart: {times:?}");
+    assert!(
+        held <= 4,
+        "{held} of 20 responses written in pieces took ≥ 40 ms ({times:?}): the host holds small writes back"
+    );
+}

@@ -120,6 +120,9 @@ pub async fn serve_connections<F, Fut>(
             },
             () = &mut shutdown => break,
         };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, "could not turn off Nagle's algorithm: {error}");
+        }
         let Ok(permit) = open.clone().try_acquire_owned() else {
             metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
             if let Admit::Log { suppressed } = log.admit("connection-cap") {
