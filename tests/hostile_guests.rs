@@ -176,3 +176,74 @@ where
     }
     out
 }
+
+/// A guest that waits is ended at its time limit, before its head or after it.
+/// A guest streaming its body to a client that does not read is still ended at
+/// its time limit: its instance and slots are released while the client holds the
+/// connection open, unread. (The guest's run is driven by the connection's task
+/// until the head is sent, then on a task of its own — hyper stops pulling a body
+/// the client does not take, and that must not stop the time limit.) When the
+/// client reads at last, the response is aborted (no terminating chunk) and the
+/// log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_guest_and_a_client_that_does_not_read_are_ended_by_the_time_limit() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let probe = write_bundle(
+        dir.path(),
+        "probe",
+        "probe",
+        &["/p"],
+        "[limits]\ntimeout_ms = 1000\nresponse_mib = 64",
+    );
+    let gtc = Gtc::serve(&[format!("--bundle={}", probe.display())], &[]);
+    // Waiting before its head, a guest is ended by the wall clock at its 1 s
+    // limit (plus 0.5 s of grace), not when its 20 s sleep ends: it runs no code
+    // meanwhile that the epoch could stop.
+    let started = Instant::now();
+    let waited = client()
+        .get(gtc.url("/p/sleep?ms=20000"))
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(waited.status(), 504, "after {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the waiting guest was ended after {took:?}"
+    );
+
+    let addr = gtc.base.trim_start_matches("http://").to_string();
+    let mut silent = std::net::TcpStream::connect(&addr).unwrap();
+    silent
+        .write_all(format!("GET /p/huge HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    let in_use = "gtc_bundle_instances_in_use{bundle=\"probe\"}";
+    metric_until(&gtc, in_use, |n| n >= 1.0).await;
+    let started = Instant::now();
+    metric_until(&gtc, in_use, |n| n == 0.0).await;
+    eprintln!(
+        "instance released {:?} after it was seen running",
+        started.elapsed()
+    );
+
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = silent.read_to_end(&mut answer);
+    assert!(read.is_ok(), "the aborted response did not end: {read:?}");
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "no head");
+    assert!(
+        !answer.ends_with(b"0\r\n\r\n"),
+        "an aborted response must not end like a complete one"
+    );
+    let log = gtc.stop();
+    assert!(
+        log.lines().any(
+            |line| line.contains("bundle probe exceeded its time limit of 1s")
+                && line.contains("after the response head was sent; response aborted")
+        ),
+        "the time-out is not in the log:\n{log}"
+    );
+}

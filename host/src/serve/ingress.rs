@@ -65,8 +65,7 @@ impl Host {
         &self,
         request: hyper::Request<hyper::body::Incoming>,
     ) -> hyper::Response<HyperOutgoingBody> {
-        let path = request.uri().path().to_string();
-        match path.as_str() {
+        match request.uri().path() {
             "/healthz" => return host_response(StatusCode::OK, "text/plain", "ok\n"),
             "/readyz" => return self.readyz().await,
             "/metrics" => {
@@ -87,7 +86,7 @@ impl Host {
             }
             _ => {}
         }
-        let Some(bundle) = self.route(&path) else {
+        let Some(bundle) = self.route(request.uri().path()) else {
             return host_response(
                 StatusCode::NOT_FOUND,
                 "application/json",

@@ -942,13 +942,13 @@ impl LoadedBundle {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let bundle = self.name.to_string();
+        let bundle = || self.name.to_string();
         let head_request = request.method() == http::Method::HEAD;
         let mut warm = self.instance().await?;
         let store = &mut warm.instance.store;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let bad_request = |e: wasmtime::Error| RequestError::BadRequest {
-            bundle: bundle.clone(),
+            bundle: bundle(),
             reason: format!("{e:#}"),
         };
         let incoming = store
@@ -967,8 +967,8 @@ impl LoadedBundle {
         let until = tokio::time::Instant::now() + limit + WALL_CLOCK_GRACE;
         let aborted = warm.instance.aborted.clone();
         let yielded = warm.instance.store.data().yielded.clone();
-        let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
+        let (outcome_tx, mut outcome_rx) = tokio::sync::oneshot::channel();
+        let mut run = GuestRun::new(async move {
             let run = this.share.run(&this.cpu, yielded, async {
                 let slot = &mut warm.instance;
                 let proxy = match slot.proxy.take() {
@@ -990,9 +990,15 @@ impl LoadedBundle {
                 let held = slot.store.data_mut().table.get(&kept).is_ok();
                 Ok((proxy, held))
             });
-            let result = match tokio::time::timeout_at(until, run).await {
-                Ok(result) => result.map_err(|e| this.classify(e)),
-                Err(_) => Err(RequestError::Timeout {
+            let result = match (WallClockLimit {
+                run,
+                until,
+                timer: None,
+            })
+            .await
+            {
+                Some(result) => result.map_err(|e| this.classify(e)),
+                None => Err(RequestError::Timeout {
                     bundle: this.name.to_string(),
                     limit,
                 }),
@@ -1016,11 +1022,27 @@ impl LoadedBundle {
                     drop(warm);
                 }
             }
-            outcome
         });
         let started = Instant::now();
-        match receiver.await {
-            Ok(Ok(response)) => {
+        let mut receiver = receiver;
+        // The guest runs on this task until its head arrives (a guest that
+        // answers at once has then ended too). A run that ended without a head has
+        // dropped its sender, so `None` is not expected; it means "no response".
+        let head = std::future::poll_fn(|cx| {
+            let finished = run.poll_run(cx).is_ready();
+            match std::pin::Pin::new(&mut receiver).poll(cx) {
+                std::task::Poll::Ready(head) => std::task::Poll::Ready(Some(head)),
+                std::task::Poll::Pending if finished => std::task::Poll::Ready(None),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        })
+        .await;
+        match head {
+            Some(Ok(Ok(response))) => {
+                // A guest still writing its body goes on as a task of its own:
+                // hyper stops polling the body while the client does not read,
+                // and the run's time limit must still end it.
+                run.detach();
                 let status = response.status().as_u16();
                 // hyper never reads the body of these; the request ends with its
                 // instance, not with a body.
@@ -1042,18 +1064,18 @@ impl LoadedBundle {
                     .boxed_unsync()
                 }))
             }
-            Ok(Err(code)) => Err(RequestError::Guest {
-                bundle,
+            Some(Ok(Err(code))) => Err(RequestError::Guest {
+                bundle: bundle(),
                 reason: format!("guest answered with error code {code:?}"),
             }),
-            Err(_) => {
-                let outcome = task.await;
-                Err(match outcome {
-                    Ok(Ok(())) => RequestError::NoResponse { bundle },
+            Some(Err(_)) | None => {
+                std::future::poll_fn(|cx| run.poll_run(cx)).await;
+                Err(match outcome_rx.try_recv() {
+                    Ok(Ok(())) => RequestError::NoResponse { bundle: bundle() },
                     Ok(Err(error)) => error,
-                    Err(join) => RequestError::Guest {
-                        bundle,
-                        reason: format!("request task failed: {join}"),
+                    Err(_) => RequestError::Guest {
+                        bundle: bundle(),
+                        reason: "the request's run ended without an outcome".into(),
                     },
                 })
             }
@@ -1272,6 +1294,82 @@ impl Drop for GuardedBody {
             // The client went away before the body ended.
             (false, _, _) => bundle.metrics.request(&bundle.name, CLIENT_GONE),
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A run's wall-clock limit (`None` once `until` has passed), with its timer
+    /// armed only when the run first waits: a guest that answers in one go (most
+    /// requests) never puts a timer in tokio's wheel. Its CPU time is bounded
+    /// meanwhile by the epoch callback, which interrupts it at the same deadline.
+    struct WallClockLimit<F> {
+        #[pin]
+        run: F,
+        until: tokio::time::Instant,
+        timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<F: Future> Future for WallClockLimit<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        if let std::task::Poll::Ready(done) = this.run.poll(cx) {
+            return std::task::Poll::Ready(Some(done));
+        }
+        let until = *this.until;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        timer.as_mut().poll(cx).map(|()| None)
+    }
+}
+
+/// A request's guest run, driven by the task that serves its connection until
+/// the response head arrives: a guest that answers at once (sets its response,
+/// writes its body, returns) has then ended, and no task was spawned for it, nor
+/// any wake-up passed between tasks. A run that goes on after the head, or whose
+/// connection goes away first (hyper drops the request's future), goes on as a
+/// task of its own, so the guest ends as it would have: at its time limit at the
+/// latest, its instance reused or wiped, its slots released.
+struct GuestRun(Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl GuestRun {
+    fn new(run: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(Some(Box::pin(run)))
+    }
+
+    /// Runs the guest on; ready once the run has ended.
+    fn poll_run(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let Some(run) = self.0.as_mut() else {
+            return std::task::Poll::Ready(());
+        };
+        let done = run.as_mut().poll(cx);
+        if done.is_ready() {
+            self.0 = None;
+        }
+        done
+    }
+
+    /// Leaves what is left of the run to a task of its own.
+    fn detach(mut self) {
+        self.spawn_rest();
+    }
+
+    fn spawn_rest(&mut self) {
+        if let (Some(run), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(run);
+        }
+    }
+}
+
+impl Drop for GuestRun {
+    fn drop(&mut self) {
+        self.spawn_rest();
     }
 }
 
