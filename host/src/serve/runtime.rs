@@ -1361,7 +1361,9 @@ impl GuestRun {
     }
 
     fn spawn_rest(&mut self) {
-        if let (Some(run), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+        if let Some(run) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
             runtime.spawn(run);
         }
     }
