@@ -57,8 +57,8 @@ struct Ticket {
 #[derive(Default)]
 struct State {
     free: usize,
-    /// Turns each bundle holds right now.
-    held: HashMap<usize, usize>,
+    /// Turns each bundle holds right now, by the bundle's key.
+    held: Vec<usize>,
     /// Bundles with a guest waiting, in the order their next turn comes.
     rotation: VecDeque<usize>,
     waiting: HashMap<usize, VecDeque<Arc<Ticket>>>,
@@ -70,7 +70,6 @@ pub struct CpuShare {
     state: Mutex<State>,
     /// Guests waiting for a turn right now.
     waiters: AtomicUsize,
-    next_key: AtomicUsize,
     /// Ends the running guests' slices now (set by the runtime).
     preempt: Option<Box<dyn Fn() + Send + Sync>>,
 }
@@ -86,7 +85,6 @@ impl CpuShare {
                 ..State::default()
             }),
             waiters: AtomicUsize::new(0),
-            next_key: AtomicUsize::new(0),
             preempt: None,
         }
     }
@@ -105,10 +103,10 @@ impl CpuShare {
 
     /// A new bundle's place in the rotation, counting into `counts`.
     pub fn register(&self, counts: Arc<CpuCounts>) -> Arc<BundleCpu> {
-        Arc::new(BundleCpu {
-            key: self.next_key.fetch_add(1, Ordering::Relaxed),
-            counts,
-        })
+        let mut state = self.lock();
+        let key = state.held.len();
+        state.held.push(0);
+        Arc::new(BundleCpu { key, counts })
     }
 
     /// Whether a guest is waiting for a turn (running guests then end their
@@ -121,23 +119,26 @@ impl CpuShare {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a free turn when nobody waits; otherwise queues `ticket` under
-    /// `bundle` and returns false.
-    fn take_or_queue(&self, bundle: &BundleCpu, ticket: &Arc<Ticket>) -> bool {
-        let starved = {
+    /// Takes a free turn when nobody waits (`None`); otherwise queues a ticket
+    /// under `bundle` and returns it.
+    fn take_or_queue(&self, bundle: &BundleCpu) -> Option<Arc<Ticket>> {
+        let (ticket, starved) = {
             let mut state = self.lock();
             if state.free > 0 && state.rotation.is_empty() {
                 state.free -= 1;
-                *state.held.entry(bundle.key).or_default() += 1;
-                return true;
+                if let Some(held) = state.held.get_mut(bundle.key) {
+                    *held += 1;
+                }
+                return None;
             }
-            self.queue(&mut state, bundle, ticket);
-            !state.held.contains_key(&bundle.key)
+            let ticket = Arc::new(Ticket::default());
+            self.queue(&mut state, bundle, &ticket);
+            (ticket, holds(&state, bundle.key) == 0)
         };
         if starved && let Some(preempt) = &self.preempt {
             preempt();
         }
-        false
+        Some(ticket)
     }
 
     fn queue(&self, state: &mut State, bundle: &BundleCpu, ticket: &Arc<Ticket>) {
@@ -184,7 +185,7 @@ impl CpuShare {
                 .rotation
                 .iter()
                 .enumerate()
-                .min_by_key(|(at, key)| (state.held.get(key).copied().unwrap_or(0), *at))
+                .min_by_key(|(at, key)| (holds(state, **key), *at))
                 .map(|(at, _)| at);
             let Some(key) = position.and_then(|at| state.rotation.remove(at)) else {
                 state.free += 1;
@@ -207,7 +208,9 @@ impl CpuShare {
                 continue;
             }
             ticket.granted.store(true, Ordering::Release);
-            *state.held.entry(key).or_default() += 1;
+            if let Some(held) = state.held.get_mut(key) {
+                *held += 1;
+            }
             return Some(ticket);
         }
     }
@@ -232,12 +235,14 @@ impl CpuShare {
 }
 
 fn release(state: &mut State, bundle: &BundleCpu) {
-    if let Some(held) = state.held.get_mut(&bundle.key) {
-        *held -= 1;
-        if *held == 0 {
-            state.held.remove(&bundle.key);
-        }
+    if let Some(held) = state.held.get_mut(bundle.key) {
+        *held = held.saturating_sub(1);
     }
+}
+
+/// Turns the bundle with `key` holds.
+fn holds(state: &State, key: usize) -> usize {
+    state.held.get(key).copied().unwrap_or(0)
 }
 
 /// Wakes the guest a turn was granted to, deferred until the worker thread has
@@ -312,8 +317,7 @@ impl<F: Future> Future for Fair<F> {
                     .fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
             }
             None => {
-                let ticket = Arc::new(Ticket::default());
-                if !this.share.take_or_queue(this.bundle, &ticket) {
+                if let Some(ticket) = this.share.take_or_queue(this.bundle) {
                     *ticket.waker.lock().unwrap_or_else(|e| e.into_inner()) =
                         Some(cx.waker().clone());
                     let granted = ticket.granted.load(Ordering::Acquire);
@@ -390,8 +394,7 @@ mod tests {
             Box::pin(share.run(&quiet, Arc::default(), Spin { polls: 0 })),
         ));
         // Hold the turn while they queue.
-        let holder = Arc::new(Ticket::default());
-        assert!(share.take_or_queue(&busy, &holder));
+        assert!(share.take_or_queue(&busy).is_none());
         for (_, guest) in guests.iter_mut() {
             assert!(guest.as_mut().poll(&mut cx).is_pending());
         }
@@ -430,8 +433,7 @@ mod tests {
         );
         let noop = Waker::noop();
         let mut cx = Context::from_waker(noop);
-        let holder = Arc::new(Ticket::default());
-        assert!(share.take_or_queue(&busy, &holder));
+        assert!(share.take_or_queue(&busy).is_none());
         // The busy bundle queuing more of its own guests takes nothing from
         // anyone: its running guest keeps its slice.
         let mut more = Box::pin(share.run(&busy, Arc::default(), Spin { polls: 0 }));
@@ -455,8 +457,7 @@ mod tests {
         let bundle = share.register(Arc::default());
         let noop = Waker::noop();
         let mut cx = Context::from_waker(noop);
-        let holder = Arc::new(Ticket::default());
-        assert!(share.take_or_queue(&bundle, &holder));
+        assert!(share.take_or_queue(&bundle).is_none());
         let mut gone = Box::pin(share.run(&bundle, Arc::default(), Spin { polls: 0 }));
         let mut next = Box::pin(share.run(&bundle, Arc::default(), Spin { polls: 0 }));
         assert!(gone.as_mut().poll(&mut cx).is_pending());
