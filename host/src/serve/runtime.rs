@@ -1343,16 +1343,23 @@ impl GuestRun {
         Self(Some(Box::pin(run)))
     }
 
-    /// Runs the guest on; ready once the run has ended.
+    /// Runs the guest on; ready once the run has ended. A run that panics ends
+    /// there, as a spawned task's would: its response sender and outcome are
+    /// dropped with it, so the client gets a 500 (or an aborted body) and the
+    /// connection lives on.
     fn poll_run(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         let Some(run) = self.0.as_mut() else {
             return std::task::Poll::Ready(());
         };
-        let done = run.as_mut().poll(cx);
-        if done.is_ready() {
-            self.0 = None;
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.as_mut().poll(cx)));
+        match polled {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(())) | Err(_) => {
+                self.0 = None;
+                std::task::Poll::Ready(())
+            }
         }
-        done
     }
 
     /// Leaves what is left of the run to a task of its own.
@@ -1396,4 +1403,24 @@ pub fn host_response(
             .insert(http::header::CONTENT_TYPE, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run that panics ends there, as a spawned task's would: what it held (here
+    /// the sender a response would go through) is dropped, and the connection's task
+    /// that drives it goes on.
+    #[tokio::test]
+    async fn a_panicking_run_ends_without_taking_its_driver_down() {
+        let (sender, receiver) = tokio::sync::oneshot::channel::<()>();
+        let mut run = GuestRun::new(async move {
+            let _held = sender;
+            panic!("a host fault in a guest's run");
+        });
+        std::future::poll_fn(|cx| run.poll_run(cx)).await;
+        assert!(receiver.await.is_err(), "the run's sender outlived it");
+        assert!(run.0.is_none());
+    }
 }
