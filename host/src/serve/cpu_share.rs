@@ -330,7 +330,13 @@ impl<F: Future> Future for Fair<F> {
             }
         }
         let started = Instant::now();
+        // A poll that unwinds (a host fault) still gives its turn back.
+        let turn = HeldTurn {
+            share: this.share,
+            bundle: this.bundle,
+        };
         let result = this.inner.poll(cx);
+        std::mem::forget(turn);
         this.bundle
             .counts
             .ran_nanos
@@ -344,6 +350,19 @@ impl<F: Future> Future for Fair<F> {
             this.share.give_back(this.bundle);
         }
         result
+    }
+}
+
+/// A turn held during a guest's poll; given back if the poll unwinds (the normal
+/// end of a poll forgets it and gives the turn back or passes it on itself).
+struct HeldTurn<'a> {
+    share: &'a CpuShare,
+    bundle: &'a BundleCpu,
+}
+
+impl Drop for HeldTurn<'_> {
+    fn drop(&mut self) {
+        self.share.give_back(self.bundle);
     }
 }
 
@@ -449,6 +468,28 @@ mod tests {
         assert!(more.as_mut().poll(&mut cx).is_ready());
         assert!(neighbour.as_mut().poll(&mut cx).is_ready());
         assert_eq!(share.lock().free, 1);
+    }
+
+    #[test]
+    fn a_guest_whose_poll_panics_gives_its_turn_back() {
+        struct Panics;
+        impl Future for Panics {
+            type Output = ();
+            fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+                panic!("a host fault in a guest's poll");
+            }
+        }
+        let share = Arc::new(CpuShare::new(1));
+        let bundle = share.register(Arc::default());
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut faulty = Box::pin(share.run(&bundle, Arc::default(), Panics));
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = faulty.as_mut().poll(&mut cx);
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(share.lock().free, 1, "the turn went with the panic");
+        let mut next = Box::pin(share.run(&bundle, Arc::default(), Spin { polls: 0 }));
+        assert!(next.as_mut().poll(&mut cx).is_ready());
     }
 
     #[test]

@@ -990,15 +990,9 @@ impl LoadedBundle {
                 let held = slot.store.data_mut().table.get(&kept).is_ok();
                 Ok((proxy, held))
             });
-            let result = match (WallClockLimit {
-                run,
-                until,
-                timer: None,
-            })
-            .await
-            {
-                Some(result) => result.map_err(|e| this.classify(e)),
-                None => Err(RequestError::Timeout {
+            let result = match tokio::time::timeout_at(until, run).await {
+                Ok(result) => result.map_err(|e| this.classify(e)),
+                Err(_) => Err(RequestError::Timeout {
                     bundle: this.name.to_string(),
                     limit,
                 }),
@@ -1297,45 +1291,15 @@ impl Drop for GuardedBody {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A run's wall-clock limit (`None` once `until` has passed), with its timer
-    /// armed only when the run first waits: a guest that answers in one go (most
-    /// requests) never puts a timer in tokio's wheel. Its CPU time is bounded
-    /// meanwhile by the epoch callback, which interrupts it at the same deadline.
-    struct WallClockLimit<F> {
-        #[pin]
-        run: F,
-        until: tokio::time::Instant,
-        timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    }
-}
-
-impl<F: Future> Future for WallClockLimit<F> {
-    type Output = Option<F::Output>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let this = self.project();
-        if let std::task::Poll::Ready(done) = this.run.poll(cx) {
-            return std::task::Poll::Ready(Some(done));
-        }
-        let until = *this.until;
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
-        timer.as_mut().poll(cx).map(|()| None)
-    }
-}
-
 /// A request's guest run, driven by the task that serves its connection until
 /// the response head arrives: a guest that answers at once (sets its response,
 /// writes its body, returns) has then ended, and no task was spawned for it, nor
 /// any wake-up passed between tasks. A run that goes on after the head, or whose
 /// connection goes away first (hyper drops the request's future), goes on as a
 /// task of its own, so the guest ends as it would have: at its time limit at the
-/// latest, its instance reused or wiped, its slots released.
+/// latest, its instance reused or wiped, its slots released. (A guest that sets its
+/// head and then computes without waiting sends that head when its slice ends, at
+/// most one slice later, rather than at once.)
 struct GuestRun(Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>);
 
 impl GuestRun {
