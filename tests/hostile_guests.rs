@@ -178,9 +178,10 @@ where
 }
 
 /// A guest that waits is ended at its time limit, before its head or after it; a
-/// guest whose client left before the head runs on to its end. A guest streaming its body to a client that does not read is still ended at
-/// its time limit: its instance and slots are released while the client holds the
-/// connection open, unread. (The guest's run is driven by the connection's task
+/// guest whose client left before the head runs on to its end. A guest streaming
+/// its body to a client that does not read is still ended at its time limit: its
+/// instance and slots are released while the client holds the connection open,
+/// unread. (The guest's run is driven by the connection's task
 /// until the head is sent, then on a task of its own — hyper stops pulling a body
 /// the client does not take, and that must not stop the time limit.) When the
 /// client reads at last, the response is aborted (no terminating chunk) and the
@@ -216,11 +217,17 @@ async fn a_waiting_guest_and_a_client_that_does_not_read_are_ended_by_the_time_l
     // A client that leaves before the head does not cut the guest short: its run
     // goes on (as a task of its own) to its end, 0.8 s after the request.
     let addr = gtc.base.trim_start_matches("http://").to_string();
+    // A GET on a connection of its own, which the test then closes or leaves unread.
+    let send_get = |path: &str| {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+            .unwrap();
+        stream
+    };
     let in_use = "gtc_bundle_instances_in_use{bundle=\"probe\"}";
     let sent = Instant::now();
-    let mut gone = std::net::TcpStream::connect(&addr).unwrap();
-    gone.write_all(format!("GET /p/sleep?ms=800 HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
-        .unwrap();
+    let gone = send_get("/p/sleep?ms=800");
     metric_until(&gtc, in_use, |n| n >= 1.0).await;
     drop(gone);
     metric_until(&gtc, in_use, |n| n == 0.0).await;
@@ -230,10 +237,7 @@ async fn a_waiting_guest_and_a_client_that_does_not_read_are_ended_by_the_time_l
         "the guest of a client that left was released {ran:?} after its request, before its 0.8 s sleep ended"
     );
 
-    let mut silent = std::net::TcpStream::connect(&addr).unwrap();
-    silent
-        .write_all(format!("GET /p/huge HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
-        .unwrap();
+    let mut silent = send_get("/p/huge");
     metric_until(&gtc, in_use, |n| n >= 1.0).await;
     let started = Instant::now();
     metric_until(&gtc, in_use, |n| n == 0.0).await;

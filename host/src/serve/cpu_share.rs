@@ -126,9 +126,7 @@ impl CpuShare {
             let mut state = self.lock();
             if state.free > 0 && state.rotation.is_empty() {
                 state.free -= 1;
-                if let Some(held) = state.held.get_mut(bundle.key) {
-                    *held += 1;
-                }
+                hold(&mut state, bundle.key);
                 return None;
             }
             let ticket = Arc::new(Ticket::default());
@@ -208,9 +206,7 @@ impl CpuShare {
                 continue;
             }
             ticket.granted.store(true, Ordering::Release);
-            if let Some(held) = state.held.get_mut(key) {
-                *held += 1;
-            }
+            hold(state, key);
             return Some(ticket);
         }
     }
@@ -231,6 +227,13 @@ impl CpuShare {
             yielded,
             ticket: None,
         }
+    }
+}
+
+/// The bundle with `key` takes a turn.
+fn hold(state: &mut State, key: usize) {
+    if let Some(held) = state.held.get_mut(key) {
+        *held += 1;
     }
 }
 

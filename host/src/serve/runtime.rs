@@ -946,7 +946,7 @@ impl LoadedBundle {
         let head_request = request.method() == http::Method::HEAD;
         let mut warm = self.instance().await?;
         let store = &mut warm.instance.store;
-        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (sender, mut receiver) = tokio::sync::oneshot::channel();
         let bad_request = |e: wasmtime::Error| RequestError::BadRequest {
             bundle: bundle(),
             reason: format!("{e:#}"),
@@ -1018,7 +1018,6 @@ impl LoadedBundle {
             }
         });
         let started = Instant::now();
-        let mut receiver = receiver;
         // The guest runs on this task until its head arrives (a guest that
         // answers at once has then ended too). A run that ended without a head has
         // dropped its sender, so `None` is not expected; it means "no response".
