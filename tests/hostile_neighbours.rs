@@ -895,3 +895,80 @@ async fn a_response_written_in_pieces_is_not_held_back() {
         "{held} of 20 responses written in pieces took ≥ 40 ms ({times:?}): the host holds small writes back"
     );
 }
+
+/// Reads one response off `stream`; its status line, or `None` if the server
+/// closed the connection first.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&data).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            });
+            let complete = match length {
+                Some(length) => body.len() >= length,
+                None => body.ends_with("0\r\n\r\n"),
+            };
+            if complete {
+                return head.lines().next().map(str::to_string);
+            }
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// The head deadline follows a keep-alive connection's last request, not its
+/// first: a client that sends a request every 0.6 s on one connection, with a 1 s
+/// header-read timeout, is never cut off, and once it falls silent the
+/// connection is closed one timeout after its last response (each connection has
+/// one timer, re-armed when it fires early; `serve::head_deadline`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_head_deadline_follows_a_keep_alive_connections_last_request() {
+    use tokio::io::AsyncWriteExt as _;
+    let _turn = TAKE_TURNS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gtc = host(dir.path(), "", &["--header-read-timeout=1s"]);
+    let addr = gtc.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut last = Instant::now();
+    for request in 0..5 {
+        if request > 0 {
+            // The gap is the input: each one is past half the timeout, so
+            // the third request already comes after the first deadline.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        stream
+            .write_all(b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let status = read_response(&mut stream).await;
+        assert_eq!(
+            status.as_deref(),
+            Some("HTTP/1.1 200 OK"),
+            "request {request} on the kept-alive connection"
+        );
+        last = Instant::now();
+    }
+    // Silent now: closed one timeout after the last response, not before it
+    // and not much after it.
+    let closed = tokio::time::timeout(Duration::from_secs(10), read_response(&mut stream)).await;
+    let after = last.elapsed();
+    assert_eq!(closed, Ok(None), "the idle connection was not closed");
+    assert!(
+        after >= Duration::from_millis(950),
+        "closed {after:?} after its last response, within the 1 s timeout"
+    );
+    assert!(
+        after < Duration::from_secs(5),
+        "closed {after:?} after its last response"
+    );
+    gtc.stop();
+}

@@ -17,11 +17,8 @@ use std::sync::{Arc, Mutex, RwLock};
 /// App-wide counters that are not owned by a more specific module.
 #[derive(Default)]
 pub struct Metrics {
-    /// `(bundle, status)`: an HTTP status, or `aborted` for a response that failed
-    /// after its head was sent, or `499` when the client left first.
-    /// Read-locked on the request path (a write lock only for a new pair), so
-    /// requests on different cores never wait for each other here.
-    requests: RwLock<BTreeMap<String, BTreeMap<Status, AtomicU64>>>,
+    /// Each bundle's answered requests by status, in registration order.
+    requests: Mutex<Vec<(String, Arc<RequestCounts>)>>,
     /// Requests that had to wait for an instance slot, by bundle.
     queued: Mutex<BTreeMap<String, u64>>,
     /// Connections refused at the connection cap.
@@ -135,6 +132,66 @@ enum Status {
     Aborted,
 }
 
+/// One bundle's answered requests, by how they ended: an HTTP status, `aborted`
+/// for a response that failed after its head was sent, or `499` when the client
+/// left first. The bundle holds its own counters, so counting a request is no
+/// lookup by name; 200, the usual answer, is one atomic add, and other statuses
+/// take a read lock (a write lock only for a status not seen before), so requests
+/// on different cores never wait for each other here.
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    ok: AtomicU64,
+    others: RwLock<BTreeMap<Status, AtomicU64>>,
+}
+
+impl RequestCounts {
+    /// Counts one answered request.
+    pub fn answered(&self, status: u16) {
+        if status == 200 {
+            self.ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.count(Status::Http(status));
+        }
+    }
+
+    /// Counts a request whose response failed after its head was sent.
+    pub fn aborted(&self) {
+        self.count(Status::Aborted);
+    }
+
+    fn count(&self, status: Status) {
+        let others = self.others.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(counter) = others.get(&status) {
+            counter.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        drop(others);
+        self.others
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(status)
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every status counted so far, in order, with its count.
+    fn snapshot(&self) -> Vec<(Status, u64)> {
+        let mut counts: Vec<(Status, u64)> = self
+            .others
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(status, count)| (*status, count.load(Ordering::Relaxed)))
+            .collect();
+        let ok = self.ok.load(Ordering::Relaxed);
+        if ok > 0 {
+            counts.push((Status::Http(200), ok));
+            counts.sort_unstable_by_key(|(status, _)| *status);
+        }
+        counts
+    }
+}
+
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -145,30 +202,14 @@ impl std::fmt::Display for Status {
 }
 
 impl Metrics {
-    /// Counts one answered request.
-    pub fn request(&self, bundle: &str, status: u16) {
-        self.count(bundle, Status::Http(status));
-    }
-
-    /// Counts a request whose response failed after its head was sent.
-    pub fn request_aborted(&self, bundle: &str) {
-        self.count(bundle, Status::Aborted);
-    }
-
-    fn count(&self, bundle: &str, status: Status) {
-        let requests = self.requests.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(counter) = requests.get(bundle).and_then(|b| b.get(&status)) {
-            counter.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        drop(requests);
-        let mut requests = self.requests.write().unwrap_or_else(|e| e.into_inner());
-        requests
-            .entry(bundle.to_string())
-            .or_default()
-            .entry(status)
-            .or_default()
-            .fetch_add(1, Ordering::Relaxed);
+    /// The request counters of `bundle` (`gtc_requests_total`), rendered from now on.
+    pub fn register_requests(&self, bundle: &str) -> Arc<RequestCounts> {
+        let counts = Arc::new(RequestCounts::default());
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((bundle.to_string(), counts.clone()));
+        counts
     }
 
     /// Counts a request that waited for an instance slot.
@@ -506,29 +547,34 @@ impl Metrics {
         }
     }
 
-    /// Renders every metric.
-    pub fn render(&self, service: &SecretsService, gets: &GetCounters) -> String {
-        let mut out = String::new();
+    /// `gtc_requests_total`, by bundle name, then status.
+    fn render_requests(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "# HELP gtc_requests_total HTTP requests answered, by bundle and status \
              (aborted: failed after the response head was sent; 499: the client left first)."
         );
         let _ = writeln!(out, "# TYPE gtc_requests_total counter");
-        for (bundle, statuses) in self
+        let mut requests: Vec<(String, Arc<RequestCounts>)> = self
             .requests
-            .read()
+            .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            for (status, count) in statuses {
+            .clone();
+        requests.sort_by(|(a, _), (b, _)| a.cmp(b));
+        for (bundle, counts) in &requests {
+            for (status, count) in counts.snapshot() {
                 let _ = writeln!(
                     out,
-                    "gtc_requests_total{{bundle=\"{bundle}\",status=\"{status}\"}} {}",
-                    count.load(Ordering::Relaxed)
+                    "gtc_requests_total{{bundle=\"{bundle}\",status=\"{status}\"}} {count}"
                 );
             }
         }
+    }
+
+    /// Renders every metric.
+    pub fn render(&self, service: &SecretsService, gets: &GetCounters) -> String {
+        let mut out = String::new();
+        self.render_requests(&mut out);
         let _ = writeln!(
             out,
             "# HELP gtc_secrets_get_total secrets.get calls, by outcome."
@@ -701,5 +747,43 @@ fn render_audit(auditor: &crate::secrets::audit::Auditor, out: &mut String) {
                 pick(stats).load(Ordering::Relaxed)
             );
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_rendered_by_bundle_then_status_with_200_among_them() {
+        let metrics = Metrics::default();
+        let zeta = metrics.register_requests("zeta");
+        let alpha = metrics.register_requests("alpha");
+        let idle = metrics.register_requests("idle");
+        for _ in 0..3 {
+            zeta.answered(200);
+        }
+        zeta.answered(503);
+        zeta.aborted();
+        alpha.answered(499);
+        alpha.answered(200);
+        alpha.answered(404);
+        alpha.answered(404);
+        let mut out = String::new();
+        metrics.render_requests(&mut out);
+        let lines: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            [
+                "gtc_requests_total{bundle=\"alpha\",status=\"200\"} 1",
+                "gtc_requests_total{bundle=\"alpha\",status=\"404\"} 2",
+                "gtc_requests_total{bundle=\"alpha\",status=\"499\"} 1",
+                "gtc_requests_total{bundle=\"zeta\",status=\"200\"} 3",
+                "gtc_requests_total{bundle=\"zeta\",status=\"503\"} 1",
+                "gtc_requests_total{bundle=\"zeta\",status=\"aborted\"} 1",
+            ],
+            "{out}"
+        );
+        drop(idle);
     }
 }

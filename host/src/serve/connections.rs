@@ -9,9 +9,9 @@
 //! to match a route.
 
 use crate::metrics::Metrics;
+use crate::serve::head_deadline::HeadDeadline;
 use crate::serve::log_limit::{Admit, LogLimiter};
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioTimer;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -81,11 +81,9 @@ pub async fn serve_connections<F, Fut>(
     let mut builder = http1::Builder::new();
     builder
         .keep_alive(true)
-        .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192) * 2);
-    let builder = Arc::new(builder);
     let log = LogLimiter::new();
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
@@ -137,7 +135,9 @@ pub async fn serve_connections<F, Fut>(
             continue;
         };
         let handler = handler.clone();
-        let builder = builder.clone();
+        // Each connection keeps its head deadline with a timer of its own.
+        let mut builder = builder.clone();
+        builder.timer(HeadDeadline::new());
         let metrics = metrics.clone();
         metrics.connections_open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {

@@ -117,7 +117,7 @@ impl Host {
                         http::HeaderValue::from_static("1"),
                     );
                 }
-                self.metrics.request(bundle.name(), status.as_u16());
+                bundle.count_answered(status.as_u16());
                 response
             }
         }

@@ -2,7 +2,8 @@
 //! out again.
 //!
 //! [`connections`] is the accept loop both HTTP servers share (connection cap,
-//! header limits, back-off when out of descriptors); [`ingress`] routes a request
+//! header limits, back-off when out of descriptors; [`head_deadline`] is the
+//! head timeout's timer, one per connection); [`ingress`] routes a request
 //! to a bundle or answers the host's own endpoints; [`runtime`] owns the Wasm
 //! engine, pre-instantiates components and runs each request in a fresh sandboxed
 //! instance (or, for a bundle that opted in, a reused one from [`warm`]), in turns
@@ -19,6 +20,7 @@ pub mod connections;
 pub mod cpu_share;
 pub mod egress;
 pub mod guest_log;
+pub mod head_deadline;
 pub mod host_memory;
 pub mod ingress;
 pub mod log_limit;

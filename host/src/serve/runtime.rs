@@ -490,6 +490,7 @@ impl Runtime {
             .unwrap_or(pool)
             .clamp(1, pool);
         let instances = self.metrics.register_instances(&bundle);
+        let requests = self.metrics.register_requests(&bundle);
         let warm = self.warm_pool(&bundle, &manifest, &secrets, &instances);
         let cpu = self.cpu.register(self.metrics.register_cpu(&bundle));
         Ok(LoadedBundle {
@@ -506,6 +507,7 @@ impl Runtime {
             metrics: self.metrics.clone(),
             log,
             instances,
+            requests,
             warm,
             idle: self.idle.clone(),
             cpu,
@@ -646,6 +648,8 @@ pub struct LoadedBundle {
     metrics: Arc<Metrics>,
     log: Arc<LogLimiter>,
     instances: Arc<crate::metrics::InstanceCounts>,
+    /// Its answered requests by status (`gtc_requests_total`).
+    requests: Arc<crate::metrics::RequestCounts>,
     /// Idle instances kept for reuse (`None`: a fresh instance per request).
     warm: Option<Arc<WarmPool<Slot>>>,
     /// Every reusing bundle's idle instances, to evict from when the pool is full.
@@ -686,6 +690,11 @@ impl LoadedBundle {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Counts a request answered on this bundle's route (`gtc_requests_total`).
+    pub fn count_answered(&self, status: u16) {
+        self.requests.answered(status);
     }
 
     /// The limits in force (the manifest's, capped by the operator's maxima).
@@ -1172,7 +1181,7 @@ impl GuardedBody {
 
     fn finish_ok(&mut self) {
         if let Some(bundle) = self.bundle.take() {
-            bundle.metrics.request(&bundle.name, self.status);
+            bundle.requests.answered(self.status);
         }
     }
 
@@ -1180,7 +1189,7 @@ impl GuardedBody {
         self.aborted.store(true, Ordering::Relaxed);
         if let Some(bundle) = self.bundle.take() {
             bundle.log_failure(error, self.started.elapsed(), true);
-            bundle.metrics.request_aborted(&bundle.name);
+            bundle.requests.aborted();
         }
     }
 }
@@ -1274,18 +1283,18 @@ impl Drop for GuardedBody {
                 let (status, started) = (self.status, self.started);
                 runtime.spawn(async move {
                     match outcome.await {
-                        Ok(Ok(())) => bundle.metrics.request(&bundle.name, status),
+                        Ok(Ok(())) => bundle.requests.answered(status),
                         Ok(Err(error)) => {
                             bundle.log_failure(&error, started.elapsed(), true);
-                            bundle.metrics.request_aborted(&bundle.name);
+                            bundle.requests.aborted();
                         }
-                        Err(_) => bundle.metrics.request_aborted(&bundle.name),
+                        Err(_) => bundle.requests.aborted(),
                     }
                 });
             }
-            (true, _, _) => bundle.metrics.request(&bundle.name, self.status),
+            (true, _, _) => bundle.requests.answered(self.status),
             // The client went away before the body ended.
-            (false, _, _) => bundle.metrics.request(&bundle.name, CLIENT_GONE),
+            (false, _, _) => bundle.requests.answered(CLIENT_GONE),
         }
     }
 }

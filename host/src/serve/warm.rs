@@ -100,9 +100,10 @@ impl<I: Send + 'static> WarmPool<I> {
     /// has served its requests or its age is up. Returns it when `keep` is false
     /// (the host needs its slot elsewhere), for the caller to drop.
     pub fn put(&self, mut warm: Warm<I>, keep: bool) -> Option<Warm<I>> {
+        let now = Instant::now();
         let why = if warm.served >= self.policy.requests {
             Some(Retired::Requests)
-        } else if warm.created.elapsed() >= self.policy.max_age {
+        } else if now.saturating_duration_since(warm.created) >= self.policy.max_age {
             Some(Retired::Age)
         } else if !keep {
             Some(Retired::Evicted)
@@ -113,7 +114,7 @@ impl<I: Send + 'static> WarmPool<I> {
             self.counts.retire(why);
             return Some(warm);
         }
-        warm.idle_since = Instant::now();
+        warm.idle_since = now;
         self.lock().push(warm);
         self.counts.idle.fetch_add(1, Ordering::Relaxed);
         self.returned.notify_one();
