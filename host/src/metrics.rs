@@ -555,14 +555,21 @@ impl Metrics {
              (aborted: failed after the response head was sent; 499: the client left first)."
         );
         let _ = writeln!(out, "# TYPE gtc_requests_total counter");
-        let mut requests: Vec<(String, Arc<RequestCounts>)> = self
+        let requests: Vec<(String, Arc<RequestCounts>)> = self
             .requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        requests.sort_by(|(a, _), (b, _)| a.cmp(b));
+        // One series per bundle name and status, should a name be registered twice.
+        let mut by_bundle: BTreeMap<&str, BTreeMap<Status, u64>> = BTreeMap::new();
         for (bundle, counts) in &requests {
+            let statuses = by_bundle.entry(bundle.as_str()).or_default();
             for (status, count) in counts.snapshot() {
+                *statuses.entry(status).or_default() += count;
+            }
+        }
+        for (bundle, statuses) in by_bundle {
+            for (status, count) in statuses {
                 let _ = writeln!(
                     out,
                     "gtc_requests_total{{bundle=\"{bundle}\",status=\"{status}\"}} {count}"
@@ -755,11 +762,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_are_rendered_by_bundle_then_status_with_200_among_them() {
+    fn requests_are_rendered_once_per_bundle_and_status_in_order_with_200_among_them() {
         let metrics = Metrics::default();
         let zeta = metrics.register_requests("zeta");
         let alpha = metrics.register_requests("alpha");
-        let idle = metrics.register_requests("idle");
+        let _idle = metrics.register_requests("idle");
+        let zeta_again = metrics.register_requests("zeta");
+        zeta_again.answered(503);
         for _ in 0..3 {
             zeta.answered(200);
         }
@@ -779,11 +788,10 @@ mod tests {
                 "gtc_requests_total{bundle=\"alpha\",status=\"404\"} 2",
                 "gtc_requests_total{bundle=\"alpha\",status=\"499\"} 1",
                 "gtc_requests_total{bundle=\"zeta\",status=\"200\"} 3",
-                "gtc_requests_total{bundle=\"zeta\",status=\"503\"} 1",
+                "gtc_requests_total{bundle=\"zeta\",status=\"503\"} 2",
                 "gtc_requests_total{bundle=\"zeta\",status=\"aborted\"} 1",
             ],
             "{out}"
         );
-        drop(idle);
     }
 }

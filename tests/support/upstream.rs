@@ -230,11 +230,11 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    requests: Arc<Mutex<Vec<String>>>,
-    answer: Answer,
-) {
+/// One HTTP/1.1 message (a request or a response) read off `stream`: its head, up
+/// to and including the blank line, and its body as sent (still chunked if it was),
+/// by its `content-length` or up to the last chunk. `None` if the stream ended
+/// before the head did; a stream that ends in the body gives what came.
+pub async fn read_message<S: AsyncRead + Unpin>(stream: &mut S) -> Option<(String, Vec<u8>)> {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     let head_end = loop {
@@ -242,7 +242,7 @@ async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
             break at + 4;
         }
         match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => data.extend_from_slice(&buf[..n]),
         }
     };
@@ -273,11 +273,22 @@ async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(n) => data.extend_from_slice(&buf[..n]),
         }
     }
-    let body = if chunked {
-        dechunk(&data[head_end..])
-    } else {
-        data[head_end..].to_vec()
+    let body = data.split_off(head_end);
+    Some((head, body))
+}
+
+async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    requests: Arc<Mutex<Vec<String>>>,
+    answer: Answer,
+) {
+    let Some((head, raw)) = read_message(&mut stream).await else {
+        return;
     };
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked { dechunk(&raw) } else { raw };
     let received = format!("{head}{}", String::from_utf8_lossy(&body));
     requests.lock().unwrap().push(received.clone());
     let header = |name: &str| {

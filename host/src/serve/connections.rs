@@ -78,6 +78,8 @@ pub async fn serve_connections<F, Fut>(
 {
     tokio::pin!(shutdown);
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    // No timer here: each connection gets its own below, and hyper refuses a
+    // header-read timeout without one, so serve only with a per-connection clone.
     let mut builder = http1::Builder::new();
     builder
         .keep_alive(true)

@@ -14,8 +14,13 @@
 //! sends a request every few milliseconds therefore costs one timer registration
 //! per timeout period, not one per request, and a client that sends nothing is
 //! still cut off at its deadline: a sleep completes only once the clock has passed
-//! its own deadline, and the shared sleep is never armed later than the earliest
-//! deadline still being waited on.
+//! its own deadline, and a sleep being polled first pulls the shared sleep back to
+//! its deadline if that is earlier.
+//!
+//! The shared sleep wakes the task that polled it last, so the sleeps of one
+//! [`HeadDeadline`] must all be polled by one task: it is meant only as the
+//! `http1::Builder` timer of one connection, whose task alone polls the one sleep
+//! hyper holds at a time.
 
 use hyper::rt::{Sleep, Timer};
 use std::future::Future;
@@ -24,9 +29,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// The timer of one connection (`http1::Builder::timer`, set per connection).
+/// The timer of one connection (`http1::Builder::timer`, set per connection); its
+/// sleeps must be polled by that connection's task only (see the module docs).
 #[derive(Default)]
-pub struct HeadDeadline {
+pub(crate) struct HeadDeadline {
     shared: Arc<Mutex<Option<Armed>>>,
 }
 
@@ -38,7 +44,7 @@ struct Armed {
 
 impl HeadDeadline {
     /// A timer with nothing armed: the first sleep that is polled arms it.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 }
@@ -95,6 +101,9 @@ impl Future for DeadlineSleep {
             armed.sleep.as_mut().reset(deadline.into());
             armed.at = deadline;
         }
+        // Ends: tokio rounds a deadline up to its next millisecond tick, so once
+        // the sleep is re-armed for ours, the next time it fires the clock has
+        // passed ours.
         loop {
             if armed.sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
@@ -150,6 +159,38 @@ mod tests {
             "ended {:?} after the start",
             ended - start
         );
+    }
+
+    /// The instant the connection's one tokio sleep is armed for.
+    fn armed_at(timer: &HeadDeadline) -> Option<Instant> {
+        let shared = timer.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.as_ref().map(|armed| armed.at)
+    }
+
+    #[tokio::test]
+    async fn requests_in_a_row_move_the_deadline_without_re_arming_the_timer() {
+        let timer = HeadDeadline::new();
+        let start = timer.now();
+        let waker = std::task::Waker::noop();
+        // Ten requests on a keep-alive connection, each head arriving after
+        // hyper polled its sleep once.
+        for request in 0..10u32 {
+            let mut sleep = timer.sleep_until(start + STEP + Duration::from_millis(request.into()));
+            assert!(
+                sleep
+                    .as_mut()
+                    .poll(&mut Context::from_waker(waker))
+                    .is_pending()
+            );
+            drop(sleep);
+        }
+        // Armed once, for the first request's deadline.
+        assert_eq!(armed_at(&timer), Some(start + STEP));
+        // The last deadline is reached: the timer was re-armed once, for it.
+        let last = start + STEP + Duration::from_millis(9);
+        let ended = completes(timer.sleep_until(last)).await;
+        assert!(ended >= last);
+        assert_eq!(armed_at(&timer), Some(last));
     }
 
     #[tokio::test]
