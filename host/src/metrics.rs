@@ -201,15 +201,19 @@ impl std::fmt::Display for Status {
     }
 }
 
+/// New counters of `bundle`, added to `list` (rendered from now on).
+fn register<C: Default>(list: &Mutex<Vec<(String, Arc<C>)>>, bundle: &str) -> Arc<C> {
+    let counts = Arc::new(C::default());
+    list.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((bundle.to_string(), counts.clone()));
+    counts
+}
+
 impl Metrics {
     /// The request counters of `bundle` (`gtc_requests_total`), rendered from now on.
     pub fn register_requests(&self, bundle: &str) -> Arc<RequestCounts> {
-        let counts = Arc::new(RequestCounts::default());
-        self.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((bundle.to_string(), counts.clone()));
-        counts
+        register(&self.requests, bundle)
     }
 
     /// Counts a request that waited for an instance slot.
@@ -312,32 +316,17 @@ impl Metrics {
 
     /// The sealed-secret counters of `bundle`, rendered from now on.
     pub fn register_sealed(&self, bundle: &str) -> Arc<SealedCounters> {
-        let counters = Arc::new(SealedCounters::default());
-        self.sealed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((bundle.to_string(), counters.clone()));
-        counters
+        register(&self.sealed, bundle)
     }
 
     /// The instance counters of `bundle`, rendered from now on.
     pub fn register_instances(&self, bundle: &str) -> Arc<InstanceCounts> {
-        let counts = Arc::new(InstanceCounts::default());
-        self.instances
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((bundle.to_string(), counts.clone()));
-        counts
+        register(&self.instances, bundle)
     }
 
     /// The CPU counters of `bundle`, rendered from now on.
     pub fn register_cpu(&self, bundle: &str) -> Arc<CpuCounts> {
-        let counts = Arc::new(CpuCounts::default());
-        self.cpu
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((bundle.to_string(), counts.clone()));
-        counts
+        register(&self.cpu, bundle)
     }
 
     fn render_cpu(&self, out: &mut String) {

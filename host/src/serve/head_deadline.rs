@@ -125,6 +125,13 @@ mod tests {
 
     const STEP: Duration = Duration::from_millis(150);
 
+    /// Polls `sleep` once, as hyper does before the head it waits for arrives.
+    fn polled_once(sleep: &mut Pin<Box<dyn Sleep>>) -> Poll<()> {
+        sleep
+            .as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
     /// Polls `sleep` until it completes; returns when it did.
     async fn completes(sleep: Pin<Box<dyn Sleep>>) -> Instant {
         sleep.await;
@@ -138,13 +145,7 @@ mod tests {
         // A first request's sleep arms the shared timer, then is dropped when
         // its head arrives, as hyper does.
         let mut first = timer.sleep_until(start + STEP);
-        let waker = std::task::Waker::noop();
-        assert!(
-            first
-                .as_mut()
-                .poll(&mut Context::from_waker(waker))
-                .is_pending()
-        );
+        assert!(polled_once(&mut first).is_pending());
         drop(first);
         // The next request's deadline is later: the shared timer fires at the
         // first deadline, and this sleep must not end there.
@@ -171,17 +172,11 @@ mod tests {
     async fn requests_in_a_row_move_the_deadline_without_re_arming_the_timer() {
         let timer = HeadDeadline::new();
         let start = timer.now();
-        let waker = std::task::Waker::noop();
         // Ten requests on a keep-alive connection, each head arriving after
         // hyper polled its sleep once.
         for request in 0..10u32 {
             let mut sleep = timer.sleep_until(start + STEP + Duration::from_millis(request.into()));
-            assert!(
-                sleep
-                    .as_mut()
-                    .poll(&mut Context::from_waker(waker))
-                    .is_pending()
-            );
+            assert!(polled_once(&mut sleep).is_pending());
             drop(sleep);
         }
         // Armed once, for the first request's deadline.
@@ -198,12 +193,7 @@ mod tests {
         let timer = HeadDeadline::new();
         let start = timer.now();
         let mut late = timer.sleep_until(start + Duration::from_secs(60));
-        let waker = std::task::Waker::noop();
-        assert!(
-            late.as_mut()
-                .poll(&mut Context::from_waker(waker))
-                .is_pending()
-        );
+        assert!(polled_once(&mut late).is_pending());
         // The shared timer is armed for a minute; a sleep of one step still
         // ends after one step.
         let ended = tokio::time::timeout(Duration::from_secs(5), completes(timer.sleep(STEP)))
