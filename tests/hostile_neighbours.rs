@@ -900,7 +900,7 @@ async fn a_response_written_in_pieces_is_not_held_back() {
 /// The head deadline follows a keep-alive connection's last request, not its
 /// first: a client that sends a request every 0.6 s on one connection, with a 1 s
 /// header-read timeout, is never cut off, and once it falls silent the
-/// connection is closed one timeout after its last response (each connection has
+/// connection is closed one timeout after its last request (each connection has
 /// one timer, re-armed when it fires early; `serve::head_deadline`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_head_deadline_follows_a_keep_alive_connections_last_request() {

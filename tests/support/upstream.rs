@@ -231,7 +231,7 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
 }
 
 /// One HTTP/1.1 message (a request or a response) read off `stream`: its head, up
-/// to and including the blank line, and its body as sent (still chunked if it was),
+/// to and including the blank line, and its body (dechunked if it was chunked),
 /// by its `content-length` or up to the last chunk. `None` if the stream ended
 /// before the head did; a stream that ends in the body gives what came.
 pub async fn read_message<S: AsyncRead + Unpin>(stream: &mut S) -> Option<(String, Vec<u8>)> {
@@ -274,7 +274,7 @@ pub async fn read_message<S: AsyncRead + Unpin>(stream: &mut S) -> Option<(Strin
         }
     }
     let body = data.split_off(head_end);
-    Some((head, body))
+    Some((head, if chunked { dechunk(&body) } else { body }))
 }
 
 async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
@@ -282,13 +282,9 @@ async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
     requests: Arc<Mutex<Vec<String>>>,
     answer: Answer,
 ) {
-    let Some((head, raw)) = read_message(&mut stream).await else {
+    let Some((head, body)) = read_message(&mut stream).await else {
         return;
     };
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked { dechunk(&raw) } else { raw };
     let received = format!("{head}{}", String::from_utf8_lossy(&body));
     requests.lock().unwrap().push(received.clone());
     let header = |name: &str| {

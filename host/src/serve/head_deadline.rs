@@ -42,6 +42,13 @@ struct Armed {
     at: Instant,
 }
 
+impl Armed {
+    fn arm_for(&mut self, deadline: Instant) {
+        self.sleep.as_mut().reset(deadline.into());
+        self.at = deadline;
+    }
+}
+
 impl HeadDeadline {
     /// A timer with nothing armed: the first sleep that is polled arms it.
     pub(crate) fn new() -> Self {
@@ -98,8 +105,7 @@ impl Future for DeadlineSleep {
         // Never armed later than this sleep's deadline: then a shared sleep
         // that has not fired means this deadline has not passed either.
         if armed.at > deadline {
-            armed.sleep.as_mut().reset(deadline.into());
-            armed.at = deadline;
+            armed.arm_for(deadline);
         }
         // Ends: tokio rounds a deadline up to its next millisecond tick, so once
         // the sleep is re-armed for ours, the next time it fires the clock has
@@ -113,8 +119,7 @@ impl Future for DeadlineSleep {
             if tokio::time::Instant::now().into_std() >= deadline {
                 return Poll::Ready(());
             }
-            armed.sleep.as_mut().reset(deadline.into());
-            armed.at = deadline;
+            armed.arm_for(deadline);
         }
     }
 }
